@@ -1,0 +1,271 @@
+"""The ``fmbench`` command line.
+
+Library errors (:class:`fmbench.errors.FmbenchError`) become one line on stderr and exit code
+1; ``--debug`` shows the traceback instead.  Usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import FmbenchError, ResultError
+
+STATE = {"debug": False}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _progress(quiet: bool):
+    """A rich progress bar with ETA on stderr (nothing when ``quiet``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=_console(stderr=True), disable=quiet,
+                    transient=False)
+
+
+def _registry():
+    from .plugins import get_plugin_manager, get_registry
+
+    pm = get_plugin_manager()
+    return pm, get_registry(pm)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fmbench")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool):
+    """fmbench: how robust is a segmentation network on fluorescence-microscopy images?
+
+    Evaluate a model under the reference condition, controlled microscopy corruptions and
+    adversarial attacks with `fmbench eval`; see what is registered with `fmbench list`.
+    """
+    STATE["debug"] = debug
+
+
+def open_dataset(ref: str, split: str, image_size: int, registry, pm):
+    """A registered dataset by name, or ``scheme:rest`` through the plugins' resolver."""
+    if ":" in ref:
+        ds = pm.hook.fmbench_resolve_dataset(ref=ref, split=split, image_size=image_size)
+        if ds is None:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError(f"no plugin handles dataset reference {ref!r}")
+        return ds
+    spec = registry.dataset(ref)
+    if split not in spec.splits:
+        raise FmbenchError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
+    return spec.factory(split=split, image_size=image_size)
+
+
+def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}__{dataset}__{protocol_id}")
+    return Path("fmbench-results") / f"{slug}.json"
+
+
+@cli.command("eval")
+@click.option("--model", "model_ref", required=True, metavar="REF",
+              help="Registered model name, module:Attr, file.py:Attr, or scheme:... for a plugin.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument for the model (repeatable; values are typed as Python literals).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="State dict to load (weights_only).")
+@click.option("--random-init", is_flag=True, help="Allow a registered model without trained weights.")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--tier", "--protocol", "tier", default="quick", show_default=True,
+              help="Protocol tier (quick, full) or exact id (quick-v1).")
+@click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
+@click.option("--seed", type=int, help="Override the protocol seed (makes a protocol variant).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its partial log.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout instead of a table.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, device,
+             batch_size, out, resume, overwrite, as_json, quiet):
+    """Evaluate a model on a dataset under a protocol and write a result JSON."""
+    from .engine import evaluate, resolve_device
+    from .model import load_model, parse_model_args, probe
+    from .result import partial_path, summary_table, write_json
+
+    pm, registry = _registry()
+    args = parse_model_args(model_args)
+    protocol = registry.protocol(tier).customized(n_images=n_images, seed=seed)
+    protocol.validate(registry)
+    dataset = open_dataset(dataset_ref, protocol.split, protocol.image_size, registry, pm)
+    out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
+    log_path = partial_path(out_path)
+    if out_path.exists() and not overwrite:
+        raise ResultError(f"{out_path} already exists; pass --overwrite to replace it or --out to choose another file")
+    if log_path.exists() and not (resume or overwrite):
+        raise ResultError(f"an unfinished run exists ({log_path}); pass --resume to continue it or --overwrite to start over")
+    if resume and not log_path.exists():
+        raise ResultError(f"--resume: no unfinished run at {log_path}")
+    dev = resolve_device(device)
+    loaded = load_model(model_ref, args, registry, pm, checkpoint=checkpoint, dataset=dataset_ref,
+                        random_init=random_init)
+    loaded.module.to(dev)
+    probe(loaded.module, protocol.image_size, dev)
+
+    started = datetime.now(timezone.utc)
+    with _progress(quiet) as bar:
+        task = bar.add_task(f"{model_ref} · {dataset_ref} · {protocol.id}", total=None)
+
+        def on_progress(done, total, label):
+            bar.update(task, completed=done, total=total, description=f"{model_ref} · {label}")
+
+        result = evaluate(loaded, dataset, dataset_ref, protocol, registry, device=dev, batch_size=batch_size,
+                          log_path=log_path, resume=resume and not overwrite, on_progress=on_progress)
+    seconds = result.pop("_seconds")
+    result["run"] = {
+        "command": shlex.join(["fmbench", *sys.argv[1:]]),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds["total"], 3),
+        "seconds_per_condition": {k: round(v, 3) for k, v in seconds["conditions"].items()},
+        "host": socket.gethostname(),
+        "resumed": bool(resume),
+    }
+    write_json(out_path, result)
+    log_path.unlink(missing_ok=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        console = _console()
+        console.print(summary_table(result))
+        for w in result["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"result written to {out_path}")
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["models", "datasets", "corruptions", "attacks", "protocols"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind, as_json):
+    """List registered models, datasets, corruptions, attacks or protocols, with the plugin
+    that registered each."""
+    from rich.table import Table
+
+    _, registry = _registry()
+    rows = []
+    for name, spec in sorted(getattr(registry, kind).items()):
+        row = {"name": name, "summary": getattr(spec, "summary", getattr(spec, "description", "")), "plugin": spec.plugin}
+        if kind == "corruptions":
+            row["levels"] = ", ".join(spec.label(lv) for lv in spec.levels)
+        elif kind == "attacks":
+            row["norms"] = ", ".join(spec.norms)
+        elif kind == "models":
+            row["weights"] = ", ".join(sorted(spec.weights)) or "—"
+        elif kind == "protocols":
+            row["hash"] = spec.hash
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"registered {kind}", title_justify="left")
+    for col in rows[0] if rows else ["name"]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    _console().print(table)
+
+
+@cli.command("plugins")
+def plugins_cmd():
+    """Show loaded plugins, their distributions and the hooks each implements."""
+    from rich.table import Table
+
+    from .plugins import distribution_of
+
+    pm, _ = _registry()
+    table = Table(title="fmbench plugins", title_justify="left")
+    for col in ("plugin", "distribution", "hooks"):
+        table.add_column(col)
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        table.add_row(name, distribution_of(name), ", ".join(hooks))
+    _console().print(table)
+
+
+@cli.command("train")
+@click.option("--model", "model_ref", required=True, help="Registered model name or module:Attr.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE")
+@click.option("--dataset", "dataset_ref", required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), help="Override the recipe's number of steps.")
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition and image size are used.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write.")
+@click.option("--half", is_flag=True, help="Store weights as float16 (smaller file).")
+@click.option("--resume", is_flag=True, help="Continue from the periodic training state.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, resume, overwrite, quiet):
+    """Train a model with the fixed, seeded recipe and write a checkpoint with metadata."""
+    from .model import build_model, parse_model_args
+    from .train import Recipe, train
+
+    pm, registry = _registry()
+    args = parse_model_args(model_args)
+    protocol = registry.protocol(tier)
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise ResultError(f"{out_path} already exists; pass --overwrite to replace it")
+    recipe = Recipe() if steps is None else Recipe(steps=steps)
+    module, spec = build_model(model_ref, args, registry, pm)
+    ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry, pm)
+    ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry, pm)
+    t0 = time.perf_counter()
+    with _progress(quiet) as bar:
+        task = bar.add_task(f"train {model_ref} on {dataset_ref}", total=recipe.steps)
+
+        def on_progress(done, total, info):
+            desc = f"train {model_ref} · loss {info['loss']:.3f}"
+            if "val_iou" in info:
+                bar.console.print(f"step {done}: val IoU {info['val_iou']:.4f}")
+            bar.update(task, completed=done, description=desc)
+
+        meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
+                     dataset_ref=dataset_ref, protocol=protocol, recipe=recipe, seed=seed, out=out_path,
+                     resume=resume, half=half, on_progress=on_progress)
+    click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
+               f"{time.perf_counter() - t0:.0f} s, state sha256 {meta['state_sha256'][:12]})")
+
+
+def main(argv=None):
+    """Entry point: run the CLI, turning fmbench errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="fmbench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FmbenchError as exc:
+        if STATE["debug"]:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

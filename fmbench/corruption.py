@@ -1,0 +1,149 @@
+"""The simulated detector and the corruption interface.
+
+Images from synthetic datasets are noise-free *expected photon* images.  Every condition of
+the protocol passes the image through the same chain, the way a microscope does::
+
+    expected photons --(optical corruption: blur, shading, haze...)--> expected photons
+        --(detector: Poisson shot noise + Gaussian read noise + offset)--> ADU
+        --(detector artefact: hot pixels, stripes, saturation...)--> ADU
+        --(fmbench.data.normalize)--> model input in [0, 1]
+
+The detector's photon scale (photo-electrons per unit of the expected image) is solved, per
+image, on the *uncorrupted* image so that its SNR equals the protocol's ``reference_snr``:
+the exposure is fixed, the sample and optics change.  An optical corruption that dims the
+image (photobleaching) therefore lowers the SNR, as it would at the microscope.
+
+**SNR** (the definition used everywhere in fmbench): for expected image ``x`` with foreground
+mask ``M``, photon scale ``a`` and read noise ``s`` (electrons),
+
+    SNR = a * (mean_M(x) - mean_~M(x)) / sqrt(a * mean_M(x) + s^2)
+
+i.e. the mean foreground signal above background divided by the standard deviation of the
+noise in the foreground.  Given a target SNR this is a quadratic in ``a`` with one positive
+root, solved exactly per image (:func:`photon_scale`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import DataError, ProtocolError
+from .protocol import Camera
+from .seeding import poisson_per_image, randn_per_image
+
+
+def check_image_batch(x: torch.Tensor, where: str) -> None:
+    """Corruptions take ``(B, 1, H, W)`` floating-point tensors."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{where}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise DataError(f"{where}: expected a (B, 1, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise DataError(f"{where}: expected a floating-point tensor, got dtype {x.dtype}")
+
+
+def _fg_bg_means(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m = mask.reshape(x.shape[0], -1).to(x.dtype)
+    flat = x.reshape(x.shape[0], -1)
+    n_fg = m.sum(1)
+    n_bg = m.shape[1] - n_fg
+    if (n_fg == 0).any() or (n_bg == 0).any():
+        raise DataError("SNR needs foreground and background pixels in every image; an image "
+                        "has an empty or full mask")
+    mu_f = (flat * m).sum(1) / n_fg
+    mu_b = (flat * (1 - m)).sum(1) / n_bg
+    return mu_f, mu_b
+
+
+def photon_scale(x: torch.Tensor, mask: torch.Tensor, snr: float, read_noise_e: float) -> torch.Tensor:
+    """Photo-electrons per unit of ``x`` that give exactly ``snr`` (see module docstring).
+
+    ``x`` is ``(B, 1, H, W)`` expected photons, ``mask`` ``(B, H, W)`` bool; returns ``(B,)``.
+    """
+    if not snr > 0:
+        raise ProtocolError(f"SNR must be > 0, got {snr}")
+    mu_f, mu_b = _fg_bg_means(x.double(), mask)
+    delta = mu_f - mu_b
+    if (delta <= 0).any():
+        raise DataError("an image's foreground is not brighter than its background; SNR is undefined")
+    s2 = snr * snr
+    var = read_noise_e**2
+    a = (s2 * mu_f + torch.sqrt(s2 * s2 * mu_f * mu_f + 4 * delta * delta * s2 * var)) / (2 * delta * delta)
+    return a.to(x.dtype)
+
+
+def expected_snr(x: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor, read_noise_e: float) -> torch.Tensor:
+    """The SNR the definition gives for photon ``scale`` (for checks and tests)."""
+    mu_f, mu_b = _fg_bg_means(x.double(), mask)
+    a = scale.double()
+    return a * (mu_f - mu_b) / torch.sqrt(a * mu_f + read_noise_e**2)
+
+
+def measured_snr(y: torch.Tensor, mean_y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SNR measured on an observed image ``y`` whose expectation ``mean_y`` is known:
+    (mean foreground - mean background) / std of ``y - mean_y`` over the foreground."""
+    mu_f, mu_b = _fg_bg_means(y.double(), mask)
+    resid = (y - mean_y).double().reshape(y.shape[0], -1)
+    m = mask.reshape(y.shape[0], -1)
+    std = torch.stack([resid[b][m[b]].std() for b in range(y.shape[0])])
+    return (mu_f - mu_b) / std
+
+
+class Sensor:
+    """The camera for one batch: photon scale solved on the clean images at the reference SNR.
+
+    ``expose(x, gens)`` turns expected photons ``x`` (same framing as the clean images) into
+    a noisy image in ADU: ``Poisson(a * x) + N(0, read_noise^2) + offset``.  ``snr=`` asks
+    for a different exposure (the noise corruption uses it); the scale is then solved on the
+    clean images at that SNR.
+    """
+
+    def __init__(self, clean: torch.Tensor, mask: torch.Tensor, camera: Camera, reference_snr: float):
+        check_image_batch(clean, "sensor")
+        self.clean = clean
+        self.mask = mask
+        self.camera = camera
+        self.reference_snr = float(reference_snr)
+        self.scale = photon_scale(clean, mask, self.reference_snr, camera.read_noise_e)
+
+    def scale_for(self, snr: float | None) -> torch.Tensor:
+        if snr is None or float(snr) == self.reference_snr:
+            return self.scale
+        return photon_scale(self.clean, self.mask, float(snr), self.camera.read_noise_e)
+
+    def mean(self, x: torch.Tensor, snr: float | None = None) -> torch.Tensor:
+        """The expectation of :meth:`expose` (ADU), without noise."""
+        a = self.scale_for(snr).reshape(-1, 1, 1, 1)
+        return a * x + self.camera.offset_adu
+
+    def expose(self, x: torch.Tensor, gens: list[torch.Generator], snr: float | None = None) -> torch.Tensor:
+        a = self.scale_for(snr).reshape(-1, 1, 1, 1)
+        electrons = poisson_per_image((a * x).clamp_min(0), gens)
+        read = randn_per_image(x.shape[1:], gens, x.device, x.dtype) * self.camera.read_noise_e
+        return electrons + read + self.camera.offset_adu
+
+
+class Corruption:
+    """Base class of corruptions.
+
+    Subclasses implement :meth:`__call__`, a batched operation on ``(B, 1, H, W)`` tensors on
+    any device.  It receives the *noise-free* expected-photon images and their masks, the
+    severity ``level``, the batch's :class:`Sensor` and one generator per image, and returns
+    the observed image (ADU, before normalisation) and the mask (unchanged unless the
+    corruption is geometric, in which case it is resampled with nearest-neighbour).  Draw all
+    random parameters from ``gens`` first, then apply them, so any single image replays.
+    """
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, level: float, sensor: Sensor,
+                 gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+def check_level(name: str, level: float, levels) -> None:
+    if not any(math.isclose(level, lv) for lv in levels):
+        raise ProtocolError(
+            f"corruption {name!r} has no severity {level:g} (it accepts "
+            f"{', '.join(f'{v:g}' for v in levels)})"
+        )

@@ -1,0 +1,89 @@
+"""Segmentation metrics with an accumulate / compute shape.
+
+Foreground IoU and Dice per image and pooled over the dataset (higher is better), and the
+study's robustness measure: IoU under a condition divided by IoU under the reference
+condition, per image, then averaged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    """Foreground prediction ``(B, H, W)`` bool: ``logit > 0`` for ``C == 1``, otherwise the
+    arg-max class is not 0 (background)."""
+    if logits.shape[1] == 1:
+        return logits[:, 0] > 0
+    return logits.argmax(1) != 0
+
+
+def overlap_counts(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image intersection, union, predicted and true foreground pixel counts."""
+    p = pred.flatten(1)
+    t = target.flatten(1).to(torch.bool)
+    return {
+        "inter": (p & t).sum(1),
+        "union": (p | t).sum(1),
+        "pred": p.sum(1),
+        "true": t.sum(1),
+    }
+
+
+def iou_dice(counts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU and Dice per image; both are 1 when prediction and truth are both empty."""
+    inter = counts["inter"].double()
+    union = counts["union"].double()
+    denom = (counts["pred"] + counts["true"]).double()
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+    dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(inter))
+    return iou, dice
+
+
+class SegmentationMetrics:
+    """Accumulates per-image IoU / Dice and pooled counts over ``update`` calls."""
+
+    higher_is_better = True
+
+    def __init__(self):
+        self.iou: list[float] = []
+        self.dice: list[float] = []
+        self.inter = 0
+        self.union = 0
+        self.pred_true = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        counts = overlap_counts(pred, target)
+        iou, dice = iou_dice(counts)
+        self.add(iou.tolist(), dice.tolist(), int(counts["inter"].sum()), int(counts["union"].sum()),
+                 int((counts["pred"] + counts["true"]).sum()))
+
+    def add(self, iou, dice, inter: int, union: int, pred_true: int) -> None:
+        self.iou.extend(iou)
+        self.dice.extend(dice)
+        self.inter += inter
+        self.union += union
+        self.pred_true += pred_true
+
+    def compute(self) -> dict[str, float]:
+        n = len(self.iou)
+        return {
+            "iou": math.fsum(self.iou) / n if n else float("nan"),
+            "dice": math.fsum(self.dice) / n if n else float("nan"),
+            "iou_pooled": self.inter / self.union if self.union else 1.0,
+            "dice_pooled": 2 * self.inter / self.pred_true if self.pred_true else 1.0,
+            "n_images": n,
+        }
+
+
+def relative(values: list[float], reference: list[float]) -> tuple[list[float | None], float | None]:
+    """Per-image ``value / reference`` and their mean.
+
+    Images whose reference IoU is 0 have no ratio (``None``) and are left out of the mean;
+    the mean is ``None`` when no image has a ratio.
+    """
+    ratios = [v / r if r > 0 else None for v, r in zip(values, reference)]
+    valid = [r for r in ratios if r is not None]
+    return ratios, (math.fsum(valid) / len(valid) if valid else None)

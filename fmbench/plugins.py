@@ -1,0 +1,168 @@
+"""The plugin manager and the registry of everything plugins provide.
+
+Built-in plugins (the modules listed in ``fmbench_plugins.BUILTINS``) and third-party
+packages (entry points in the ``fmbench`` group) go through the same hooks.  Which
+third-party plugins load can be restricted with the environment variable
+``FMBENCH_LOAD_PLUGINS``: unset loads all, a comma-separated list loads only those entry-point
+names, an empty string loads none (the test suite sets that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownNameError
+from .specs import AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec
+
+ENTRYPOINT_GROUP = "fmbench"
+
+_pm: pluggy.PluginManager | None = None
+# plugin name -> "distribution version" for plugins that came from entry points
+_dists: dict[str, str] = {}
+
+
+def _allowed_entrypoints() -> set[str] | None:
+    value = os.environ.get("FMBENCH_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _load_entrypoints(pm: pluggy.PluginManager) -> None:
+    allowed = _allowed_entrypoints()
+    for ep in importlib.metadata.entry_points(group=ENTRYPOINT_GROUP):
+        if allowed is not None and ep.name not in allowed:
+            continue
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "an unknown distribution"
+        if pm.has_plugin(ep.name):
+            raise PluginError(
+                f"plugin name {ep.name!r} from {dist} is already taken by plugin "
+                f"{ep.name!r} ({_dists.get(ep.name, 'built-in')})"
+            )
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # any failure inside third-party code
+            raise PluginError(
+                f"plugin {ep.name!r} (entry point {ep.value!r} from distribution {dist}) failed "
+                f"to import: {type(exc).__name__}: {exc} (set FMBENCH_LOAD_PLUGINS to choose which "
+                f"plugins load)"
+            ) from exc
+        pm.register(plugin, name=ep.name)
+        _dists[ep.name] = dist
+
+
+def make_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
+    """Build a fresh plugin manager with the built-ins and (optionally) installed plugins."""
+    import fmbench_plugins
+
+    pm = pluggy.PluginManager("fmbench")
+    pm.add_hookspecs(hookspecs)
+    for modname in fmbench_plugins.BUILTINS:
+        pm.register(importlib.import_module(modname), name=modname)
+    if load_entrypoints:
+        _load_entrypoints(pm)
+    check(pm)
+    return pm
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """Fail loudly on hook implementations that match no specification (a typo)."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from exc
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, built on first use."""
+    global _pm
+    if _pm is None:
+        _pm = make_plugin_manager()
+    return _pm
+
+
+def distribution_of(plugin_name: str) -> str:
+    """``"name version"`` of the distribution a plugin came from, or ``"built-in"``."""
+    return _dists.get(plugin_name, "built-in")
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by name."""
+
+    models: dict[str, ModelSpec]
+    datasets: dict[str, DatasetSpec]
+    corruptions: dict[str, CorruptionSpec]
+    attacks: dict[str, AttackSpec]
+    protocols: dict[str, Any]  # protocol id ("quick-v1") -> Protocol
+
+    def model(self, name: str) -> ModelSpec:
+        return _lookup(self.models, "model", name)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return _lookup(self.datasets, "dataset", name)
+
+    def corruption(self, name: str) -> CorruptionSpec:
+        return _lookup(self.corruptions, "corruption", name)
+
+    def attack(self, name: str) -> AttackSpec:
+        return _lookup(self.attacks, "attack", name)
+
+    def protocol(self, name: str):
+        """A protocol by id (``quick-v1``) or by tier name (``quick``: its newest version)."""
+        if name in self.protocols:
+            return self.protocols[name]
+        tier = [p for p in self.protocols.values() if p.name == name]
+        if not tier:
+            names = set(self.protocols) | {p.name for p in self.protocols.values()}
+            raise UnknownNameError.for_name("protocol", name, names)
+        return max(tier, key=lambda p: p.version)
+
+
+def _lookup(table: dict, kind: str, name: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownNameError.for_name(kind, name, table) from None
+
+
+def _collect(pm: pluggy.PluginManager, hook: str, kind: str, cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        items = impl.function() or []
+        for item in items:
+            if not isinstance(item, cls):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: {hook}() returned a {type(item).__name__}, "
+                    f"expected {cls.__name__}"
+                )
+            key = item.id if hasattr(item, "id") else item.name
+            if key in out:
+                raise PluginError(
+                    f"{kind} {key!r} is registered twice: by plugin {out[key].plugin!r} and by "
+                    f"plugin {impl.plugin_name!r}"
+                )
+            out[key] = dataclasses.replace(item, plugin=impl.plugin_name)
+    return out
+
+
+def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Collect every spec from every plugin; refuses names registered twice."""
+    from .protocol import Protocol
+
+    pm = pm or get_plugin_manager()
+    return Registry(
+        models=_collect(pm, "fmbench_models", "model", ModelSpec),
+        datasets=_collect(pm, "fmbench_datasets", "dataset", DatasetSpec),
+        corruptions=_collect(pm, "fmbench_corruptions", "corruption", CorruptionSpec),
+        attacks=_collect(pm, "fmbench_attacks", "attack", AttackSpec),
+        protocols=_collect(pm, "fmbench_protocols", "protocol", Protocol),
+    )

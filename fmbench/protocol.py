@@ -1,0 +1,161 @@
+"""The evaluation protocol: a frozen, versioned description of what a run measures.
+
+A protocol fixes the split and number of images, the image size, the reference condition
+(mixed Poisson-Gaussian noise at ``reference_snr``), the camera model, the input
+normalisation, the corruptions with their severities, the attacks with their budgets, the
+metrics and the seed.  Its content hash goes into every result, so two results are compared
+only when they were made under the same protocol.  Protocols are registered by plugins
+(``fmbench_protocols``); the core names none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ProtocolError
+
+
+@dataclass(frozen=True)
+class CorruptionEntry:
+    """One corruption of the protocol and the severities it is evaluated at."""
+
+    name: str
+    levels: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One attack of the protocol: budgets ``eps`` in the [0, 1] input space, a norm, and
+    fixed attack parameters (``params``, a tuple of ``(key, value)`` pairs so it stays
+    hashable).  ``label`` names the condition family; by default ``name`` (``name-l2`` for
+    the L2 norm)."""
+
+    name: str
+    eps: tuple[float, ...]
+    norm: str = "linf"
+    params: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    @property
+    def family(self) -> str:
+        if self.label:
+            return self.label
+        return self.name if self.norm == "linf" else f"{self.name}-{self.norm}"
+
+
+@dataclass(frozen=True)
+class Camera:
+    """The detector of the simulated microscope.
+
+    ``read_noise_e`` is the Gaussian read noise in electrons (rms; 1.6 e- is typical of a
+    scientific CMOS camera), ``offset_adu`` the dark offset added to every pixel.  Gain is 1
+    ADU per electron.
+    """
+
+    read_noise_e: float = 1.6
+    offset_adu: float = 100.0
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A versioned evaluation protocol.  ``id`` is ``NAME-vVERSION`` (plus ``+variant`` for
+    a user-customised copy, which never ranks with the original)."""
+
+    name: str
+    version: int
+    description: str
+    n_images: int
+    image_size: int
+    reference_snr: float
+    corruptions: tuple[CorruptionEntry, ...]
+    attacks: tuple[AttackEntry, ...]
+    split: str = "test"
+    seed: int = 0
+    metrics: tuple[str, ...] = ("iou", "dice")
+    camera: Camera = field(default_factory=Camera)
+    normalization: tuple[float, float] = (1.0, 99.8)
+    datasets: tuple[str, ...] = ("er", "mito", "nucleus")
+    variant: str = ""
+    plugin: str = ""
+
+    @property
+    def id(self) -> str:
+        base = f"{self.name}-v{self.version}"
+        return f"{base}+{self.variant}" if self.variant else base
+
+    def content(self) -> dict[str, Any]:
+        """Everything that defines the protocol, as plain JSON-able data."""
+        data = dataclasses.asdict(self)
+        data.pop("plugin")
+        return json.loads(json.dumps(data))
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def customized(self, **overrides: Any) -> "Protocol":
+        """A copy with some fields changed, marked as a variant (its hash differs)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
+            return self
+        for key in overrides:
+            if key not in {"n_images", "seed", "image_size", "split"}:
+                raise ProtocolError(f"protocol field {key!r} cannot be overridden")
+        changed = {k: v for k, v in overrides.items() if getattr(self, k) != v}
+        if not changed:
+            return self
+        variant = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+        if self.variant:
+            variant = f"{self.variant},{variant}"
+        return dataclasses.replace(self, variant=variant, **changed)
+
+    def validate(self, registry) -> None:
+        """Check every corruption, level, attack, norm and budget against the registry."""
+        if self.n_images < 1:
+            raise ProtocolError(f"protocol {self.id}: n_images must be >= 1, got {self.n_images}")
+        if not self.reference_snr > 0:
+            raise ProtocolError(f"protocol {self.id}: reference_snr must be > 0")
+        for entry in self.corruptions:
+            spec = registry.corruption(entry.name)
+            bad = [lv for lv in entry.levels if lv not in spec.levels]
+            if bad:
+                raise ProtocolError(
+                    f"protocol {self.id}: corruption {entry.name!r} has no severity "
+                    f"{bad[0]:g} (it accepts {', '.join(f'{v:g}' for v in spec.levels)})"
+                )
+        families = set()
+        for entry in self.attacks:
+            spec = registry.attack(entry.name)
+            if entry.norm not in spec.norms:
+                raise ProtocolError(
+                    f"protocol {self.id}: attack {entry.name!r} does not support norm "
+                    f"{entry.norm!r} (it supports {', '.join(spec.norms)})"
+                )
+            if entry.family in families:
+                raise ProtocolError(f"protocol {self.id}: attack family {entry.family!r} twice")
+            families.add(entry.family)
+            for eps in entry.eps:
+                check_eps(eps, entry.norm, where=f"protocol {self.id}, attack {entry.family!r}")
+
+
+def check_eps(eps: float, norm: str, where: str) -> None:
+    """An L-inf budget lives in [0, 1] (the input range); an L2 budget must be >= 0."""
+    if norm == "linf" and not 0.0 <= eps <= 1.0:
+        raise ProtocolError(f"{where}: L-inf budget eps={eps:g} is outside [0, 1]")
+    if norm == "l2" and not eps >= 0.0:
+        raise ProtocolError(f"{where}: L2 budget eps={eps:g} must be >= 0")
+    if norm not in ("linf", "l2"):
+        raise ProtocolError(f"{where}: unsupported norm {norm!r} (use 'linf' or 'l2')")
+
+
+def eps_label(eps: float, norm: str = "linf") -> str:
+    """``2/255`` for an L-inf budget on the 1/255 grid, otherwise the plain number."""
+    k = eps * 255
+    if norm == "linf" and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:g}"

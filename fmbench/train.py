@@ -1,0 +1,182 @@
+"""The fixed, seeded training recipe.
+
+A model is trained at the reference condition only (detector noise at the protocol's
+reference SNR, then the fixed percentile normalisation), with random crops, flips and 90°
+rotations, Dice + cross-entropy loss, AdamW and a cosine schedule with warm-up.  Each step's
+batch is a pure function of (seed, step), so training is deterministic on CPU and a run
+resumed from its periodic state file ends with the same weights as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .corruption import Sensor
+from .data import normalize
+from .errors import CheckpointError, ResultError
+from .metrics import iou_dice, overlap_counts, predict
+from .model import load_state, save_checkpoint
+from .protocol import Protocol
+from .seeding import derive_seed, generators
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run besides the model, dataset and seed."""
+
+    steps: int = 800
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    n_train: int = 256
+    n_val: int = 16
+    val_every: int = 250
+    checkpoint_every: int = 100
+    defense: str = "none"
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (binary or multi-class) plus soft Dice on the foreground."""
+    if logits.shape[1] == 1:
+        ce = F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+        prob = torch.sigmoid(logits[:, 0])
+    else:
+        ce = F.cross_entropy(logits, target.long())
+        prob = 1 - torch.softmax(logits, 1)[:, 0]
+    t = target.float()
+    inter = (prob * t).sum((1, 2))
+    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + t.sum((1, 2)) + 1)
+    return ce + dice.mean()
+
+
+def _load_split(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    samples = [dataset[i] for i in range(min(n, len(dataset)))]
+    x = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
+    m = torch.from_numpy(np.stack([s.mask for s in samples]))
+    return x, m
+
+
+def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: int, step: int):
+    """The batch of one step: images, reference-condition noise, crop, flip, rotation."""
+    g = torch.Generator().manual_seed(derive_seed("train", seed, step))
+    idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=g)
+    x, m = x_all[idx], m_all[idx]
+    sensor = Sensor(x, m, protocol.camera, protocol.reference_snr)
+    y = sensor.expose(x, generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}"))
+    H, W = x.shape[-2:]
+    c = min(recipe.crop, H, W)
+    out_x, out_m = [], []
+    for b in range(recipe.batch_size):
+        top = int(torch.randint(0, H - c + 1, (1,), generator=g))
+        left = int(torch.randint(0, W - c + 1, (1,), generator=g))
+        k = int(torch.randint(0, 4, (1,), generator=g))
+        flip = bool(torch.randint(0, 2, (1,), generator=g))
+        xi = normalize(y[b : b + 1], *protocol.normalization)[0, :, top : top + c, left : left + c]
+        mi = m[b, top : top + c, left : left + c]
+        xi, mi = torch.rot90(xi, k, (1, 2)), torch.rot90(mi, k, (0, 1))
+        if flip:
+            xi, mi = xi.flip(2), mi.flip(1)
+        out_x.append(xi)
+        out_m.append(mi)
+    return torch.stack(out_x), torch.stack(out_m)
+
+
+def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float:
+    """Mean foreground IoU on the validation images at the reference condition."""
+    module.eval()
+    sensor = Sensor(x_val, m_val, protocol.camera, protocol.reference_snr)
+    y = sensor.expose(x_val, generators(seed, keys, "validation"))
+    with torch.inference_mode():
+        pred = predict(module(normalize(y, *protocol.normalization)))
+    iou, _ = iou_dice(overlap_counts(pred, m_val))
+    module.train()
+    return float(iou.mean())
+
+
+def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: str, model_args: dict,
+          dataset_ref: str, protocol: Protocol, recipe: Recipe, seed: int, out: Path, resume: bool = False,
+          half: bool = False, on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.
+
+    Every ``checkpoint_every`` steps the full state (weights, optimiser, schedule, history)
+    is saved to ``out + '.state.pt'``; ``resume=True`` continues from it.
+    """
+    torch.manual_seed(derive_seed("init", seed))
+    state_file = Path(str(out) + ".state.pt")
+    x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
+    x_va, m_va = _load_split(dataset_val, recipe.n_val)
+    keys_tr = [f"{dataset_ref}/train/{i}" for i in range(x_tr.shape[0])]
+    keys_va = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
+    opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    start, history, seconds = 0, [], 0.0
+    identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,
+                "recipe": dataclasses.asdict(recipe), "protocol": protocol.id}
+    if resume and state_file.exists():
+        st = torch.load(state_file, map_location="cpu", weights_only=True)
+        if st.get("identity") != identity:
+            raise ResultError(f"training state {state_file} belongs to a different run; use --overwrite")
+        load_state(module, st["model"], f"training state {state_file}")
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
+    elif resume:
+        raise CheckpointError(f"--resume: no training state at {state_file}")
+
+    module.train()
+    t0 = time.perf_counter()
+    for step in range(start, recipe.steps):
+        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step)
+        loss = _loss(module(xb), mb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        done = step + 1
+        entry: dict[str, Any] = {}
+        if done % recipe.val_every == 0 or done == recipe.steps:
+            entry = {"step": done, "loss": round(float(loss.detach()), 6),
+                     "val_iou": round(validate(module, x_va, m_va, keys_va, protocol, seed), 6)}
+            history.append(entry)
+        if done % recipe.checkpoint_every == 0 and done < recipe.steps:
+            from .result import atomic_write
+
+            snap = {"identity": identity, "model": module.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "step": done, "history": history,
+                    "seconds": seconds + time.perf_counter() - t0}
+            atomic_write(state_file, lambda f: torch.save(snap, f))
+        if on_progress:
+            on_progress(done, recipe.steps, {"loss": float(loss.detach()), **entry})
+    module.eval()
+    meta = {
+        **identity,
+        "fmbench_version": __version__,
+        "torch_version": torch.__version__,
+        "history": history,
+        "val_iou": history[-1]["val_iou"] if history else None,
+        "train_seconds": round(seconds + time.perf_counter() - t0, 1),
+        "half": half,
+    }
+    meta["state_sha256"] = save_checkpoint(out, module, {k: v for k, v in meta.items() if k != "train_seconds"}, half=half)
+    state_file.unlink(missing_ok=True)
+    return meta

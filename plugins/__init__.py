@@ -1,0 +1,13 @@
+"""fmbench's built-in plugins (installed as ``fmbench_plugins``).
+
+Each module here implements fmbench hooks exactly as a third-party plugin would; the host
+registers the modules listed in ``BUILTINS``.
+"""
+
+BUILTINS = (
+    "fmbench_plugins.protocols",
+    "fmbench_plugins.unet",
+    "fmbench_plugins.synth_nucleus",
+    "fmbench_plugins.noise",
+    "fmbench_plugins.fgsm",
+)
