@@ -44,14 +44,27 @@ def check_image_batch(x: torch.Tensor, where: str) -> None:
         raise DataError(f"{where}: expected a floating-point tensor, got dtype {x.dtype}")
 
 
+def signal_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pixels that count as signal for the SNR: the foreground mask, or, for an image
+    whose mask is empty or full (possible in real data), its brightest 10 % of pixels."""
+    flat = x.reshape(x.shape[0], -1)
+    m = mask.reshape(x.shape[0], -1).bool()
+    n_fg = m.sum(1)
+    bad = (n_fg == 0) | (n_fg == m.shape[1])
+    if bad.any():
+        k = max(1, int(0.9 * flat.shape[1]))
+        thresh = flat.kthvalue(k, dim=1).values.unsqueeze(1)
+        m = torch.where(bad.unsqueeze(1), flat > thresh, m)
+    return m
+
+
 def _fg_bg_means(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    m = mask.reshape(x.shape[0], -1).to(x.dtype)
+    m = signal_mask(x, mask).to(x.dtype)
     flat = x.reshape(x.shape[0], -1)
     n_fg = m.sum(1)
     n_bg = m.shape[1] - n_fg
     if (n_fg == 0).any() or (n_bg == 0).any():
-        raise DataError("SNR needs foreground and background pixels in every image; an image "
-                        "has an empty or full mask")
+        raise DataError("an image is constant: there is no signal to define an SNR on")
     mu_f = (flat * m).sum(1) / n_fg
     mu_b = (flat * (1 - m)).sum(1) / n_bg
     return mu_f, mu_b
@@ -86,7 +99,7 @@ def measured_snr(y: torch.Tensor, mean_y: torch.Tensor, mask: torch.Tensor) -> t
     (mean foreground - mean background) / std of ``y - mean_y`` over the foreground."""
     mu_f, mu_b = _fg_bg_means(y.double(), mask)
     resid = (y - mean_y).double().reshape(y.shape[0], -1)
-    m = mask.reshape(y.shape[0], -1)
+    m = signal_mask(mean_y, mask)
     std = torch.stack([resid[b][m[b]].std() for b in range(y.shape[0])])
     return (mu_f - mu_b) / std
 
