@@ -8,6 +8,8 @@ BUILTINS = (
     "fmbench_plugins.protocols",
     "fmbench_plugins.unet",
     "fmbench_plugins.synth_nucleus",
+    "fmbench_plugins.synth_er",
+    "fmbench_plugins.synth_mito",
     "fmbench_plugins.noise",
     "fmbench_plugins.fgsm",
 )
