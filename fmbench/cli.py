@@ -245,6 +245,33 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
                f"{time.perf_counter() - t0:.0f} s, state sha256 {meta['state_sha256'][:12]})")
 
 
+@cli.group("corruptions")
+def corruptions_group():
+    """Look at the registered corruptions (`fmbench list corruptions` lists them)."""
+
+
+@corruptions_group.command("gallery")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the test split.")
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose camera, seed and normalisation are used.")
+@click.option("--image-size", type=click.IntRange(min=32), help="Image size (default: the protocol's).")
+@click.option("--corruption", "names", multiple=True, help="Only these corruptions (repeatable).")
+@click.option("--outline", is_flag=True, help="Draw the (possibly resampled) mask outline in green.")
+def gallery_cmd(dataset_ref, out, index, tier, image_size, names, outline):
+    """Write a montage of every corruption x severity on one image (rows: corruptions,
+    columns: severities), exactly as the engine feeds them to a model."""
+    from .gallery import write_gallery
+
+    pm, registry = _registry()
+    protocol = registry.protocol(tier)
+    for name in names:
+        registry.corruption(name)
+    dataset = open_dataset(dataset_ref, protocol.split, image_size or protocol.image_size, registry, pm)
+    path = write_gallery(out, dataset, dataset_ref, protocol, registry, index=index, names=names, outline=outline)
+    click.echo(f"gallery written to {path}")
+
+
 def main(argv=None):
     """Entry point: run the CLI, turning fmbench errors into one line and exit code 1."""
     try:

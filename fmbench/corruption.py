@@ -25,6 +25,7 @@ root, solved exactly per image (:func:`photon_scale`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -35,13 +36,34 @@ from .seeding import poisson_per_image, randn_per_image
 
 
 def check_image_batch(x: torch.Tensor, where: str) -> None:
-    """Corruptions take ``(B, 1, H, W)`` floating-point tensors."""
+    """Corruptions take ``(B, 1, H, W)`` float32 or float64 tensors."""
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{where}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 1:
         raise DataError(f"{where}: expected a (B, 1, H, W) tensor, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise DataError(f"{where}: expected a floating-point tensor, got dtype {x.dtype}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise DataError(f"{where}: expected a float32 or float64 tensor, got dtype {x.dtype}")
+
+
+def check_mask(mask: torch.Tensor, x: torch.Tensor, where: str) -> None:
+    """A mask is a ``(B, H, W)`` bool tensor framed like the ``(B, 1, H, W)`` image ``x``."""
+    if not isinstance(mask, torch.Tensor):
+        raise DataError(f"{where}: expected the mask as a torch.Tensor, got {type(mask).__name__}")
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(mask.shape) != expected:
+        raise DataError(f"{where}: expected a mask of shape {expected} for images of shape "
+                        f"{tuple(x.shape)}, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise DataError(f"{where}: expected a bool mask, got dtype {mask.dtype}")
+
+
+def check_generators(gens, x: torch.Tensor, where: str) -> None:
+    """One ``torch.Generator`` per image, on the images' device type."""
+    if len(gens) != x.shape[0] or not all(isinstance(g, torch.Generator) for g in gens):
+        raise DataError(f"{where}: expected {x.shape[0]} torch.Generator objects (one per image), "
+                        f"got {len(gens)} objects")
+    if any(g.device.type != x.device.type for g in gens):
+        raise DataError(f"{where}: the generators must be on the images' device ({x.device.type})")
 
 
 def signal_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,6 +78,11 @@ def signal_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         thresh = flat.kthvalue(k, dim=1).values.unsqueeze(1)
         m = torch.where(bad.unsqueeze(1), flat > thresh, m)
     return m
+
+
+def signal_levels(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean signal (over :func:`signal_mask`) and mean background of each image, ``(B,)`` each."""
+    return _fg_bg_means(x, mask)
 
 
 def _fg_bg_means(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,8 +182,92 @@ class Corruption:
 
 
 def check_level(name: str, level: float, levels) -> None:
+    """``level`` must be one of the corruption's registered severities."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
+        raise ProtocolError(f"corruption {name!r}: a severity is a number, got {type(level).__name__} {level!r}")
     if not any(math.isclose(level, lv) for lv in levels):
         raise ProtocolError(
             f"corruption {name!r} has no severity {level:g} (it accepts "
             f"{', '.join(f'{v:g}' for v in levels)})"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    # Row i holds the Gaussian taps of output pixel i, folded back at the borders with the
+    # half-sample-symmetric rule (scipy.ndimage mode="reflect"), which works for any radius.
+    r = math.ceil(4 * sigma)
+    t = torch.arange(-r, r + 1)
+    k = torch.exp(-0.5 * (t.double() / sigma) ** 2)
+    k /= k.sum()
+    j = (torch.arange(n)[:, None] + t[None, :]) % (2 * n)
+    j = torch.where(j >= n, 2 * n - 1 - j, j)
+    mat = torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, j, k.expand(n, -1).contiguous())
+    return mat.to(device=device, dtype=dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` images with standard deviation ``sigma`` px.
+
+    Borders are mirrored (half-sample symmetric, like ``scipy.ndimage``'s ``"reflect"``), the
+    kernel is truncated at 4 sigma and sums to one, so the blur conserves photons.  Each pass
+    is one matrix product with a cached banded ``(n, n)`` matrix: on CPU and GPU alike that is
+    faster than a direct convolution for the kernel widths used here, and its cost does not
+    grow with ``sigma``.  ``sigma <= 0`` returns ``x`` unchanged.
+    """
+    if sigma <= 0:
+        return x
+    dev = str(x.device)
+    kh = _blur_matrix(x.shape[-2], float(sigma), x.dtype, dev)
+    kw = _blur_matrix(x.shape[-1], float(sigma), x.dtype, dev)
+    return torch.matmul(kh, torch.matmul(x, kw.T))
+
+
+class PhysicalCorruption(Corruption):
+    """A corruption that acts where the microscope would: on the sample and optics, at the
+    detector, or both.
+
+    :meth:`__call__` checks its inputs, then runs, in order: :meth:`sample` (every random draw
+    of the corruption, from ``gens``), :meth:`optics` (expected photons to expected photons),
+    the :class:`Sensor` exposure at :meth:`snr` (``None``: the reference exposure), and
+    :meth:`detector` (ADU to ADU).  Geometric corruptions also override :meth:`warp_mask`.
+    Subclasses set ``name`` and ``levels`` and override only the stages they need.
+    """
+
+    name: str = ""
+    levels: tuple[float, ...] = ()
+
+    def sample(self, x: torch.Tensor, mask: torch.Tensor, level: float, gens: list[torch.Generator]) -> dict:
+        """Draw the random parameters of each image (before any noise is drawn)."""
+        return {}
+
+    def optics(self, x: torch.Tensor, mask: torch.Tensor, level: float, params: dict) -> torch.Tensor:
+        """Expected photons in, expected photons out."""
+        return x
+
+    def snr(self, level: float) -> float | None:
+        """The exposure, as the SNR the photon scale is solved for; ``None``: the reference."""
+        return None
+
+    def detector(self, y: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, level: float,
+                 params: dict, sensor: Sensor) -> torch.Tensor:
+        """ADU in, ADU out; ``expected`` is the noise-free ADU image ``y`` was drawn around."""
+        return y
+
+    def warp_mask(self, mask: torch.Tensor, level: float, params: dict) -> torch.Tensor:
+        return mask
+
+    def __call__(self, x, mask, level, sensor, gens):
+        where = f"corruption {self.name!r}"
+        check_image_batch(x, where)
+        check_mask(mask, x, where)
+        check_generators(gens, x, where)
+        check_level(self.name, level, self.levels)
+        level = float(level)
+        params = self.sample(x, mask, level, gens)
+        x_opt = self.optics(x, mask, level, params)
+        new_mask = self.warp_mask(mask, level, params)
+        snr = self.snr(level)
+        y = sensor.expose(x_opt, gens, snr=snr)
+        y = self.detector(y, sensor.mean(x_opt, snr=snr), new_mask, level, params, sensor)
+        return y, new_mask

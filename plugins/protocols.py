@@ -12,12 +12,29 @@ from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
 
 STUDY_EPS = tuple(k / 255 for k in (1, 2, 4, 8, 16, 32))
 NOISE_SNRS = (5.0, 4.0, 3.0, 2.0, 1.0)  # SNR 8 is the reference condition
+BLUR_PSF = (2.0, 3.0, 4.0, 6.0, 8.0)  # defocused PSF width / in-focus PSF width
+# microscopy artefacts (fmbench_plugins.artefacts), each with its five severities
+ARTEFACTS = {
+    "shading": (0.8, 0.6, 0.45, 0.3, 0.2),
+    "background": (0.25, 0.5, 1.0, 2.0, 4.0),
+    "haze": (0.25, 0.5, 1.0, 2.0, 3.0),
+    "bleaching": (1.0, 2.0, 3.0, 4.0, 5.0),
+    "pixel-size": (1.25, 1.5, 2.0, 2.5, 3.0),
+    "fixed-pattern": (1.0, 2.0, 4.0, 8.0, 16.0),
+    "saturation": (0.05, 0.15, 0.3, 0.5, 0.7),
+    "hot-pixels": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+}
+STUDY_CORRUPTIONS = (CorruptionEntry("noise", NOISE_SNRS), CorruptionEntry("sib", BLUR_PSF),
+                     CorruptionEntry("svb", BLUR_PSF))
+# quick: the study's three families in full, the artefacts at severities 1, 3 and 5
+QUICK_CORRUPTIONS = STUDY_CORRUPTIONS + tuple(CorruptionEntry(k, v[::2]) for k, v in ARTEFACTS.items())
+FULL_CORRUPTIONS = STUDY_CORRUPTIONS + tuple(CorruptionEntry(k, v) for k, v in ARTEFACTS.items())
 
 QUICK_V1 = Protocol(
     name="quick", version=1,
     description="CPU-sized: 48 test images at 256x256; noise SNR 5-1; FGSM at 1, 2, 4, 8 /255",
     n_images=48, image_size=256, reference_snr=8.0,
-    corruptions=(CorruptionEntry("noise", NOISE_SNRS),),
+    corruptions=QUICK_CORRUPTIONS,
     attacks=(AttackEntry("fgsm", tuple(k / 255 for k in (1, 2, 4, 8))),),
 )
 
@@ -25,7 +42,7 @@ FULL_V1 = Protocol(
     name="full", version=1,
     description="study-sized: 256 test images at 256x256; noise SNR 5-1; FGSM at 1-32 /255",
     n_images=256, image_size=256, reference_snr=8.0,
-    corruptions=(CorruptionEntry("noise", NOISE_SNRS),),
+    corruptions=FULL_CORRUPTIONS,
     attacks=(AttackEntry("fgsm", STUDY_EPS),),
 )
 

@@ -1,0 +1,113 @@
+"""A montage of every corruption at every severity on one image, to look at what is measured.
+
+Rows are corruptions (the study's families first), columns the reference condition then the
+severities in increasing order.  Each cell is exactly what the engine gives the model: the
+same sensor, the same per-image generators (protocol seed, image id, condition) and the
+protocol's normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .corruption import Sensor
+from .data import normalize
+from .errors import DataError
+from .seeding import generators
+
+STUDY_FIRST = ("noise", "sib", "svb")
+
+
+def _order(registry, names) -> list[str]:
+    if names:
+        for n in names:
+            registry.corruption(n)  # unknown names fail here, with the registry's message
+        return list(dict.fromkeys(names))
+    known = list(registry.corruptions)
+    return [n for n in STUDY_FIRST if n in known] + [n for n in known if n not in STUDY_FIRST]
+
+
+def render_cells(dataset, dataset_ref: str, protocol, registry, index: int = 0, names=None):
+    """``[(row label, [(cell label, image (H, W) in [0, 1], mask (H, W) bool), ...]), ...]``.
+
+    The first row is the reference condition alone; then one row per corruption.
+    """
+    if not 0 <= index < len(dataset):
+        raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(dataset)} images)")
+    sample = dataset[index]
+    x = torch.from_numpy(np.asarray(sample.image, np.float32))[None, None]
+    mask = torch.from_numpy(np.asarray(sample.mask, bool))[None]
+    key = f"{dataset_ref}/{sample.id}"
+    lo, hi = protocol.normalization
+    sensor = Sensor(x, mask, protocol.camera, protocol.reference_snr)
+    if dataset.synthetic:
+        ref = sensor.expose(x, generators(protocol.seed, [key], "reference"))
+    else:
+        ref = x
+    rows = [("reference", [(f"SNR {protocol.reference_snr:g}", normalize(ref, lo, hi)[0, 0].numpy(), sample.mask)])]
+    for name in _order(registry, names):
+        spec = registry.corruption(name)
+        corruption = spec.factory()
+        cells = []
+        for level in spec.levels:
+            gens = generators(protocol.seed, [key], f"{name}@{level:g}")
+            y, m = corruption(x, mask, level, sensor, gens)
+            cells.append((spec.label(level), normalize(y, lo, hi)[0, 0].numpy(), m[0].numpy()))
+        rows.append((name, cells))
+    return rows
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def montage(rows, outline: bool = False, title: str = ""):
+    """Lay the cells out on a grid with labels (Pillow's default font); returns a PIL image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1: the bitmap font, one size
+        font = ImageFont.load_default()
+    h, w = rows[0][1][0][1].shape
+    n_cols = max(len(cells) for _, cells in rows)
+    label_w, label_h, gap, top = 110, 18, 4, 22 if title else 0
+    width = label_w + n_cols * (w + gap)
+    height = top + len(rows) * (h + label_h + gap)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 4), title, fill=(0, 0, 0), font=font)
+    for r, (row_label, cells) in enumerate(rows):
+        y0 = top + r * (h + label_h + gap)
+        draw.text((4, y0 + label_h + h // 2 - 7), row_label, fill=(0, 0, 0), font=font)
+        for c, (cell_label, img, mask) in enumerate(cells):
+            x0 = label_w + c * (w + gap)
+            g = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+            rgb = np.repeat(g[..., None], 3, axis=2)
+            if outline:
+                rgb[_outline(mask)] = (0, 220, 0)
+            canvas.paste(Image.fromarray(rgb), (x0, y0 + label_h))
+            draw.text((x0 + 2, y0 + 2), cell_label, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def write_gallery(path, dataset, dataset_ref: str, protocol, registry, index: int = 0, names=None,
+                  outline: bool = False) -> Path:
+    """Render the gallery of ``dataset[index]`` and write it as a PNG; returns the path."""
+    rows = render_cells(dataset, dataset_ref, protocol, registry, index=index, names=names)
+    title = (f"{dataset_ref} image {index} · protocol {protocol.id} · rows: corruptions, "
+             f"columns: severity (increasing)")
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise DataError(f"cannot write {path}: the folder {path.parent} does not exist")
+    montage(rows, outline=outline, title=title).save(path)
+    return path
