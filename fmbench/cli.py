@@ -71,6 +71,10 @@ def open_dataset(ref: str, split: str, image_size: int, registry, pm):
     return spec.factory(split=split, image_size=image_size)
 
 
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
 def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}__{dataset}__{protocol_id}")
     return Path("fmbench-results") / f"{slug}.json"
@@ -88,6 +92,9 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
               help="Protocol tier (quick, full) or exact id (quick-v1).")
 @click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
 @click.option("--seed", type=int, help="Override the protocol seed (makes a protocol variant).")
+@click.option("--image-size", type=click.IntRange(min=32), help="Synthetic image size (makes a protocol variant).")
+@click.option("--corruptions", "only_corruptions", metavar="A,B", help="Only these of the protocol's corruptions ('none' for none).")
+@click.option("--attacks", "only_attacks", metavar="A,B", help="Only these of the protocol's attack families ('none' for none).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
@@ -95,16 +102,25 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout instead of a table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, device,
-             batch_size, out, resume, overwrite, as_json, quiet):
+def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, image_size,
+             only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
+    import torch
+
     from .engine import evaluate, resolve_device
     from .model import load_model, parse_model_args, probe
     from .result import partial_path, summary_table, write_json
 
     pm, registry = _registry()
     args = parse_model_args(model_args)
-    protocol = registry.protocol(tier).customized(n_images=n_images, seed=seed)
+    for names, lookup in ((only_corruptions, registry.corruption), (only_attacks, registry.attack)):
+        for name in _names(names):
+            if name != "none" and not (lookup is registry.attack and "-" in name):
+                lookup(name)  # unknown names fail here, with suggestions
+    protocol = registry.protocol(tier).customized(
+        n_images=n_images, seed=seed, image_size=image_size,
+        corruptions=_names(only_corruptions) if only_corruptions else None,
+        attacks=_names(only_attacks) if only_attacks else None)
     protocol.validate(registry)
     dataset = open_dataset(dataset_ref, protocol.split, protocol.image_size, registry, pm)
     out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
@@ -116,6 +132,7 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
     if resume and not log_path.exists():
         raise ResultError(f"--resume: no unfinished run at {log_path}")
     dev = resolve_device(device)
+    torch.manual_seed(protocol.seed)  # a model that draws random weights draws the same ones every run
     loaded = load_model(model_ref, args, registry, pm, checkpoint=checkpoint, dataset=dataset_ref,
                         random_init=random_init)
     loaded.module.to(dev)

@@ -104,15 +104,34 @@ class Protocol:
         if not overrides:
             return self
         for key in overrides:
-            if key not in {"n_images", "seed", "image_size", "split"}:
+            if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks"}:
                 raise ProtocolError(f"protocol field {key!r} cannot be overridden")
+        labels = {}
+        if "corruptions" in overrides:
+            overrides["corruptions"], labels["corruptions"] = self._subset(
+                self.corruptions, overrides["corruptions"], "corruption", lambda e: e.name)
+        if "attacks" in overrides:
+            overrides["attacks"], labels["attacks"] = self._subset(
+                self.attacks, overrides["attacks"], "attack", lambda e: e.family)
         changed = {k: v for k, v in overrides.items() if getattr(self, k) != v}
         if not changed:
             return self
-        variant = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+        variant = ",".join(f"{k}={labels.get(k, v)}" for k, v in sorted(changed.items()))
         if self.variant:
             variant = f"{self.variant},{variant}"
         return dataclasses.replace(self, variant=variant, **changed)
+
+    def _subset(self, entries, names, kind: str, key):
+        """The entries named in ``names`` (a list, or ``["none"]`` for none), in protocol order."""
+        names = [n for n in names if n]
+        if names == ["none"]:
+            return (), "none"
+        have = {key(e): e for e in entries}
+        for n in names:
+            if n not in have:
+                raise ProtocolError(
+                    f"protocol {self.id} has no {kind} {n!r} (it has: {', '.join(have) or 'none'})")
+        return tuple(e for e in entries if key(e) in names), "+".join(n for n in have if n in names)
 
     def validate(self, registry) -> None:
         """Check every corruption, level, attack, norm and budget against the registry."""
