@@ -19,13 +19,14 @@ from typing import Any
 import torch
 
 from . import __version__
-from .attack import PassCounter, frozen_params
+from .attack import PassCounter, check_adversarial, frozen_params, prepare_attacks, track_gradients
 from .corruption import Sensor
 from .data import iter_batches, normalize
 from .metrics import iou_dice, predict, relative
 from .protocol import Protocol, eps_label
 from .result import SCHEMA_VERSION, PartialLog, summarize
 from .seeding import generators
+from .selfcheck import attack_checks, review
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,11 @@ def run_header(loaded, dataset_ref: str, protocol: Protocol, device: torch.devic
 
 def evaluate(loaded, dataset, dataset_ref: str, protocol: Protocol, registry, *, device: torch.device,
              batch_size: int, log_path, resume: bool = False,
-             on_progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+             on_progress: Callable[[int, int, str], None] | None = None, train_dataset=None) -> dict[str, Any]:
     """Run the protocol on one model and dataset; returns the result document (without the
-    ``run`` section, which the caller adds)."""
+    ``run`` section, which the caller adds).  ``train_dataset`` is the training split for
+    attacks that learn on it (universal perturbations); by default the registered dataset
+    ``dataset_ref`` is opened with ``split="train"`` when one is needed."""
     conditions = plan(protocol, registry)
     corruptions = {e.name: registry.corruption(e.name).factory() for e in protocol.corruptions}
     attacks = {e.family: registry.attack(e.name).factory(norm=e.norm, **dict(e.params)) for e in protocol.attacks}
@@ -100,6 +103,9 @@ def evaluate(loaded, dataset, dataset_ref: str, protocol: Protocol, registry, *,
     step = sum(1 for _ in log.done)
     warnings: list[str] = []
     started = time.perf_counter()
+    preparation = prepare_attacks(model, attacks, conditions, protocol, train=train_dataset, dataset_ref=dataset_ref,
+                                  registry=registry, batch_size=batch_size, device=device)
+    top_eps = {e.family: max(e.eps) for e in protocol.attacks}
 
     for batch in iter_batches(dataset, n_images, batch_size):
         todo = [c for c in conditions if (batch.index, c.id) not in log.done]
@@ -128,9 +134,14 @@ def evaluate(loaded, dataset, dataset_ref: str, protocol: Protocol, registry, *,
             else:
                 if x_ref is None:
                     x_ref = reference_input()
-                with frozen_params(model):
-                    xin = attacks[cond.family](model, x_ref, mask, cond.level, gens).detach()
-                warnings += _budget_warnings(xin, x_ref, cond)
+                attack = attacks[cond.family]
+                control = (generators(protocol.seed, keys, f"{cond.id}/random", device)
+                           if cond.level == top_eps[cond.family] and getattr(attack, "role", "gradient") in ("gradient", "ensemble") else None)
+                with frozen_params(model), track_gradients() as tracker:
+                    xin = attack(model, x_ref, mask, cond.level, gens)
+                    check_adversarial(xin, x_ref, f"attack {cond.family!r}")
+                    xin = xin.detach()
+                    checks = attack_checks(model, attack, tracker, x_ref, xin, mask, cond.norm, cond.level, control)
             with torch.inference_mode():
                 logits = model(xin)
             pred = predict(logits)
@@ -148,33 +159,22 @@ def evaluate(loaded, dataset, dataset_ref: str, protocol: Protocol, registry, *,
                 "passes": {k: after[k] - before[k] for k in after},
                 "seconds": time.perf_counter() - t0,
             }
+            if cond.kind == "attack":
+                record["checks"] = checks
             log.append(record)
             step += 1
             if on_progress:
                 on_progress(step, total, cond.label)
 
     result = assemble(header, protocol, conditions, log.records, loaded, dataset, dataset_ref, device)
-    result["warnings"] = sorted(set(warnings))
+    result["checks"], attack_warnings = review(result, log.records, preparation)
+    result["warnings"] = sorted(set(warnings)) + attack_warnings
     result["_seconds"] = {
         "total": time.perf_counter() - started,
-        "conditions": {c.id: sum(r["seconds"] for r in log.records if r["condition"] == c.id) for c in conditions},
+        "conditions": {c.id: sum(r["seconds"] for r in log.records if r["condition"] == c.id)
+                       + preparation.get(c.id, {}).get("seconds", 0.0) for c in conditions},
     }
     return result
-
-
-def _budget_warnings(x_adv: torch.Tensor, x: torch.Tensor, cond: Condition) -> list[str]:
-    out = []
-    if cond.norm == "l2":
-        size = (x_adv - x).flatten(1).norm(dim=1).max().item()
-    else:
-        size = (x_adv - x).abs().max().item()
-    if size > cond.level * (1 + 1e-5) + 1e-6:
-        out.append(f"{cond.id}: perturbation {size:.6g} exceeds the budget {cond.level:.6g}")
-    if x_adv.min().item() < 0 or x_adv.max().item() > 1:
-        out.append(f"{cond.id}: adversarial input leaves [0, 1]")
-    if not torch.isfinite(x_adv).all():
-        out.append(f"{cond.id}: adversarial input has non-finite values")
-    return out
 
 
 def assemble(header, protocol: Protocol, conditions: list[Condition], records, loaded, dataset,

@@ -10,8 +10,13 @@ BUILTINS = (
     "fmbench_plugins.synth_nucleus",
     "fmbench_plugins.synth_er",
     "fmbench_plugins.synth_mito",
+    "fmbench_plugins.folder",
     "fmbench_plugins.noise",
     "fmbench_plugins.blur",
     "fmbench_plugins.artefacts",
     "fmbench_plugins.fgsm",
+    "fmbench_plugins.pgd",
+    "fmbench_plugins.ensemble",
+    "fmbench_plugins.universal",
+    "fmbench_plugins.random_noise",
 )

@@ -1,0 +1,89 @@
+"""A worst-case ensemble (after the SEA evaluation of Croce et al., 2023): run several attacks
+on the same images at the same budget and keep, per image, the strongest result.
+
+"Strongest" is the lowest foreground IoU of the model's prediction on the adversarial image;
+ties (common: several members may drive IoU to 0) go to the higher mean pixel loss.  Each
+member draws its randomness from generators derived from the image's generator and the
+member's name, so the ensemble is exactly reproducible and members do not share random starts.
+Members are looked up by name in the plugin registry, so a third-party attack can join.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fmbench import AttackSpec, hookimpl
+from fmbench.attack import Attack, check_norm, segmentation_loss
+from fmbench.errors import ProtocolError
+from fmbench.metrics import predict
+from fmbench.seeding import derive_seed
+
+DEFAULT_MEMBERS = (("fgsm", ()), ("pgd", ()), ("segpgd", ()), ("cospgd", ()))
+
+
+def _member_gens(gens, label):
+    out = []
+    for g in gens:
+        h = torch.Generator(device=g.device)
+        h.manual_seed(derive_seed(g.initial_seed(), "ensemble-member", label))
+        out.append(h)
+    return out
+
+
+class WorstCase(Attack):
+    """``members``: ``(name, params)`` pairs, ``params`` a tuple of ``(key, value)`` pairs
+    (hashable, as protocol entries need); every member runs in the ensemble's norm."""
+
+    name = "worst-case"
+    role = "ensemble"
+    loss = "mixed"
+
+    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS):
+        from fmbench.plugins import get_registry
+
+        self.norm = check_norm(norm, self.name)
+        registry = get_registry()
+        self.attacks = []
+        labels = []
+        for item in members:
+            name, params = (item, ()) if isinstance(item, str) else item
+            if name == self.name:
+                raise ProtocolError(f"attack {self.name!r} cannot be its own member")
+            spec = registry.attack(name)
+            if norm not in spec.norms:
+                raise ProtocolError(f"attack {self.name!r}: member {name!r} does not support norm {norm!r} "
+                                    f"(it supports {', '.join(spec.norms)})")
+            self.attacks.append(spec.factory(norm=norm, **dict(params)))
+            labels.append(name if name not in labels else f"{name}#{len(labels)}")
+        if not self.attacks:
+            raise ProtocolError(f"attack {self.name!r} needs at least one member")
+        self.members = tuple(labels)
+
+    def iterations(self, eps: float) -> int:
+        return sum(a.iterations(eps) for a in self.attacks)
+
+    def __call__(self, model, x, target, eps, gens):
+        best = best_iou = best_loss = None
+        t = target.flatten(1)
+        for label, attack in zip(self.members, self.attacks):
+            x_adv = attack(model, x, target, eps, _member_gens(gens, label)).detach()
+            with torch.no_grad():
+                logits = model(x_adv)
+                p = predict(logits).flatten(1)
+                inter, union = (p & t).sum(1), (p | t).sum(1)
+                iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
+                loss = segmentation_loss(logits.float(), target).flatten(1).mean(1)
+            if best is None:
+                best, best_iou, best_loss = x_adv, iou, loss
+                continue
+            better = (iou < best_iou) | ((iou == best_iou) & (loss > best_loss))
+            best = torch.where(better.reshape(-1, 1, 1, 1), x_adv, best)
+            best_iou = torch.where(better, iou, best_iou)
+            best_loss = torch.where(better, loss, best_loss)
+        return best
+
+
+@hookimpl
+def fmbench_attacks():
+    return [AttackSpec(name="worst-case", summary="per image, the strongest of several attacks (SEA-style)",
+                       factory=WorstCase, norms=("linf", "l2"), defaults={"members": DEFAULT_MEMBERS})]
