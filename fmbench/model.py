@@ -215,14 +215,15 @@ def weights_path(weights) -> Path:
 def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str | None = None,
                dataset: str | None = None, random_init: bool = False) -> LoadedModel:
     """Build a model and load its weights: ``checkpoint`` if given, else the registered
-    weights for ``dataset``; a registered model with neither is refused unless
-    ``random_init`` (an untrained model measures nothing)."""
+    weights for ``dataset``.  A registered model that lists weights, but none for
+    ``dataset``, is refused unless ``random_init`` (an untrained model measures nothing)."""
     module, spec = build_model(ref, args, registry, pm)
     loaded = LoadedModel(module=module, ref=ref, args=dict(args), spec=spec)
     path: Path | None = None
     if checkpoint:
         path = Path(checkpoint)
-    elif spec is not None and not random_init:
+    elif spec is not None and spec.weights and not random_init:
+        # a spec that lists no weights at all builds its own (its factory loads them)
         w = spec.weights.get(dataset) if dataset else None
         if w is None:
             have = ", ".join(sorted(spec.weights)) or "none"
