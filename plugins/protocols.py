@@ -30,20 +30,57 @@ STUDY_CORRUPTIONS = (CorruptionEntry("noise", NOISE_SNRS), CorruptionEntry("sib"
 QUICK_CORRUPTIONS = STUDY_CORRUPTIONS + tuple(CorruptionEntry(k, v[::2]) for k, v in ARTEFACTS.items())
 FULL_CORRUPTIONS = STUDY_CORRUPTIONS + tuple(CorruptionEntry(k, v) for k, v in ARTEFACTS.items())
 
+# Attacks (fmbench_plugins.pgd / ensemble / universal; docs/attacks.md).  full: the study's
+# FGSM, iterative FGSM and PGD (10 steps of 2/255) at its six budgets, plus SegPGD, CosPGD,
+# the worst-case ensemble (members with Madry's step 2.5*eps/steps, so their random start can
+# reach every corner of the box) and a universal perturbation, and L2 PGD-type attacks.
+# quick: the study's attacks at 1-8/255 with PGD-type attacks cut to 5 steps (step
+# 2.5*eps/steps); 48 images x 58 gradient steps + 80 for the universal perturbation
+# = 2864 image forward+backward passes.
+FAST = (("steps", 5), ("rel_step", 2.5))
+QUICK_MEMBERS = (("fgsm", ()), ("pgd", FAST), ("segpgd", FAST), ("cospgd", FAST))
+QUICK_ATTACKS = (
+    AttackEntry("fgsm", tuple(k / 255 for k in (1, 2, 4, 8))),
+    AttackEntry("ifgsm", tuple(k / 255 for k in (1, 2, 4, 8))),
+    AttackEntry("pgd", (2 / 255, 8 / 255), params=FAST),
+    AttackEntry("segpgd", (8 / 255,), params=FAST),
+    AttackEntry("cospgd", (8 / 255,), params=FAST),
+    AttackEntry("worst-case", (8 / 255,), params=(("members", QUICK_MEMBERS),)),
+    AttackEntry("universal", (8 / 255,), params=(("epochs", 5), ("n_train", 16))),
+)
+L2_EPS = (0.5, 1.0, 2.0, 4.0)  # 1.0 ~ every pixel of a 256x256 image moved by 1/255
+MADRY = (("rel_step", 2.5),)
+FULL_MEMBERS = (("fgsm", ()), ("pgd", MADRY), ("segpgd", MADRY), ("cospgd", MADRY))
+FULL_ATTACKS = (
+    AttackEntry("fgsm", STUDY_EPS),
+    AttackEntry("ifgsm", STUDY_EPS),
+    AttackEntry("pgd", STUDY_EPS),
+    AttackEntry("segpgd", STUDY_EPS),
+    AttackEntry("cospgd", STUDY_EPS),
+    AttackEntry("worst-case", STUDY_EPS, params=(("members", FULL_MEMBERS),)),
+    AttackEntry("universal", STUDY_EPS, params=(("epochs", 10), ("n_train", 256))),
+    AttackEntry("pgd", L2_EPS, norm="l2"),
+    AttackEntry("segpgd", L2_EPS, norm="l2"),
+    AttackEntry("cospgd", L2_EPS, norm="l2"),
+)
+
 QUICK_V1 = Protocol(
     name="quick", version=1,
-    description="CPU-sized: 48 test images at 256x256; noise SNR 5-1; FGSM at 1, 2, 4, 8 /255",
+    description="CPU-sized: 48 test images at 256x256; noise SNR 5-1; FGSM and iterative FGSM at 1, 2, 4, "
+                "8 /255, PGD-5 at 2 and 8 /255, SegPGD-5, CosPGD-5, worst-case ensemble and universal at 8/255",
     n_images=48, image_size=256, reference_snr=8.0,
     corruptions=QUICK_CORRUPTIONS,
-    attacks=(AttackEntry("fgsm", tuple(k / 255 for k in (1, 2, 4, 8))),),
+    attacks=QUICK_ATTACKS,
 )
 
 FULL_V1 = Protocol(
     name="full", version=1,
-    description="study-sized: 256 test images at 256x256; noise SNR 5-1; FGSM at 1-32 /255",
+    description="study-sized: 256 test images at 256x256; noise SNR 5-1; FGSM, iterative FGSM, PGD-10, "
+                "SegPGD-10, CosPGD-10, worst-case ensemble and universal at 1-32 /255; L2 PGD, SegPGD, "
+                "CosPGD at 0.5-4",
     n_images=256, image_size=256, reference_snr=8.0,
     corruptions=FULL_CORRUPTIONS,
-    attacks=(AttackEntry("fgsm", STUDY_EPS),),
+    attacks=FULL_ATTACKS,
 )
 
 
