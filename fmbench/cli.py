@@ -289,6 +289,56 @@ def gallery_cmd(dataset_ref, out, index, tier, image_size, names, outline):
     click.echo(f"gallery written to {path}")
 
 
+@cli.group("data")
+def data_group():
+    """Export a dataset to TIFF files or preview it as a montage."""
+
+
+def _data_open(dataset_ref, split, image_size, seed):
+    from .export import open_with_seed
+
+    pm, registry = _registry()
+    return open_with_seed(dataset_ref, split, image_size, seed, registry, pm, open_dataset)
+
+
+@data_group.command("export")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to create.")
+@click.option("--n", "n", type=click.IntRange(min=1), help="Export the first N images (default: the whole split).")
+@click.option("--format", "fmt", default="float32", show_default=True, type=click.Choice(["float32", "uint16"]))
+@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite):
+    """Write images (TIFF), masks (uint8 TIFF) and manifest.json with sha256 per file."""
+    from .export import export
+
+    dataset = _data_open(dataset_ref, split, image_size, seed)
+    manifest = export(dataset, out, n=n, fmt=fmt, overwrite=overwrite)
+    click.echo(f"{manifest['n']} images written to {out}")
+
+
+@data_group.command("preview")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
+def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
+    """Montage PNG: each image at the reference condition above its noise-free version with
+    the mask outline."""
+    from .export import preview
+
+    _, registry = _registry()
+    protocol = registry.protocol(tier)
+    dataset = _data_open(dataset_ref, split, image_size, seed)
+    preview(dataset, out, n=n, reference=(protocol.camera, protocol.reference_snr, protocol.seed))
+    click.echo(f"preview written to {out}")
+
+
 def main(argv=None):
     """Entry point: run the CLI, turning fmbench errors into one line and exit code 1."""
     try:
