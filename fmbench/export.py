@@ -1,0 +1,194 @@
+"""Writing a dataset to disk (TIFF + manifest) and drawing a preview montage.
+
+**Export.** ``images/<id>.tif`` (float32, or uint16 with a per-image scale), ``masks/<id>.tif``
+(uint8, 0/1) and ``manifest.json`` with the dataset, split, seed, generator version and
+parameters and the sha256 of every file.  Nothing in it depends on the time or the machine,
+so the same dataset and seed give byte-identical files.  The directory is assembled under a
+temporary name beside the target and renamed into place at the end, so a failure never
+leaves a half-written output directory.
+
+**Preview.** A montage PNG: for every sample, the image as a model sees it at the reference
+condition (synthetic images get the protocol's detector noise; real images are shown as
+they are), and below it the noise-free image with the mask outline drawn in colour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .data import Dataset
+from .errors import DataError
+
+FORMATS = ("float32", "uint16")
+UINT16_PEAK = 60000.0  # the brightest pixel of an image maps here; headroom below 65535
+OUTLINE_RGB = (255, 40, 200)
+
+
+def open_with_seed(ref: str, split: str, image_size: int, seed: int | None, registry, pm, open_dataset) -> Dataset:
+    """Open a dataset as ``open_dataset`` does, passing ``seed`` to a registered dataset's
+    factory when one is given (synthetic datasets take it; a factory that does not is an error)."""
+    if seed is None or ":" in ref:
+        if seed is not None:
+            raise DataError(f"--seed applies to generated datasets, not to {ref!r}")
+        return open_dataset(ref, split, image_size, registry, pm)
+    spec = registry.dataset(ref)
+    if split not in spec.splits:
+        raise DataError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
+    try:
+        return spec.factory(split=split, image_size=image_size, seed=seed)
+    except TypeError as exc:
+        if "seed" not in str(exc):
+            raise
+        raise DataError(f"dataset {ref!r} does not take a seed") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stem(sample_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)
+
+
+def describe(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a dataset's images: name, synthetic or not, and for generated data the
+    split, seed, image size, generator version and parameters (where the dataset offers them)."""
+    out: dict[str, Any] = {"name": dataset.name, "synthetic": bool(dataset.synthetic)}
+    for key in ("split", "seed", "image_size", "version", "parameters", "root"):
+        value = getattr(dataset, key, None)
+        if value is not None:
+            out["generator_version" if key == "version" else key] = value if key != "root" else str(value)
+    return out
+
+
+def export(dataset: Dataset, out: str | os.PathLike, n: int | None = None, fmt: str = "float32",
+           overwrite: bool = False) -> dict[str, Any]:
+    """Write the first ``n`` images (all when ``None``) of ``dataset`` to ``out``; returns the
+    manifest.  ``fmt`` is ``float32`` (the images as they are) or ``uint16`` (each image scaled
+    so its maximum is 60000 and rounded; ``scale`` in the manifest undoes it)."""
+    import tifffile
+
+    if fmt not in FORMATS:
+        raise DataError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(f"{out} already exists; pass --overwrite to replace it")
+    count = len(dataset) if n is None else min(n, len(dataset))
+    if count == 0:
+        raise DataError(f"dataset {dataset.name!r} has no images to export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        files = []
+        for i in range(count):
+            sample = dataset[i]
+            stem = _stem(sample.id)
+            image = np.asarray(sample.image, np.float32)
+            entry: dict[str, Any] = {"id": sample.id, "image": f"images/{stem}.tif", "mask": f"masks/{stem}.tif"}
+            if fmt == "uint16":
+                top = float(image.max())
+                scale = UINT16_PEAK / top if top > 0 else 1.0
+                image = np.clip(np.rint(image * scale), 0, 65535).astype(np.uint16)
+                entry["scale"] = scale
+            tifffile.imwrite(tmp / entry["image"], image, photometric="minisblack", metadata=None)
+            tifffile.imwrite(tmp / entry["mask"], sample.mask.astype(np.uint8), photometric="minisblack",
+                             metadata=None)
+            entry["image_sha256"] = _sha256(tmp / entry["image"])
+            entry["mask_sha256"] = _sha256(tmp / entry["mask"])
+            files.append(entry)
+        manifest = {"schema": "fmbench-export/1", "fmbench_version": __version__, "dataset": describe(dataset),
+                    "format": fmt, "mask_format": "uint8, 1 = foreground", "n": count, "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        if out.exists():
+            old = out.parent / f".{out.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, [1.0, 99.8])
+    return (np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    gray = _to_uint8(image)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    edge = mask & ~ndimage.binary_erosion(mask, border_value=1)
+    rgb[edge] = (0.35 * rgb[edge] + 0.65 * np.array(OUTLINE_RGB)).astype(np.uint8)
+    return rgb
+
+
+def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4,
+            reference: tuple[Any, float, int] | None = None) -> Path:
+    """Write a montage PNG of the first ``n`` samples to ``out``.
+
+    ``reference`` is ``(camera, snr, seed)``: synthetic images are then shown with that
+    detector noise (the reference condition) above their noise-free version with outlines.
+    """
+    from PIL import Image
+
+    count = min(n, len(dataset))
+    if count == 0:
+        raise DataError(f"dataset {dataset.name!r} has no images to preview")
+    samples = [dataset[i] for i in range(count)]
+    tops = []
+    for s in samples:
+        image = s.image
+        if reference is not None and dataset.synthetic:
+            import torch
+
+            from .corruption import Sensor
+            from .seeding import generators
+
+            camera, snr, seed = reference
+            x = torch.from_numpy(np.asarray(image, np.float32))[None, None]
+            m = torch.from_numpy(np.asarray(s.mask, bool))[None]
+            image = Sensor(x, m, camera, snr).expose(x, generators(seed, [s.id], "preview"))[0, 0].numpy()
+        g = _to_uint8(image)
+        tops.append(np.repeat(g[..., None], 3, axis=2))
+    bottoms = [_outlined(s.image, s.mask) for s in samples]
+    h = max(t.shape[0] for t in tops)
+    w = max(t.shape[1] for t in tops)
+    gap = 4
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    canvas = np.full((rows * (2 * h + gap) + (rows - 1) * 2 * gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for k in range(count):
+        r, c = divmod(k, cols)
+        y = r * (2 * h + 3 * gap)
+        x = c * (w + gap)
+        for j, tile in enumerate((tops[k], bottoms[k])):
+            yy = y + j * (h + gap)
+            canvas[yy : yy + tile.shape[0], x : x + tile.shape[1]] = tile
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(out, format="PNG")
+    return out
