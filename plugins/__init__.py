@@ -11,7 +11,6 @@ BUILTINS = (
     "fmbench_plugins.synth_er",
     "fmbench_plugins.synth_mito",
     "fmbench_plugins.folder",
-    "fmbench_plugins.folder",
     "fmbench_plugins.noise",
     "fmbench_plugins.blur",
     "fmbench_plugins.artefacts",
