@@ -304,7 +304,7 @@ def _read(path: Path, layout: Layout, kind: str) -> tuple[np.ndarray, str]:
                 im.load()
                 mode = im.mode
                 arr = np.asarray(im)
-            axes = {"L": "YX", "1": "YX", "P": "YX", "I": "YX", "I;16": "YX", "F": "YX"}.get(mode, "YXS")
+            axes = "YX" if mode in ("L", "1", "P", "I", "F") or mode.startswith("I;16") else "YXS"
             if mode == "P":
                 raise DataError(f"{kind} {rel} is a palette PNG; save it as greyscale")
     except DataError:
