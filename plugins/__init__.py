@@ -7,6 +7,7 @@ registers the modules listed in ``BUILTINS``.
 BUILTINS = (
     "fmbench_plugins.protocols",
     "fmbench_plugins.unet",
+    "fmbench_plugins.zoo",
     "fmbench_plugins.synth_nucleus",
     "fmbench_plugins.synth_er",
     "fmbench_plugins.synth_mito",
