@@ -69,12 +69,13 @@ class Background(PhysicalCorruption):
     the image's mean signal above background (clean image, protocol SNR definition) and
     ``f`` a zero-mean, unit-variance field made of four random plane waves of at most 1.5
     cycles per field (clipped so the pedestal stays positive).  Severities: the added
-    background is 0.25, 0.5, 1, 2, 4 times the signal; at 4 the SNR of the structures falls
-    from 8 to about 3.5.
+    background is 0.05, 0.15, 0.4, 1, 2.5 times the signal (barely visible to a background as
+    bright as the structures plus half as much again); at 2.5 the SNR of the structures falls
+    from 8 to about 4.3.
     """
 
     name = "background"
-    levels = (0.25, 0.5, 1.0, 2.0, 4.0)
+    levels = (0.05, 0.15, 0.4, 1.0, 2.5)
 
     def sample(self, x, mask, level, gens):
         return {"waves": rand_per_image((4, 4), gens, x.device, x.dtype)}
@@ -107,13 +108,13 @@ class OutOfFocusHaze(PhysicalCorruption):
     planes: the imaged structures' own out-of-focus glow (the image blurred with sigma 4 px)
     and other structures from a plane farther away (the image mirrored and circularly
     shifted at random, blurred with sigma 10 px), in equal parts.  Both blurs conserve light,
-    so ``level`` is the out-of-focus light as a multiple of the in-focus light: 0.25, 0.5, 1,
-    2, 3 (a thin monolayer of cells to a thick tissue slice imaged without sectioning).  Its
+    so ``level`` is the out-of-focus light as a multiple of the in-focus light: 0.1, 0.25,
+    0.5, 1, 2 (a thin monolayer of cells to a thick tissue slice imaged without sectioning).  Its
     shot noise and its low-contrast structure are what make it hard.
     """
 
     name = "haze"
-    levels = (0.25, 0.5, 1.0, 2.0, 3.0)
+    levels = (0.1, 0.25, 0.5, 1.0, 2.0)
     near_sigma_px = 4.0
     far_sigma_px = 10.0
 
@@ -219,13 +220,14 @@ class FixedPattern(PhysicalCorruption):
     own offset (vertical stripes); rolling-shutter readout adds row-wise offsets (banding);
     each pixel has its own dark offset (DSNU) and gain (PRNU).  Calibration removes most of
     it; an uncalibrated or ageing camera at low light shows it.  Severity ``level`` is the
-    column-offset standard deviation in units of the camera's read noise (1, 2, 4, 8, 16; at
-    1.6 e- read noise up to 26 e-, about a third of the signal at SNR 8); row offsets are half
-    of it, pixel offsets a quarter, and the gain varies by 0.5 % * level per pixel.
+    column-offset standard deviation in units of the camera's read noise (0.5, 1, 2, 4, 8: from
+    a typical uncorrected sCMOS to strong banding, 13 e- at 1.6 e- read noise, several times
+    the background's own noise at SNR 8); row offsets are half of it, pixel offsets a quarter,
+    and the gain varies by 0.5 % * level per pixel.
     """
 
     name = "fixed-pattern"
-    levels = (1.0, 2.0, 4.0, 8.0, 16.0)
+    levels = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     def sample(self, x, mask, level, gens):
         _, _, h, w = x.shape

@@ -16,11 +16,11 @@ BLUR_PSF = (2.0, 3.0, 4.0, 6.0, 8.0)  # defocused PSF width / in-focus PSF width
 # microscopy artefacts (fmbench_plugins.artefacts), each with its five severities
 ARTEFACTS = {
     "shading": (0.8, 0.6, 0.45, 0.3, 0.2),
-    "background": (0.25, 0.5, 1.0, 2.0, 4.0),
-    "haze": (0.25, 0.5, 1.0, 2.0, 3.0),
+    "background": (0.05, 0.15, 0.4, 1.0, 2.5),
+    "haze": (0.1, 0.25, 0.5, 1.0, 2.0),
     "bleaching": (1.0, 2.0, 3.0, 4.0, 5.0),
     "pixel-size": (1.25, 1.5, 2.0, 2.5, 3.0),
-    "fixed-pattern": (1.0, 2.0, 4.0, 8.0, 16.0),
+    "fixed-pattern": (0.5, 1.0, 2.0, 4.0, 8.0),
     "saturation": (0.05, 0.15, 0.3, 0.5, 0.7),
     "hot-pixels": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
 }
