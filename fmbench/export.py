@@ -95,9 +95,13 @@ def export(dataset: Dataset, out: str | os.PathLike, n: int | None = None, fmt: 
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         files = []
+        seen: dict[str, str] = {}
         for i in range(count):
             sample = dataset[i]
             stem = _stem(sample.id)
+            if stem in seen:
+                raise DataError(f"images {seen[stem]!r} and {sample.id!r} would both be written as {stem}.tif")
+            seen[stem] = sample.id
             image = np.asarray(sample.image, np.float32)
             entry: dict[str, Any] = {"id": sample.id, "image": f"images/{stem}.tif", "mask": f"masks/{stem}.tif"}
             if fmt == "uint16":
