@@ -315,3 +315,53 @@ def test_random_noise_spends_the_budget(test_set):
     torch.testing.assert_close((lin - x).abs(), torch.full_like(x, 0.05))
     l2 = random_noise(x, 0.05, "l2", gens(len(x)))
     torch.testing.assert_close((l2 - x).flatten(1).norm(dim=1), torch.full((len(x),), 0.05))
+
+
+def test_review_flags_weaker_stronger_attacks():
+    """The comparison checks on hand-made numbers: a larger budget, more steps and an ensemble
+    that come out weaker, and an attack that raises IoU."""
+    from fmbench.selfcheck import review
+
+    n = 8
+    clean = [0.8] * n
+    spec = {  # id: (name, family, level, iterations, role, loss, members, per-image IoU)
+        "fgsm@2/255": ("fgsm", "fgsm", 2 / 255, 1, "gradient", "ce", [], [0.6] * n),
+        "fgsm@8/255": ("fgsm", "fgsm", 8 / 255, 1, "gradient", "ce", [], [0.7] * n),  # larger eps, weaker
+        "pgd@8/255": ("pgd", "pgd", 8 / 255, 10, "gradient", "ce", [], [0.75] * n),  # more steps, weaker
+        "cospgd@8/255": ("cospgd", "cospgd", 8 / 255, 10, "gradient", "cospgd", [], [0.72] * n),  # other loss
+        "worst-case@8/255": ("worst-case", "worst-case", 8 / 255, 21, "ensemble", "mixed", ["fgsm", "pgd"],
+                             [0.75] * n),  # weaker than its member fgsm
+        "universal@8/255": ("universal", "universal", 8 / 255, 0, "universal", "ce", [], [0.85] * n),  # above clean
+    }
+    conditions = [{"id": "reference", "kind": "reference"}]
+    per_image = {"reference": clean}
+    records = []
+    for cid, (name, fam, level, its, role, loss, members, ious) in spec.items():
+        conditions.append({"id": cid, "kind": "attack", "name": name, "family": fam, "level": level, "norm": "linf",
+                           "n_images": n, "passes": {"forward_images": 0}})
+        per_image[cid] = ious
+        records.append({"batch": 0, "condition": cid, "checks": {
+            "role": role, "loss": loss, "members": members, "iterations": its,
+            "gradients": {"evaluations": n * its, "images": n, "zero": 0, "nonfinite": 0},
+            "budget": {"max_perturbation": level, "outside_unit": False, "nonfinite": False}}})
+    result = {"conditions": conditions, "per_image": {"iou": per_image}, "passes": {"forward_images": 0}}
+    _, warnings = review(result, records)
+    heads = sorted(w.split(" although ")[0].split(":")[0] + (" / " + w.split(" of ")[1].split(" ")[0]
+                                                          if " although " in w else "") for w in warnings)
+    assert heads == ["fgsm@8/255 / fgsm@2/255", "pgd@8/255 / fgsm@8/255", "universal@8/255",
+                     "worst-case@8/255 / fgsm@8/255"], warnings
+
+
+def test_universal_perturbation_is_shared_and_reproducible(registry, trained, test_set):
+    x, m = test_set
+    x = x.clamp(0.1, 0.9)  # keep away from the clip so the shared pattern shows everywhere
+    train = [blobs(8, seed=5)]
+    deltas = []
+    for _ in range(2):
+        attack = make(registry, "universal", epochs=2, n_train=8)
+        attack.prepare(PassCounter(trained), lambda: iter(train), 8 / 255, gens(1)[0])
+        deltas.append(run(trained, attack, x, m, 8 / 255) - x)
+    torch.testing.assert_close(deltas[0], deltas[1], rtol=0, atol=0)
+    torch.testing.assert_close(deltas[0], deltas[0][:1].expand_as(deltas[0]), rtol=0, atol=1e-6)
+    with pytest.raises(Exception, match="was not prepared for eps=0.5"):
+        run(trained, make(registry, "universal"), x, m, 0.5)
