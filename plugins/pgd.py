@@ -76,6 +76,8 @@ class PGD(Attack):
     def __init__(self, norm: str = "linf", steps: int = 10, step: float | None = None,
                  random_start: bool = True, rel_step: float | None = None):
         self.norm = check_norm(norm, self.name)
+        if steps is None and type(self).iterations is PGD.iterations:
+            raise ProtocolError(f"attack {self.name!r}: steps must be a positive integer, got None")
         if steps is not None and (int(steps) != steps or steps < 1):
             raise ProtocolError(f"attack {self.name!r}: steps must be a positive integer, got {steps!r}")
         for key, value in (("step", step), ("rel_step", rel_step)):
