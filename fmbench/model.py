@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import json
 import importlib.util
 import os
 import sys
@@ -314,6 +315,8 @@ def save_checkpoint(path: str | os.PathLike, module: nn.Module, meta: dict[str, 
 
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
              for k, v in module.state_dict().items()}
-    meta = dict(meta, state_sha256=state_sha256(state))
+    # plain JSON types only, so the file loads with weights_only=True (torch.__version__, for
+    # one, is a str subclass the weights-only unpickler refuses)
+    meta = json.loads(json.dumps(dict(meta, state_sha256=state_sha256(state)), default=str))
     atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f))
     return meta["state_sha256"]

@@ -171,7 +171,7 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
     meta = {
         **identity,
         "fmbench_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "history": history,
         "val_iou": history[-1]["val_iou"] if history else None,
         "train_seconds": round(seconds + time.perf_counter() - t0, 1),

@@ -54,7 +54,7 @@ TRAIN_COMMAND = ("fmbench train --model unet-small --dataset {dataset} --seed 0 
                  "--out plugins/weights/unet-small_{dataset}.pt --half")
 SHIPPED = {
     # dataset -> sha256 of plugins/weights/unet-small_<dataset>.pt
-    "nucleus": "bc3b458bf9fcb240f421a48a44068b2c16342599005d46d804b3fcca20b71624",
+    "nucleus": "33b29ef51f66ec15e454b1129aa071bce0792a155c7ffa584e76cc3943d6cc2a",
 }
 
 
