@@ -296,6 +296,8 @@ def prepare_attacks(model: nn.Module, attacks: dict, conditions, protocol, *, tr
     todo = [c for c in conditions if c.kind == "attack" and getattr(attacks[c.family], "needs_preparation", False)]
     if not todo:
         return {}
+    if callable(train) and not hasattr(train, "__getitem__"):
+        train = train()  # opened only now that an attack needs it
     if train is None:
         where = f"attack {todo[0].family!r} learns on the training split of {dataset_ref!r}"
         try:

@@ -145,8 +145,11 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
         def on_progress(done, total, label):
             bar.update(task, completed=done, total=total, description=f"{model_ref} · {label}")
 
+        train_split = (lambda: open_dataset(dataset_ref, "train", protocol.image_size, registry, pm)) \
+            if ":" in dataset_ref else None
         result = evaluate(loaded, dataset, dataset_ref, protocol, registry, device=dev, batch_size=batch_size,
-                          log_path=log_path, resume=resume and not overwrite, on_progress=on_progress)
+                          log_path=log_path, resume=resume and not overwrite, on_progress=on_progress,
+                          train_dataset=train_split)
     seconds = result.pop("_seconds")
     result["run"] = {
         "command": shlex.join(["fmbench", *sys.argv[1:]]),

@@ -158,6 +158,11 @@ class Protocol:
             if entry.family in families:
                 raise ProtocolError(f"protocol {self.id}: attack family {entry.family!r} twice")
             families.add(entry.family)
+            try:
+                spec.factory(norm=entry.norm, **dict(entry.params))
+            except TypeError as exc:
+                raise ProtocolError(f"protocol {self.id}: attack {entry.family!r} does not accept its "
+                                    f"parameters {dict(entry.params)}: {exc}") from None
             for eps in entry.eps:
                 check_eps(eps, entry.norm, where=f"protocol {self.id}, attack {entry.family!r}")
 

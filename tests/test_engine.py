@@ -17,7 +17,8 @@ from fmbench.result import partial_path
 
 from .helpers import write_mymod
 
-FAST = ["--dataset", "nucleus", "--n-images", "4", "--image-size", "64", "--batch-size", "2", "--quiet"]
+FAST = ["--dataset", "nucleus", "--n-images", "4", "--image-size", "64", "--batch-size", "2", "--quiet",
+        "--corruptions", "noise,sib", "--attacks", "fgsm"]
 
 
 class Thresh(nn.Module):
@@ -65,7 +66,8 @@ def test_plan_orders_reference_corruptions_attacks(registry):
 
 
 def test_resume_after_interrupt_gives_same_result(registry, tmp_path):
-    protocol = registry.protocol("quick").customized(n_images=4, image_size=64)
+    protocol = registry.protocol("quick").customized(n_images=4, image_size=64, corruptions=["noise", "sib", "svb"],
+                                                attacks=["fgsm", "pgd", "universal"])
     full = _run(registry, tmp_path, "full", protocol)
     with pytest.raises(KeyboardInterrupt):
         _run(registry, tmp_path, "cut", protocol, stop_after=7)
@@ -80,7 +82,7 @@ def test_resume_after_interrupt_gives_same_result(registry, tmp_path):
 
 
 def test_resume_refuses_a_different_run(registry, tmp_path):
-    protocol = registry.protocol("quick").customized(n_images=4, image_size=64)
+    protocol = registry.protocol("quick").customized(n_images=4, image_size=64, corruptions=["noise"], attacks=["fgsm"])
     with pytest.raises(KeyboardInterrupt):
         _run(registry, tmp_path, "cut", protocol, stop_after=2)
     other = protocol.customized(seed=5)
@@ -89,7 +91,7 @@ def test_resume_refuses_a_different_run(registry, tmp_path):
 
 
 def test_pass_counts_and_result_contents(registry, tmp_path):
-    protocol = registry.protocol("quick").customized(n_images=4, image_size=64)
+    protocol = registry.protocol("quick").customized(n_images=4, image_size=64, corruptions=["noise"], attacks=["fgsm", "pgd"])
     res = _run(registry, tmp_path, "r", protocol)
     by_id = {c["id"]: c for c in res["conditions"]}
     assert by_id["reference"]["passes"] == {"forward_calls": 2, "forward_images": 4, "backward_calls": 0,
