@@ -35,8 +35,9 @@ FULL_CORRUPTIONS = STUDY_CORRUPTIONS + tuple(CorruptionEntry(k, v) for k, v in A
 # the worst-case ensemble (members with Madry's step 2.5*eps/steps, so their random start can
 # reach every corner of the box) and a universal perturbation, and L2 PGD-type attacks.
 # quick: the study's attacks at 1-8/255 with PGD-type attacks cut to 5 steps (step
-# 2.5*eps/steps); 48 images x 58 gradient steps + 80 for the universal perturbation
-# = 2864 image forward+backward passes.
+# 2.5*eps/steps); 16 images x 58 gradient steps + 80 for the universal perturbation
+# = 1008 image forward+backward passes (plus 41 corruption and ~24 attack-side forward passes
+# per image).
 FAST = (("steps", 5), ("rel_step", 2.5))
 QUICK_MEMBERS = (("fgsm", ()), ("pgd", FAST), ("segpgd", FAST), ("cospgd", FAST))
 QUICK_ATTACKS = (
@@ -66,16 +67,18 @@ FULL_ATTACKS = (
 
 QUICK_V1 = Protocol(
     name="quick", version=1,
-    description="CPU-sized: 48 test images at 256x256; noise SNR 5-1; FGSM and iterative FGSM at 1, 2, 4, "
+    description="CPU-sized: 16 test images at 256x256; noise SNR 5-1, space-invariant and space-variant blur "
+                "at 5 levels, 8 microscopy artefacts at severities 1, 3, 5; FGSM and iterative FGSM at 1, 2, 4, "
                 "8 /255, PGD-5 at 2 and 8 /255, SegPGD-5, CosPGD-5, worst-case ensemble and universal at 8/255",
-    n_images=48, image_size=256, reference_snr=8.0,
+    n_images=16, image_size=256, reference_snr=8.0,
     corruptions=QUICK_CORRUPTIONS,
     attacks=QUICK_ATTACKS,
 )
 
 FULL_V1 = Protocol(
     name="full", version=1,
-    description="study-sized: 256 test images at 256x256; noise SNR 5-1; FGSM, iterative FGSM, PGD-10, "
+    description="study-sized: 256 test images at 256x256; noise SNR 5-1, space-invariant and space-variant "
+                "blur at 5 levels, 8 microscopy artefacts at 5 severities; FGSM, iterative FGSM, PGD-10, "
                 "SegPGD-10, CosPGD-10, worst-case ensemble and universal at 1-32 /255; L2 PGD, SegPGD, "
                 "CosPGD at 0.5-4",
     n_images=256, image_size=256, reference_snr=8.0,
