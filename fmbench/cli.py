@@ -25,7 +25,9 @@ STATE = {"debug": False}
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    stream = sys.stderr if stderr else sys.stdout
+    # a pipe or a log file gets a table wide enough not to fold its rows
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
 
 
 def _progress(quiet: bool):
