@@ -94,7 +94,7 @@ ZOO = [
      "Chen et al., ECCV 2018"),
     ("fcn8s-r18", "FCN-8s, ResNet-18 encoder", fcn, "Long et al., CVPR 2015"),
     ("segformer-b0", "SegFormer, MiT-B0 encoder", _smp("Segformer", "mit_b0"), "Xie et al., NeurIPS 2021"),
-    ("dpt-vit-tiny", "DPT on a plain ViT-Tiny/16", _smp("DPT", "tu-vit_tiny_patch16_224", multiple=16,
+    ("dpt-vit-tiny", "DPT on a plain ViT-Tiny/16", _smp("DPT", "tu-vit_tiny_patch16_224", multiple=32,
                                                        dynamic_img_size=True,
                                                        decoder_intermediate_channels=(48, 96, 192, 192),
                                                        decoder_fusion_channels=64),
