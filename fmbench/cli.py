@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import FmbenchError, ResultError
+from .errors import DataError, FmbenchError, ResultError
 
 STATE = {"debug": False}
 
@@ -69,7 +69,7 @@ def open_dataset(ref: str, split: str, image_size: int, registry, pm):
         return ds
     spec = registry.dataset(ref)
     if split not in spec.splits:
-        raise FmbenchError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
+        raise DataError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
     return spec.factory(split=split, image_size=image_size)
 
 
