@@ -55,6 +55,8 @@ TRAIN_COMMAND = ("fmbench train --model unet-small --dataset {dataset} --seed 0 
 SHIPPED = {
     # dataset -> sha256 of plugins/weights/unet-small_<dataset>.pt
     "nucleus": "33b29ef51f66ec15e454b1129aa071bce0792a155c7ffa584e76cc3943d6cc2a",
+    "mito": "530ed1d2c8e1199550ea5770c7ead2cbc11aeab687424febb240a0af280b0959",
+    "er": "97eea2704b924e5a61f87cbb80be1c28459db6055e673d220451934062c12939",
 }
 
 
