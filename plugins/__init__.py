@@ -8,6 +8,7 @@ BUILTINS = (
     "fmbench_plugins.protocols",
     "fmbench_plugins.unet",
     "fmbench_plugins.zoo",
+    "fmbench_plugins.adapters",
     "fmbench_plugins.synth_nucleus",
     "fmbench_plugins.synth_er",
     "fmbench_plugins.synth_mito",
