@@ -191,7 +191,11 @@ def list_cmd(kind, as_json):
         elif kind == "attacks":
             row["norms"] = ", ".join(spec.norms)
         elif kind == "models":
-            row["weights"] = ", ".join(sorted(spec.weights)) or "—"
+            from .model import weights_path
+
+            row["weights"] = ", ".join(ds if weights_path(w).is_file() else f"{ds} (missing)"
+                                       for ds, w in sorted(spec.weights.items())) or "—"
+            row["params"] = _params(spec)
         elif kind == "protocols":
             row["hash"] = spec.hash
         rows.append(row)
@@ -342,6 +346,29 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
     dataset = _data_open(dataset_ref, split, image_size, seed)
     preview(dataset, out, n=n, reference=(protocol.camera, protocol.reference_snr, protocol.seed))
     click.echo(f"preview written to {out}")
+
+
+def _params(spec) -> str:
+    from .cards import parameter_count
+    from .errors import ModelLoadError
+
+    try:
+        return f"{parameter_count(spec) / 1e6:.2f}M"
+    except ModelLoadError:
+        return "?"
+
+
+@cli.command("info")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_cmd(model, as_json):
+    """Print a registered model's card: summary, paper, plugin, default arguments, parameter
+    count, and per dataset its weights (file, sha256, present or missing, reproducing command)."""
+    from .cards import format_card, model_card
+
+    _, registry = _registry()
+    card = model_card(registry.model(model))
+    click.echo(json.dumps(card, indent=2) if as_json else format_card(card))
 
 
 def main(argv=None):
