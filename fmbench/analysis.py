@@ -1,0 +1,161 @@
+"""Correlation between corruption robustness and adversarial robustness, across leaderboard
+entries of one protocol (or across the images of one entry), with seeded bootstrap 95 %
+confidence intervals and p-values from scipy.stats, and a labelled scatter plot.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ResultError
+from .leaderboard import model_label
+
+
+def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Pearson and Spearman correlation of ``x`` and ``y`` with p-values and percentile
+    bootstrap 95 % CIs (resampling pairs with a seeded generator; resamples where either
+    variable is constant are skipped)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    out: dict[str, Any] = {"n": n}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    for name, fn in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr)):
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            out[name] = {"r": None, "p": None, "ci95": [None, None]}
+            continue
+        res = fn(x, y)
+        boots = []
+        for i in idx:
+            xi, yi = x[i], y[i]
+            if np.ptp(xi) > 0 and np.ptp(yi) > 0:
+                boots.append(float(fn(xi, yi)[0]))
+        boots = [b for b in boots if not math.isnan(b)]
+        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [None, None]
+        out[name] = {"r": float(res[0]), "p": float(res[1]), "ci95": ci, "n_boot": len(boots)}
+    return out
+
+
+def _pick_group(entries, what: str):
+    hashes = sorted({(e["protocol"]["id"], e["protocol"]["hash"]) for e in entries})
+    if len(hashes) > 1:
+        raise ResultError(f"{what} span {len(hashes)} protocols ({', '.join(f'{i} {h}' for i, h in hashes)}); "
+                          f"choose one with --tier")
+    return hashes[0] if hashes else (None, None)
+
+
+def across_entries(entries, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Correlations across entries (one point per entry) of one protocol: overall corruption
+    robustness and each corruption family against adversarial robustness."""
+    entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
+               and e["summary"]["corruption_robustness"] is not None]
+    pid, phash = _pick_group(entries, "the entries")
+    if len(entries) < 3:
+        raise ResultError(f"correlation needs at least 3 entries with corruption and adversarial scores; found "
+                          f"{len(entries)}")
+    multi = len({e["dataset"]["ref"] for e in entries}) > 1
+    labels = [model_label(e) + (f" · {e['dataset']['ref']}" if multi else "") for e in entries]
+    adv = [e["summary"]["adversarial_robustness"] for e in entries]
+    xs = {"corruption (overall)": [e["summary"]["corruption_robustness"] for e in entries]}
+    fams = [f for f, v in entries[0]["summary"]["families"].items() if v["kind"] == "corruption"]
+    for f in fams:
+        vals = [e["summary"]["families"].get(f, {}).get("robustness") for e in entries]
+        if all(v is not None for v in vals):
+            xs[f"corruption: {f}"] = vals
+    return {"scope": "entries", "protocol_id": pid, "protocol_hash": phash,
+            "datasets": sorted({e["dataset"]["ref"] for e in entries}), "labels": labels, "adversarial": adv,
+            "corruption": xs["corruption (overall)"],
+            "correlations": {k: correlate(v, adv, n_boot=n_boot, seed=seed) for k, v in xs.items()}}
+
+
+def within_entry(entry, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Correlations across the images of one entry: each image's corruption robustness (mean
+    over corruption families of the mean IoU ratio to its reference IoU) against its
+    adversarial robustness.  Images with a reference IoU of 0 have no ratio and are left out."""
+    per = entry.get("per_image")
+    if not per:
+        raise ResultError(f"entry {model_label(entry)} has no per-image scores; --within needs them")
+    ref = per["iou"]["reference"]
+    by_fam: dict[str, tuple[str, list[str]]] = {}
+    for c in entry["conditions"]:
+        if c["kind"] != "reference":
+            by_fam.setdefault(c["family"], (c["kind"], []))[1].append(c["id"])
+
+    def fam_score(i, ids):
+        return float(np.mean([per["iou"][cid][i] / ref[i] for cid in ids]))
+
+    labels, corr, adv, fam_x = [], [], [], {}
+    for i, image in enumerate(per["ids"]):
+        if ref[i] == 0:
+            continue
+        cs = {f: fam_score(i, ids) for f, (k, ids) in by_fam.items() if k == "corruption"}
+        ads = [fam_score(i, ids) for f, (k, ids) in by_fam.items() if k == "attack"]
+        if not cs or not ads:
+            raise ResultError(f"entry {model_label(entry)} needs both corruption and attack conditions")
+        labels.append(image)
+        corr.append(float(np.mean(list(cs.values()))))
+        adv.append(float(np.mean(ads)))
+        for f, v in cs.items():
+            fam_x.setdefault(f"corruption: {f}", []).append(v)
+    if len(labels) < 3:
+        raise ResultError(f"correlation needs at least 3 images with a reference IoU above 0; found {len(labels)}")
+    xs = {"corruption (overall)": corr, **fam_x}
+    return {"scope": f"images of {model_label(entry)} on {entry['dataset']['ref']}",
+            "protocol_id": entry["protocol"]["id"], "protocol_hash": entry["protocol"]["hash"],
+            "datasets": [entry["dataset"]["ref"]], "labels": labels, "adversarial": adv, "corruption": corr,
+            "correlations": {k: correlate(v, adv, n_boot=n_boot, seed=seed) for k, v in xs.items()}}
+
+
+def scatter(data: dict[str, Any], out: str | Path) -> Path:
+    """A scatter PNG of corruption against adversarial robustness, every point labelled."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ResultError("the scatter plot needs matplotlib (pip install matplotlib, or the 'dev' extra)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
+    ax.scatter(data["corruption"], data["adversarial"], s=28)
+    for x, y, label in zip(data["corruption"], data["adversarial"], data["labels"]):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    c = data["correlations"]["corruption (overall)"]
+    r = c["spearman"]["r"]
+    ax.set_title(f"{data['protocol_id']} · {', '.join(data['datasets'])} — {data['scope']}\n"
+                 f"Spearman ρ = {'—' if r is None else f'{r:.2f}'} (n = {c['n']})", fontsize=9)
+    ax.set_xlabel("corruption robustness")
+    ax.set_ylabel("adversarial robustness")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def correlation_table(data: dict[str, Any]):
+    from rich.table import Table
+
+    t = Table(title=(f"corruption vs adversarial robustness · {data['protocol_id']} ({data['protocol_hash']}) · "
+                     f"{', '.join(data['datasets'])} · across {data['scope']} (n = {len(data['labels'])})"),
+              title_justify="left")
+    for col in ("corruption robustness", "Pearson r", "95 % CI", "p", "Spearman ρ", "95 % CI", "p"):
+        t.add_column(col, justify="left" if col.startswith("corruption") else "right")
+
+    def f(v, fmt=".3f"):
+        return "—" if v is None else format(v, fmt)
+
+    for name, c in data["correlations"].items():
+        row = [name]
+        for k in ("pearson", "spearman"):
+            lo, hi = c[k]["ci95"]
+            row += [f(c[k]["r"]), f"[{f(lo)}, {f(hi)}]", f(c[k]["p"], ".3g")]
+        t.add_row(*row)
+    return t
