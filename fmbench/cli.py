@@ -104,8 +104,11 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout instead of a table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--leaderboard-entry", "entry_out", type=click.Path(dir_okay=False),
+              help="Also write a leaderboard entry (leaderboard/*.json format) built from the result.")
 def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, image_size,
-             only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet):
+             only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
+             entry_out=None):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     import torch
 
@@ -133,6 +136,8 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
         raise ResultError(f"an unfinished run exists ({log_path}); pass --resume to continue it or --overwrite to start over")
     if resume and not log_path.exists():
         raise ResultError(f"--resume: no unfinished run at {log_path}")
+    if entry_out and Path(entry_out).exists() and not overwrite:
+        raise ResultError(f"{entry_out} already exists; pass --overwrite to replace it")
     dev = resolve_device(device)
     torch.manual_seed(protocol.seed)  # a model that draws random weights draws the same ones every run
     loaded = load_model(model_ref, args, registry, pm, checkpoint=checkpoint, dataset=dataset_ref,
@@ -164,6 +169,10 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
     }
     write_json(out_path, result)
     log_path.unlink(missing_ok=True)
+    if entry_out:
+        from .leaderboard import build_entry, write_entry
+
+        write_entry(entry_out, build_entry(result), overwrite=overwrite)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -172,6 +181,8 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
         for w in result["warnings"]:
             console.print(f"[yellow]warning:[/yellow] {w}")
         console.print(f"result written to {out_path}")
+        if entry_out:
+            console.print(f"leaderboard entry written to {entry_out}")
 
 
 @cli.command("list")
@@ -346,6 +357,118 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
     dataset = _data_open(dataset_ref, split, image_size, seed)
     preview(dataset, out, n=n, reference=(protocol.camera, protocol.reference_snr, protocol.seed))
     click.echo(f"preview written to {out}")
+
+
+@cli.group("leaderboard", invoke_without_command=True)
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", "dataset_ref", help="Only entries on this dataset.")
+@click.option("--tier", help="Only entries under this protocol (tier name such as quick, or id quick-v1).")
+@click.option("--sort", default="adversarial", show_default=True, type=click.Choice(["adversarial", "corruption", "clean"]))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "markdown", "csv", "json"]))
+@click.option("--update-readme", is_flag=True, help="Regenerate README.md's leaderboard section from the entries.")
+@click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
+              help="README updated by --update-readme.")
+@click.pass_context
+def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readme, readme):
+    """Rank the leaderboard entries (one table per protocol and dataset: entries under
+    different protocol hashes are never ranked together); `validate` checks them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .leaderboard import groups, load_entries, render_csv, render_json, render_markdown, render_tables, update_readme as upd
+
+    _, registry = _registry()
+    entries = load_entries(directory, registry)
+    if update_readme:
+        changed = upd(readme, entries)
+        click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
+        return
+    gs = groups(select_entries(entries, dataset_ref, tier), sort)
+    if fmt == "markdown":
+        click.echo(render_markdown(gs), nl=False)
+    elif fmt == "csv":
+        click.echo(render_csv(gs), nl=False)
+    elif fmt == "json":
+        click.echo(render_json(gs), nl=False)
+    elif not gs:
+        click.echo(f"no leaderboard entries in {directory}" + (" match" if dataset_ref or tier else ""))
+    else:
+        console = _console()
+        for table in render_tables(gs):
+            console.print(table)
+
+
+def select_entries(entries, dataset_ref, tier):
+    from .leaderboard import select
+
+    return select(entries, dataset=dataset_ref, tier=tier)
+
+
+@leaderboard_group.command("validate")
+@click.argument("directory", default="leaderboard", type=click.Path(file_okay=False))
+def leaderboard_validate_cmd(directory):
+    """Check every entry: the JSON Schema, a registered protocol hash, and summaries that
+    agree with the per-condition scores.  One line per problem; exit 1 when any."""
+    from .leaderboard import validate_dir
+
+    _, registry = _registry()
+    validator, n, problems = validate_dir(directory, registry)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {n} entries in {directory} (schema checked with {validator})", err=True)
+        sys.exit(1)
+    click.echo(f"{n} entries in {directory} are valid (schema checked with {validator})")
+
+
+@cli.command("compare")
+@click.argument("result", type=click.Path(dir_okay=False, exists=True))
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare_cmd(result, directory, as_json):
+    """Where a result (or entry) would rank among the entries with its protocol hash and
+    dataset, per score and family, with differences to its neighbours and to the best."""
+    from .leaderboard import compare, compare_table, load_entries
+    from .result import read_json
+
+    _, registry = _registry()
+    data = compare(read_json(result), load_entries(directory, registry))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _console().print(compare_table(data))
+
+
+@cli.command("analyze")
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", "dataset_ref", help="Only entries on this dataset (default: all, pooled).")
+@click.option("--tier", help="Only entries under this protocol (name or id).")
+@click.option("--within", "within", metavar="MODEL", help="Correlate across the images of this model's entry.")
+@click.option("--out", default="analysis.png", show_default=True, type=click.Path(dir_okay=False), help="Scatter PNG.")
+@click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the correlations as JSON.")
+def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json):
+    """Spearman and Pearson correlation between corruption robustness (overall and per family)
+    and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
+    p-values; writes a labelled scatter plot."""
+    from .analysis import across_entries, correlation_table, scatter, within_entry
+    from .leaderboard import load_entries, model_label
+
+    _, registry = _registry()
+    entries = select_entries(load_entries(directory, registry), dataset_ref, tier)
+    if within:
+        hits = [e for e in entries if within in (e["model"]["ref"], model_label(e))]
+        if len(hits) != 1:
+            raise ResultError(f"--within {within}: {len(hits)} matching entries (narrow with --dataset/--tier)")
+        data = within_entry(hits[0], n_boot=n_boot, seed=seed)
+    else:
+        data = across_entries(entries, n_boot=n_boot, seed=seed)
+    path = scatter(data, out)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in data.items()} | {"png": str(path)}, indent=2))
+    else:
+        _console().print(correlation_table(data))
+        click.echo(f"scatter plot written to {path}")
 
 
 def _params(spec) -> str:
