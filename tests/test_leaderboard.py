@@ -1,0 +1,336 @@
+"""Leaderboard entries, validation, ranking, compare, README generation and the correlation
+analysis.  One real (tiny) evaluation writes an entry; the others are synthesised from it with
+their summaries recomputed, so they stay valid."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
+from fmbench.cli import cli as fmbench_cli
+from fmbench.leaderboard import (_builtin_errors, build_entry, groups, load_entries, load_schema, readme_is_current,
+                                 update_readme, validate_dir, write_entry)
+from fmbench.result import read_json, summarize, write_json
+
+from .conftest import run_cli
+from .helpers import make_dist, write_mymod
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = Protocol(name="tiny", version=1, description="test protocol", n_images=4, image_size=64, reference_snr=8.0,
+                corruptions=(CorruptionEntry("noise", (5.0, 2.0)),),
+                attacks=(AttackEntry("fgsm", (2 / 255, 8 / 255)),))
+TINY2 = Protocol(name="tiny", version=2, description="test protocol v2", n_images=4, image_size=64, reference_snr=8.0,
+                 corruptions=(CorruptionEntry("noise", (5.0,)),), attacks=(AttackEntry("fgsm", (8 / 255,)),))
+
+PROTO_CODE = '''
+    from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
+
+    @hookimpl
+    def fmbench_protocols():
+        return [Protocol(name="tiny", version=1, description="test protocol", n_images=4, image_size=64,
+                         reference_snr=8.0, corruptions=(CorruptionEntry("noise", (5.0, 2.0)),),
+                         attacks=(AttackEntry("fgsm", (2 / 255, 8 / 255)),))]
+'''
+
+
+class TinyProtocols:
+    @hookimpl
+    def fmbench_protocols(self):
+        return [TINY, TINY2]
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A real `fmbench eval --leaderboard-entry` under the registered tiny-v1 protocol."""
+    tmp = tmp_path_factory.mktemp("real")
+    site = make_dist(tmp / "site", "fmbench-tinyproto", "fmbench_tinyproto", PROTO_CODE)
+    mod = write_mymod(tmp / "m")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(mod.parent)]), "FMBENCH_LOAD_PLUGINS": "fmbench_tinyproto"}
+    entry = tmp / "lb" / "mynet__nucleus__tiny-v1.json"
+    args = ["eval", "--model", "mymod:MyNet", "--dataset", "nucleus", "--tier", "tiny", "--device", "cpu",
+            "--out", str(tmp / "r.json"), "--quiet", "--leaderboard-entry", str(entry)]
+    r = run_cli(*args, cwd=tmp, env=env)
+    assert r.returncode == 0, r.stderr
+    again = run_cli(*args[:-3], "--out", str(tmp / "r2.json"), "--leaderboard-entry", str(entry), cwd=tmp, env=env)
+    return {"tmp": tmp, "entry": entry, "result": tmp / "r.json", "env": env, "again": again}
+
+
+@pytest.fixture
+def proto(register_plugin):
+    register_plugin(TinyProtocols(), name="test-tiny-protocols")
+
+
+def registry_with_tiny():
+    from fmbench.plugins import get_registry, make_plugin_manager
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(TinyProtocols(), name="test-tiny-protocols")
+    return get_registry(pm)
+
+
+MODELS = {  # name: (clean IoU, corruption robustness, adversarial robustness)
+    "net-a": (0.90, 0.80, 0.50),
+    "net-b": (0.95, 0.60, 0.30),
+    "net-c": (0.85, 0.90, 0.70),
+    "net-d": (0.80, 0.70, 0.40),
+}
+
+
+def synth(base: dict, name: str, clean: float, corr: float, adv: float) -> dict:
+    """A copy of ``base`` for model ``name`` with every condition's scores set consistently."""
+    e = copy.deepcopy(base)
+    e["model"]["ref"] = name
+    e["model"]["weights_sha256"] = (name.encode().hex() * 16)[:64]
+    for i, c in enumerate(e["conditions"]):
+        rob = 1.0 if c["kind"] == "reference" else (corr if c["kind"] == "corruption" else adv) + 0.01 * (i % 2)
+        c["robustness"] = rob
+        c["iou"] = clean * rob
+        c["dice"] = min(1.0, c["iou"] * 1.05)
+    e["summary"] = summarize(e["conditions"])
+    return e
+
+
+@pytest.fixture
+def board(real, tmp_path):
+    base = read_json(real["entry"])
+    d = tmp_path / "lb"
+    for name, vals in MODELS.items():
+        write_json(d / f"{name}.json", synth(base, name, *vals))
+    return d, base
+
+
+def invoke(*args):
+    r = CliRunner().invoke(fmbench_cli, list(args), catch_exceptions=True)
+    return r
+
+
+def test_eval_writes_complete_leaderboard_entry(real):
+    e = read_json(real["entry"])
+    assert e["kind"] == "fmbench-leaderboard-entry" and e["schema_version"] == load_schema()["schema_version"] == 1
+    assert e["protocol"]["id"] == "tiny-v1" and e["protocol"]["hash"] == TINY.hash
+    assert [c["id"] for c in e["conditions"]] == ["reference", "noise@5", "noise@2", "fgsm@2/255", "fgsm@8/255"]
+    assert all(isinstance(c["iou"], float) and isinstance(c["level"], float) for c in e["conditions"])
+    assert e["dataset"]["n_images"] == 4 and len(e["per_image"]["ids"]) == 4
+    prov = e["provenance"]
+    assert "--leaderboard-entry" in prov["command"] and prov["device"] == "cpu" and prov["hardware"]
+    assert prov["torch_version"] and prov["fmbench_version"]
+    assert e["model"]["ref"] == "mymod:MyNet" and e["model"]["training"] == {
+        "recipe": None, "seed": None, "defence": None, "dataset": None, "protocol": None, "val_iou": None}
+    assert e["summary"] == summarize(e["conditions"])
+    # an existing entry is refused before anything runs
+    assert real["again"].returncode == 1
+    assert "already exists; pass --overwrite" in real["again"].stderr
+    assert not (real["tmp"] / "r2.json").exists()
+
+
+def test_entry_carries_training_provenance_from_checkpoint_meta(real):
+    result = read_json(real["result"])
+    result["model"]["meta"] = {"seed": 3, "dataset": "nucleus", "recipe": {"steps": 800, "defense": "none"},
+                               "model_args": {"width": 4}, "val_iou": 0.9}
+    e = build_entry(result, hardware="test", command="fmbench eval ...")
+    assert e["model"]["training"]["seed"] == 3 and e["model"]["training"]["defence"] == "none"
+    assert e["model"]["training"]["recipe"]["steps"] == 800 and e["model"]["args"] == {"width": 4}
+    assert e["provenance"]["hardware"] == "test"
+
+
+def test_validate_passes_on_real_entry_cli(real):
+    r = run_cli("leaderboard", "validate", str(real["entry"].parent), env=real["env"])
+    assert r.returncode == 0, r.stderr
+    assert "1 entries" in r.stdout and "jsonschema" in r.stdout
+
+
+def test_validate_reports_each_broken_entry(board):
+    d, base = board
+    (d / "malformed.json").write_text('{"schema_version": 1, "kind": ')
+    missing = copy.deepcopy(base)
+    del missing["provenance"]["command"]
+    write_json(d / "missing.json", missing)
+    stringy = copy.deepcopy(base)
+    stringy["conditions"][1]["iou"] = str(stringy["conditions"][1]["iou"])
+    write_json(d / "stringy.json", stringy)
+    disagree = copy.deepcopy(base)
+    disagree["summary"]["corruption_robustness"] = (disagree["summary"]["corruption_robustness"] or 0) + 0.01
+    write_json(d / "disagree.json", disagree)
+    unknown = copy.deepcopy(base)
+    unknown["protocol"]["hash"] = "0123456789abcdef"
+    write_json(d / "unknown.json", unknown)
+
+    name, n, problems = validate_dir(d, registry_with_tiny())
+    assert n == 9 and "jsonschema" in name
+    by_file = {}
+    for p in problems:
+        by_file.setdefault(Path(p.split(":")[0]).name, []).append(p)
+    assert set(by_file) == {"malformed.json", "missing.json", "stringy.json", "disagree.json", "unknown.json"}
+    assert "not valid JSON: Expecting value at line 1" in by_file["malformed.json"][0]
+    assert "provenance" in by_file["missing.json"][0] and "'command' is a required property" in by_file["missing.json"][0]
+    assert "conditions[1].iou" in by_file["stringy.json"][0] and "is not of type 'number'" in by_file["stringy.json"][0]
+    assert by_file["disagree.json"] == [f"{d / 'disagree.json'}: summary.corruption_robustness is "
+                                        f"{disagree['summary']['corruption_robustness']!r} but the conditions give "
+                                        f"{base['summary']['corruption_robustness']!r}"]
+    assert "protocol hash 0123456789abcdef (tiny-v1) is not a registered protocol version" in by_file["unknown.json"][0]
+    assert all("\n" not in p for p in problems)
+
+
+def test_validate_cli_exit_code_and_lines(board, proto):
+    d, base = board
+    bad = copy.deepcopy(base)
+    bad["protocol"]["hash"] = "fedcba9876543210"
+    write_json(d / "zz.json", bad)
+    r = invoke("leaderboard", "validate", str(d))
+    assert r.exit_code == 1
+    assert f"{d / 'zz.json'}: protocol hash fedcba9876543210" in r.output
+    assert "1 problem(s) in 5 entries" in r.output
+    (d / "zz.json").unlink()
+    r = invoke("leaderboard", "validate", str(d))
+    assert r.exit_code == 0 and "4 entries" in r.output
+
+
+def test_builtin_validator_catches_missing_field_and_string_number(real):
+    schema = load_schema()
+    e = read_json(real["entry"])
+    assert _builtin_errors(e, schema, schema) == []
+    e["summary"]["clean_iou"] = "0.9"
+    del e["dataset"]["n_images"]
+    errs = _builtin_errors(e, schema, schema)
+    assert "dataset: required field 'n_images' is missing" in errs
+    assert "summary.clean_iou: '0.9' is not of type number" in errs
+
+
+def test_leaderboard_ranks_within_protocol_and_dataset(board, proto):
+    d, base = board
+    other = synth(base, "net-e", 0.99, 0.99, 0.99)
+    other["protocol"].update(id=TINY2.id, version=2, hash=TINY2.hash)
+    write_json(d / "net-e-v2.json", other)
+    r = invoke("leaderboard", "--dir", str(d), "--format", "json")
+    assert r.exit_code == 0, r.output
+    gs = json.loads(r.output)
+    assert [(g["protocol_id"], len(g["rows"])) for g in gs] == [("tiny-v1", 4), ("tiny-v2", 1)]
+    assert [row["model"] for row in gs[0]["rows"]] == ["net-c", "net-a", "net-d", "net-b"]
+    assert [row["rank"] for row in gs[0]["rows"]] == [1, 2, 3, 4]
+    r = invoke("leaderboard", "--dir", str(d), "--tier", "tiny-v1", "--sort", "clean", "--format", "csv")
+    lines = r.output.splitlines()
+    assert lines[0].startswith("protocol,protocol_hash,dataset,rank,model")
+    models = [line.split(",")[4] for line in lines[1:]]
+    assert models.index("net-b") < models.index("net-a") < models.index("net-c") < models.index("net-d")
+    r = invoke("leaderboard", "--dir", str(d), "--tier", "tiny-v1", "--sort", "corruption")
+    assert r.exit_code == 0
+    assert r.output.index("net-c") < r.output.index("net-a") < r.output.index("net-d") < r.output.index("net-b")
+    assert "net-e" not in r.output
+
+
+def test_markdown_and_readme_generation(board, proto, tmp_path):
+    d, _ = board
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Leaderboard\n\n<!-- leaderboard:start -->\n<!-- leaderboard:end -->\n\ntail\n")
+    assert update_readme(readme, []) is True
+    assert "No entries yet." in readme.read_text() and "|" not in readme.read_text()
+    entries = load_entries(d, registry_with_tiny())
+    assert not readme_is_current(readme, entries)
+    r = invoke("leaderboard", "--dir", str(d), "--update-readme", "--readme", str(readme))
+    assert r.exit_code == 0, r.output
+    text = readme.read_text()
+    assert readme_is_current(readme, entries) and text.endswith("<!-- leaderboard:end -->\n\ntail\n")
+    assert "| 1 | net-c | 0.850 | 0.905 | 0.705 | 4 |" in text
+    assert "No entries yet." not in text
+
+
+def test_readme_leaderboard_section_is_current():
+    from fmbench.plugins import get_registry, make_plugin_manager
+
+    registry = get_registry(make_plugin_manager(load_entrypoints=False))
+    entries = load_entries(ROOT / "leaderboard", registry)
+    assert readme_is_current(ROOT / "README.md", entries), \
+        "README.md's leaderboard section is stale: run `fmbench leaderboard --update-readme`"
+
+
+def test_compare_ranks_a_result_among_entries(board, real, proto):
+    d, _ = board
+    result = read_json(real["result"])
+    mine = build_entry(result)["summary"]
+    r = invoke("compare", str(real["result"]), "--dir", str(d), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["n_entries"] == 4 and data["protocol_id"] == "tiny-v1"
+    adv = next(row for row in data["rows"] if row["metric"] == "adversarial_robustness")
+    others = sorted((vals[2] + 0.005 for vals in MODELS.values()), reverse=True)  # fgsm conditions alternate +0.01
+    assert adv["rank"] == 1 + sum(1 for v in others if v > mine["adversarial_robustness"])
+    assert adv["best"]["model"] == "net-c"
+    assert adv["best"]["diff"] == pytest.approx(mine["adversarial_robustness"] - others[0])
+    assert {row["metric"] for row in data["rows"]} >= {"clean_iou", "corruption_robustness", "noise", "fgsm"}
+    r = invoke("compare", str(real["result"]), "--dir", str(d))
+    assert r.exit_code == 0 and "net-c" in r.output and "adversarial robustness" in r.output
+
+
+def test_compare_refuses_other_protocol(board, real, proto, tmp_path):
+    d, _ = board
+    result = read_json(real["result"])
+    result["protocol"]["hash"] = TINY2.hash
+    write_json(tmp_path / "other.json", result)
+    r = invoke("compare", str(tmp_path / "other.json"), "--dir", str(d))
+    assert r.exit_code != 0 and "no leaderboard entry has protocol" in str(r.exception)
+
+
+def test_analyze_correlations_and_png(board, proto, tmp_path):
+    d, _ = board
+    out = tmp_path / "a.png"
+    r = invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(data["labels"]) == sorted(MODELS)
+    overall = data["correlations"]["corruption (overall)"]
+    # adversarial robustness rises with corruption robustness for every synthetic model
+    assert overall["spearman"]["r"] == pytest.approx(1.0) and overall["pearson"]["r"] > 0.9
+    lo, hi = overall["pearson"]["ci95"]
+    assert lo <= overall["pearson"]["r"] <= hi and 0 <= overall["pearson"]["p"] <= 1
+    assert "corruption: noise" in data["correlations"]
+    again = json.loads(invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200", "--json").output)
+    assert again["correlations"] == data["correlations"]  # seeded bootstrap
+    r = invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200")
+    assert "Spearman" in r.output and "scatter plot written" in r.output
+
+
+def test_analyze_needs_three_entries(board, proto, tmp_path):
+    d, _ = board
+    for name in ("net-a", "net-b"):
+        (d / f"{name}.json").unlink()
+    r = invoke("analyze", "--dir", str(d), "--out", str(tmp_path / "a.png"))
+    assert r.exit_code != 0
+    assert str(r.exception) == "correlation needs at least 3 entries with corruption and adversarial scores; found 2"
+
+
+def test_analyze_within_one_entry(board, proto, tmp_path):
+    d, base = board
+    e = synth(base, "net-w", 0.9, 0.8, 0.5)
+    ids = ["i0", "i1", "i2", "i3"]
+    iou = {c["id"]: [] for c in e["conditions"]}
+    for k in range(4):
+        corr, adv = 0.5 + 0.1 * k, 0.2 + 0.15 * k
+        for c in e["conditions"]:
+            iou[c["id"]].append(0.8 * (1.0 if c["kind"] == "reference" else corr if c["kind"] == "corruption" else adv))
+    e["per_image"] = {"ids": ids, "iou": iou}
+    write_json(d / "net-w.json", e)
+    r = invoke("analyze", "--dir", str(d), "--within", "net-w", "--out", str(tmp_path / "w.png"), "--n-boot", "200",
+               "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["labels"] == ids and data["correlations"]["corruption (overall)"]["pearson"]["r"] == pytest.approx(1.0)
+    assert (tmp_path / "w.png").exists()
+
+
+def test_write_entry_refuses_overwrite(real, tmp_path):
+    e = read_json(real["entry"])
+    write_entry(tmp_path / "e.json", e)
+    from fmbench.errors import ResultError
+
+    with pytest.raises(ResultError, match="already exists; pass --overwrite"):
+        write_entry(tmp_path / "e.json", e)
+    write_entry(tmp_path / "e.json", e, overwrite=True)
+    assert groups([e])[0]["protocol_hash"] == TINY.hash
