@@ -334,3 +334,16 @@ def test_write_entry_refuses_overwrite(real, tmp_path):
         write_entry(tmp_path / "e.json", e)
     write_entry(tmp_path / "e.json", e, overwrite=True)
     assert groups([e])[0]["protocol_hash"] == TINY.hash
+
+
+def test_validate_without_jsonschema_uses_builtin_validator(board, monkeypatch):
+    import sys
+
+    d, base = board
+    bad = copy.deepcopy(base)
+    bad["dataset"]["n_images"] = "4"
+    write_json(d / "bad.json", bad)
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema now raises ImportError
+    name, n, problems = validate_dir(d, registry_with_tiny())
+    assert name == "built-in validator (jsonschema not installed)" and n == 5
+    assert problems == [f"{d / 'bad.json'}: dataset.n_images: '4' is not of type integer"]
