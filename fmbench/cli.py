@@ -247,10 +247,13 @@ def plugins_cmd():
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition and image size are used.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write.")
 @click.option("--half", is_flag=True, help="Store weights as float16 (smaller file).")
+@click.option("--defense", default="none", show_default=True, type=click.Choice(["none", "noise-aug", "pgd-at"]),
+              help="noise-aug: an SNR drawn per image from the protocol's noise levels; pgd-at: half of each "
+                   "batch replaced by L-inf PGD examples (3 steps, eps 4/255). Recorded in the checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue from the periodic training state.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, resume, overwrite, quiet):
+def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, defense, resume, overwrite, quiet):
     """Train a model with the fixed, seeded recipe and write a checkpoint with metadata."""
     from .model import build_model, parse_model_args
     from .train import Recipe, train
@@ -261,7 +264,7 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise ResultError(f"{out_path} already exists; pass --overwrite to replace it")
-    recipe = Recipe() if steps is None else Recipe(steps=steps)
+    recipe = Recipe(defense=defense) if steps is None else Recipe(steps=steps, defense=defense)
     module, spec = build_model(model_ref, args, registry, pm)
     ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry, pm)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry, pm)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from . import __version__
 from .corruption import Sensor
 from .data import normalize
-from .errors import CheckpointError, ResultError
+from .errors import CheckpointError, ProtocolError, ResultError
 from .metrics import iou_dice, overlap_counts, predict
 from .model import load_state, save_checkpoint
 from .protocol import Protocol
@@ -48,6 +48,12 @@ class Recipe:
     defense: str = "none"
 
 
+DEFENSES = ("none", "noise-aug", "pgd-at")
+# pgd-at's attack: the quick tier's middle L-inf budget, a few steps (each step of adversarial
+# training costs AT_STEPS extra forward+backward passes on half the batch)
+AT_EPS, AT_STEPS = 4 / 255, 3
+
+
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy (binary or multi-class) plus soft Dice on the foreground."""
     if logits.shape[1] == 1:
@@ -69,13 +75,31 @@ def _load_split(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, m
 
 
+def noise_levels(protocol: Protocol) -> tuple[float, ...]:
+    """The SNRs ``noise-aug`` draws from: the reference SNR and the protocol's ``noise``
+    corruption levels (the detector-noise family every protocol evaluates)."""
+    entries = [e for e in protocol.corruptions if e.name == "noise"]
+    if not entries:
+        raise ProtocolError(f"--defense noise-aug: protocol {protocol.id} has no 'noise' corruption to draw SNRs from")
+    return tuple(sorted({float(protocol.reference_snr), *map(float, entries[0].levels)}, reverse=True))
+
+
 def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: int, step: int):
-    """The batch of one step: images, reference-condition noise, crop, flip, rotation."""
+    """The batch of one step: images, reference-condition noise (``noise-aug``: an SNR drawn
+    per image from :func:`noise_levels`), crop, flip, rotation."""
     g = torch.Generator().manual_seed(derive_seed("train", seed, step))
     idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=g)
     x, m = x_all[idx], m_all[idx]
-    sensor = Sensor(x, m, protocol.camera, protocol.reference_snr)
-    y = sensor.expose(x, generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}"))
+    gens = generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}")
+    if recipe.defense == "noise-aug":
+        levels = noise_levels(protocol)
+        pick = torch.randint(0, len(levels), (recipe.batch_size,), generator=g).tolist()
+        # per image: photon_scale depends on each image's own foreground and background
+        y = torch.cat([Sensor(x[b : b + 1], m[b : b + 1], protocol.camera, protocol.reference_snr)
+                       .expose(x[b : b + 1], [gens[b]], snr=levels[pick[b]]) for b in range(recipe.batch_size)])
+    else:
+        sensor = Sensor(x, m, protocol.camera, protocol.reference_snr)
+        y = sensor.expose(x, gens)
     H, W = x.shape[-2:]
     c = min(recipe.crop, H, W)
     out_x, out_m = [], []
@@ -92,6 +116,28 @@ def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: in
         out_x.append(xi)
         out_m.append(mi)
     return torch.stack(out_x), torch.stack(out_m)
+
+
+def _adversarial_half(module, xb: torch.Tensor, mb: torch.Tensor, recipe: Recipe, seed: int,
+                     step: int) -> torch.Tensor:
+    """``pgd-at``: the first half of the batch replaced by L-inf PGD examples (random start,
+    ``AT_STEPS`` steps of ``2.5 * AT_EPS / AT_STEPS``), computed in eval mode so the attack
+    does not move the BatchNorm statistics."""
+    from .attack import ascend, frozen_params, input_gradient, project_linf
+
+    n = xb.shape[0] // 2
+    if n == 0:
+        return xb
+    g = torch.Generator().manual_seed(derive_seed("pgd-at", seed, step))
+    x, t = xb[:n], mb[:n].bool()
+    x_adv = torch.clamp(x + (2 * torch.rand(x.shape, generator=g) - 1) * AT_EPS, 0.0, 1.0)
+    module.eval()
+    with frozen_params(module):
+        for _ in range(AT_STEPS):
+            grad, _ = input_gradient(module, x_adv, t, where="pgd-at")
+            x_adv = project_linf(ascend(x_adv, grad, 2.5 * AT_EPS / AT_STEPS, "linf"), x, AT_EPS)
+    module.train()
+    return torch.cat([x_adv.detach(), xb[n:]])
 
 
 def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float:
@@ -114,6 +160,8 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
     Every ``checkpoint_every`` steps the full state (weights, optimiser, schedule, history)
     is saved to ``out + '.state.pt'``; ``resume=True`` continues from it.
     """
+    if recipe.defense not in DEFENSES:
+        raise ProtocolError(f"unknown defense {recipe.defense!r} (known: {', '.join(DEFENSES)})")
     torch.manual_seed(derive_seed("init", seed))
     state_file = Path(str(out) + ".state.pt")
     x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
@@ -132,6 +180,10 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
     start, history, seconds = 0, [], 0.0
     identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,
                 "recipe": dataclasses.asdict(recipe), "protocol": protocol.id}
+    if recipe.defense == "noise-aug":
+        identity["defense_params"] = {"snrs": list(noise_levels(protocol))}
+    elif recipe.defense == "pgd-at":
+        identity["defense_params"] = {"eps": AT_EPS, "steps": AT_STEPS, "norm": "linf", "fraction": 0.5}
     if resume and state_file.exists():
         st = torch.load(state_file, map_location="cpu", weights_only=True)
         if st.get("identity") != identity:
@@ -147,6 +199,8 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
     t0 = time.perf_counter()
     for step in range(start, recipe.steps):
         xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step)
+        if recipe.defense == "pgd-at":
+            xb = _adversarial_half(module, xb, mb, recipe, seed, step)
         loss = _loss(module(xb), mb)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,58 @@
+"""Defence recipes of `fmbench train`: noise-aug and pgd-at are deterministic for a seed,
+differ from the standard recipe, and are recorded in the checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmbench.errors import ProtocolError
+from fmbench.model import read_checkpoint
+from fmbench.train import Recipe, noise_levels, train
+from fmbench_plugins.unet import UNet
+
+
+def _train(registry, out, defense):
+    spec = registry.dataset("nucleus")
+    torch.manual_seed(1234)
+    recipe = Recipe(steps=3, batch_size=2, crop=32, n_train=4, n_val=2, val_every=3, checkpoint_every=10,
+                    warmup=1, defense=defense)
+    return train(UNet(width=4, depth=2), spec.factory(split="train", image_size=64),
+                 spec.factory(split="val", image_size=64), model_name="unet-small",
+                 model_args={"width": 4, "depth": 2}, dataset_ref="nucleus", protocol=registry.protocol("quick"),
+                 recipe=recipe, seed=3, out=out)
+
+
+def test_defended_training_is_deterministic_and_marked(registry, tmp_path):
+    plain = _train(registry, tmp_path / "plain.pt", "none")
+    assert "defense_params" not in plain
+    for defense in ("noise-aug", "pgd-at"):
+        a = _train(registry, tmp_path / f"{defense}-a.pt", defense)
+        b = _train(registry, tmp_path / f"{defense}-b.pt", defense)
+        assert a["state_sha256"] == b["state_sha256"], defense
+        assert a["state_sha256"] != plain["state_sha256"], defense
+        _, meta = read_checkpoint(tmp_path / f"{defense}-a.pt")
+        assert meta["recipe"]["defense"] == defense
+    _, meta = read_checkpoint(tmp_path / "pgd-at-a.pt")
+    assert meta["defense_params"] == {"eps": 4 / 255, "steps": 3, "norm": "linf", "fraction": 0.5}
+    _, meta = read_checkpoint(tmp_path / "noise-aug-a.pt")
+    assert meta["defense_params"]["snrs"] == list(noise_levels(registry.protocol("quick")))
+
+
+def test_noise_levels_and_unknown_defense(registry, tmp_path):
+    quick = registry.protocol("quick")
+    levels = noise_levels(quick)
+    assert levels[0] == quick.reference_snr and len(levels) >= 2 and list(levels) == sorted(levels, reverse=True)
+    with pytest.raises(ProtocolError, match="unknown defense 'mixup'"):
+        _train(registry, tmp_path / "x.pt", "mixup")
+
+
+def test_train_cli_defense_option(tmp_path, cli):
+    r = cli("train", "--model", "unet-small", "--model-arg", "width=4", "--model-arg", "depth=1", "--dataset",
+            "nucleus", "--steps", "1", "--defense", "pgd-at", "--out", "m.pt", "--quiet", cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr
+    _, meta = read_checkpoint(tmp_path / "m.pt")
+    assert meta["recipe"]["defense"] == "pgd-at" and meta["defense_params"]["steps"] == 3
+    bad = cli("train", "--model", "unet-small", "--dataset", "nucleus", "--defense", "mixup", "--out", "x.pt",
+              cwd=tmp_path)
+    assert bad.returncode == 2 and "'mixup' is not one of" in bad.stderr
