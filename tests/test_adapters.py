@@ -82,3 +82,33 @@ def test_smp_unknown_architecture_lists_the_valid_ones(pm, registry):
     with pytest.raises(ModelLoadError) as err:
         build_model("smp:Unett/resnet18", {}, registry, pm)
     assert "known architectures: " in str(err.value) and "UnetPlusPlus" in str(err.value)
+
+
+class _Scriptable(torch.nn.Module):
+    """Zoo-like in miniature (conv, BatchNorm, pooling, upsampling, skip) and scriptable."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+        self.mid = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.enc(x)
+        m = torch.nn.functional.interpolate(self.mid(torch.nn.functional.max_pool2d(e, 2)), size=e.shape[-2:])
+        return self.head(torch.cat([e, m], 1))
+
+
+def test_scripted_model_matches_the_original(tmp_path, pm, registry):
+    torch.manual_seed(0)
+    net = _Scriptable().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net).save(str(tmp_path / "s.pt"))
+    module, _ = build_model(f"ts:{tmp_path / 's.pt'}", {}, registry, pm)
+    assert probe(module, 48, torch.device("cpu")) == 2
+    x = torch.rand(2, 1, 48, 40)
+    with torch.no_grad():
+        assert torch.equal(module.eval()(x), net(x))
+    with pytest.raises(ModelLoadError, match=r"ts: models take no --model-arg \(got width\)"):
+        build_model(f"ts:{tmp_path / 's.pt'}", {"width": 3}, registry, pm)
