@@ -89,11 +89,6 @@ def iter_batches(dataset: Dataset, n_images: int, batch_size: int) -> Iterator[B
         yield flush()
 
 
-def batch_ids(dataset: Dataset, n_images: int, batch_size: int) -> list[list[str]]:
-    """The image ids of each batch, without loading pixels where the dataset allows it."""
-    return [b.ids for b in iter_batches(dataset, n_images, batch_size)]
-
-
 def normalize(y: torch.Tensor, low: float = 1.0, high: float = 99.8) -> torch.Tensor:
     """Percentile normalisation to [0, 1], per image (as CSBDeep and Cellpose do).
 
