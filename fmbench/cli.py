@@ -159,7 +159,7 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
                           train_dataset=train_split)
     seconds = result.pop("_seconds")
     result["run"] = {
-        "command": shlex.join(["fmbench", *sys.argv[1:]]),
+        "command": _reproducing_command(),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds["total"], 3),
@@ -238,6 +238,12 @@ def plugins_cmd():
     _console().print(table)
 
 
+def _reproducing_command() -> str:
+    """This invocation as a command line, without the flags that do not change the result."""
+    skip = {"--resume", "--overwrite", "--quiet"}
+    return shlex.join(["fmbench", *(a for a in sys.argv[1:] if a not in skip)])
+
+
 @cli.command("train")
 @click.option("--model", "model_ref", required=True, help="Registered model name or module:Attr.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE")
@@ -256,6 +262,7 @@ def plugins_cmd():
 def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, defense, resume, overwrite, quiet):
     """Train a model with the fixed, seeded recipe and write a checkpoint with metadata."""
     from .model import build_model, parse_model_args
+    from .result import write_json
     from .train import Recipe, train
 
     pm, registry = _registry()
@@ -280,7 +287,10 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
 
         meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
                      dataset_ref=dataset_ref, protocol=protocol, recipe=recipe, seed=seed, out=out_path,
-                     resume=resume, half=half, on_progress=on_progress)
+                     resume=resume, half=half, command=_reproducing_command(), on_progress=on_progress)
+    # the training record: the checkpoint's metadata plus what may differ between identical
+    # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
+    write_json(Path(str(out_path) + ".json"), meta)
     click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
                f"{time.perf_counter() - t0:.0f} s, state sha256 {meta['state_sha256'][:12]})")
 

@@ -80,6 +80,7 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
                 "dataset": meta.get("dataset"),
                 "protocol": meta.get("protocol"),
                 "val_iou": meta.get("val_iou"),
+                "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
             },
         },
         "dataset": dict(result["dataset"]),

@@ -154,11 +154,13 @@ def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float
 
 def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: str, model_args: dict,
           dataset_ref: str, protocol: Protocol, recipe: Recipe, seed: int, out: Path, resume: bool = False,
-          half: bool = False, on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+          half: bool = False, command: str | None = None,
+          on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.
 
     Every ``checkpoint_every`` steps the full state (weights, optimiser, schedule, history)
-    is saved to ``out + '.state.pt'``; ``resume=True`` continues from it.
+    is saved to ``out + '.state.pt'``; ``resume=True`` continues from it.  ``command`` (the
+    command line that reproduces the run) is stored in the checkpoint's metadata.
     """
     if recipe.defense not in DEFENSES:
         raise ProtocolError(f"unknown defense {recipe.defense!r} (known: {', '.join(DEFENSES)})")
@@ -226,6 +228,7 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
         **identity,
         "fmbench_version": __version__,
         "torch_version": str(torch.__version__),
+        "command": command,
         "history": history,
         "val_iou": history[-1]["val_iou"] if history else None,
         "train_seconds": round(seconds + time.perf_counter() - t0, 1),
