@@ -13,7 +13,7 @@ would type them:
 
 Both are resumable (``--resume`` is added when a training state or a partial evaluation log
 exists), so the whole campaign can be split across sessions: kill it at any point and run it
-again.  Finished pairs are skipped.  After every step ``leaderboard/zoo-runs.json`` is rewritten
+again.  Finished pairs are skipped.  After every step ``leaderboard/runs/zoo.json`` is rewritten
 from the training records and entries on disk: training minutes, validation and clean test IoU
 per pair, and the commands — nothing in it is typed by hand.
 """
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     fmbench = str(Path(sys.executable).with_name("fmbench"))
     (args.work / "weights").mkdir(parents=True, exist_ok=True)
     (args.work / "results").mkdir(parents=True, exist_ok=True)
-    table = HERE / "zoo-runs.json"
+    table.parent.mkdir(exist_ok=True)
+    table = HERE / "runs" / "zoo.json"  # not an entry: kept out of the entries' directory
     for ds in datasets:
         for m in models:
             ckpt = args.work / "weights" / f"{m}__{ds}.pt"
