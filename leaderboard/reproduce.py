@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     fmbench = str(Path(sys.executable).with_name("fmbench"))
     (args.work / "weights").mkdir(parents=True, exist_ok=True)
     (args.work / "results").mkdir(parents=True, exist_ok=True)
-    table.parent.mkdir(exist_ok=True)
     table = HERE / "runs" / "zoo.json"  # not an entry: kept out of the entries' directory
+    table.parent.mkdir(exist_ok=True)
     for ds in datasets:
         for m in models:
             ckpt = args.work / "weights" / f"{m}__{ds}.pt"
