@@ -433,6 +433,55 @@ def leaderboard_validate_cmd(directory):
     click.echo(f"{n} entries in {directory} are valid (schema checked with {validator})")
 
 
+@leaderboard_group.command("recheck")
+@click.argument("entry", type=click.Path(dir_okay=False, exists=True))
+@click.option("--n-images", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Re-evaluate the entry's first N images.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Largest accepted difference of a condition's mean IoU over those images [default: 0.01].")
+def leaderboard_recheck_cmd(entry, n_images, tolerance):
+    """Re-run an entry's recorded `fmbench eval` command on its first N images and compare
+    every condition's IoU with the entry's per-image scores.  Exit 1 beyond the tolerance."""
+    import subprocess
+    import tempfile
+
+    from rich.table import Table
+
+    from .leaderboard import RECHECK_TOLERANCE, recheck_command, recheck_compare
+    from .result import read_json
+
+    tolerance = RECHECK_TOLERANCE if tolerance is None else tolerance
+    doc = read_json(entry)
+    if doc.get("kind") != "fmbench-leaderboard-entry":
+        raise ResultError(f"{entry}: not a leaderboard entry (kind {doc.get('kind')!r})")
+    with tempfile.TemporaryDirectory(prefix="fmbench-recheck-") as tmp:
+        args = recheck_command(doc, n_images, Path(tmp) / "result.json")
+        if "--checkpoint" in args:
+            ckpt = Path(args[args.index("--checkpoint") + 1])
+            if not ckpt.exists():
+                train = (doc["model"].get("training") or {}).get("command")
+                raise ResultError(f"{entry}: checkpoint {ckpt} does not exist"
+                                  + (f"; make it with: {train}" if train else ""))
+        click.echo("$ fmbench " + shlex.join(args), err=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "fmbench", *args], stdout=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ResultError(f"{entry}: the re-evaluation failed (exit {proc.returncode})")
+        rows, problems = recheck_compare(doc, read_json(Path(tmp) / "result.json"), tolerance)
+    table = Table(title=f"{entry}: first {n_images} images re-evaluated in {time.perf_counter() - t0:.0f} s")
+    for col in ("condition", "entry IoU", "now IoU", "difference"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for cond, a, b, d in rows:
+        table.add_row(cond, f"{a:.4f}", f"{b:.4f}", ("[red]" if abs(d) > tolerance else "") + f"{d:+.4f}")
+    _console().print(table)
+    worst = max((abs(r[3]) for r in rows), default=0.0)
+    for p in problems:
+        click.echo(f"{entry}: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{entry}: {len(rows)} conditions reproduced within {tolerance} (largest difference {worst:.2g})")
+
+
 @cli.command("compare")
 @click.argument("result", type=click.Path(dir_okay=False, exists=True))
 @click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))

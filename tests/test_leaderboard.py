@@ -347,3 +347,30 @@ def test_validate_without_jsonschema_uses_builtin_validator(board, monkeypatch):
     name, n, problems = validate_dir(d, registry_with_tiny())
     assert name == "built-in validator (jsonschema not installed)" and n == 5
     assert problems == [f"{d / 'bad.json'}: dataset.n_images: '4' is not of type integer"]
+
+
+def test_recheck_command_restricts_the_recorded_command():
+    from fmbench.leaderboard import recheck_command
+
+    entry = {"provenance": {"command": "fmbench eval --model m --checkpoint 'a b.pt' --dataset er --out=x.json "
+                                       "--leaderboard-entry lb/e.json --quiet --n-images 16"}}
+    assert recheck_command(entry, 3, "o.json") == ["eval", "--model", "m", "--checkpoint", "a b.pt", "--dataset", "er",
+                                                   "--n-images", "3", "--out", "o.json", "--quiet"]
+    with pytest.raises(Exception, match="not an `fmbench eval` command"):
+        recheck_command({"provenance": {"command": "rm -rf /"}}, 2, "o.json")
+
+
+def test_recheck_reproduces_an_entry_and_catches_a_changed_score(real):
+    tmp, env = real["tmp"], real["env"]
+    r = run_cli("leaderboard", "recheck", str(real["entry"]), "--n-images", "2", cwd=tmp, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "5 conditions reproduced within 0.01 (largest difference 0)" in r.stdout
+    entry = read_json(real["entry"])
+    entry["per_image"]["iou"]["noise@2"][1] += 0.05  # image 2 of 2: mean moves by 0.025
+    write_json(tmp / "tampered.json", entry)
+    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--n-images", "2", cwd=tmp, env=env)
+    assert r.returncode == 1
+    assert "noise@2: mean IoU" in r.stderr and "difference -0.0250 > tolerance 0.01" in r.stderr
+    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--n-images", "2", "--tolerance", "0.03",
+                cwd=tmp, env=env)
+    assert r.returncode == 0, r.stderr
