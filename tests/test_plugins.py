@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -202,21 +203,28 @@ def test_duplicate_plugin_name_from_entry_point_is_one_line_error(tmp_path):
     assert not out.exists()
 
 
-def test_really_installed_package(tmp_path):
-    """pip-install a plugin package (to a target dir) and use it by name."""
-    pkg = tmp_path / "pkg"
-    (pkg / "fmbench_realnet").mkdir(parents=True)
-    (pkg / "fmbench_realnet" / "__init__.py").write_text(
-        __import__("textwrap").dedent(PLUGIN_CODE.replace("{name}", "realnet")))
-    (pkg / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "fmbench-realnet"\nversion = "0.2"\n'
-        '[project.entry-points.fmbench]\nrealnet = "fmbench_realnet"\n')
+def test_worked_example_package_installs_trains_and_evaluates(tmp_path):
+    """CONTRIBUTING.md's worked example, examples/fmbench-mynet: pip-install it (to a target
+    dir), find its model by name, train it and write a leaderboard entry for it."""
     target = tmp_path / "target"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--target", str(target), str(pkg)], capture_output=True, text=True)
+                        "--no-index", "--target", str(target), str(ROOT / "examples" / "fmbench-mynet")],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"pip could not build the package here: {r.stderr[-300:]}")
-    r = _cli(["list", "models"], target, "realnet", tmp_path)
+    r = _cli(["list", "models"], target, "mynet", tmp_path)
     assert r.returncode == 0, r.stderr
-    assert any("realnet" in line and "a third-party tiny net" in line for line in r.stdout.splitlines())
+    assert any("mynet" in line and "two-level encoder-decoder" in line for line in r.stdout.splitlines())
+    r = _cli(["plugins"], target, "mynet", tmp_path)
+    assert "fmbench-mynet 0.1.0" in r.stdout
+    r = _cli(["train", "--model", "mynet", "--dataset", "nucleus", "--steps", "2", "--out", "w.pt", "--quiet"],
+             target, "mynet", tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli(["eval", "--model", "mynet", "--checkpoint", "w.pt", "--dataset", "nucleus", "--n-images", "2",
+              "--image-size", "64", "--corruptions", "noise", "--attacks", "fgsm", "--quiet", "--out", "r.json",
+              "--leaderboard-entry", "e.json"], target, "mynet", tmp_path)
+    assert r.returncode == 0, r.stderr
+    entry = json.loads((tmp_path / "e.json").read_text())
+    assert entry["model"]["ref"] == "mynet" and entry["model"]["plugin"] == "mynet"
+    assert entry["model"]["training"]["command"] == "fmbench train --model mynet --dataset nucleus --steps 2 --out w.pt"
+    assert entry["provenance"]["command"].startswith("fmbench eval --model mynet --checkpoint w.pt")
