@@ -157,6 +157,9 @@ def summary_table(result: dict[str, Any]):
     from rich.table import Table
 
     model = result["model"]["ref"]
+    recipe = (result["model"].get("meta") or {}).get("recipe") or {}
+    if recipe.get("defense", "none") != "none":
+        model += f" [{recipe['defense']}]"  # a defended model is marked wherever results appear
     title = (f"fmbench {result['protocol']['id']}  ·  {model} on {result['dataset']['ref']} "
              f"({result['dataset']['n_images']} images)")
     table = Table(title=title, title_justify="left")

@@ -56,3 +56,24 @@ def test_train_cli_defense_option(tmp_path, cli):
     bad = cli("train", "--model", "unet-small", "--dataset", "nucleus", "--defense", "mixup", "--out", "x.pt",
               cwd=tmp_path)
     assert bad.returncode == 2 and "'mixup' is not one of" in bad.stderr
+
+
+def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
+    from rich.console import Console
+
+    from fmbench.leaderboard import model_label
+    from fmbench.result import summary_table
+
+    result = {"model": {"ref": "unet-r18", "meta": {"recipe": {"defense": "pgd-at"}}},
+              "protocol": {"id": "quick-v1"}, "dataset": {"ref": "er", "n_images": 1}, "conditions": [],
+              "summary": {"clean_iou": 0.9, "clean_dice": 0.95, "families": {}, "corruption_robustness": None,
+                          "adversarial_robustness": None}}
+    console = Console(width=200, record=True)
+    console.print(summary_table(result))
+    assert "unet-r18 [pgd-at] on er" in console.export_text()
+    result["model"]["meta"]["recipe"]["defense"] = "none"
+    console = Console(width=200, record=True)
+    console.print(summary_table(result))
+    assert "unet-r18 on er" in console.export_text()
+    assert model_label({"model": {"ref": "m", "training": {"defence": "noise-aug"}}}) == "m [noise-aug]"
+    assert model_label({"model": {"ref": "m", "training": {"defence": "none"}}}) == "m"
