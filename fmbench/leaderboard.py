@@ -349,8 +349,10 @@ COLUMNS = [("rank", "#"), ("model", "model"), ("clean_iou", "clean IoU"),
 
 
 def _cell(row, key) -> str:
+    from rich.markup import escape
+
     v = row[key]
-    return _f(v) if key.endswith(("_iou", "_robustness")) else str(v)
+    return _f(v) if key.endswith(("_iou", "_robustness")) else escape(str(v))  # "m [pgd-at]" is not markup
 
 
 def _title(group) -> str:
@@ -477,16 +479,17 @@ def compare(doc: dict[str, Any], entries, sort: str = "adversarial") -> dict[str
 
 
 def compare_table(data: dict[str, Any]):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=(f"{data['model']} against {data['n_entries']} entries on {data['dataset']} · "
+    t = Table(title=(f"{escape(data['model'])} against {data['n_entries']} entries on {data['dataset']} · "
                      f"{data['protocol_id']} (protocol {data['protocol_hash']}); Δ = yours − theirs"),
               title_justify="left")
     for col in ("score", "yours", "rank", "best (Δ)", "above (Δ)", "below (Δ)"):
         t.add_column(col, justify="left" if col == "score" else "right")
 
     def nb(x):
-        return "—" if x is None else f"{x['model']} {x['score']:.3f} ({x['diff']:+.3f})"
+        return "—" if x is None else f"{escape(x['model'])} {x['score']:.3f} ({x['diff']:+.3f})"
 
     for r in data["rows"]:
         t.add_row(r["label"], f"{r['yours']:.3f}", f"{r['rank']}/{r['of']}", nb(r["best"]), nb(r["above"]),

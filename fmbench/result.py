@@ -154,13 +154,14 @@ def summarize(conditions: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summary_table(result: dict[str, Any]):
     """A rich table of a result: one row per condition, then the summary scores."""
+    from rich.markup import escape
     from rich.table import Table
 
     model = result["model"]["ref"]
     recipe = (result["model"].get("meta") or {}).get("recipe") or {}
     if recipe.get("defense", "none") != "none":
         model += f" [{recipe['defense']}]"  # a defended model is marked wherever results appear
-    title = (f"fmbench {result['protocol']['id']}  ·  {model} on {result['dataset']['ref']} "
+    title = (f"fmbench {result['protocol']['id']}  ·  {escape(model)} on {result['dataset']['ref']} "
              f"({result['dataset']['n_images']} images)")
     table = Table(title=title, title_justify="left")
     for col, just in [("condition", "left"), ("family", "left"), ("IoU", "right"), ("Dice", "right"),

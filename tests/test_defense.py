@@ -77,3 +77,18 @@ def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
     assert "unet-r18 on er" in console.export_text()
     assert model_label({"model": {"ref": "m", "training": {"defence": "noise-aug"}}}) == "m [noise-aug]"
     assert model_label({"model": {"ref": "m", "training": {"defence": "none"}}}) == "m"
+
+
+def test_defended_label_survives_rich_tables():
+    from rich.console import Console
+
+    from fmbench.leaderboard import _cell, compare_table
+
+    console = Console(width=200, record=True)
+    data = {"model": "m [pgd-at]", "n_entries": 2, "dataset": "er", "protocol_id": "quick-v1", "protocol_hash": "h",
+            "rows": [{"label": "clean", "yours": 0.9, "rank": 1, "of": 2, "above": None, "below": None,
+                      "best": {"model": "n [noise-aug]", "score": 0.8, "diff": 0.1}}]}
+    console.print(compare_table(data))
+    text = console.export_text()
+    assert "m [pgd-at] against" in text and "n [noise-aug] 0.800" in text
+    assert _cell({"model": "m [pgd-at]"}, "model") == "m \\[pgd-at]"
