@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
-from .model import _construct, sha256_file, weights_path
+from .model import _construct, check_weights, weights_path
 from .specs import ModelSpec
 
 
@@ -37,7 +37,7 @@ def weights_status(w) -> str:
     path = weights_path(w)
     if not path.is_file():
         return "missing"
-    return "present" if sha256_file(path) == w.sha256 else "sha256 mismatch"
+    return "present" if check_weights(w, path=path) is None else "sha256 mismatch"
 
 
 def model_card(spec: ModelSpec) -> dict[str, Any]:
@@ -55,7 +55,8 @@ def model_card(spec: ModelSpec) -> dict[str, Any]:
         "defaults": dict(spec.defaults),
         "parameters": params,
         "weights": [
-            {"dataset": ds, "path": str(weights_path(w)), "sha256": w.sha256, "status": weights_status(w),
+            {"dataset": ds, "path": str(weights_path(w)), "sha256": w.sha256 or None,
+             "state_sha256": w.state_sha256, "status": weights_status(w),
              "command": w.command, "url": w.url}
             for ds, w in sorted(spec.weights.items())
         ],

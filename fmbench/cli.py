@@ -238,10 +238,21 @@ def plugins_cmd():
     _console().print(table)
 
 
-def _reproducing_command() -> str:
-    """This invocation as a command line, without the flags that do not change the result."""
+def _reproducing_command(drop_out: bool = False) -> str:
+    """This invocation as a command line, without the flags that do not change the result;
+    ``drop_out`` also drops ``--out FILE`` (a checkpoint records its training command, and
+    must not differ with the place it was written to)."""
     skip = {"--resume", "--overwrite", "--quiet"}
-    return shlex.join(["fmbench", *(a for a in sys.argv[1:] if a not in skip)])
+    argv, kept, i = sys.argv[1:], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if drop_out and a == "--out":
+            i += 2
+            continue
+        if not (a in skip or (drop_out and a.startswith("--out="))):
+            kept.append(a)
+        i += 1
+    return shlex.join(["fmbench", *kept])
 
 
 @cli.command("train")
@@ -272,6 +283,11 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     if out_path.exists() and not overwrite:
         raise ResultError(f"{out_path} already exists; pass --overwrite to replace it")
     recipe = Recipe(defense=defense) if steps is None else Recipe(steps=steps, defense=defense)
+    import torch
+
+    from .seeding import derive_seed
+
+    torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
     module, spec = build_model(model_ref, args, registry, pm)
     ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry, pm)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry, pm)
@@ -287,7 +303,8 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
 
         meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
                      dataset_ref=dataset_ref, protocol=protocol, recipe=recipe, seed=seed, out=out_path,
-                     resume=resume, half=half, command=_reproducing_command(), on_progress=on_progress)
+                     resume=resume, half=half, command=_reproducing_command(drop_out=True),
+                     on_progress=on_progress)
     # the training record: the checkpoint's metadata plus what may differ between identical
     # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
     write_json(Path(str(out_path) + ".json"), meta)
@@ -461,7 +478,7 @@ def leaderboard_recheck_cmd(entry, n_images, tolerance):
             if not ckpt.exists():
                 train = (doc["model"].get("training") or {}).get("command")
                 raise ResultError(f"{entry}: checkpoint {ckpt} does not exist"
-                                  + (f"; make it with: {train}" if train else ""))
+                                  + (f"; make it with: {train} --out {shlex.quote(str(ckpt))}" if train else ""))
         click.echo("$ fmbench " + shlex.join(args), err=True)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "fmbench", *args], stdout=subprocess.DEVNULL)

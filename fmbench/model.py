@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import io
 import json
 import importlib.util
 import os
@@ -162,15 +163,16 @@ def build_model(ref: str, args: dict[str, Any], registry, pm) -> tuple[nn.Module
     return _construct(_import_attr(ref), args, ref), None
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state dict and metadata of a checkpoint, loaded with ``weights_only=True``.
 
     Accepts an fmbench checkpoint (``{"format", "state_dict", "meta"}``), a
     ``{"state_dict": ...}`` wrapper, or a bare state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not isinstance(path, io.BytesIO):
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -205,12 +207,72 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str)
     module.load_state_dict(state, strict=True)
 
 
+def cache_dir() -> Path:
+    """fmbench's user cache: ``$FMBENCH_CACHE``, else ``$XDG_CACHE_HOME/fmbench``, else
+    ``~/.cache/fmbench``."""
+    if os.environ.get("FMBENCH_CACHE"):
+        return Path(os.environ["FMBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fmbench"
+
+
 def weights_path(weights) -> Path:
+    """Where registered weights live: inside their package (shipped), at an absolute path, or
+    under the user cache (``cache_dir()/weights/PATH``) for weights too large to ship."""
     if weights.package:
         import importlib.resources
 
         return Path(str(importlib.resources.files(weights.package).joinpath(weights.path)))
-    return Path(weights.path).expanduser()
+    path = Path(weights.path).expanduser()
+    return path if path.is_absolute() else cache_dir() / "weights" / path
+
+
+def reproduce_hint(weights, path: Path) -> str:
+    """The command that makes ``path`` (``--out PATH`` added when the command has none)."""
+    import shlex
+
+    cmd = weights.command
+    return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
+
+
+def check_weights(weights, data: bytes | None = None, path: Path | None = None) -> str | None:
+    """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
+    or ``None`` when they are: the file's sha256 and/or its state's sha256."""
+    import io
+
+    if weights.sha256:
+        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+        if digest != weights.sha256:
+            return f"sha256 {digest[:12]}..., expected {weights.sha256[:12]}..."
+    if weights.state_sha256:
+        try:
+            state, _ = read_checkpoint(io.BytesIO(data) if data is not None else path)
+        except CheckpointError as exc:
+            return str(exc)
+        digest = state_sha256(state)
+        if digest != weights.state_sha256:
+            return f"state sha256 {digest[:12]}..., expected {weights.state_sha256[:12]}..."
+    return None
+
+
+def fetch_weights(weights, path: Path) -> None:
+    """Download ``weights.url`` to ``path`` (checked first, then written atomically); any
+    failure is one :class:`CheckpointError` that says how to make the file instead."""
+    import urllib.request
+
+    from .result import atomic_write
+
+    hint = f"reproduce them with: {reproduce_hint(weights, path)}"
+    try:
+        with urllib.request.urlopen(weights.url, timeout=60) as resp:  # noqa: S310 (a URL the plugin names)
+            data = resp.read()
+    except OSError as exc:
+        raise CheckpointError(f"weights are missing at {path} and could not be downloaded from {weights.url} "
+                              f"({type(exc).__name__}: {exc}); {hint}, or copy the file there") from None
+    problem = check_weights(weights, data=data)
+    if problem:
+        raise CheckpointError(f"download {weights.url} has {problem}; nothing was written; {hint}")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str | None = None,
@@ -223,7 +285,7 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
     path: Path | None = None
     if checkpoint:
         path = Path(checkpoint)
-    elif spec is not None and spec.weights and not random_init:
+    elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
         # a spec that lists no weights at all builds its own (its factory loads them)
         w = spec.weights.get(dataset) if dataset else None
         if w is None:
@@ -234,14 +296,15 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
                 f"--checkpoint, or pass --random-init to evaluate an untrained model"
             )
         path = weights_path(w)
+        if not path.is_file() and w.url:
+            fetch_weights(w, path)
         if not path.is_file():
-            raise CheckpointError(
-                f"weights for {ref!r} on {dataset!r} are missing at {path}; reproduce them with: "
-                f"{w.command}" + (f" (or download {w.url})" if w.url else "")
-            )
-        digest = sha256_file(path)
-        if digest != w.sha256:
-            raise CheckpointError(f"weights {path} have sha256 {digest[:12]}..., expected {w.sha256[:12]}...")
+            raise CheckpointError(f"weights for {ref!r} on {dataset!r} are missing at {path}; reproduce them with: "
+                                  f"{reproduce_hint(w, path)}")
+        problem = check_weights(w, path=path)
+        if problem:
+            raise CheckpointError(f"weights {path} are not the registered ones: {problem}; remake them with: "
+                                  f"{reproduce_hint(w, path)}")
     if path is not None:
         state, meta = read_checkpoint(path)
         load_state(module, state, f"checkpoint {path}")

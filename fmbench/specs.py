@@ -16,9 +16,13 @@ from typing import Any
 class Weights:
     """Trained weights for one model on one dataset.
 
-    ``path`` is a local file (absolute, or relative to ``package`` when that is set, so
-    weights can ship inside a plugin package); ``sha256`` is checked before loading;
-    ``command`` is the exact command that reproduces the file; ``url`` is optional.
+    ``path`` is a local file: relative to ``package`` when that is set (weights shipped inside
+    a plugin package), else absolute or relative to the user cache (``$FMBENCH_CACHE/weights``).
+    ``sha256`` pins the file's bytes; ``state_sha256`` pins the tensors of an fmbench checkpoint
+    (names, shapes, dtypes, values: :func:`fmbench.model.state_sha256`), which is what the
+    training ``command`` reproduces exactly — torch writes a random id into every file, so
+    the bytes of a re-made file differ.  Give one or both; both are checked before use.
+    ``url`` is optional: a missing file is downloaded from it into the cache and checked.
     """
 
     path: str
@@ -26,6 +30,7 @@ class Weights:
     command: str
     package: str | None = None
     url: str | None = None
+    state_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,10 @@ class ModelSpec:
 
     The module must follow the model contract (see :mod:`fmbench.model`): input
     ``(B, 1, H, W)`` float32 in [0, 1], output logits ``(B, C, H, W)`` at input size.
-    ``weights`` maps a dataset name to the trained :class:`Weights` for that dataset.
+    ``weights`` maps a dataset name to the trained :class:`Weights` for that dataset.  A model
+    listing weights, or with ``needs_weights`` (the reference zoo, trained by fmbench itself),
+    is evaluated by name only with weights for the dataset, a ``--checkpoint`` or an explicit
+    ``--random-init``; a model with neither is taken to load its own weights in its factory.
     """
 
     name: str
@@ -44,6 +52,7 @@ class ModelSpec:
     paper: str = ""
     weights: Mapping[str, Weights] = field(default_factory=dict)
     plugin: str = ""
+    needs_weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
 
     Every ``checkpoint_every`` steps the full state (weights, optimiser, schedule, history)
     is saved to ``out + '.state.pt'``; ``resume=True`` continues from it.  ``command`` (the
-    command line that reproduces the run) is stored in the checkpoint's metadata.
+    command line that reproduces the run, without its output path, so the same command
+    writes the same bytes wherever it writes them) is stored in the checkpoint's metadata.
     """
     if recipe.defense not in DEFENSES:
         raise ProtocolError(f"unknown defense {recipe.defense!r} (known: {', '.join(DEFENSES)})")

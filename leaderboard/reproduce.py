@@ -7,21 +7,28 @@
 Each (model, dataset) pair is two plain CLI commands, run as subprocesses exactly as a user
 would type them:
 
-    fmbench train --model M --dataset D --seed 0 --out WORK/weights/M__D.pt
-    fmbench eval  --model M --checkpoint WORK/weights/M__D.pt --dataset D --tier quick \\
-                  --out WORK/results/M__D__quick-v1.json --leaderboard-entry leaderboard/M__D__quick-v1.json
+    fmbench train --model M --dataset D --seed 0 --tier quick --out CACHE/weights/zoo/M__D.pt
+    fmbench eval  --model M --dataset D --tier quick --out WORK/results/M__D__quick-v1.json \
+                  --leaderboard-entry leaderboard/M__D__quick-v1.json
 
-Both are resumable (``--resume`` is added when a training state or a partial evaluation log
-exists), so the whole campaign can be split across sessions: kill it at any point and run it
-again.  Finished pairs are skipped.  After every step ``leaderboard/runs/zoo.json`` is rewritten
-from the training records and entries on disk: training minutes, validation and clean test IoU
-per pair, and the commands — nothing in it is typed by hand.
+Between the two, the checkpoint's sha256 and its training command (which does not name its
+output path, so the bytes do not depend on it) go into ``plugins/zoo_weights.json``: the zoo
+registers them, and ``eval`` finds, checks and loads the weights by model name from the user
+cache (``$FMBENCH_CACHE``; this script uses ``.work/cache`` unless it is set).  The models whose
+weights ship in the package (``unet-small``) are only evaluated.
+
+Both commands are resumable (``--resume`` is added when a training state or a partial
+evaluation log exists), so the campaign can be split across sessions: kill it at any point and
+run it again; finished pairs are skipped.  After every step ``leaderboard/runs/zoo.json`` is
+rewritten from the training records and entries on disk: training minutes, validation and clean
+test IoU per pair, and both commands — nothing in it is typed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -46,7 +53,8 @@ def shipped(model: str, dataset: str) -> bool:
     """Whether ``model`` has weights for ``dataset`` in the package."""
     from fmbench.plugins import get_registry
 
-    return dataset in get_registry().model(model).weights
+    w = get_registry().model(model).weights.get(dataset)
+    return w is not None and w.package is not None
 
 
 def protocol_id(tier: str) -> str:
@@ -64,13 +72,26 @@ def run(cmd: list[str], dry: bool) -> float:
     return time.perf_counter() - t0
 
 
-def record(models: list[str], datasets: list[str], work: Path, pid: str) -> dict:
+def register_weights(model: str, dataset: str, ckpt: Path) -> None:
+    """Record the checkpoint's state sha256 and training command in plugins/zoo_weights.json."""
+    from fmbench.model import read_checkpoint, state_sha256
+    from fmbench_plugins.zoo import WEIGHTS_FILE
+
+    state, meta = read_checkpoint(ckpt)
+    table = json.loads(WEIGHTS_FILE.read_text()) if WEIGHTS_FILE.exists() else {
+        "kind": "fmbench-zoo-weights", "note": "written by leaderboard/reproduce.py", "weights": {}}
+    table["weights"].setdefault(model, {})[dataset] = {"state_sha256": state_sha256(state), "command": meta["command"]}
+    table["weights"] = {m: dict(sorted(d.items())) for m, d in sorted(table["weights"].items())}
+    write_json(WEIGHTS_FILE, table)
+
+
+def record(models: list[str], datasets: list[str], weights: Path, pid: str) -> dict:
     """The campaign table, rebuilt from what is on disk."""
     rows = []
     for ds in datasets:
         for m in models:
             row = {"model": m, "dataset": ds}
-            rec = work / "weights" / f"{m}__{ds}.pt.json"
+            rec = weights / f"{m}__{ds}.pt.json"
             if rec.exists():
                 meta = json.loads(rec.read_text())
                 row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
@@ -92,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", help="comma-separated zoo models (default: all)")
     ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--work", type=Path, default=Path(".work/zoo"), help="weights and raw results")
+    ap.add_argument("--work", type=Path, default=Path(".work/zoo"), help="raw result files")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
@@ -102,15 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: not zoo models: {', '.join(unknown)}", file=sys.stderr)
         return 1
+    os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
+    from fmbench.model import cache_dir
+
     pid = protocol_id(TIER)
     fmbench = str(Path(sys.executable).with_name("fmbench"))
-    (args.work / "weights").mkdir(parents=True, exist_ok=True)
+    weights = cache_dir() / "weights" / "zoo"
+    weights.mkdir(parents=True, exist_ok=True)
     (args.work / "results").mkdir(parents=True, exist_ok=True)
     table = HERE / "runs" / "zoo.json"  # not an entry: kept out of the entries' directory
     table.parent.mkdir(exist_ok=True)
     for ds in datasets:
         for m in models:
-            ckpt = args.work / "weights" / f"{m}__{ds}.pt"
+            ckpt = weights / f"{m}__{ds}.pt"
             entry = HERE / f"{m}__{ds}__{pid}.json"
             result = args.work / "results" / f"{m}__{ds}__{pid}.json"
             ship = shipped(m, ds)
@@ -120,19 +145,19 @@ def main(argv: list[str] | None = None) -> int:
                 if Path(str(ckpt) + ".state.pt").exists():
                     cmd.append("--resume")
                 run([fmbench, *cmd[1:]], args.dry_run)
+            if not ship and not args.dry_run:
+                register_weights(m, ds, ckpt)
             if not entry.exists():
                 if result.exists():  # evaluated, entry lost: evaluate again from scratch
                     result.unlink()
-                cmd = ["fmbench", "eval", "--model", m, *([] if ship else ["--checkpoint", str(ckpt)]),
-                       "--dataset", ds, "--tier", TIER,
-                       "--out", str(result), "--leaderboard-entry", str(entry.relative_to(Path.cwd())
-                                                                       if entry.is_relative_to(Path.cwd()) else entry),
-                       "--quiet"]
+                where = entry.relative_to(Path.cwd()) if entry.is_relative_to(Path.cwd()) else entry
+                cmd = ["fmbench", "eval", "--model", m, "--dataset", ds, "--tier", TIER, "--out", str(result),
+                       "--leaderboard-entry", str(where), "--quiet"]
                 if partial_path(result).exists():
                     cmd.append("--resume")
                 run([fmbench, *cmd[1:]], args.dry_run)
             if not args.dry_run:
-                write_json(table, record(zoo_models(), list(DATASETS), args.work, pid))
+                write_json(table, record(zoo_models(), list(DATASETS), weights, pid))
     return 0
 
 

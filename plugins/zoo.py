@@ -9,11 +9,20 @@ padded (reflect) to the multiple its encoder needs and the logits are cropped ba
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmbench import ModelSpec, hookimpl
+from fmbench import ModelSpec, Weights, hookimpl
+
+# written by leaderboard/reproduce.py after each training: per model and dataset, the state
+# sha256 of the checkpoint (its tensors: what the command reproduces exactly) and the command
+# that makes it.  The files are too large to ship (6-32 MB); they live in the user cache
+# (fmbench.model.cache_dir()/weights/zoo/MODEL__DATASET.pt).
+WEIGHTS_FILE = Path(__file__).with_name("zoo_weights.json")
 
 
 class PadCrop(nn.Module):
@@ -111,6 +120,19 @@ ZOO = [
 ]
 
 
+def zoo_weights() -> dict[str, dict[str, Weights]]:
+    """model -> dataset -> the registered (cache-resident) weights."""
+    if not WEIGHTS_FILE.exists():
+        return {}
+    table = json.loads(WEIGHTS_FILE.read_text())["weights"]
+    return {model: {ds: Weights(path=f"zoo/{model}__{ds}.pt", sha256="", state_sha256=w["state_sha256"],
+                                command=w["command"])
+                    for ds, w in per_ds.items()} for model, per_ds in table.items()}
+
+
 @hookimpl
 def fmbench_models():
-    return [ModelSpec(name=name, summary=summary, factory=factory, paper=paper) for name, summary, factory, paper in ZOO]
+    weights = zoo_weights()
+    return [ModelSpec(name=name, summary=summary, factory=factory, paper=paper, weights=weights.get(name, {}),
+                      needs_weights=True)
+            for name, summary, factory, paper in ZOO]

@@ -93,8 +93,8 @@ def test_sha256_mismatch_is_one_line(bad_weights, tmp_path):
         load_model("tiny-test", {}, registry, pm, dataset="nucleus")
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg == (f"weights {tmp_path / 'tiny.pt'} have sha256 {sha256_file(tmp_path / 'tiny.pt')[:12]}..., "
-                   f"expected 000000000000...")
+    assert msg.startswith(f"weights {tmp_path / 'tiny.pt'} are not the registered ones: sha256 "
+                          f"{sha256_file(tmp_path / 'tiny.pt')[:12]}..., expected 000000000000...; remake them with: ")
 
 
 def test_missing_weights_say_how_to_reproduce(bad_weights, tmp_path):
@@ -102,7 +102,8 @@ def test_missing_weights_say_how_to_reproduce(bad_weights, tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_model("tiny-test", {}, registry, pm, dataset="er")
     assert str(err.value) == (f"weights for 'tiny-test' on 'er' are missing at {tmp_path / 'absent.pt'}; "
-                              f"reproduce them with: fmbench train --model tiny-test --dataset er")
+                              f"reproduce them with: fmbench train --model tiny-test --dataset er "
+                              f"--out {tmp_path / 'absent.pt'}")
 
 
 def test_card_reports_missing_and_mismatched_weights(bad_weights):
