@@ -92,6 +92,30 @@ def scaling(args, n_images: int, tmp: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
+def efficiency(args, loaded, dataset, protocol, registry, device, tmp) -> None:
+    """Best and median of fmbench's evaluation and of the bare loop of the same passes."""
+    fm, bare = [], []
+    log = os.path.join(tmp, "run.partial.jsonl")
+    seconds, result = fmbench_run(loaded, dataset, args, protocol, registry, device, log)  # warm-up
+    plan = bare_plan(result)
+    bare_run(loaded.module, plan[:2], protocol.image_size, device)  # warm-up
+    for _ in range(args.repeats):
+        fm.append(fmbench_run(loaded, dataset, args, protocol, registry, device, log)[0])
+        bare.append(bare_run(loaded.module, plan, protocol.image_size, device))
+    totals = result["passes"]
+    print(f"\n{args.model} on {args.dataset}, {protocol.id} ({len(result['conditions'])} conditions, "
+          f"{args.n_images} images of {protocol.image_size}x{protocol.image_size}), {args.device}, "
+          f"{args.threads} threads, batch {args.batch_size}, {args.repeats} repeats")
+    print(f"passes: {totals['forward_images']} forward and {totals['backward_images']} backward image passes "
+          f"in {totals['forward_calls']} / {totals['backward_calls']} calls\n")
+    print(f"{'':28s} {'best s':>8s} {'median s':>9s}")
+    print(f"{'fmbench evaluate()':28s} {min(fm):8.2f} {statistics.median(fm):9.2f}")
+    print(f"{'bare torch, same passes':28s} {min(bare):8.2f} {statistics.median(bare):9.2f}")
+    print(f"harness efficiency bare/fmbench (goal >= 0.95): {min(bare) / min(fm):.3f} (best), "
+          f"{statistics.median(bare) / statistics.median(fm):.3f} (median)", flush=True)
+
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet-small")
@@ -99,7 +123,7 @@ def main() -> int:
     ap.add_argument("--tier", default="quick")
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="0: only the scaling runs")
     ap.add_argument("--scaling", default="8,16", help="image counts for the scaling runs ('' to skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -118,34 +142,16 @@ def main() -> int:
     loaded = load_model(args.model, {}, registry, pm, dataset=args.dataset)
     loaded.module.to(device).eval()
 
-    fm, bare = [], []
     with tempfile.TemporaryDirectory(prefix="fmbench-bench-") as tmp:
-        log = os.path.join(tmp, "run.partial.jsonl")
-        seconds, result = fmbench_run(loaded, dataset, args, protocol, registry, device, log)  # warm-up
-        plan = bare_plan(result)
-        bare_run(loaded.module, plan[:2], protocol.image_size, device)  # warm-up
-        for _ in range(args.repeats):
-            fm.append(fmbench_run(loaded, dataset, args, protocol, registry, device, log)[0])
-            bare.append(bare_run(loaded.module, plan, protocol.image_size, device))
-        totals = result["passes"]
-        print(f"\n{args.model} on {args.dataset}, {protocol.id} ({len(result['conditions'])} conditions, "
-              f"{args.n_images} images of {protocol.image_size}x{protocol.image_size}), {args.device}, "
-              f"{args.threads} threads, batch {args.batch_size}, {args.repeats} repeats")
-        print(f"passes: {totals['forward_images']} forward and {totals['backward_images']} backward image passes "
-              f"in {totals['forward_calls']} / {totals['backward_calls']} calls\n")
-        print(f"{'':28s} {'best s':>8s} {'median s':>9s}")
-        print(f"{'fmbench evaluate()':28s} {min(fm):8.2f} {statistics.median(fm):9.2f}")
-        print(f"{'bare torch, same passes':28s} {min(bare):8.2f} {statistics.median(bare):9.2f}")
-        print(f"harness efficiency bare/fmbench (goal >= 0.95): {min(bare) / min(fm):.3f} (best), "
-              f"{statistics.median(bare) / statistics.median(fm):.3f} (median)")
-
+        if args.repeats > 0:
+            efficiency(args, loaded, dataset, protocol, registry, device, tmp)
         sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
         if sizes:
             print(f"\nscaling: `fmbench eval --n-images N` as a subprocess\n{'images':>8s} {'wall s':>8s} "
                   f"{'s/image':>8s} {'peak RSS GiB':>13s}")
             for n in sizes:
                 s, rss = scaling(args, n, tmp)
-                print(f"{n:8d} {s:8.1f} {s / n:8.2f} {rss:13.2f}")
+                print(f"{n:8d} {s:8.1f} {s / n:8.2f} {rss:13.2f}", flush=True)
     return 0
 
 
