@@ -96,7 +96,7 @@ def efficiency(args, loaded, dataset, protocol, registry, device, tmp) -> None:
     """Best and median of fmbench's evaluation and of the bare loop of the same passes."""
     fm, bare = [], []
     log = os.path.join(tmp, "run.partial.jsonl")
-    seconds, result = fmbench_run(loaded, dataset, args, protocol, registry, device, log)  # warm-up
+    _, result = fmbench_run(loaded, dataset, args, protocol, registry, device, log)  # warm-up
     plan = bare_plan(result)
     bare_run(loaded.module, plan[:2], protocol.image_size, device)  # warm-up
     for _ in range(args.repeats):
