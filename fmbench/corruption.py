@@ -102,16 +102,19 @@ def photon_scale(x: torch.Tensor, mask: torch.Tensor, snr: float, read_noise_e: 
 
     ``x`` is ``(B, 1, H, W)`` expected photons, ``mask`` ``(B, H, W)`` bool; returns ``(B,)``.
     """
+    return _scale_from_means(*_fg_bg_means(x.double(), mask), snr, read_noise_e).to(x.dtype)
+
+
+def _scale_from_means(mu_f: torch.Tensor, mu_b: torch.Tensor, snr: float, read_noise_e: float) -> torch.Tensor:
+    """:func:`photon_scale` from the images' (float64) signal and background means."""
     if not snr > 0:
         raise ProtocolError(f"SNR must be > 0, got {snr}")
-    mu_f, mu_b = _fg_bg_means(x.double(), mask)
     delta = mu_f - mu_b
     if (delta <= 0).any():
         raise DataError("an image's foreground is not brighter than its background; SNR is undefined")
     s2 = snr * snr
     var = read_noise_e**2
-    a = (s2 * mu_f + torch.sqrt(s2 * s2 * mu_f * mu_f + 4 * delta * delta * s2 * var)) / (2 * delta * delta)
-    return a.to(x.dtype)
+    return (s2 * mu_f + torch.sqrt(s2 * s2 * mu_f * mu_f + 4 * delta * delta * s2 * var)) / (2 * delta * delta)
 
 
 def expected_snr(x: torch.Tensor, mask: torch.Tensor, scale: torch.Tensor, read_noise_e: float) -> torch.Tensor:
@@ -146,12 +149,17 @@ class Sensor:
         self.mask = mask
         self.camera = camera
         self.reference_snr = float(reference_snr)
-        self.scale = photon_scale(clean, mask, self.reference_snr, camera.read_noise_e)
+        # the clean images' signal and background means, once per batch: every SNR's photon
+        # scale is solved from them (the same numbers photon_scale() computes)
+        self._means = _fg_bg_means(clean.double(), mask)
+        self.scale = self.scale_for(None)
 
     def scale_for(self, snr: float | None) -> torch.Tensor:
         if snr is None or float(snr) == self.reference_snr:
-            return self.scale
-        return photon_scale(self.clean, self.mask, float(snr), self.camera.read_noise_e)
+            if hasattr(self, "scale"):
+                return self.scale
+            snr = self.reference_snr
+        return _scale_from_means(*self._means, float(snr), self.camera.read_noise_e).to(self.clean.dtype)
 
     def mean(self, x: torch.Tensor, snr: float | None = None) -> torch.Tensor:
         """The expectation of :meth:`expose` (ADU), without noise."""
