@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -68,7 +69,14 @@ def run(cmd: list[str], dry: bool) -> float:
     if dry:
         return 0.0
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        if proc.wait() != 0:
+            raise SystemExit(f"error: exit {proc.returncode}: {shlex.join(cmd)}")
+    finally:
+        if proc.poll() is None:  # interrupted: stop the child too (its state/partial log stays)
+            proc.terminate()
+            proc.wait()
     return time.perf_counter() - t0
 
 
@@ -162,4 +170,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the running child
     sys.exit(main())
