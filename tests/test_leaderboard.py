@@ -239,6 +239,18 @@ def test_markdown_and_readme_generation(board, proto, tmp_path):
     assert readme_is_current(readme, entries) and text.endswith("<!-- leaderboard:end -->\n\ntail\n")
     assert "| 1 | net-c | 0.850 | 0.905 | 0.705 | 4 |" in text
     assert "No entries yet." not in text
+    # the correlation summary under the tables: the numbers `fmbench analyze` gives
+    from fmbench.analysis import across_entries
+
+    nucleus = [e for e in entries if e["dataset"]["ref"] == "nucleus"]
+    c = across_entries(nucleus)["correlations"]["corruption (overall)"]
+    lo, hi = c["spearman"]["ci95"]
+    row = (f"| tiny-v1 | nucleus | {len(nucleus)} | {c['spearman']['r']:.2f} [{lo:.2f}, {hi:.2f}] | "
+           f"{c['spearman']['p']:.2g} |")
+    assert row in text
+    few = [e for e in entries if e["dataset"]["ref"] == "nucleus"][:2]
+    update_readme(readme, few)
+    assert "| tiny-v1 | nucleus | 2 | needs ≥ 3 models | | | |" in readme.read_text()
 
 
 def test_readme_leaderboard_section_is_current():
