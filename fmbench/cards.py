@@ -83,8 +83,9 @@ def format_card(card: dict[str, Any]) -> str:
         lines += [
             f"  weights [{w['dataset']}]: {w['status']}",
             f"    path:    {w['path']}",
-            f"    sha256:  {w['sha256']}",
-            f"    command: {w['command']}",
+            *([f"    sha256:  {w['sha256']} (file)"] if w["sha256"] else []),
+            *([f"    sha256:  {w['state_sha256']} (tensors)"] if w.get("state_sha256") else []),
+            f"    command: {w['command']}" + ("" if " --out " in f" {w['command']} " else f" --out {w['path']}"),
         ]
         if w["url"]:
             lines.append(f"    url:     {w['url']}")
