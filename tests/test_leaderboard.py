@@ -122,7 +122,8 @@ def test_eval_writes_complete_leaderboard_entry(real):
     assert "--leaderboard-entry" in prov["command"] and prov["device"] == "cpu" and prov["hardware"]
     assert prov["torch_version"] and prov["fmbench_version"]
     assert e["model"]["ref"] == "mymod:MyNet" and e["model"]["training"] == {
-        "recipe": None, "seed": None, "defence": None, "dataset": None, "protocol": None, "val_iou": None}
+        "recipe": None, "seed": None, "defence": None, "dataset": None, "protocol": None, "val_iou": None,
+        "command": None}
     assert e["summary"] == summarize(e["conditions"])
     # an existing entry is refused before anything runs
     assert real["again"].returncode == 1
@@ -133,8 +134,10 @@ def test_eval_writes_complete_leaderboard_entry(real):
 def test_entry_carries_training_provenance_from_checkpoint_meta(real):
     result = read_json(real["result"])
     result["model"]["meta"] = {"seed": 3, "dataset": "nucleus", "recipe": {"steps": 800, "defense": "none"},
-                               "model_args": {"width": 4}, "val_iou": 0.9}
+                               "model_args": {"width": 4}, "val_iou": 0.9,
+                               "command": "fmbench train --model mymod:MyNet --dataset nucleus --seed 3"}
     e = build_entry(result, hardware="test", command="fmbench eval ...")
+    assert e["model"]["training"]["command"] == "fmbench train --model mymod:MyNet --dataset nucleus --seed 3"
     assert e["model"]["training"]["seed"] == 3 and e["model"]["training"]["defence"] == "none"
     assert e["model"]["training"]["recipe"]["steps"] == 800 and e["model"]["args"] == {"width": 4}
     assert e["provenance"]["hardware"] == "test"
