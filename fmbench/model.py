@@ -177,6 +177,10 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, tor
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        unsafe = _unsafe_globals(path)
+        if unsafe:  # say what it pickles instead of torch's generic first line
+            first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
+                     f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
         raise CheckpointError(f"checkpoint {path} could not be read as a weights-only torch file: {first}") from exc
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and "state_dict" in obj:
@@ -185,6 +189,15 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, tor
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
     return dict(obj), meta
+
+
+def _unsafe_globals(path) -> list[str]:
+    """The classes and functions a torch file pickles beyond weights-only types, if torch can
+    list them without unpickling (a zip checkpoint); else an empty list."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return []
 
 
 def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
