@@ -389,3 +389,15 @@ def test_recheck_reproduces_an_entry_and_catches_a_changed_score(real):
     r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--n-images", "2", "--tolerance", "0.03",
                 cwd=tmp, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_spearman_p_value_is_a_permutation_test():
+    """A perfect ranking of 3 models is p = 2/3! two-sided (scipy's t approximation says 0);
+    with 4: 2/24."""
+    from fmbench.analysis import correlate
+
+    c3 = correlate([0.1, 0.2, 0.3], [0.5, 0.6, 0.9], n_boot=100)
+    assert c3["spearman"]["r"] == pytest.approx(1.0) and c3["spearman"]["p"] == pytest.approx(1 / 3)
+    c4 = correlate([0.1, 0.2, 0.3, 0.4], [0.9, 0.6, 0.5, 0.1], n_boot=100)
+    assert c4["spearman"]["r"] == pytest.approx(-1.0) and c4["spearman"]["p"] == pytest.approx(2 / 24)
+    assert correlate([0.1, 0.2, 0.3], [0.5, 0.6, 0.9], n_boot=100) == c3  # seeded
