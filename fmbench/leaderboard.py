@@ -442,6 +442,10 @@ def correlation_markdown(gs) -> str:
             lo, hi = c[k]["ci95"]
             cells += [f"{f(c[k]['r'])} [{f(lo)}, {f(hi)}]", f(c[k]["p"], ".2g")]
         lines.append(head + " " + " | ".join(cells) + " |")
+    if any(3 <= len(g["entries"]) < 10 for g in gs):
+        lines += ["", "With fewer than about ten models these are weak evidence: a percentile bootstrap over a "
+                  "handful of points is narrow by construction, and Spearman's permutation p-value cannot "
+                  "fall below 2/n! (0.33 for three models)."]
     return "\n".join(lines) + "\n"
 
 
