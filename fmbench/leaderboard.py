@@ -444,8 +444,8 @@ def correlation_markdown(gs) -> str:
         lines.append(head + " " + " | ".join(cells) + " |")
     if any(3 <= len(g["entries"]) < 10 for g in gs):
         lines += ["", "With fewer than about ten models these are weak evidence: a percentile bootstrap over a "
-                  "handful of points is narrow by construction, and Spearman's permutation p-value cannot "
-                  "fall below 2/n! (0.33 for three models)."]
+                  "handful of points is unreliable (degenerate for three), and Spearman's permutation p-value "
+                  "cannot fall below 2/n! (0.33 for three models, 0.083 for four)."]
     return "\n".join(lines) + "\n"
 
 
