@@ -40,7 +40,14 @@ def test_info_json_and_unknown_model(cli):
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)
     assert card["plugin"] == "fmbench_plugins.zoo" and card["paper"] == "Kirillov et al., CVPR 2019"
-    assert card["parameters"] == 13_040_961 and card["weights"] == []
+    assert card["parameters"] == 13_040_961
+    # the weights plugins/zoo_weights.json registers, pinned by their tensors' sha256, in the cache
+    from fmbench_plugins.zoo import zoo_weights
+
+    assert [w["dataset"] for w in card["weights"]] == sorted(zoo_weights().get("fpn-r18", {}))
+    for w in card["weights"]:
+        assert w["path"].endswith(f"weights/zoo/fpn-r18__{w['dataset']}.pt") and len(w["state_sha256"]) == 64
+        assert w["status"] in ("present", "missing") and w["sha256"] is None
     bad = cli("info", "fpn-r1")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]
