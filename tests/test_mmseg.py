@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import importlib.util
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
-mmseg = pytest.importorskip("mmseg", reason="mmsegmentation is not installed (the mmseg extra, see docs/adapters.md)")
+if importlib.util.find_spec("mmseg") is None:
+    pytest.skip("mmsegmentation is not installed (the mmseg extra, see docs/adapters.md)", allow_module_level=True)
+import mmseg  # noqa: E402  (installed but broken, e.g. cv2 missing for mmcv: fail, do not skip)
 
 from fmbench.errors import CheckpointError, ModelLoadError  # noqa: E402
 from fmbench.model import build_model, load_model, probe, save_checkpoint  # noqa: E402
