@@ -152,14 +152,15 @@ class Sensor:
         # the clean images' signal and background means, once per batch: every SNR's photon
         # scale is solved from them (the same numbers photon_scale() computes)
         self._means = _fg_bg_means(clean.double(), mask)
-        self.scale = self.scale_for(None)
+        self.scale = self._solve(self.reference_snr)
+
+    def _solve(self, snr: float) -> torch.Tensor:
+        return _scale_from_means(*self._means, snr, self.camera.read_noise_e).to(self.clean.dtype)
 
     def scale_for(self, snr: float | None) -> torch.Tensor:
         if snr is None or float(snr) == self.reference_snr:
-            if hasattr(self, "scale"):
-                return self.scale
-            snr = self.reference_snr
-        return _scale_from_means(*self._means, float(snr), self.camera.read_noise_e).to(self.clean.dtype)
+            return self.scale
+        return self._solve(float(snr))
 
     def mean(self, x: torch.Tensor, snr: float | None = None) -> torch.Tensor:
         """The expectation of :meth:`expose` (ADU), without noise."""

@@ -248,7 +248,8 @@ def reproduce_hint(weights, path: Path) -> str:
     return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
 
 
-def check_weights(weights, data: bytes | None = None, path: Path | None = None) -> str | None:
+def check_weights(weights, data: bytes | None = None, path: Path | None = None,
+                  state: Mapping[str, torch.Tensor] | None = None) -> str | None:
     """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
     or ``None`` when they are: the file's sha256 and/or its state's sha256."""
     import io
@@ -258,10 +259,11 @@ def check_weights(weights, data: bytes | None = None, path: Path | None = None) 
         if digest != weights.sha256:
             return f"sha256 {digest[:12]}..., expected {weights.sha256[:12]}..."
     if weights.state_sha256:
-        try:
-            state, _ = read_checkpoint(io.BytesIO(data) if data is not None else path)
-        except CheckpointError as exc:
-            return str(exc)
+        if state is None:  # ``state``: already read from ``path`` by the caller
+            try:
+                state, _ = read_checkpoint(io.BytesIO(data) if data is not None else path)
+            except CheckpointError as exc:
+                return str(exc)
         digest = state_sha256(state)
         if digest != weights.state_sha256:
             return f"state sha256 {digest[:12]}..., expected {weights.state_sha256[:12]}..."
@@ -296,6 +298,7 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
     module, spec = build_model(ref, args, registry, pm)
     loaded = LoadedModel(module=module, ref=ref, args=dict(args), spec=spec)
     path: Path | None = None
+    registered = False  # weights from the spec: checked against its sha256s once read
     if checkpoint:
         path = Path(checkpoint)
     elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
@@ -308,18 +311,18 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
                 f"train them with `fmbench train --model {ref} --dataset {dataset}` and pass "
                 f"--checkpoint, or pass --random-init to evaluate an untrained model"
             )
-        path = weights_path(w)
+        path, registered = weights_path(w), True
         if not path.is_file() and w.url:
             fetch_weights(w, path)
         if not path.is_file():
             raise CheckpointError(f"weights for {ref!r} on {dataset!r} are missing at {path}; reproduce them with: "
                                   f"{reproduce_hint(w, path)}")
-        problem = check_weights(w, path=path)
+    if path is not None:
+        state, meta = read_checkpoint(path)
+        problem = check_weights(w, path=path, state=state) if registered else None
         if problem:
             raise CheckpointError(f"weights {path} are not the registered ones: {problem}; remake them with: "
                                   f"{reproduce_hint(w, path)}")
-    if path is not None:
-        state, meta = read_checkpoint(path)
         load_state(module, state, f"checkpoint {path}")
         loaded.checkpoint = str(path)
         loaded.weights_sha256 = sha256_file(path)
