@@ -93,13 +93,21 @@ def register_weights(model: str, dataset: str, ckpt: Path) -> None:
     write_json(WEIGHTS_FILE, table)
 
 
-def record(models: list[str], datasets: list[str], weights: Path, pid: str) -> dict:
-    """The campaign table, rebuilt from what is on disk."""
+def record(models: list[str], datasets: list[str], weights: Path, pid: str, previous: dict | None = None) -> dict:
+    """The campaign table, rebuilt from what is on disk.
+
+    A pair's training columns come from its checkpoint's record in the cache; when that is
+    gone (another machine, a cleared cache) but the checked-in table ``previous`` has them for
+    the same weights, they are kept rather than lost."""
+    before = {(r["model"], r["dataset"]): r for r in (previous or {}).get("rows", [])}
     rows = []
     for ds in datasets:
         for m in models:
             row = {"model": m, "dataset": ds}
             rec = weights / f"{m}__{ds}.pt.json"
+            old = before.get((m, ds), {})
+            if not rec.exists() and "train_minutes" in old:
+                row.update({k: old[k] for k in ("train_command", "train_minutes", "val_iou", "weights_sha256") if k in old})
             if rec.exists():
                 meta = json.loads(rec.read_text())
                 row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
@@ -147,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             entry = HERE / f"{m}__{ds}__{pid}.json"
             result = args.work / "results" / f"{m}__{ds}__{pid}.json"
             ship = shipped(m, ds)
+            if entry.exists() and not ship and not ckpt.exists():
+                # done here before; its weights are pinned in zoo_weights.json, and the training
+                # command in the entry rebuilds them (deterministically) when someone needs them
+                print(f"skip {m} on {ds}: entry exists, weights not in this cache", flush=True)
+                continue
             if not ship and not ckpt.exists():
                 cmd = ["fmbench", "train", "--model", m, "--dataset", ds, "--seed", str(args.seed),
                        "--tier", TIER, "--out", str(ckpt), "--quiet"]
@@ -165,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                     cmd.append("--resume")
                 run([fmbench, *cmd[1:]], args.dry_run)
             if not args.dry_run:
-                write_json(table, record(zoo_models(), list(DATASETS), weights, pid))
+                previous = json.loads(table.read_text()) if table.exists() else None
+                write_json(table, record(zoo_models(), list(DATASETS), weights, pid, previous))
     return 0
 
 
