@@ -93,25 +93,28 @@ def register_weights(model: str, dataset: str, ckpt: Path) -> None:
     write_json(WEIGHTS_FILE, table)
 
 
+TRAIN_COLUMNS = ("train_command", "train_minutes", "val_iou", "weights_sha256")
+
+
 def record(models: list[str], datasets: list[str], weights: Path, pid: str, previous: dict | None = None) -> dict:
     """The campaign table, rebuilt from what is on disk.
 
     A pair's training columns come from its checkpoint's record in the cache; when that is
-    gone (another machine, a cleared cache) but the checked-in table ``previous`` has them for
-    the same weights, they are kept rather than lost."""
+    gone (another machine, a cleared cache), those of the checked-in table ``previous`` are
+    kept rather than lost."""
     before = {(r["model"], r["dataset"]): r for r in (previous or {}).get("rows", [])}
     rows = []
     for ds in datasets:
         for m in models:
             row = {"model": m, "dataset": ds}
             rec = weights / f"{m}__{ds}.pt.json"
-            old = before.get((m, ds), {})
-            if not rec.exists() and "train_minutes" in old:
-                row.update({k: old[k] for k in ("train_command", "train_minutes", "val_iou", "weights_sha256") if k in old})
             if rec.exists():
                 meta = json.loads(rec.read_text())
                 row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
                            val_iou=meta.get("val_iou"), weights_sha256=meta.get("state_sha256"))
+            else:
+                old = before.get((m, ds), {})
+                row.update({k: old[k] for k in TRAIN_COLUMNS if k in old})
             entry = HERE / f"{m}__{ds}__{pid}.json"
             if entry.exists():
                 e = json.loads(entry.read_text())
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.work / "results").mkdir(parents=True, exist_ok=True)
     table = HERE / "runs" / "zoo.json"  # not an entry: kept out of the entries' directory
     table.parent.mkdir(exist_ok=True)
+    previous = json.loads(table.read_text()) if table.exists() else None
     for ds in datasets:
         for m in models:
             ckpt = weights / f"{m}__{ds}.pt"
@@ -178,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                     cmd.append("--resume")
                 run([fmbench, *cmd[1:]], args.dry_run)
             if not args.dry_run:
-                previous = json.loads(table.read_text()) if table.exists() else None
                 write_json(table, record(zoo_models(), list(DATASETS), weights, pid, previous))
     return 0
 
