@@ -21,10 +21,53 @@ from .errors import ResultError
 from .leaderboard import model_label
 
 
+def _pearson_rows(x, y):
+    """Pearson r along the last axis, broadcasting; NaN where either row is constant."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    sxx, syy = (xc * xc).sum(axis=-1), (yc * yc).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc * yc).sum(axis=-1) / np.sqrt(sxx * syy)
+    flat = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
+    return np.where(flat, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _spearman_rows(x, y):
+    """Spearman rho along the last axis (Pearson r of average ranks, as scipy computes it)."""
+    from scipy.stats import rankdata
+
+    return _pearson_rows(rankdata(x, axis=-1), rankdata(y, axis=-1))
+
+
+def _partial_rows(x, y, z):
+    """Pearson r of the residuals of ``x`` and ``y`` after a least-squares line on ``z``, along
+    the last axis: the partial correlation with z held fixed.  NaN where a residual is flat."""
+    def resid(v):
+        vc = v - v.mean(axis=-1, keepdims=True)
+        zc = z - z.mean(axis=-1, keepdims=True)
+        szz = (zc * zc).sum(axis=-1, keepdims=True)
+        beta = np.divide((vc * zc).sum(axis=-1, keepdims=True), szz, out=np.zeros_like(szz), where=szz > 0)
+        return vc - beta * zc
+
+    rx, ry = resid(x), resid(y)
+    sx, sy = np.sqrt((rx * rx).sum(axis=-1)), np.sqrt((ry * ry).sum(axis=-1))
+    tol = 1e-9 * np.sqrt(x.shape[-1]) * np.maximum(np.abs(x).max(axis=-1), np.abs(y).max(axis=-1)).clip(min=1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (rx * ry).sum(axis=-1) / (sx * sy)
+    return np.where((sx <= tol) | (sy <= tol), np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _ci(boots):
+    boots = boots[~np.isnan(boots)]
+    ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots.size else [None, None]
+    return ci, int(boots.size)
+
+
 def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Pearson and Spearman correlation of ``x`` and ``y`` with p-values (Spearman's by
-    permutation, see the module docstring) and percentile bootstrap 95 % CIs (resampling pairs with a seeded generator; resamples where either
-    variable is constant are skipped)."""
+    permutation, see the module docstring) and percentile bootstrap 95 % CIs (resampling pairs
+    with a seeded generator; resamples where either variable is constant are skipped).  The
+    resamples and permutations are computed as arrays, not one scipy call each."""
     from scipy import stats
 
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -32,24 +75,51 @@ def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    for name, fn in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr)):
+    for name, rows in (("pearson", _pearson_rows), ("spearman", _spearman_rows)):
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             out[name] = {"r": None, "p": None, "ci95": [None, None]}
             continue
-        res = fn(x, y)
-        p = float(res[1])
-        if name == "spearman":
-            perm = stats.permutation_test((x,), lambda xs: stats.spearmanr(xs, y)[0], permutation_type="pairings",
-                                          n_resamples=9999, alternative="two-sided", random_state=seed)
+        if name == "pearson":
+            res = stats.pearsonr(x, y)
+            r, p = float(res[0]), float(res[1])
+        else:
+            r = float(stats.spearmanr(x, y)[0])
+            perm = stats.permutation_test((x,), lambda xs, axis: _spearman_rows(xs, y), permutation_type="pairings",
+                                          vectorized=True, n_resamples=9999, alternative="two-sided",
+                                          random_state=seed)
             p = float(perm.pvalue)
-        boots = []
-        for i in idx:
-            xi, yi = x[i], y[i]
-            if np.ptp(xi) > 0 and np.ptp(yi) > 0:
-                boots.append(float(fn(xi, yi)[0]))
-        boots = [b for b in boots if not math.isnan(b)]
-        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [None, None]
-        out[name] = {"r": float(res[0]), "p": p, "ci95": ci, "n_boot": len(boots)}
+        ci, used = _ci(rows(x[idx], y[idx]))
+        out[name] = {"r": r, "p": p, "ci95": ci, "n_boot": used}
+    return out
+
+
+def partial_correlate(x, y, z, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Partial Pearson and Spearman correlation of ``x`` and ``y`` controlling for ``z``
+    (Spearman's: the same on ranks), with the usual t-test on n - 3 degrees of freedom and
+    percentile bootstrap 95 % CIs (pairs resampled with a seeded generator, ranks and the
+    regression on ``z`` recomputed in every resample; degenerate resamples are skipped).
+
+    Robustness is a ratio to each model's own clean IoU, so a weak model has little to lose under
+    both kinds of stress; holding clean IoU fixed asks whether corruption robustness still
+    predicts adversarial robustness among models of equal clean accuracy.  Needs n >= 4."""
+    from scipy import stats
+
+    x, y, z = (np.asarray(v, float) for v in (x, y, z))
+    n = len(x)
+    out: dict[str, Any] = {"n": n, "controls": "clean IoU"}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    distinct = np.array([len(np.unique(i)) for i in idx]) >= 4
+    for name, tf in (("pearson", lambda v: v), ("spearman", lambda v: stats.rankdata(v, axis=-1))):
+        r = float(_partial_rows(tf(x), tf(y), tf(z))) if n >= 4 else math.nan
+        if math.isnan(r):
+            out[name] = {"r": None, "p": None, "ci95": [None, None]}
+            continue
+        df = n - 3
+        p = 0.0 if abs(r) == 1 else float(2 * stats.t.sf(abs(r) * math.sqrt(df / (1 - r * r)), df))
+        boots = _partial_rows(tf(x[idx]), tf(y[idx]), tf(z[idx]))
+        ci, used = _ci(np.where(distinct, boots, np.nan))
+        out[name] = {"r": r, "p": p, "ci95": ci, "n_boot": used}
     return out
 
 
@@ -61,9 +131,13 @@ def _pick_group(entries, what: str):
     return hashes[0] if hashes else (None, None)
 
 
+PARTIAL = "corruption (overall), clean IoU held fixed"
+
+
 def across_entries(entries, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Correlations across entries (one point per entry) of one protocol: overall corruption
-    robustness and each corruption family against adversarial robustness."""
+    robustness and each corruption family against adversarial robustness, and the overall one
+    again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
     entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
                and e["summary"]["corruption_robustness"] is not None]
     pid, phash = _pick_group(entries, "the entries")
@@ -79,10 +153,12 @@ def across_entries(entries, *, n_boot: int = 2000, seed: int = 0) -> dict[str, A
         vals = [e["summary"]["families"].get(f, {}).get("robustness") for e in entries]
         if all(v is not None for v in vals):
             xs[f"corruption: {f}"] = vals
+    correlations = {k: correlate(v, adv, n_boot=n_boot, seed=seed) for k, v in xs.items()}
+    clean = [e["summary"]["clean_iou"] for e in entries]
+    correlations[PARTIAL] = partial_correlate(xs["corruption (overall)"], adv, clean, n_boot=n_boot, seed=seed)
     return {"scope": "entries", "protocol_id": pid, "protocol_hash": phash,
             "datasets": sorted({e["dataset"]["ref"] for e in entries}), "labels": labels, "adversarial": adv,
-            "corruption": xs["corruption (overall)"],
-            "correlations": {k: correlate(v, adv, n_boot=n_boot, seed=seed) for k, v in xs.items()}}
+            "corruption": xs["corruption (overall)"], "clean": clean, "correlations": correlations}
 
 
 def within_entry(entry, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -420,25 +420,29 @@ def correlation_markdown(gs) -> str:
     """The README's correlation summary: per protocol and dataset, across its models, overall
     corruption robustness against adversarial robustness (``fmbench analyze``'s numbers:
     2000 bootstrap resamples, seed 0)."""
-    from .analysis import across_entries
+    from .analysis import PARTIAL, across_entries
 
     def f(v, fmt=".2f"):
         return "—" if v is None else format(v, fmt)
 
     lines = ["", "Corruption robustness against adversarial robustness across the models of each table "
-             "(`fmbench analyze --dataset D`; 95 % bootstrap CIs):", "",
-             "| protocol | dataset | models | Spearman ρ [95 % CI] | p | Pearson r [95 % CI] | p |",
-             "| --- | --- | ---: | --- | ---: | --- | ---: |"]
+             "(`fmbench analyze --dataset D`; 95 % bootstrap CIs). The partial ρ holds clean IoU fixed: "
+             "robustness is relative to each model's clean IoU, so weak models tend to score high on both "
+             "and can make the plain correlation look stronger than it is.", "",
+             "| protocol | dataset | models | Spearman ρ [95 % CI] | p | Pearson r [95 % CI] | p "
+             "| partial ρ, clean IoU fixed [95 % CI] | p |",
+             "| --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: |"]
     for g in gs:
         es = [e for e in g["entries"] if e["summary"]["adversarial_robustness"] is not None
               and e["summary"]["corruption_robustness"] is not None]
         head = f"| {g['protocol_id']} | {g['dataset']} | {len(es)} |"
         if len(es) < 3:
-            lines.append(head + " needs ≥ 3 models | | | |")
+            lines.append(head + " needs ≥ 3 models | | | | | |")
             continue
-        c = across_entries(es)["correlations"]["corruption (overall)"]
+        cs = across_entries(es)["correlations"]
         cells = []
-        for k in ("spearman", "pearson"):
+        for c, k in ((cs["corruption (overall)"], "spearman"), (cs["corruption (overall)"], "pearson"),
+                     (cs[PARTIAL], "spearman")):
             lo, hi = c[k]["ci95"]
             cells += [f"{f(c[k]['r'])} [{f(lo)}, {f(hi)}]", f(c[k]["p"], ".2g")]
         lines.append(head + " " + " | ".join(cells) + " |")

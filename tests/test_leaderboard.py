@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -253,7 +254,7 @@ def test_markdown_and_readme_generation(board, proto, tmp_path):
     assert row in text
     few = [e for e in entries if e["dataset"]["ref"] == "nucleus"][:2]
     update_readme(readme, few)
-    assert "| tiny-v1 | nucleus | 2 | needs ≥ 3 models | | | |" in readme.read_text()
+    assert "| tiny-v1 | nucleus | 2 | needs ≥ 3 models | | | | | |\n" in readme.read_text()
 
 
 def test_readme_leaderboard_section_is_current():
@@ -401,3 +402,40 @@ def test_spearman_p_value_is_a_permutation_test():
     c4 = correlate([0.1, 0.2, 0.3, 0.4], [0.9, 0.6, 0.5, 0.1], n_boot=100)
     assert c4["spearman"]["r"] == pytest.approx(-1.0) and c4["spearman"]["p"] == pytest.approx(2 / 24)
     assert correlate([0.1, 0.2, 0.3], [0.5, 0.6, 0.9], n_boot=100) == c3  # seeded
+
+
+def test_partial_correlation_holds_clean_iou_fixed():
+    """Against the textbook formula on random data, on ranks for Spearman; a shared dependence on
+    z alone gives a plain correlation near 1 and a partial one of 0; fewer than 4 points give None."""
+    from scipy import stats
+
+    from fmbench.analysis import partial_correlate
+
+    rng = np.random.default_rng(1)
+    x, y, z = rng.normal(size=(3, 12))
+    y = y + 0.7 * x
+
+    def textbook(x, y, z):
+        rxy, rxz, ryz = (stats.pearsonr(a, b)[0] for a, b in ((x, y), (x, z), (y, z)))
+        return (rxy - rxz * ryz) / np.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
+
+    c = partial_correlate(x, y, z, n_boot=300)
+    r = textbook(x, y, z)
+    assert c["pearson"]["r"] == pytest.approx(r)
+    t = r * np.sqrt(9 / (1 - r * r))
+    assert c["pearson"]["p"] == pytest.approx(2 * stats.t.sf(abs(t), 9))
+    assert c["spearman"]["r"] == pytest.approx(textbook(*(stats.rankdata(v) for v in (x, y, z))))
+    lo, hi = c["pearson"]["ci95"]
+    assert lo < c["pearson"]["r"] < hi and c["pearson"]["n_boot"] > 250
+    assert partial_correlate(x, y, z, n_boot=300) == c  # seeded
+
+    # x and y both follow z; what is left of each is orthogonal to the other
+    z = np.arange(8.0)
+    a = np.array([1, -1, -1, 1, 0, 0, 0, 0.0])
+    b = np.array([0, 0, 0, 0, 1, -1, -1, 1.0])
+    xs, ys = z + 0.3 * a, z + 0.3 * b
+    assert stats.pearsonr(xs, ys)[0] > 0.98
+    c = partial_correlate(xs, ys, z, n_boot=100)
+    assert c["pearson"]["r"] == pytest.approx(0.0, abs=1e-12) and c["pearson"]["p"] == pytest.approx(1.0)
+    assert partial_correlate(z + a, z + 2 * a, z, n_boot=100)["pearson"]["r"] == pytest.approx(1.0)
+    assert partial_correlate([0.1, 0.2, 0.3], [0.3, 0.1, 0.2], [1, 2, 3], n_boot=10)["pearson"]["r"] is None
