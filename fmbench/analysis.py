@@ -42,10 +42,11 @@ def _spearman_rows(x, y):
 def _partial_rows(x, y, z):
     """Pearson r of the residuals of ``x`` and ``y`` after a least-squares line on ``z``, along
     the last axis: the partial correlation with z held fixed.  NaN where a residual is flat."""
+    zc = z - z.mean(axis=-1, keepdims=True)
+    szz = (zc * zc).sum(axis=-1, keepdims=True)
+
     def resid(v):
         vc = v - v.mean(axis=-1, keepdims=True)
-        zc = z - z.mean(axis=-1, keepdims=True)
-        szz = (zc * zc).sum(axis=-1, keepdims=True)
         beta = np.divide((vc * zc).sum(axis=-1, keepdims=True), szz, out=np.zeros_like(szz), where=szz > 0)
         return vc - beta * zc
 
@@ -75,19 +76,18 @@ def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
+    flat = np.ptp(x) == 0 or np.ptp(y) == 0
     for name, rows in (("pearson", _pearson_rows), ("spearman", _spearman_rows)):
-        if np.ptp(x) == 0 or np.ptp(y) == 0:
+        if flat:
             out[name] = {"r": None, "p": None, "ci95": [None, None]}
             continue
+        r = float(rows(x, y))
         if name == "pearson":
-            res = stats.pearsonr(x, y)
-            r, p = float(res[0]), float(res[1])
+            p = float(stats.pearsonr(x, y)[1])
         else:
-            r = float(stats.spearmanr(x, y)[0])
-            perm = stats.permutation_test((x,), lambda xs, axis: _spearman_rows(xs, y), permutation_type="pairings",
-                                          vectorized=True, n_resamples=9999, alternative="two-sided",
-                                          random_state=seed)
-            p = float(perm.pvalue)
+            p = float(stats.permutation_test((x,), lambda xs, axis: _spearman_rows(xs, y), permutation_type="pairings",
+                                             vectorized=True, n_resamples=9999, alternative="two-sided",
+                                             random_state=seed).pvalue)
         ci, used = _ci(rows(x[idx], y[idx]))
         out[name] = {"r": r, "p": p, "ci95": ci, "n_boot": used}
     return out
@@ -109,7 +109,7 @@ def partial_correlate(x, y, z, *, n_boot: int = 2000, seed: int = 0) -> dict[str
     out: dict[str, Any] = {"n": n, "controls": "clean IoU"}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    distinct = np.array([len(np.unique(i)) for i in idx]) >= 4
+    distinct = 1 + (np.diff(np.sort(idx, axis=1), axis=1) != 0).sum(axis=1) >= 4  # resamples with >= 4 points
     for name, tf in (("pearson", lambda v: v), ("spearman", lambda v: stats.rankdata(v, axis=-1))):
         r = float(_partial_rows(tf(x), tf(y), tf(z))) if n >= 4 else math.nan
         if math.isnan(r):
