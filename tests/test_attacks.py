@@ -318,8 +318,9 @@ def test_random_noise_spends_the_budget(test_set):
 
 
 def test_review_flags_weaker_stronger_attacks():
-    """The comparison checks on hand-made numbers: a larger budget, more steps and an ensemble
-    that come out weaker, and an attack that raises IoU."""
+    """The comparison checks on hand-made numbers: a larger budget, an iterative attack against
+    a single-step one and an ensemble that come out weaker, and an attack that raises IoU; two
+    iterative attacks of different schedules are not compared."""
     from fmbench.selfcheck import review
 
     n = 8
@@ -328,6 +329,8 @@ def test_review_flags_weaker_stronger_attacks():
         "fgsm@2/255": ("fgsm", "fgsm", 2 / 255, 1, "gradient", "ce", [], [0.6] * n),
         "fgsm@8/255": ("fgsm", "fgsm", 8 / 255, 1, "gradient", "ce", [], [0.7] * n),  # larger eps, weaker
         "pgd@8/255": ("pgd", "pgd", 8 / 255, 10, "gradient", "ce", [], [0.75] * n),  # more steps, weaker
+        "ifgsm@8/255": ("ifgsm", "ifgsm", 8 / 255, 12, "gradient", "ce", [], [0.77] * n),  # weaker than fgsm,
+        # but not flagged against pgd: two iterative attacks are not compared
         "cospgd@8/255": ("cospgd", "cospgd", 8 / 255, 10, "gradient", "cospgd", [], [0.72] * n),  # other loss
         "worst-case@8/255": ("worst-case", "worst-case", 8 / 255, 21, "ensemble", "mixed", ["fgsm", "pgd"],
                              [0.75] * n),  # weaker than its member fgsm
@@ -348,7 +351,8 @@ def test_review_flags_weaker_stronger_attacks():
     _, warnings = review(result, records)
     heads = sorted(w.split(" although ")[0].split(":")[0] + (" / " + w.split(" of ")[1].split(" ")[0]
                                                           if " although " in w else "") for w in warnings)
-    assert heads == ["fgsm@8/255 / fgsm@2/255", "pgd@8/255 / fgsm@8/255", "universal@8/255",
+    assert heads == ["fgsm@8/255 / fgsm@2/255", "ifgsm@8/255 / fgsm@8/255", "pgd@8/255 / fgsm@8/255",
+                     "universal@8/255",
                      "worst-case@8/255 / fgsm@8/255"], warnings
 
 
