@@ -284,6 +284,28 @@ def test_compare_ranks_a_result_among_entries(board, real, proto):
     assert r.exit_code == 0 and "net-c" in r.output and "adversarial robustness" in r.output
 
 
+def test_compare_leaves_the_models_own_entry_out_of_the_ranking(board, real, proto, tmp_path):
+    """A re-run of a listed model is ranked against the other entries, and its own entry is
+    reported beside them, not counted as a neighbour."""
+    d, _ = board
+    result = read_json(real["result"])
+    result["model"]["ref"] = "net-c"
+    write_json(tmp_path / "rerun.json", result)
+    mine = build_entry(result)["summary"]["adversarial_robustness"]
+    r = invoke("compare", str(tmp_path / "rerun.json"), "--dir", str(d), "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["n_entries"] == 3 and data["own_entry"] is True
+    adv = next(row for row in data["rows"] if row["metric"] == "adversarial_robustness")
+    others = sorted((vals[2] + 0.005 for name, vals in MODELS.items() if name != "net-c"), reverse=True)
+    assert adv["of"] == 4 and adv["rank"] == 1 + sum(1 for v in others if v > mine)
+    assert "net-c" not in {(adv[k] or {}).get("model") for k in ("best", "above", "below")}
+    assert adv["own"]["model"] == "net-c"
+    assert adv["own"]["diff"] == pytest.approx(mine - (MODELS["net-c"][2] + 0.005))
+    r = invoke("compare", str(tmp_path / "rerun.json"), "--dir", str(d))
+    assert r.exit_code == 0 and "its entry" in r.output and "3 other entries" in r.output
+
+
 def test_compare_refuses_other_protocol(board, real, proto, tmp_path):
     d, _ = board
     result = read_json(real["result"])
