@@ -502,6 +502,9 @@ def compare(doc: dict[str, Any], entries, sort: str = "adversarial") -> dict[str
                ("adversarial_robustness", "adversarial robustness")]
     fams = list(mine["summary"]["families"])
     metrics += [(f, f"{f} ({mine['summary']['families'][f]['kind']})") for f in fams]
+    def versus(yours, x):
+        return None if x is None else {"model": x[1], "score": x[0], "diff": yours - x[0]}
+
     out_rows = []
     for key, text in metrics:
         yours = _score(mine, key)
@@ -513,15 +516,10 @@ def compare(doc: dict[str, Any], entries, sort: str = "adversarial") -> dict[str
         rank = 1 + sum(1 for s, _ in scored if s > yours)
         above = scored[rank - 2] if rank >= 2 else None
         below = scored[rank - 1] if rank - 1 < len(scored) else None
-        best = scored[0] if scored else None
-
-        def versus(x):
-            return None if x is None else {"model": x[1], "score": x[0], "diff": yours - x[0]}
-
         out_rows.append({
             "metric": key, "label": text, "yours": yours, "rank": rank, "of": len(scored) + 1,
-            "best": versus(best), "above": versus(above), "below": versus(below),
-            "own": versus(None if theirs is None else (theirs, label)),
+            "best": versus(yours, scored[0] if scored else None), "above": versus(yours, above),
+            "below": versus(yours, below), "own": versus(yours, None if theirs is None else (theirs, label)),
         })
     return {"model": label, "dataset": ds, "protocol_id": mine["protocol"]["id"], "protocol_hash": h,
             "n_entries": len(peers), "own_entry": own is not None, "rows": out_rows}
