@@ -1,0 +1,133 @@
+"""``FolderDataset`` and the openers of the three layouts (``folder:``, ``ermito:``, ``dsb2018:``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmbench import DataError
+from fmbench import Sample
+
+from .layout import Layout, Pair, _files, _pairs_in, _select
+from .read import _mask_values, _normalise, _read, _to_2d
+from .refs import SPLITS, hash_split, parse_ref
+
+
+class FolderDataset:
+    """Real images from one of the layouts (see the ``fmbench_plugins.folder`` docstring); ``synthetic = False``."""
+
+    synthetic = False
+
+    def __init__(self, layout: Layout, split: str, pairs: list[Pair]):
+        self.layout = layout
+        self.name = layout.ref
+        self.root = layout.root
+        self.split = split
+        self.pairs = pairs
+        if not pairs:
+            raise DataError(f"{layout.ref}: no images in split {split!r} (found {len(layout.pairs)} images in all)")
+        # masks are read up front: a dataset without any foreground is an error now, not
+        # a table of zeros later; image sizes are checked against them on each read
+        self._shapes = {}
+        any_fg = False
+        for p in pairs:
+            mask = self._mask(p)
+            self._shapes[p.id] = mask.shape
+            any_fg = any_fg or bool(mask.any())
+        if not any_fg:
+            raise DataError(f"no mask in {layout.ref} (split {split!r}, {len(pairs)} masks, e.g. "
+                            f"{layout.rel(pairs[0].masks[0])}) has any foreground; masks must mark the "
+                            f"structure with non-zero values")
+
+    def _mask(self, pair: Pair) -> np.ndarray:
+        merged = None
+        for path in pair.masks:
+            arr, axes = _read(path, self.layout, "mask")
+            m = _mask_values(_to_2d(arr, axes, path, self.layout, "mask"), path, self.layout)
+            if merged is None:
+                merged, first = m, path
+            elif m.shape != merged.shape:
+                raise DataError(f"mask {self.layout.rel(path)} is {m.shape[0]}x{m.shape[1]} but mask "
+                                f"{self.layout.rel(first)} is {merged.shape[0]}x{merged.shape[1]}")
+            else:
+                merged = merged | m
+        return merged
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self.pairs):
+            raise IndexError(index)
+        p = self.pairs[index]
+        arr, axes = _read(p.image, self.layout, "image")
+        image = _to_2d(arr, axes, p.image, self.layout, "image")
+        mask = self._mask(p)
+        if image.shape != mask.shape:
+            raise DataError(f"mask {self.layout.rel(p.masks[0])} is {mask.shape[0]}x{mask.shape[1]} but image "
+                            f"{self.layout.rel(p.image)} is {image.shape[0]}x{image.shape[1]}")
+        if not np.isfinite(image).all():
+            raise DataError(f"image {self.layout.rel(p.image)} contains NaN or infinite values")
+        return Sample(id=p.id, image=_normalise(image), mask=mask)
+
+
+# -- the three layouts ------------------------------------------------------------------------
+
+
+def open_folder(rest: str, split: str) -> FolderDataset:
+    root, opts = parse_ref("folder", rest, ("channel", "plane", "holdout"), "none")
+    layout = Layout("folder", root, opts)
+    return _open_generic(layout, split, ("masks", "labels"), lists_required=False, allow_flat=True)
+
+
+def open_ermito(rest: str, split: str) -> FolderDataset:
+    root, opts = parse_ref("ermito", rest, ("channel", "plane"), "none")
+    layout = Layout("ermito", root, opts, strict_binary=True)
+    return _open_generic(layout, split, ("masks", "labels", "gt", "GT"), lists_required=True, allow_flat=False)
+
+
+def _open_generic(layout: Layout, split: str, mask_names, lists_required: bool, allow_flat: bool) -> FolderDataset:
+    root = layout.root
+    split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if split_dirs:
+        if split in ("train", "val") and "val" not in split_dirs and "train" in split_dirs:
+            # no val/ folder: validation is a deterministic 10 % of train/
+            pairs = _pairs_in(layout, split_dirs["train"], mask_names, allow_flat)
+            layout.pairs = pairs
+            chosen = set(hash_split(sorted(p.id for p in pairs), split, (0.9, 0.1, 0.0)))
+            return FolderDataset(layout, split, [p for p in pairs if p.id in chosen])
+        if split not in split_dirs:
+            raise DataError(f"{layout.ref}: no {split}/ folder (found {', '.join(d + '/' for d in split_dirs)})")
+        pairs = _pairs_in(layout, split_dirs[split], mask_names, allow_flat)
+        layout.pairs = pairs
+        if not pairs:
+            raise DataError(f"{layout.ref}: no images in {split}/ (TIFF or PNG expected)")
+        return FolderDataset(layout, split, pairs)
+    pairs = _pairs_in(layout, root, mask_names, allow_flat)
+    if not pairs:
+        raise DataError(f"{layout.ref}: no images in {root} (expected images/ and masks/ with matching "
+                        f"names, or NAME.tif beside NAME_mask.tif; TIFF or PNG)")
+    layout.pairs = pairs
+    return FolderDataset(layout, split, _select(layout, pairs, split, lists_required, val_from_train=True))
+
+
+def open_dsb2018(rest: str, split: str) -> FolderDataset:
+    root, opts = parse_ref("dsb2018", rest, ("channel", "holdout"), "hash")
+    layout = Layout("dsb2018", root, opts, rgb="mean")
+    pairs = []
+    for sample in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images_dir, masks_dir = sample / "images", sample / "masks"
+        if not images_dir.is_dir():
+            raise DataError(f"sample {layout.rel(sample)} has no images/ folder")
+        images = [p for p in _files(images_dir, layout) if p.suffix.lower() == ".png"]
+        if len(images) != 1:
+            raise DataError(f"sample {layout.rel(sample)}: expected one PNG in images/, found {len(images)}")
+        masks = tuple(p for p in _files(masks_dir, layout) if p.suffix.lower() == ".png") if masks_dir.is_dir() else ()
+        if not masks:
+            raise DataError(f"image {layout.rel(images[0])} has no mask: expected one PNG per nucleus in "
+                            f"{layout.rel(masks_dir)}/")
+        pairs.append(Pair(sample.name, images[0], masks))
+    if not pairs:
+        raise DataError(f"dsb2018:{root}: no samples in {root} (expected one folder per sample with "
+                        f"images/ID.png and masks/*.png)")
+    layout.pairs = pairs
+    return FolderDataset(layout, split, _select(layout, pairs, split, lists_required=False, val_from_train=False))

@@ -1,0 +1,113 @@
+"""Reading TIFF and PNG files: pixel arrays, reduction to 2-D, mask values, normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fmbench import DataError
+
+from .layout import Layout
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _read(path: Path, layout: Layout, kind: str) -> tuple[np.ndarray, str]:
+    """The pixel array of a TIFF or PNG file and its axes (``YX``, ``ZYX``, ``YXS``...)."""
+    rel = layout.rel(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                arr, axes = series.asarray(), series.axes
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                mode = im.mode
+                arr = np.asarray(im)
+            axes = "YX" if mode in ("L", "1", "P", "I", "F") or mode.startswith("I;16") else "YXS"
+            if mode == "P":
+                raise DataError(f"{kind} {rel} is a palette PNG; save it as greyscale")
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile and Pillow raise many types for broken files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {kind} {rel}: {reason} (truncated or not a TIFF/PNG file?)") from None
+    if arr.size == 0:
+        raise DataError(f"{kind} {rel} has no pixels")
+    axes = axes[-arr.ndim:] if len(axes) >= arr.ndim else "Q" * (arr.ndim - len(axes)) + axes
+    return arr, axes
+
+
+def _to_2d(arr: np.ndarray, axes: str, path: Path, layout: Layout, kind: str) -> np.ndarray:
+    """Reduce to ``(H, W)`` with the ``plane``/``channel`` options, or say which one is needed."""
+    rel = layout.rel(path)
+    opts = layout.options
+    shape = "x".join(str(s) for s in arr.shape)
+    # drop singleton axes other than Y and X
+    keep = [i for i, a in enumerate(axes) if a in "YX" or arr.shape[i] > 1]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    chan = [i for i, a in enumerate(axes) if a in "CS"]
+    plane = [i for i, a in enumerate(axes) if a not in "YXCS"]
+    if len(plane) > 1:
+        raise DataError(f"{kind} {rel} has {len(plane) + 2} dimensions (axes {axes}, shape {shape}); "
+                        f"only 2-D images, 3-D stacks and multi-channel images are supported")
+    if plane:
+        n = arr.shape[plane[0]]
+        if kind == "mask" or opts.plane is None:
+            hint = (f"masks must be 2-D" if kind == "mask" else
+                    f"select one with {layout.ref}?plane=N (N from 0 to {n - 1})")
+            raise DataError(f"{kind} {rel} is a 3-D stack of {n} planes (axes {axes}, shape {shape}), "
+                            f"a 2-D image is expected: {hint}")
+        if opts.plane >= n:
+            raise DataError(f"{kind} {rel} has {n} planes; plane={opts.plane} is out of range (0 to {n - 1})")
+        arr = np.take(arr, opts.plane, axis=plane[0])
+        axes = axes[: plane[0]] + axes[plane[0] + 1 :]
+        chan = [i for i, a in enumerate(axes) if a in "CS"]
+    if chan:
+        c = chan[0]
+        n = arr.shape[c]
+        if axes[c] == "S" and n in (2, 4):
+            arr = np.take(arr, range(n - 1), axis=c)  # drop alpha
+            n -= 1
+        if kind == "image" and opts.channel is not None:
+            if opts.channel >= n:
+                raise DataError(f"image {rel} has {n} channels; channel={opts.channel} is out of range (0 to {n - 1})")
+            return np.take(arr, opts.channel, axis=c)
+        first = np.take(arr, 0, axis=c)
+        if all(np.array_equal(first, np.take(arr, k, axis=c)) for k in range(1, n)):
+            return first  # grey stored as RGB
+        if kind == "image" and layout.rgb == "mean":
+            return arr.astype(np.float64).mean(axis=c)
+        hint = ("masks must be single-channel" if kind == "mask" else
+                f"select one with {layout.ref}?channel=N (N from 0 to {n - 1})")
+        raise DataError(f"{kind} {rel} has {n} channels (shape {shape}), a 2-D image is expected: {hint}")
+    return arr
+
+
+def _mask_values(arr: np.ndarray, path: Path, layout: Layout) -> np.ndarray:
+    if layout.strict_binary and not np.isin(np.unique(arr), (0, 1, 255)).all():
+        values = np.unique(arr)
+        raise DataError(f"mask {layout.rel(path)} has values other than 0 and 255 (found {values.min()}..{values.max()}, "
+                        f"{values.size} distinct); this layout expects binary masks (use folder: for label images)")
+    if arr.dtype == bool:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr > 0.5
+    return arr != 0
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    import torch
+
+    from fmbench import normalize
+
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return normalize(x)[0].numpy()
