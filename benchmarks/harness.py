@@ -1,6 +1,6 @@
 """Harness efficiency and scaling of a real evaluation, measured side by side in one run.
 
-1. Efficiency: fmbench's whole evaluation (``fmbench.engine.evaluate``: data generation,
+1. Efficiency: fmbench's whole evaluation (``fmbench.evaluate``: data generation,
    corruptions, attacks with their self-checks, universal-perturbation learning, metrics,
    the resume log) against a bare-torch loop that performs exactly the same model passes —
    the forward-only and forward+backward calls, at the same batch sizes, per condition, read
@@ -25,19 +25,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 
-def fmbench_run(loaded, dataset, args, protocol, registry, device, log):
-    from fmbench.engine import evaluate
+def fmbench_run(loaded, dataset, args, protocol, device, out):
+    """One whole ``fmbench.evaluate`` (probe, plan, run, result written to ``out``), timed."""
+    import fmbench
 
     t0 = time.perf_counter()
-    result = evaluate(loaded, dataset, args.dataset, protocol, registry, device=device, batch_size=args.batch_size,
-                      log_path=log)
+    result = fmbench.evaluate(loaded, dataset, protocol, device=device, batch_size=args.batch_size, out=out,
+                              overwrite=True)
     seconds = time.perf_counter() - t0
-    Path(log).unlink(missing_ok=True)
     return seconds, result
 
 
@@ -92,15 +91,15 @@ def scaling(args, n_images: int, tmp: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def efficiency(args, loaded, dataset, protocol, registry, device, tmp) -> None:
+def efficiency(args, loaded, dataset, protocol, device, tmp) -> None:
     """Best and median of fmbench's evaluation and of the bare loop of the same passes."""
     fm, bare = [], []
-    log = os.path.join(tmp, "run.partial.jsonl")
-    _, result = fmbench_run(loaded, dataset, args, protocol, registry, device, log)  # warm-up
+    out = os.path.join(tmp, "run.json")
+    _, result = fmbench_run(loaded, dataset, args, protocol, device, out)  # warm-up
     plan = bare_plan(result)
     bare_run(loaded.module, plan[:2], protocol.image_size, device)  # warm-up
     for _ in range(args.repeats):
-        fm.append(fmbench_run(loaded, dataset, args, protocol, registry, device, log)[0])
+        fm.append(fmbench_run(loaded, dataset, args, protocol, device, out)[0])
         bare.append(bare_run(loaded.module, plan, protocol.image_size, device))
     totals = result["passes"]
     print(f"\n{args.model} on {args.dataset}, {protocol.id} ({len(result['conditions'])} conditions, "
@@ -130,21 +129,17 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from fmbench.engine import resolve_device
-    from fmbench.model import load_model
-    from fmbench.plugins import get_plugin_manager, get_registry
+    import fmbench
 
-    pm = get_plugin_manager()
-    registry = get_registry(pm)
-    device = resolve_device(args.device)
-    protocol = registry.protocol(args.tier).customized(n_images=args.n_images)
-    dataset = registry.dataset(args.dataset).factory(split=protocol.split, image_size=protocol.image_size)
-    loaded = load_model(args.model, {}, registry, pm, dataset=args.dataset)
+    device = torch.device(args.device)
+    protocol = fmbench.get_protocol(args.tier, n_images=args.n_images)
+    dataset = fmbench.open_dataset(args.dataset, protocol.split, protocol.image_size)
+    loaded = fmbench.load_model(args.model, dataset=args.dataset)
     loaded.module.to(device).eval()
 
     with tempfile.TemporaryDirectory(prefix="fmbench-bench-") as tmp:
         if args.repeats > 0:
-            efficiency(args, loaded, dataset, protocol, registry, device, tmp)
+            efficiency(args, loaded, dataset, protocol, device, tmp)
         sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
         if sizes:
             print(f"\nscaling: `fmbench eval --n-images N` as a subprocess\n{'images':>8s} {'wall s':>8s} "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ResultError
-from .leaderboard import model_label
+from .leaderboard.entry import model_label
 
 
 def _pearson_rows(x, y):
@@ -126,8 +126,8 @@ def partial_correlate(x, y, z, *, n_boot: int = 2000, seed: int = 0) -> dict[str
 def _pick_group(entries, what: str):
     hashes = sorted({(e["protocol"]["id"], e["protocol"]["hash"]) for e in entries})
     if len(hashes) > 1:
-        raise ResultError(f"{what} span {len(hashes)} protocols ({', '.join(f'{i} {h}' for i, h in hashes)}); "
-                          f"choose one with --tier")
+        raise ResultError(f"{what} span {len(hashes)} protocols ({', '.join(f'{i} {h}' for i, h in hashes)})",
+                          hints=("tier",))
     return hashes[0] if hashes else (None, None)
 
 
@@ -167,7 +167,7 @@ def within_entry(entry, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     adversarial robustness.  Images with a reference IoU of 0 have no ratio and are left out."""
     per = entry.get("per_image")
     if not per:
-        raise ResultError(f"entry {model_label(entry)} has no per-image scores; --within needs them")
+        raise ResultError(f"entry {model_label(entry)} has no per-image scores; a within-entry analysis needs them")
     ref = per["iou"]["reference"]
     by_fam: dict[str, tuple[str, list[str]]] = {}
     for c in entry["conditions"]:
@@ -177,7 +177,8 @@ def within_entry(entry, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     def fam_score(i, ids):
         return float(np.mean([per["iou"][cid][i] / ref[i] for cid in ids]))
 
-    labels, corr, adv, fam_x = [], [], [], {}
+    labels, corr, adv = [], [], []
+    fam_x: dict[str, list[float]] = {}
     for i, image in enumerate(per["ids"]):
         if ref[i] == 0:
             continue

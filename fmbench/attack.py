@@ -46,6 +46,8 @@ class Attack:
     """
 
     name: str = "attack"
+    summary: str = ""
+    norms: tuple[str, ...] = ("linf",)  # the threat models it supports
     norm: str = "linf"
     role: str = "gradient"
     loss: str = "ce"
@@ -102,10 +104,10 @@ class GradientTracker:
     """Per image of one attack call: how many input gradients were taken, whether any was
     non-finite, and whether *every* one was exactly zero (no signal for the attack at all)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.evaluations = 0
         self.any_nonzero: torch.Tensor | None = None
-        self.nonfinite: torch.Tensor | None = None
+        self.nonfinite = torch.zeros(0, dtype=torch.bool)
 
     def update(self, grad: torch.Tensor) -> None:
         flat = grad.detach().flatten(1)
@@ -254,9 +256,9 @@ class PassCounter(nn.Module):
         return {"forward_calls": self.forward_calls, "forward_images": self.forward_images,
                 "backward_calls": self.backward_calls, "backward_images": self.backward_images}
 
-
-def count_difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: after[k] - before[k] for k in after}
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """The passes counted since ``before`` (an earlier :meth:`counts`)."""
+        return {k: v - before[k] for k, v in self.counts().items()}
 
 
 @contextlib.contextmanager
@@ -277,71 +279,3 @@ def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, where: str) -> None:
     if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
         found = tuple(x_adv.shape) if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__
         raise ModelContractError(f"{where}: returned {found}, expected a tensor of shape {tuple(x.shape)}")
-
-
-# -- preparation (universal perturbations) ----------------------------------------------------
-
-def prepare_attacks(model: nn.Module, attacks: dict, conditions, protocol, *, train=None, dataset_ref: str,
-                    registry, batch_size: int, device: torch.device) -> dict[str, dict]:
-    """Call :meth:`Attack.prepare` once per (attack, budget) for the attacks that need it,
-    before the first batch.  ``train`` is the training split (``None``: the registered dataset
-    ``dataset_ref`` opened with ``split="train"``); it is read once, ``max(n_train)`` images,
-    kept in memory.  Returns, per condition id, the passes and seconds spent (the preparation
-    is deterministic: its randomness comes from the protocol seed and the condition id)."""
-    import time
-
-    from .errors import FmbenchError
-    from .seeding import generators
-
-    todo = [c for c in conditions if c.kind == "attack" and getattr(attacks[c.family], "needs_preparation", False)]
-    if not todo:
-        return {}
-    if callable(train) and not hasattr(train, "__getitem__"):
-        train = train()  # opened only now that an attack needs it
-    if train is None:
-        where = f"attack {todo[0].family!r} learns on the training split of {dataset_ref!r}"
-        try:
-            spec = registry.dataset(dataset_ref)
-        except FmbenchError:
-            raise ProtocolError(f"{where}, but {dataset_ref!r} is not a registered dataset; pass its "
-                                f"training split to evaluate(train_dataset=...)") from None
-        if "train" not in spec.splits:
-            raise ProtocolError(f"{where}, which has no training split (splits: {', '.join(spec.splits)})")
-        train = spec.factory(split="train", image_size=protocol.image_size)
-    n_train = max(getattr(attacks[c.family], "n_train", protocol.n_images) for c in todo)
-    cache = list(training_batches(train, dataset_ref, protocol, n_train, batch_size, device)())
-    out: dict[str, dict] = {}
-    for cond in todo:
-        before = model.counts()
-        t0 = time.perf_counter()
-        gen = generators(protocol.seed, ["prepare"], cond.id, device)[0]
-        with frozen_params(model):
-            attacks[cond.family].prepare(model, lambda: iter(cache), cond.level, gen)
-        out[cond.id] = {"passes": count_difference(model.counts(), before),
-                        "seconds": time.perf_counter() - t0}
-    return out
-
-
-def training_batches(dataset, dataset_ref: str, protocol, n_images: int, batch_size: int,
-                     device: torch.device):
-    """A zero-argument callable yielding ``(x, target)``: the first ``n_images`` of a training
-    split in the reference condition (reference noise for synthetic data, then the protocol's
-    normalisation), exactly as the engine prepares test images."""
-    from .corruption import Sensor
-    from .data import iter_batches, normalize
-    from .seeding import generators
-
-    lo, hi = protocol.normalization
-
-    def gen():
-        for batch in iter_batches(dataset, min(n_images, len(dataset)), batch_size):
-            x = batch.image.to(device)
-            mask = batch.mask.to(device)
-            if dataset.synthetic:
-                keys = [f"{dataset_ref}:train/{i}" for i in batch.ids]
-                sensor = Sensor(x, mask, protocol.camera, protocol.reference_snr)
-                x = sensor.expose(x, generators(protocol.seed, keys, "reference", device))
-            yield normalize(x, lo, hi), mask
-
-    return gen
-

@@ -183,7 +183,20 @@ class Corruption:
     the observed image (ADU, before normalisation) and the mask (unchanged unless the
     corruption is geometric, in which case it is resampled with nearest-neighbour).  Draw all
     random parameters from ``gens`` first, then apply them, so any single image replays.
+
+    The class attributes describe it to the registry (:meth:`fmbench.CorruptionSpec.of` reads
+    them): ``name``, ``levels`` (increasing severity), ``family``, ``level_label`` (formats a
+    level for people), ``geometric`` (resamples the mask), ``exposure`` (changes only the
+    detector's exposure; the level is the SNR) and ``summary``.
     """
+
+    name: str = ""
+    levels: tuple[float, ...] = ()
+    family: str = ""
+    level_label: str = "{level:g}"
+    geometric: bool = False
+    exposure: bool = False
+    summary: str = ""
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, level: float, sensor: Sensor,
                  gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,9 +255,6 @@ class PhysicalCorruption(Corruption):
     :meth:`detector` (ADU to ADU).  Geometric corruptions also override :meth:`warp_mask`.
     Subclasses set ``name`` and ``levels`` and override only the stages they need.
     """
-
-    name: str = ""
-    levels: tuple[float, ...] = ()
 
     def sample(self, x: torch.Tensor, mask: torch.Tensor, level: float, gens: list[torch.Generator]) -> dict:
         """Draw the random parameters of each image (before any noise is drawn)."""

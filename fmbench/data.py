@@ -65,7 +65,7 @@ def iter_batches(dataset: Dataset, n_images: int, batch_size: int) -> Iterator[B
     n = min(n_images, len(dataset))
     if n == 0:
         raise DataError(f"dataset {dataset.name!r} has no images")
-    index, pending = 0, []
+    index, pending = 0, []  # type: tuple[int, list[Sample]]
 
     def flush():
         nonlocal index, pending

@@ -12,7 +12,38 @@ from collections.abc import Iterable
 
 
 class FmbenchError(Exception):
-    """Base class of every error fmbench raises on purpose."""
+    """Base class of every error fmbench raises on purpose.
+
+    The message says what is wrong and where, in the library's own terms.  ``hints`` name the
+    remedies (keys of :data:`HINTS`, such as ``"overwrite"``); ``str(exc)`` spells them as
+    Python arguments, and the CLI spells them as its own options, so no library message names
+    a command-line flag.
+    """
+
+    def __init__(self, message: str = "", *, hints: Iterable[str] = ()):
+        super().__init__(message)
+        self.message = message
+        self.hints = tuple(hints)
+
+    def advice(self, spelling: dict[str, str]) -> str:
+        """The message with each hint spelled by ``spelling`` (hint key -> text)."""
+        extra = [spelling[h] for h in self.hints if h in spelling]
+        return "; ".join([self.message, *extra]) if extra else self.message
+
+    def __str__(self) -> str:
+        return self.advice(HINTS)
+
+
+# remedies in the Python API's words; the CLI has its own spelling (fmbench.cli.CLI_HINTS)
+HINTS = {
+    "overwrite": "pass overwrite=True to replace it",
+    "resume": "pass resume=True to continue it",
+    "out": "or choose another output file",
+    "random_init": "pass random_init=True to evaluate an untrained model",
+    "checkpoint": "pass checkpoint=FILE with weights you trained",
+    "device": "use device='cpu' or 'auto'",
+    "tier": "choose one protocol (tier=...)",
+}
 
 
 class PluginError(FmbenchError):

@@ -14,7 +14,6 @@ they are), and below it the noise-free image with the mask outline drawn in colo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,36 +26,11 @@ import numpy as np
 from . import __version__
 from .data import Dataset
 from .errors import DataError
+from .files import sha256_file
 
 FORMATS = ("float32", "uint16")
 UINT16_PEAK = 60000.0  # the brightest pixel of an image maps here; headroom below 65535
 OUTLINE_RGB = (255, 40, 200)
-
-
-def open_with_seed(ref: str, split: str, image_size: int, seed: int | None, registry, pm, open_dataset) -> Dataset:
-    """Open a dataset as ``open_dataset`` does, passing ``seed`` to a registered dataset's
-    factory when one is given (synthetic datasets take it; a factory that does not is an error)."""
-    if seed is None or ":" in ref:
-        if seed is not None:
-            raise DataError(f"--seed applies to generated datasets, not to {ref!r}")
-        return open_dataset(ref, split, image_size, registry, pm)
-    spec = registry.dataset(ref)
-    if split not in spec.splits:
-        raise DataError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
-    try:
-        return spec.factory(split=split, image_size=image_size, seed=seed)
-    except TypeError as exc:
-        if "seed" not in str(exc):
-            raise
-        raise DataError(f"dataset {ref!r} does not take a seed") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stem(sample_id: str) -> str:
@@ -85,7 +59,7 @@ def export(dataset: Dataset, out: str | os.PathLike, n: int | None = None, fmt: 
         raise DataError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it")
+        raise DataError(f"{out} already exists", hints=("overwrite",))
     count = len(dataset) if n is None else min(n, len(dataset))
     if count == 0:
         raise DataError(f"dataset {dataset.name!r} has no images to export")
@@ -112,8 +86,8 @@ def export(dataset: Dataset, out: str | os.PathLike, n: int | None = None, fmt: 
             tifffile.imwrite(tmp / entry["image"], image, photometric="minisblack", metadata=None)
             tifffile.imwrite(tmp / entry["mask"], sample.mask.astype(np.uint8), photometric="minisblack",
                              metadata=None)
-            entry["image_sha256"] = _sha256(tmp / entry["image"])
-            entry["mask_sha256"] = _sha256(tmp / entry["mask"])
+            entry["image_sha256"] = sha256_file(tmp / entry["image"])
+            entry["mask_sha256"] = sha256_file(tmp / entry["mask"])
             files.append(entry)
         manifest = {"schema": "fmbench-export/1", "fmbench_version": __version__, "dataset": describe(dataset),
                     "format": fmt, "mask_format": "uint8, 1 = foreground", "n": count, "files": files}
@@ -150,12 +124,11 @@ def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4,
-            reference: tuple[Any, float, int] | None = None) -> Path:
+def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4, protocol=None) -> Path:
     """Write a montage PNG of the first ``n`` samples to ``out``.
 
-    ``reference`` is ``(camera, snr, seed)``: synthetic images are then shown with that
-    detector noise (the reference condition) above their noise-free version with outlines.
+    With a ``protocol``, synthetic images are shown with its reference detector noise above
+    their noise-free version with outlines.
     """
     from PIL import Image
 
@@ -166,16 +139,15 @@ def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int =
     tops = []
     for s in samples:
         image = s.image
-        if reference is not None and dataset.synthetic:
+        if protocol is not None and dataset.synthetic:
             import torch
 
-            from .corruption import Sensor
+            from .conditions import expose
             from .seeding import generators
 
-            camera, snr, seed = reference
             x = torch.from_numpy(np.asarray(image, np.float32))[None, None]
             m = torch.from_numpy(np.asarray(s.mask, bool))[None]
-            image = Sensor(x, m, camera, snr).expose(x, generators(seed, [s.id], "preview"))[0, 0].numpy()
+            image = expose(protocol, x, m, generators(protocol.seed, [s.id], "preview"))[0, 0].numpy()
         g = _to_uint8(image)
         tops.append(np.repeat(g[..., None], 3, axis=2))
     bottoms = [_outlined(s.image, s.mask) for s in samples]

@@ -1,7 +1,8 @@
 """A montage of every corruption at every severity on one image, to look at what is measured.
 
-Rows are corruptions (the study's families first), columns the reference condition then the
-severities in increasing order.  Each cell is exactly what the engine gives the model: the
+Rows are corruptions (the protocol's, in its order and at its severities, then any other
+registered ones), columns the severities in increasing order; the first row is the reference
+condition.  Each cell is exactly what the engine gives the model: the
 same sensor, the same per-image generators (protocol seed, image id, condition) and the
 protocol's normalisation.
 """
@@ -13,49 +14,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .corruption import Sensor
-from .data import normalize
+from .conditions import BatchInputs, RunContext, corruption_at
 from .errors import DataError
-from .seeding import generators
 
-STUDY_FIRST = ("noise", "sib", "svb")
-
-
-def _order(registry, names) -> list[str]:
+def _rows(protocol, registry, names) -> list[tuple[str, tuple[float, ...]]]:
+    """(corruption, severities) to show: the protocol's corruptions at its own severities, in
+    protocol order, then any other registered ones at all their severities; ``names`` picks."""
+    shown = {e.name: tuple(e.levels) for e in protocol.corruptions}
+    for name, spec in registry.corruptions.items():
+        shown.setdefault(name, tuple(spec.levels))
     if names:
         for n in names:
             registry.corruption(n)  # unknown names fail here, with the registry's message
-        return list(dict.fromkeys(names))
-    known = list(registry.corruptions)
-    return [n for n in STUDY_FIRST if n in known] + [n for n in known if n not in STUDY_FIRST]
+        return [(n, shown[n]) for n in dict.fromkeys(names)]
+    return list(shown.items())
 
 
 def render_cells(dataset, dataset_ref: str, protocol, registry, index: int = 0, names=None):
     """``[(row label, [(cell label, image (H, W) in [0, 1], mask (H, W) bool), ...]), ...]``.
 
-    The first row is the reference condition alone; then one row per corruption.
+    The first row is the reference condition alone; then one row per corruption.  Each cell
+    is made by the same condition objects the engine runs, so it is exactly the model's input.
     """
     if not 0 <= index < len(dataset):
         raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(dataset)} images)")
     sample = dataset[index]
     x = torch.from_numpy(np.asarray(sample.image, np.float32))[None, None]
     mask = torch.from_numpy(np.asarray(sample.mask, bool))[None]
-    key = f"{dataset_ref}/{sample.id}"
-    lo, hi = protocol.normalization
-    sensor = Sensor(x, mask, protocol.camera, protocol.reference_snr)
-    if dataset.synthetic:
-        ref = sensor.expose(x, generators(protocol.seed, [key], "reference"))
-    else:
-        ref = x
-    rows = [("reference", [(f"SNR {protocol.reference_snr:g}", normalize(ref, lo, hi)[0, 0].numpy(), sample.mask)])]
-    for name in _order(registry, names):
+    batch = BatchInputs(x, mask, [f"{dataset_ref}/{sample.id}"], protocol, bool(dataset.synthetic))
+    rows = [("reference", [(f"SNR {protocol.reference_snr:g}", batch.reference()[0, 0].numpy(), sample.mask)])]
+    for name, levels in _rows(protocol, registry, names):
         spec = registry.corruption(name)
-        corruption = spec.factory()
+        run = RunContext(model=None, corruptions={name: spec.factory()}, attacks={})
         cells = []
-        for level in spec.levels:
-            gens = generators(protocol.seed, [key], f"{name}@{level:g}")
-            y, m = corruption(x, mask, level, sensor, gens)
-            cells.append((spec.label(level), normalize(y, lo, hi)[0, 0].numpy(), m[0].numpy()))
+        for level in levels:
+            applied = corruption_at(spec, level).apply(batch, run)
+            cells.append((spec.label(level), applied.input[0, 0].numpy(), applied.target[0].numpy()))
         rows.append((name, cells))
     return rows
 

@@ -32,6 +32,14 @@ def overlap_counts(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.
     }
 
 
+def per_image_iou(pred: torch.Tensor, target: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Foreground IoU of each image, ``(B,)`` in ``dtype``; 1 where prediction and truth are
+    both empty.  ``pred`` and ``target`` are ``(B, H, W)`` bool (or ``(B, N)``)."""
+    counts = overlap_counts(pred, target)
+    inter, union = counts["inter"].to(dtype), counts["union"]
+    return torch.where(union > 0, inter / union.clamp_min(1).to(dtype), torch.ones_like(inter))
+
+
 def iou_dice(counts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU and Dice per image; both are 1 when prediction and truth are both empty."""
     inter = counts["inter"].double()

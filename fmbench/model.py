@@ -13,14 +13,10 @@ tasks).  :func:`probe` checks this on a probe batch before any run.
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib
-import io
-import json
 import importlib.util
 import os
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import load_state, read_checkpoint
 from .errors import CheckpointError, ModelContractError, ModelLoadError
+from .files import sha256_file
 from .specs import ModelSpec
+from .weights import check_weights, fetch_weights, reproduce_hint, weights_path
 
-CHECKPOINT_FORMAT = "fmbench-checkpoint"
 
 
 @dataclass
@@ -62,7 +60,7 @@ def parse_model_args(items) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise ModelLoadError(f"--model-arg {item!r}: expected KEY=VALUE with KEY a Python identifier")
+            raise ModelLoadError(f"model argument {item!r}: expected KEY=VALUE with KEY a Python identifier")
         lowered = raw.strip().lower()
         if lowered in ("true", "false", "null", "none"):
             value: Any = {"true": True, "false": False, "null": None, "none": None}[lowered]
@@ -75,24 +73,6 @@ def parse_model_args(items) -> dict[str, Any]:
     return out
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """A hash of tensor names, shapes, dtypes and bytes, independent of file serialisation."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _import_attr(ref: str):
     modpart, _, attr = ref.rpartition(":")
     if not modpart or not attr:
@@ -103,6 +83,8 @@ def _import_attr(ref: str):
             raise ModelLoadError(f"model reference {ref!r}: file {modpart} does not exist")
         name = f"fmbench_user_{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ModelLoadError(f"model file {modpart} cannot be imported as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
@@ -163,134 +145,7 @@ def build_model(ref: str, args: dict[str, Any], registry, pm) -> tuple[nn.Module
     return _construct(_import_attr(ref), args, ref), None
 
 
-def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict and metadata of a checkpoint, loaded with ``weights_only=True``.
-
-    Accepts an fmbench checkpoint (``{"format", "state_dict", "meta"}``), a
-    ``{"state_dict": ...}`` wrapper, or a bare state dict.
-    """
-    if not isinstance(path, io.BytesIO):
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        unsafe = _unsafe_globals(path)
-        if unsafe:  # say what it pickles instead of torch's generic first line
-            first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
-                     f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
-        raise CheckpointError(f"checkpoint {path} could not be read as a weights-only torch file: {first}") from exc
-    meta: dict[str, Any] = {}
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        meta = dict(obj.get("meta") or {})
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
-    return dict(obj), meta
-
-
-def _unsafe_globals(path) -> list[str]:
-    """The classes and functions a torch file pickles beyond weights-only types, if torch can
-    list them without unpickling (a zip checkpoint); else an empty list."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:
-        return []
-
-
-def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
-    """Load a state dict strictly, explaining any mismatch in one line."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint "
-                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
-
-
-def cache_dir() -> Path:
-    """fmbench's user cache: ``$FMBENCH_CACHE``, else ``$XDG_CACHE_HOME/fmbench``, else
-    ``~/.cache/fmbench``."""
-    if os.environ.get("FMBENCH_CACHE"):
-        return Path(os.environ["FMBENCH_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fmbench"
-
-
-def weights_path(weights) -> Path:
-    """Where registered weights live: inside their package (shipped), at an absolute path, or
-    under the user cache (``cache_dir()/weights/PATH``) for weights too large to ship."""
-    if weights.package:
-        import importlib.resources
-
-        return Path(str(importlib.resources.files(weights.package).joinpath(weights.path)))
-    path = Path(weights.path).expanduser()
-    return path if path.is_absolute() else cache_dir() / "weights" / path
-
-
-def reproduce_hint(weights, path: Path) -> str:
-    """The command that makes ``path`` (``--out PATH`` added when the command has none)."""
-    import shlex
-
-    cmd = weights.command
-    return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
-
-
-def check_weights(weights, data: bytes | None = None, path: Path | None = None,
-                  state: Mapping[str, torch.Tensor] | None = None) -> str | None:
-    """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
-    or ``None`` when they are: the file's sha256 and/or its state's sha256."""
-    import io
-
-    if weights.sha256:
-        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
-        if digest != weights.sha256:
-            return f"sha256 {digest[:12]}..., expected {weights.sha256[:12]}..."
-    if weights.state_sha256:
-        if state is None:  # ``state``: already read from ``path`` by the caller
-            try:
-                state, _ = read_checkpoint(io.BytesIO(data) if data is not None else path)
-            except CheckpointError as exc:
-                return str(exc)
-        digest = state_sha256(state)
-        if digest != weights.state_sha256:
-            return f"state sha256 {digest[:12]}..., expected {weights.state_sha256[:12]}..."
-    return None
-
-
-def fetch_weights(weights, path: Path) -> None:
-    """Download ``weights.url`` to ``path`` (checked first, then written atomically); any
-    failure is one :class:`CheckpointError` that says how to make the file instead."""
-    import urllib.request
-
-    from .result import atomic_write
-
-    hint = f"reproduce them with: {reproduce_hint(weights, path)}"
-    try:
-        with urllib.request.urlopen(weights.url, timeout=60) as resp:  # noqa: S310 (a URL the plugin names)
-            data = resp.read()
-    except OSError as exc:
-        raise CheckpointError(f"weights are missing at {path} and could not be downloaded from {weights.url} "
-                              f"({type(exc).__name__}: {exc}); {hint}, or copy the file there") from None
-    problem = check_weights(weights, data=data)
-    if problem:
-        raise CheckpointError(f"download {weights.url} has {problem}; nothing was written; {hint}")
-    atomic_write(path, lambda f: f.write(data))
-
-
-def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str | None = None,
+def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str | os.PathLike | None = None,
                dataset: str | None = None, random_init: bool = False) -> LoadedModel:
     """Build a model and load its weights: ``checkpoint`` if given, else the registered
     weights for ``dataset``.  A registered model that lists weights, but none for
@@ -306,11 +161,8 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
         w = spec.weights.get(dataset) if dataset else None
         if w is None:
             have = ", ".join(sorted(spec.weights)) or "none"
-            raise CheckpointError(
-                f"model {ref!r} has no trained weights for dataset {dataset!r} (it has: {have}); "
-                f"train them with `fmbench train --model {ref} --dataset {dataset}` and pass "
-                f"--checkpoint, or pass --random-init to evaluate an untrained model"
-            )
+            raise CheckpointError(f"model {ref!r} has no trained weights for dataset {dataset!r} (it has: {have})",
+                                  hints=("checkpoint", "random_init"))
         path, registered = weights_path(w), True
         if not path.is_file() and w.url:
             fetch_weights(w, path)
@@ -388,14 +240,3 @@ def probe(module: nn.Module, image_size: int, device: torch.device, batch: int =
     return int(out1.shape[1])
 
 
-def save_checkpoint(path: str | os.PathLike, module: nn.Module, meta: dict[str, Any], half: bool = False) -> str:
-    """Write an fmbench checkpoint atomically; returns the state hash stored in ``meta``."""
-    from .result import atomic_write
-
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in module.state_dict().items()}
-    # plain JSON types only, so the file loads with weights_only=True (torch.__version__, for
-    # one, is a str subclass the weights-only unpickler refuses)
-    meta = json.loads(json.dumps(dict(meta, state_sha256=state_sha256(state)), default=str))
-    atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f))
-    return meta["state_sha256"]

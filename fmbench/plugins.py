@@ -117,6 +117,14 @@ class Registry:
     def attack(self, name: str) -> AttackSpec:
         return _lookup(self.attacks, "attack", name)
 
+    def build_attack(self, entry) -> Any:
+        """The attack of a protocol entry (:class:`fmbench.AttackEntry`), in its norm with its
+        parameters; factories that build on other attacks receive this registry."""
+        return self.attack(entry.name).build(self, entry.norm, **dict(entry.params))
+
+    def build_corruption(self, name: str) -> Any:
+        return self.corruption(name).factory()
+
     def protocol(self, name: str):
         """A protocol by id (``quick-v1``) or by tier name (``quick``: its newest version)."""
         if name in self.protocols:
@@ -136,22 +144,24 @@ def _lookup(table: dict, kind: str, name: str):
 
 
 def _collect(pm: pluggy.PluginManager, hook: str, kind: str, cls: type) -> dict[str, Any]:
+    """Every spec of one kind, by name (or protocol id), each marked with its plugin."""
     out: dict[str, Any] = {}
     for impl in getattr(pm.hook, hook).get_hookimpls():
-        items = impl.function() or []
+        items: list[Any] = impl.function() or []
         for item in items:
             if not isinstance(item, cls):
                 raise PluginError(
                     f"plugin {impl.plugin_name!r}: {hook}() returned a {type(item).__name__}, "
                     f"expected {cls.__name__}"
                 )
-            key = item.id if hasattr(item, "id") else item.name
+            spec: Any = item
+            key = spec.id if hasattr(spec, "id") else spec.name
             if key in out:
                 raise PluginError(
                     f"{kind} {key!r} is registered twice: by plugin {out[key].plugin!r} and by "
                     f"plugin {impl.plugin_name!r}"
                 )
-            out[key] = dataclasses.replace(item, plugin=impl.plugin_name)
+            out[key] = dataclasses.replace(spec, plugin=impl.plugin_name)
     return out
 
 

@@ -1,119 +1,30 @@
-"""Result files: atomic writes, the append-only partial log that makes runs resumable, the
-final result document and its terminal summary.
+"""The result of a run: the document assembled from the chunk records, its summaries, and
+:class:`Result`, the typed view over it that the API returns and the CLI, the leaderboard
+code and the benchmarks read.
 
 Everything that varies between two identical runs (dates, durations, host, the command line)
-lives under the single key ``"run"``; the rest of a result file is a pure function of the
-model, data, protocol and device.
+lives under the single key ``"run"``; the rest of a result document is a pure function of
+the model, data, protocol and device.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
-from collections.abc import Callable
+import platform
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from . import __version__
 from .errors import ResultError
+from .files import dumps, read_json, write_json
+from .metrics import iou_dice, relative
 
 SCHEMA_VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write a file through a temporary sibling and ``os.replace``: readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    text = dumps(obj)
-    atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultError(f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-
-
-def partial_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial.jsonl")
-
-
-class PartialLog:
-    """An append-only JSON-lines log of finished (batch, condition) chunks.
-
-    The first line is the run's identity; ``resume=True`` checks it against the current run
-    and returns the chunks already done.  A line cut short by a kill is ignored.
-    """
-
-    def __init__(self, path: Path, header: dict[str, Any], resume: bool):
-        self.path = Path(path)
-        self.records: list[dict[str, Any]] = []
-        if resume and self.path.exists():
-            lines = self.path.read_text().splitlines()
-            try:
-                first = json.loads(lines[0]) if lines else None
-            except json.JSONDecodeError:
-                first = None
-            if first != {"header": header}:
-                diff = []
-                if isinstance(first, dict) and isinstance(first.get("header"), dict):
-                    diff = [k for k in header if first["header"].get(k) != header[k]]
-                what = f" ({', '.join(diff)} differ)" if diff else ""
-                raise ResultError(
-                    f"partial run {self.path} was made with different settings{what}; "
-                    f"use --overwrite to start over"
-                )
-            for line in lines[1:]:
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # the last line of a killed run
-            good = "".join(json.dumps(x) + "\n" for x in [{"header": header}] + self.records)
-            atomic_write(self.path, lambda f: f.write(good), mode="w")
-        else:
-            line = json.dumps({"header": header}) + "\n"
-            atomic_write(self.path, lambda f: f.write(line), mode="w")
-        self.done = {(r["batch"], r["condition"]) for r in self.records}
-
-    def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records.append(record)
-        self.done.add((record["batch"], record["condition"]))
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+PASS_KEYS = ("forward_calls", "forward_images", "backward_calls", "backward_images")
 
 
 def _mean(values) -> float | None:
@@ -152,7 +63,161 @@ def summarize(conditions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summary_table(result: dict[str, Any]):
+def assemble(header: dict[str, Any], protocol, conditions, records, loaded, dataset, dataset_ref: str,
+             device: torch.device) -> dict[str, Any]:
+    """The result document from the chunk records (any order; resumed or not)."""
+    records = sorted(records, key=lambda r: r["batch"])
+    ids: list[str] = []
+    for r in records:
+        if r["condition"] == "reference":
+            ids.extend(r["ids"])
+    per_image: dict[str, dict[str, list[float]]] = {"iou": {}, "dice": {}}
+    cond_out = []
+    for cond in conditions:
+        rs = [r for r in records if r["condition"] == cond.id]
+        counts = {k: torch.tensor([v for r in rs for v in r[k]]) for k in ("inter", "union", "pred", "true")}
+        iou, dice = iou_dice(counts)
+        iou_l, dice_l = iou.tolist(), dice.tolist()
+        per_image["iou"][cond.id] = iou_l
+        per_image["dice"][cond.id] = dice_l
+        passes = {k: sum(r["passes"][k] for r in rs) for k in PASS_KEYS}
+        inter, union = int(counts["inter"].sum()), int(counts["union"].sum())
+        pt = int((counts["pred"] + counts["true"]).sum())
+        cond_out.append({
+            "id": cond.id, "kind": cond.kind, "name": cond.name, "family": cond.family,
+            "level": cond.level, "label": cond.label, "norm": cond.norm,
+            "iou": math.fsum(iou_l) / len(iou_l), "dice": math.fsum(dice_l) / len(dice_l),
+            "iou_pooled": inter / union if union else 1.0, "dice_pooled": 2 * inter / pt if pt else 1.0,
+            "n_images": len(iou_l), "passes": passes,
+        })
+    ref_iou = per_image["iou"]["reference"]
+    for c in cond_out:
+        ratios, mean = relative(per_image["iou"][c["id"]], ref_iou)
+        c["robustness"] = mean
+        c["n_images_without_ratio"] = sum(r is None for r in ratios)
+    totals = {k: sum(c["passes"][k] for c in cond_out) for k in cond_out[0]["passes"]}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "fmbench-result",
+        "fmbench_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "protocol": {"id": protocol.id, "name": protocol.name, "version": protocol.version,
+                     "hash": protocol.hash, "content": protocol.content()},
+        "model": {
+            "ref": loaded.ref, "args": loaded.args, "checkpoint_sha256": loaded.weights_sha256,
+            "parameters": loaded.n_parameters,
+            "meta": loaded.meta,
+            "plugin": loaded.spec.plugin if loaded.spec else None,
+        },
+        "dataset": {"ref": dataset_ref, "split": protocol.split, "synthetic": bool(dataset.synthetic),
+                    "n_images": len(ids)},
+        "device": device.type,
+        "batch_size": header["batch_size"],
+        "conditions": cond_out,
+        "summary": summarize(cond_out),
+        "passes": totals,
+        "per_image": {"ids": ids, **per_image},
+    }
+
+
+class Result(Mapping):
+    """A result document with typed access: ``.summary``, ``.conditions``, ``.per_image``...
+
+    It is also a read-only mapping over the document (``result["summary"]``), so code that
+    reads result JSON reads a :class:`Result` the same way.  :meth:`to_json` and :meth:`save`
+    write exactly the document; :meth:`load` reads one back.
+    """
+
+    def __init__(self, document: dict[str, Any], path: str | os.PathLike | None = None):
+        if not isinstance(document, dict) or document.get("kind") != "fmbench-result":
+            found = document.get("kind") if isinstance(document, dict) else type(document).__name__
+            raise ResultError(f"{path or 'document'}: not an fmbench result (kind {found!r})")
+        self.document = document
+        self.path = Path(path) if path is not None else None
+
+    # the mapping view
+    def __getitem__(self, key: str) -> Any:
+        return self.document[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.document)
+
+    def __len__(self) -> int:
+        return len(self.document)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Result({self.model['ref']!r} on {self.dataset['ref']!r}, {self.protocol['id']}: "
+                f"clean IoU {_fmt(s['clean_iou'])}, corruption robustness {_fmt(s['corruption_robustness'])}, "
+                f"adversarial robustness {_fmt(s['adversarial_robustness'])})")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.document["summary"]
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return self.document["conditions"]
+
+    @property
+    def per_image(self) -> dict[str, Any]:
+        return self.document["per_image"]
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        return self.document["protocol"]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.document["model"]
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.document["dataset"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.document.get("warnings", []))
+
+    @property
+    def run(self) -> dict[str, Any]:
+        return dict(self.document.get("run") or {})
+
+    def condition(self, cond_id: str) -> dict[str, Any]:
+        """One condition's scores by id (``"noise@2"``, ``"pgd@8/255"``)."""
+        for c in self.conditions:
+            if c["id"] == cond_id:
+                return c
+        raise ResultError(f"no condition {cond_id!r} in this result "
+                          f"(it has: {', '.join(c['id'] for c in self.conditions)})")
+
+    def to_json(self) -> str:
+        return dumps(self.document)
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the document atomically; an existing file is kept unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ResultError(f"{path} already exists", hints=("overwrite", "out"))
+        write_json(path, self.document)
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Result":
+        return cls(read_json(path), path)
+
+    def table(self):
+        """A rich table: one row per condition, then the summary scores."""
+        return summary_table(self.document)
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def summary_table(result: Mapping[str, Any]):
     """A rich table of a result: one row per condition, then the summary scores."""
     from rich.markup import escape
     from rich.table import Table
@@ -166,19 +231,15 @@ def summary_table(result: dict[str, Any]):
     table = Table(title=title, title_justify="left")
     for col, just in [("condition", "left"), ("family", "left"), ("IoU", "right"), ("Dice", "right"),
                       ("robustness", "right"), ("fwd/bwd passes", "right")]:
-        table.add_column(col, justify=just)
-
-    def fmt(v):
-        return "—" if v is None else f"{v:.3f}"
-
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
     for c in result["conditions"]:
-        table.add_row(c["label"], c["family"], fmt(c["iou"]), fmt(c["dice"]), fmt(c["robustness"]),
+        table.add_row(c["label"], c["family"], _fmt(c["iou"]), _fmt(c["dice"]), _fmt(c["robustness"]),
                       f"{c['passes']['forward_images']}/{c['passes']['backward_images']}")
     s = result["summary"]
     table.add_section()
-    table.add_row("[b]clean IoU[/b]", "", fmt(s["clean_iou"]), fmt(s["clean_dice"]), "", "")
+    table.add_row("[b]clean IoU[/b]", "", _fmt(s["clean_iou"]), _fmt(s["clean_dice"]), "", "")
     for name, fam in s["families"].items():
-        table.add_row(f"[b]{name}[/b] (mean)", fam["kind"], fmt(fam["iou"]), "", fmt(fam["robustness"]), "")
-    table.add_row("[b]corruption robustness[/b]", "", "", "", fmt(s["corruption_robustness"]), "")
-    table.add_row("[b]adversarial robustness[/b]", "", "", "", fmt(s["adversarial_robustness"]), "")
+        table.add_row(f"[b]{name}[/b] (mean)", fam["kind"], _fmt(fam["iou"]), "", _fmt(fam["robustness"]), "")
+    table.add_row("[b]corruption robustness[/b]", "", "", "", _fmt(s["corruption_robustness"]), "")
+    table.add_row("[b]adversarial robustness[/b]", "", "", "", _fmt(s["adversarial_robustness"]), "")
     return table

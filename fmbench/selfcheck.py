@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from .attack import Attack, GradientTracker, random_noise
-from .metrics import predict
+from .metrics import per_image_iou, predict
 
 ABS_TOL = 0.01  # the smallest IoU difference a check reports
 RANDOM_SHARE = 0.5  # random noise may cost at most this share of the attack's IoU drop
@@ -71,10 +71,7 @@ def attack_checks(model, attack: Attack, tracker: GradientTracker, x: torch.Tens
     if control_gens is not None:
         x_rand = random_noise(x, eps, norm or "linf", control_gens)
         with torch.inference_mode():
-            p = predict(model(x_rand)).flatten(1)
-        t = target.flatten(1)
-        inter, union = (p & t).sum(1), (p | t).sum(1)
-        out["random_iou"] = [i / u if u else 1.0 for i, u in zip(inter.tolist(), union.tolist())]
+            out["random_iou"] = per_image_iou(predict(model(x_rand)), target).tolist()
     return out
 
 

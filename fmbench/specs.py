@@ -7,9 +7,29 @@ where it came from.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _summary(cls: type, summary: str | None) -> str:
+    text = summary or getattr(cls, "summary", "") or (inspect.getdoc(cls) or "").split("\n\n")[0]
+    return " ".join(text.split())
+
+
+def init_defaults(cls: Callable[..., Any], skip: tuple[str, ...] = ("self", "norm", "registry")) -> dict[str, Any]:
+    """The keyword defaults of a class's constructor (or a factory's signature)."""
+    target: Any = cls.__init__ if isinstance(cls, type) else cls  # type: ignore[misc]
+    params = inspect.signature(target).parameters.values()
+    return {p.name: p.default for p in params if p.name not in skip and p.default is not inspect.Parameter.empty}
+
+
+def wants_registry(factory: Callable[..., Any]) -> bool:
+    """Whether a factory takes the registry (``registry=`` keyword): an attack built from other
+    registered attacks, say.  The host passes it; no plugin reads a process-wide registry."""
+    target: Any = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    return "registry" in inspect.signature(target).parameters
 
 
 @dataclass(frozen=True)
@@ -78,7 +98,10 @@ class CorruptionSpec:
 
     ``levels`` are the severities it accepts, in order of increasing severity;
     ``level_label`` formats one for people (``"SNR 2"``).  ``geometric`` corruptions resample
-    the image and transform the mask with nearest-neighbour interpolation.
+    the image and transform the mask with nearest-neighbour interpolation.  ``exposure``
+    corruptions change only the detector's exposure, and their level *is* the SNR (the noise
+    family; training's ``noise-aug`` draws from them).  :meth:`of` builds the spec from the
+    corruption class's own attributes, so nothing is declared twice.
     """
 
     name: str
@@ -89,16 +112,32 @@ class CorruptionSpec:
     level_label: str = "{level:g}"
     geometric: bool = False
     plugin: str = ""
+    exposure: bool = False
 
     def label(self, level: float) -> str:
         return self.level_label.format(level=level)
+
+    @classmethod
+    def of(cls, corruption: Any, summary: str | None = None, **overrides: Any) -> "CorruptionSpec":
+        """The spec of a :class:`fmbench.Corruption` subclass, from its ``name``, ``levels``,
+        ``family``, ``level_label``, ``geometric``, ``exposure`` and ``summary`` (or the first
+        paragraph of its docstring)."""
+        fields = dict(name=corruption.name, summary=_summary(corruption, summary), factory=corruption,
+                      levels=tuple(corruption.levels), family=getattr(corruption, "family", "") or corruption.name,
+                      level_label=getattr(corruption, "level_label", "{level:g}"),
+                      geometric=bool(getattr(corruption, "geometric", False)),
+                      exposure=bool(getattr(corruption, "exposure", False)))
+        return cls(**{**fields, **overrides})
 
 
 @dataclass(frozen=True)
 class AttackSpec:
     """A registered attack: ``factory(**params)`` returns a :class:`fmbench.attack.Attack`.
 
-    ``norms`` lists the threat models it supports (``"linf"``, ``"l2"``).
+    ``norms`` lists the threat models it supports (``"linf"``, ``"l2"``); ``defaults`` the
+    parameters it takes and their default values.  :meth:`of` builds the spec from the attack
+    class itself (``name``, ``norms``, ``summary`` and its constructor's defaults), so nothing
+    is declared twice.  A factory with a ``registry`` parameter receives the registry.
     """
 
     name: str
@@ -107,3 +146,15 @@ class AttackSpec:
     norms: tuple[str, ...] = ("linf",)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
+
+    @classmethod
+    def of(cls, attack: Any, summary: str | None = None, **overrides: Any) -> "AttackSpec":
+        """The spec of a :class:`fmbench.Attack` subclass."""
+        fields = dict(name=attack.name, summary=_summary(attack, summary), factory=attack,
+                      norms=tuple(getattr(attack, "norms", ("linf",))), defaults=init_defaults(attack))
+        return cls(**{**fields, **overrides})
+
+    def build(self, registry: Any, norm: str, **params: Any) -> Any:
+        """An attack instance in ``norm`` with ``params`` (the registry passed when wanted)."""
+        extra = {"registry": registry} if wants_registry(self.factory) else {}
+        return self.factory(norm=norm, **params, **extra)

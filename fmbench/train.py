@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .corruption import Sensor
+from .checkpoint import load_state, save_checkpoint
+from .conditions import expose, reference_input
 from .data import normalize
 from .errors import CheckpointError, ProtocolError, ResultError
+from .files import atomic_write
 from .metrics import iou_dice, overlap_counts, predict
-from .model import load_state, save_checkpoint
-from .protocol import Protocol
+from .protocol import AttackEntry, Protocol
 from .seeding import derive_seed, generators
 
 
@@ -75,16 +76,18 @@ def _load_split(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, m
 
 
-def noise_levels(protocol: Protocol) -> tuple[float, ...]:
-    """The SNRs ``noise-aug`` draws from: the reference SNR and the protocol's ``noise``
-    corruption levels (the detector-noise family every protocol evaluates)."""
-    entries = [e for e in protocol.corruptions if e.name == "noise"]
+def noise_levels(protocol: Protocol, registry) -> tuple[float, ...]:
+    """The SNRs ``noise-aug`` draws from: the reference SNR and the levels of the protocol's
+    exposure corruptions (those whose level is the detector's SNR: the noise family)."""
+    entries = [e for e in protocol.corruptions if registry.corruption(e.name).exposure]
     if not entries:
-        raise ProtocolError(f"--defense noise-aug: protocol {protocol.id} has no 'noise' corruption to draw SNRs from")
-    return tuple(sorted({float(protocol.reference_snr), *map(float, entries[0].levels)}, reverse=True))
+        raise ProtocolError(f"defense noise-aug: protocol {protocol.id} has no exposure (noise) corruption "
+                            f"to draw SNRs from")
+    return tuple(sorted({float(protocol.reference_snr), *(float(v) for e in entries for v in e.levels)}, reverse=True))
 
 
-def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: int, step: int):
+def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: int, step: int,
+                levels: tuple[float, ...] = ()):
     """The batch of one step: images, reference-condition noise (``noise-aug``: an SNR drawn
     per image from :func:`noise_levels`), crop, flip, rotation."""
     g = torch.Generator().manual_seed(derive_seed("train", seed, step))
@@ -92,14 +95,12 @@ def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: in
     x, m = x_all[idx], m_all[idx]
     gens = generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}")
     if recipe.defense == "noise-aug":
-        levels = noise_levels(protocol)
         pick = torch.randint(0, len(levels), (recipe.batch_size,), generator=g).tolist()
         # per image: photon_scale depends on each image's own foreground and background
-        y = torch.cat([Sensor(x[b : b + 1], m[b : b + 1], protocol.camera, protocol.reference_snr)
-                       .expose(x[b : b + 1], [gens[b]], snr=levels[pick[b]]) for b in range(recipe.batch_size)])
+        y = torch.cat([expose(protocol, x[b : b + 1], m[b : b + 1], [gens[b]], snr=levels[pick[b]])
+                       for b in range(recipe.batch_size)])
     else:
-        sensor = Sensor(x, m, protocol.camera, protocol.reference_snr)
-        y = sensor.expose(x, gens)
+        y = expose(protocol, x, m, gens)
     H, W = x.shape[-2:]
     c = min(recipe.crop, H, W)
     out_x, out_m = [], []
@@ -118,24 +119,19 @@ def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: in
     return torch.stack(out_x), torch.stack(out_m)
 
 
-def _adversarial_half(module, xb: torch.Tensor, mb: torch.Tensor, recipe: Recipe, seed: int,
-                     step: int) -> torch.Tensor:
-    """``pgd-at``: the first half of the batch replaced by L-inf PGD examples (random start,
-    ``AT_STEPS`` steps of ``2.5 * AT_EPS / AT_STEPS``), computed in eval mode so the attack
-    does not move the BatchNorm statistics."""
-    from .attack import ascend, frozen_params, input_gradient, project_linf
+def _adversarial_half(module, attack, xb: torch.Tensor, mb: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """``pgd-at``: the first half of the batch replaced by examples of the registered PGD
+    attack (L-inf, ``AT_EPS``, ``AT_STEPS`` steps of ``2.5 * AT_EPS / AT_STEPS`` from a random
+    start), computed in eval mode so the attack does not move the BatchNorm statistics."""
+    from .attack import frozen_params
 
     n = xb.shape[0] // 2
     if n == 0:
         return xb
-    g = torch.Generator().manual_seed(derive_seed("pgd-at", seed, step))
-    x, t = xb[:n], mb[:n].bool()
-    x_adv = torch.clamp(x + (2 * torch.rand(x.shape, generator=g) - 1) * AT_EPS, 0.0, 1.0)
+    gens = generators(seed, [f"pgd-at/{step}/{b}" for b in range(n)], "pgd-at")
     module.eval()
     with frozen_params(module):
-        for _ in range(AT_STEPS):
-            grad, _ = input_gradient(module, x_adv, t, where="pgd-at")
-            x_adv = project_linf(ascend(x_adv, grad, 2.5 * AT_EPS / AT_STEPS, "linf"), x, AT_EPS)
+        x_adv = attack(module, xb[:n], mb[:n].bool(), AT_EPS, gens)
     module.train()
     return torch.cat([x_adv.detach(), xb[n:]])
 
@@ -143,17 +139,16 @@ def _adversarial_half(module, xb: torch.Tensor, mb: torch.Tensor, recipe: Recipe
 def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float:
     """Mean foreground IoU on the validation images at the reference condition."""
     module.eval()
-    sensor = Sensor(x_val, m_val, protocol.camera, protocol.reference_snr)
-    y = sensor.expose(x_val, generators(seed, keys, "validation"))
+    x = reference_input(protocol, x_val, m_val, generators(seed, keys, "validation"))
     with torch.inference_mode():
-        pred = predict(module(normalize(y, *protocol.normalization)))
+        pred = predict(module(x))
     iou, _ = iou_dice(overlap_counts(pred, m_val))
     module.train()
     return float(iou.mean())
 
 
 def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: str, model_args: dict,
-          dataset_ref: str, protocol: Protocol, recipe: Recipe, seed: int, out: Path, resume: bool = False,
+          dataset_ref: str, protocol: Protocol, registry, recipe: Recipe, seed: int, out: Path, resume: bool = False,
           half: bool = False, command: str | None = None,
           on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.
@@ -183,27 +178,32 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
     start, history, seconds = 0, [], 0.0
     identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,
                 "recipe": dataclasses.asdict(recipe), "protocol": protocol.id}
+    levels: tuple[float, ...] = ()
+    attack = None
     if recipe.defense == "noise-aug":
-        identity["defense_params"] = {"snrs": list(noise_levels(protocol))}
+        levels = noise_levels(protocol, registry)
+        identity["defense_params"] = {"snrs": list(levels)}
     elif recipe.defense == "pgd-at":
-        identity["defense_params"] = {"eps": AT_EPS, "steps": AT_STEPS, "norm": "linf", "fraction": 0.5}
+        identity["defense_params"] = {"attack": "pgd", "eps": AT_EPS, "steps": AT_STEPS, "rel_step": 2.5,
+                                      "norm": "linf", "fraction": 0.5}
+        attack = registry.build_attack(AttackEntry("pgd", (AT_EPS,), params=(("steps", AT_STEPS), ("rel_step", 2.5))))
     if resume and state_file.exists():
         st = torch.load(state_file, map_location="cpu", weights_only=True)
         if st.get("identity") != identity:
-            raise ResultError(f"training state {state_file} belongs to a different run; use --overwrite")
+            raise ResultError(f"training state {state_file} belongs to a different run", hints=("overwrite",))
         load_state(module, st["model"], f"training state {state_file}")
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
     elif resume:
-        raise CheckpointError(f"--resume: no training state at {state_file}")
+        raise CheckpointError(f"no training state to resume at {state_file}")
 
     module.train()
     t0 = time.perf_counter()
     for step in range(start, recipe.steps):
-        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step)
-        if recipe.defense == "pgd-at":
-            xb = _adversarial_half(module, xb, mb, recipe, seed, step)
+        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels)
+        if attack is not None:
+            xb = _adversarial_half(module, attack, xb, mb, seed, step)
         loss = _loss(module(xb), mb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,8 +216,6 @@ def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: st
                      "val_iou": round(validate(module, x_va, m_va, keys_va, protocol, seed), 6)}
             history.append(entry)
         if done % recipe.checkpoint_every == 0 and done < recipe.steps:
-            from .result import atomic_write
-
             snap = {"identity": identity, "model": module.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "step": done, "history": history,
                     "seconds": seconds + time.perf_counter() - t0}

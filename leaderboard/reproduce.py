@@ -36,7 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from fmbench.result import partial_path, write_json
+from fmbench.runlog import partial_path
+from fmbench.files import write_json
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("nucleus", "er", "mito")
@@ -82,7 +83,7 @@ def run(cmd: list[str], dry: bool) -> float:
 
 def register_weights(model: str, dataset: str, ckpt: Path) -> None:
     """Record the checkpoint's state sha256 and training command in plugins/zoo_weights.json."""
-    from fmbench.model import read_checkpoint, state_sha256
+    from fmbench.checkpoint import read_checkpoint, state_sha256
     from fmbench_plugins.zoo import WEIGHTS_FILE
 
     state, meta = read_checkpoint(ckpt)
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not zoo models: {', '.join(unknown)}", file=sys.stderr)
         return 1
     os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
-    from fmbench.model import cache_dir
+    from fmbench.weights import cache_dir
 
     pid = protocol_id(TIER)
     fmbench = str(Path(sys.executable).with_name("fmbench"))

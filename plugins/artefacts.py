@@ -17,9 +17,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fmbench import CorruptionSpec, hookimpl
-from fmbench.corruption import PhysicalCorruption, gaussian_blur, signal_levels, signal_mask
-from fmbench.seeding import rand_per_image, randn_per_image
+from fmbench import (
+    CorruptionSpec,
+    PhysicalCorruption,
+    gaussian_blur,
+    hookimpl,
+    rand_per_image,
+    randn_per_image,
+    signal_levels,
+    signal_mask,
+)
 
 
 def _grid(h: int, w: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +50,9 @@ class Shading(PhysicalCorruption):
 
     name = "shading"
     levels = (0.8, 0.6, 0.45, 0.3, 0.2)
+    family = "optical"
+    level_label = "edge {level:.0%}"
+    summary = "uneven illumination (vignetting); level: corner/peak illumination"
 
     def sample(self, x, mask, level, gens):
         return {"centre": rand_per_image((2,), gens, x.device, x.dtype) * 0.4 - 0.2}
@@ -76,6 +86,9 @@ class Background(PhysicalCorruption):
 
     name = "background"
     levels = (0.05, 0.15, 0.4, 1.0, 2.5)
+    family = "optical"
+    level_label = "bg {level:g}x"
+    summary = "smooth autofluorescence background; level: x the signal"
 
     def sample(self, x, mask, level, gens):
         return {"waves": rand_per_image((4, 4), gens, x.device, x.dtype)}
@@ -115,6 +128,9 @@ class OutOfFocusHaze(PhysicalCorruption):
 
     name = "haze"
     levels = (0.1, 0.25, 0.5, 1.0, 2.0)
+    family = "optical"
+    level_label = "haze {level:g}x"
+    summary = "out-of-focus light from neighbouring planes; level: x the in-focus light"
     near_sigma_px = 4.0
     far_sigma_px = 10.0
 
@@ -155,6 +171,9 @@ class Photobleaching(PhysicalCorruption):
 
     name = "bleaching"
     levels = (1.0, 2.0, 3.0, 4.0, 5.0)
+    family = "optical"
+    level_label = "{level:g} t1/2"
+    summary = "photobleaching, fewer photons; level: half-lives"
 
     def optics(self, x, mask, level, params):
         return x * 2.0 ** -level
@@ -177,6 +196,10 @@ class PixelSize(PhysicalCorruption):
 
     name = "pixel-size"
     levels = (1.25, 1.5, 2.0, 2.5, 3.0)
+    family = "optical"
+    level_label = "pixel /{level:g}"
+    summary = "smaller pixels, structures look larger (geometric; mask resampled)"
+    geometric = True
 
     def sample(self, x, mask, level, gens):
         b, _, h, w = x.shape
@@ -228,6 +251,9 @@ class FixedPattern(PhysicalCorruption):
 
     name = "fixed-pattern"
     levels = (0.5, 1.0, 2.0, 4.0, 8.0)
+    family = "detector"
+    level_label = "FPN {level:g}x"
+    summary = "sCMOS fixed pattern and row/column stripes; level: x read noise"
 
     def sample(self, x, mask, level, gens):
         _, _, h, w = x.shape
@@ -257,6 +283,9 @@ class Saturation(PhysicalCorruption):
 
     name = "saturation"
     levels = (0.05, 0.15, 0.3, 0.5, 0.7)
+    family = "detector"
+    level_label = "{level:.0%} clipped"
+    summary = "detector saturation; level: fraction of signal clipped"
 
     def detector(self, y, expected, mask, level, params, sensor):
         m = signal_mask(expected, mask)
@@ -278,6 +307,9 @@ class HotPixels(PhysicalCorruption):
 
     name = "hot-pixels"
     levels = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    family = "detector"
+    level_label = "{level:.2%} hot"
+    summary = "hot pixels; level: fraction of pixels"
 
     def sample(self, x, mask, level, gens):
         shape = tuple(x.shape[1:])
@@ -293,24 +325,7 @@ class HotPixels(PhysicalCorruption):
 OPTICAL = (Shading, Background, OutOfFocusHaze, Photobleaching, PixelSize)
 DETECTOR = (FixedPattern, Saturation, HotPixels)
 
-_SPECS = {
-    "shading": ("uneven illumination (vignetting); level: corner/peak illumination", "edge {level:.0%}"),
-    "background": ("smooth autofluorescence background; level: x the signal", "bg {level:g}x"),
-    "haze": ("out-of-focus light from neighbouring planes; level: x the in-focus light", "haze {level:g}x"),
-    "bleaching": ("photobleaching, fewer photons; level: half-lives", "{level:g} t1/2"),
-    "pixel-size": ("smaller pixels, structures look larger (geometric; mask resampled)", "pixel /{level:g}"),
-    "fixed-pattern": ("sCMOS fixed pattern and row/column stripes; level: x read noise", "FPN {level:g}x"),
-    "saturation": ("detector saturation; level: fraction of signal clipped", "{level:.0%} clipped"),
-    "hot-pixels": ("hot pixels; level: fraction of pixels", "{level:.2%} hot"),
-}
-
 
 @hookimpl
 def fmbench_corruptions():
-    specs = []
-    for family, classes in (("optical", OPTICAL), ("detector", DETECTOR)):
-        for cls in classes:
-            summary, label = _SPECS[cls.name]
-            specs.append(CorruptionSpec(name=cls.name, summary=summary, factory=cls, levels=cls.levels,
-                                        family=family, level_label=label, geometric=cls is PixelSize))
-    return specs
+    return [CorruptionSpec.of(cls) for cls in OPTICAL + DETECTOR]

@@ -26,9 +26,13 @@ import math
 
 import torch
 
-from fmbench import CorruptionSpec, hookimpl
-from fmbench.corruption import PhysicalCorruption, gaussian_blur
-from fmbench.seeding import rand_per_image
+from fmbench import (
+    CorruptionSpec,
+    PhysicalCorruption,
+    gaussian_blur,
+    hookimpl,
+    rand_per_image,
+)
 
 LEVELS = (2.0, 3.0, 4.0, 6.0, 8.0)
 SIGMA_IN_FOCUS_PX = 0.84
@@ -48,6 +52,9 @@ class SpaceInvariantBlur(PhysicalCorruption):
 
     name = "sib"
     levels = LEVELS
+    family = "sib"
+    level_label = "PSF {level:g}x"
+    summary = "space-invariant defocus blur (Gaussian PSF k x wider), reference noise"
 
     def optics(self, x, mask, level, params):
         return gaussian_blur(x, extra_sigma(level))
@@ -97,6 +104,9 @@ class SpaceVariantBlur(PhysicalCorruption):
 
     name = "svb"
     levels = LEVELS
+    family = "svb"
+    level_label = "PSF up to {level:g}x"
+    summary = "space-variant defocus (tilted focal plane or field curvature), reference noise"
 
     def sample(self, x, mask, level, gens):
         return {"map": rand_per_image((4,), gens, x.device, x.dtype)}
@@ -119,10 +129,4 @@ class SpaceVariantBlur(PhysicalCorruption):
 
 @hookimpl
 def fmbench_corruptions():
-    return [
-        CorruptionSpec(name="sib", summary="space-invariant defocus blur (Gaussian PSF k x wider), reference noise",
-                       factory=SpaceInvariantBlur, levels=LEVELS, family="sib", level_label="PSF {level:g}x"),
-        CorruptionSpec(name="svb", summary="space-variant defocus (tilted focal plane or field curvature), "
-                                           "reference noise",
-                       factory=SpaceVariantBlur, levels=LEVELS, family="svb", level_label="PSF up to {level:g}x"),
-    ]
+    return [CorruptionSpec.of(SpaceInvariantBlur), CorruptionSpec.of(SpaceVariantBlur)]

@@ -5,18 +5,24 @@ on the same images at the same budget and keep, per image, the strongest result.
 ties (common: several members may drive IoU to 0) go to the higher mean pixel loss.  Each
 member draws its randomness from generators derived from the image's generator and the
 member's name, so the ensemble is exactly reproducible and members do not share random starts.
-Members are looked up by name in the plugin registry, so a third-party attack can join.
+Members are looked up by name in the registry the host passes, so a third-party attack can join.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fmbench import AttackSpec, hookimpl
-from fmbench.attack import Attack, check_norm, segmentation_loss
-from fmbench.errors import ProtocolError
-from fmbench.metrics import predict
-from fmbench.seeding import derive_seed
+from fmbench import (
+    Attack,
+    AttackSpec,
+    ProtocolError,
+    check_norm,
+    derive_seed,
+    hookimpl,
+    per_image_iou,
+    predict,
+    segmentation_loss,
+)
 
 DEFAULT_MEMBERS = (("fgsm", ()), ("pgd", ()), ("segpgd", ()), ("cospgd", ()))
 
@@ -37,12 +43,11 @@ class WorstCase(Attack):
     name = "worst-case"
     role = "ensemble"
     loss = "mixed"
+    norms = ("linf", "l2")
+    summary = "per image, the strongest of several attacks (SEA-style)"
 
-    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS):
-        from fmbench.plugins import get_registry
-
+    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS, *, registry):
         self.norm = check_norm(norm, self.name)
-        registry = get_registry()
         self.attacks = []
         labels = []
         for item in members:
@@ -53,7 +58,7 @@ class WorstCase(Attack):
             if norm not in spec.norms:
                 raise ProtocolError(f"attack {self.name!r}: member {name!r} does not support norm {norm!r} "
                                     f"(it supports {', '.join(spec.norms)})")
-            self.attacks.append(spec.factory(norm=norm, **dict(params)))
+            self.attacks.append(spec.build(registry, norm, **dict(params)))
             labels.append(name if name not in labels else f"{name}#{len(labels)}")
         if not self.attacks:
             raise ProtocolError(f"attack {self.name!r} needs at least one member")
@@ -64,14 +69,11 @@ class WorstCase(Attack):
 
     def __call__(self, model, x, target, eps, gens):
         best = best_iou = best_loss = None
-        t = target.flatten(1)
         for label, attack in zip(self.members, self.attacks):
             x_adv = attack(model, x, target, eps, _member_gens(gens, label)).detach()
             with torch.no_grad():
                 logits = model(x_adv)
-                p = predict(logits).flatten(1)
-                inter, union = (p & t).sum(1), (p | t).sum(1)
-                iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
+                iou = per_image_iou(predict(logits), target, torch.float32)
                 loss = segmentation_loss(logits.float(), target).flatten(1).mean(1)
             if best is None:
                 best, best_iou, best_loss = x_adv, iou, loss
@@ -85,5 +87,4 @@ class WorstCase(Attack):
 
 @hookimpl
 def fmbench_attacks():
-    return [AttackSpec(name="worst-case", summary="per image, the strongest of several attacks (SEA-style)",
-                       factory=WorstCase, norms=("linf", "l2"), defaults={"members": DEFAULT_MEMBERS})]
+    return [AttackSpec.of(WorstCase)]

@@ -3,12 +3,22 @@ normalised-gradient step (L2)."""
 
 from __future__ import annotations
 
-from fmbench import AttackSpec, hookimpl
-from fmbench.attack import Attack, input_gradient, project_l2, project_linf
-from fmbench.errors import ProtocolError
+from fmbench import (
+    Attack,
+    AttackSpec,
+    ProtocolError,
+    hookimpl,
+    input_gradient,
+    project_l2,
+    project_linf,
+)
 
 
 class FGSM(Attack):
+    name = "fgsm"
+    norms = ("linf", "l2")
+    summary = "fast gradient sign method, one step (Goodfellow et al. 2015)"
+
     def __init__(self, norm: str = "linf"):
         if norm not in ("linf", "l2"):
             raise ProtocolError(f"attack 'fgsm': unsupported norm {norm!r} (use 'linf' or 'l2')")
@@ -24,5 +34,4 @@ class FGSM(Attack):
 
 @hookimpl
 def fmbench_attacks():
-    return [AttackSpec(name="fgsm", summary="fast gradient sign method, one step (Goodfellow et al. 2015)",
-                       factory=FGSM, norms=("linf", "l2"))]
+    return [AttackSpec.of(FGSM)]

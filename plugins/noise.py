@@ -9,13 +9,19 @@ reference condition; the family's levels 5, 4, 3, 2, 1 are increasingly severe.
 
 from __future__ import annotations
 
-from fmbench import CorruptionSpec, hookimpl
-from fmbench.corruption import Corruption, check_image_batch, check_level
+from fmbench import Corruption, CorruptionSpec, check_image_batch, check_level, hookimpl
 
 LEVELS = (8.0, 5.0, 4.0, 3.0, 2.0, 1.0)
 
 
 class PoissonGaussianNoise(Corruption):
+    name = "noise"
+    levels = LEVELS
+    family = "noise"
+    level_label = "SNR {level:g}"
+    exposure = True
+    summary = "mixed Poisson-Gaussian noise at a target SNR"
+
     def __call__(self, x, mask, level, sensor, gens):
         check_image_batch(x, "corruption 'noise'")
         check_level("noise", level, LEVELS)
@@ -24,6 +30,4 @@ class PoissonGaussianNoise(Corruption):
 
 @hookimpl
 def fmbench_corruptions():
-    return [CorruptionSpec(name="noise", summary="mixed Poisson-Gaussian noise at a target SNR",
-                           factory=PoissonGaussianNoise, levels=LEVELS, family="noise",
-                           level_label="SNR {level:g}")]
+    return [CorruptionSpec.of(PoissonGaussianNoise)]

@@ -27,10 +27,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fmbench import AttackSpec, hookimpl
-from fmbench.attack import (Attack, ascend, check_norm, input_gradient, project, random_start,
-                            segmentation_loss, two_class_logits)
-from fmbench.errors import ProtocolError
+from fmbench import (
+    Attack,
+    AttackSpec,
+    ProtocolError,
+    ascend,
+    check_norm,
+    hookimpl,
+    input_gradient,
+    project,
+    random_start,
+    segmentation_loss,
+    two_class_logits,
+)
 
 
 def kurakin_iterations(eps: float) -> int:
@@ -72,6 +81,8 @@ class PGD(Attack):
 
     name = "pgd"
     loss = "ce"
+    norms = ("linf", "l2")
+    summary = "PGD with random start, 10 steps of 2/255 (Madry et al. 2018)"
 
     def __init__(self, norm: str = "linf", steps: int = 10, step: float | None = None,
                  random_start: bool = True, rel_step: float | None = None):
@@ -119,6 +130,8 @@ class IFGSM(PGD):
     """Iterative FGSM (basic iterative method); ``steps=None`` follows Kurakin's schedule."""
 
     name = "ifgsm"
+    norms = ("linf",)
+    summary = "iterative FGSM, step 1/255, Kurakin's schedule (Kurakin et al. 2017)"
 
     def __init__(self, norm: str = "linf", steps: int | None = None, step: float = 1 / 255):
         check_norm(norm, self.name, ("linf",))
@@ -131,6 +144,7 @@ class IFGSM(PGD):
 class SegPGD(PGD):
     name = "segpgd"
     loss = "segpgd"
+    summary = "SegPGD: PGD re-weighting right and wrong pixels (Gu et al. 2022)"
 
     def loss_at(self, step, steps):
         return segpgd_loss(step, steps)
@@ -139,6 +153,7 @@ class SegPGD(PGD):
 class CosPGD(PGD):
     name = "cospgd"
     loss = "cospgd"
+    summary = "CosPGD: PGD with cosine-weighted pixel loss (Agnihotri et al. 2024)"
 
     def loss_at(self, step, steps):
         return cospgd_loss
@@ -146,13 +161,4 @@ class CosPGD(PGD):
 
 @hookimpl
 def fmbench_attacks():
-    return [
-        AttackSpec(name="ifgsm", summary="iterative FGSM, step 1/255, Kurakin's schedule (Kurakin et al. 2017)",
-                   factory=IFGSM, norms=("linf",), defaults={"step": 1 / 255}),
-        AttackSpec(name="pgd", summary="PGD with random start, 10 steps of 2/255 (Madry et al. 2018)",
-                   factory=PGD, norms=("linf", "l2"), defaults={"steps": 10, "random_start": True}),
-        AttackSpec(name="segpgd", summary="SegPGD: PGD re-weighting right and wrong pixels (Gu et al. 2022)",
-                   factory=SegPGD, norms=("linf", "l2"), defaults={"steps": 10}),
-        AttackSpec(name="cospgd", summary="CosPGD: PGD with cosine-weighted pixel loss (Agnihotri et al. 2024)",
-                   factory=CosPGD, norms=("linf", "l2"), defaults={"steps": 10}),
-    ]
+    return [AttackSpec.of(cls) for cls in (IFGSM, PGD, SegPGD, CosPGD)]

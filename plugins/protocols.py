@@ -65,6 +65,9 @@ FULL_ATTACKS = (
     AttackEntry("cospgd", L2_EPS, norm="l2"),
 )
 
+# recorded in the v1 protocols (and so in their hashes), read by nothing: dropped in v2
+V1_DATASETS = ("er", "mito", "nucleus")
+
 QUICK_V1 = Protocol(
     name="quick", version=1,
     description="CPU-sized: 16 test images at 256x256; noise SNR 5-1, space-invariant and space-variant blur "
@@ -73,6 +76,7 @@ QUICK_V1 = Protocol(
     n_images=16, image_size=256, reference_snr=8.0,
     corruptions=QUICK_CORRUPTIONS,
     attacks=QUICK_ATTACKS,
+    datasets=V1_DATASETS,
 )
 
 FULL_V1 = Protocol(
@@ -84,6 +88,7 @@ FULL_V1 = Protocol(
     n_images=256, image_size=256, reference_snr=8.0,
     corruptions=FULL_CORRUPTIONS,
     attacks=FULL_ATTACKS,
+    datasets=V1_DATASETS,
 )
 
 

@@ -9,13 +9,14 @@ lists it has its noise counted in the adversarial robustness, so the built-in ti
 
 from __future__ import annotations
 
-from fmbench import AttackSpec, hookimpl
-from fmbench.attack import Attack, check_norm, random_noise
+from fmbench import Attack, AttackSpec, check_norm, hookimpl, random_noise
 
 
 class RandomNoise(Attack):
     name = "random"
     role = "control"
+    norms = ("linf", "l2")
+    summary = "control: random sign (L-inf) or sphere (L2) noise of the full budget"
     loss = "none"
 
     def __init__(self, norm: str = "linf"):
@@ -30,5 +31,4 @@ class RandomNoise(Attack):
 
 @hookimpl
 def fmbench_attacks():
-    return [AttackSpec(name="random", summary="control: random sign (L-inf) or sphere (L2) noise of the full budget",
-                       factory=RandomNoise, norms=("linf", "l2"))]
+    return [AttackSpec.of(RandomNoise)]

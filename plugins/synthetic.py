@@ -7,9 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fmbench.data import Sample
-from fmbench.errors import DataError
-from fmbench.seeding import derive_seed
+from fmbench import DataError, Sample, derive_seed
 
 SPLIT_SIZES = {"train": 2000, "val": 64, "test": 256}
 

@@ -16,9 +16,18 @@ from __future__ import annotations
 
 import torch
 
-from fmbench import AttackSpec, hookimpl
-from fmbench.attack import Attack, ascend, check_norm, input_gradient, project, random_start
-from fmbench.errors import FmbenchError, ProtocolError
+from fmbench import (
+    Attack,
+    AttackSpec,
+    FmbenchError,
+    ProtocolError,
+    ascend,
+    check_norm,
+    hookimpl,
+    input_gradient,
+    project,
+    random_start,
+)
 
 
 def _fit(delta: torch.Tensor, shape) -> torch.Tensor:
@@ -39,6 +48,8 @@ def _into_ball(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
 class Universal(Attack):
     name = "universal"
     role = "universal"
+    norms = ("linf", "l2")
+    summary = "one perturbation learned on the training split for all images"
     needs_preparation = True
 
     def __init__(self, norm: str = "linf", epochs: int = 5, n_train: int = 32, step: float | None = None):
@@ -88,5 +99,4 @@ class Universal(Attack):
 
 @hookimpl
 def fmbench_attacks():
-    return [AttackSpec(name="universal", summary="one perturbation learned on the training split for all images",
-                       factory=Universal, norms=("linf", "l2"), defaults={"epochs": 5, "n_train": 32})]
+    return [AttackSpec.of(Universal)]

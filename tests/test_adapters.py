@@ -1,4 +1,4 @@
-"""The ts:, smp:, timm: and mmseg: model adapters (plugins/adapters.py)."""
+"""The ts:, smp:, timm: and mmseg: model adapters (plugins/adapters/, one module per scheme)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_scripted_model_matches_the_original(tmp_path, pm, registry):
     x = torch.rand(2, 1, 48, 40)
     with torch.no_grad():
         assert torch.equal(module.eval()(x), net(x))
-    with pytest.raises(ModelLoadError, match=r"ts: models take no --model-arg \(got width\)"):
+    with pytest.raises(ModelLoadError, match=r"ts: models take no model arguments \(got width\)"):
         build_model(f"ts:{tmp_path / 's.pt'}", {"width": 3}, registry, pm)
 
 

@@ -12,7 +12,9 @@ import torch
 from fmbench import ModelSpec, Weights, hookimpl
 from fmbench.cards import format_card, model_card, parameter_count
 from fmbench.errors import CheckpointError
-from fmbench.model import load_model, save_checkpoint, sha256_file
+from fmbench.model import load_model
+from fmbench.checkpoint import save_checkpoint
+from fmbench.files import sha256_file
 from fmbench.plugins import get_registry
 
 import fmbench_plugins

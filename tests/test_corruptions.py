@@ -293,7 +293,8 @@ def test_cli_gallery_writes_a_montage(cli, tmp_path):
                "--corruption", "noise", "--corruption", "pixel-size", "--index", "1")
     assert proc.returncode == 0, proc.stderr
     img = Image.open(out)
-    # label column + 6 noise levels x (64 px + gap); title + 3 rows (reference, noise, pixel-size)
-    assert img.size == (110 + 6 * 68, 22 + 3 * (64 + 18 + 4))
+    # label column + the quick protocol's 5 noise levels (SNR 5-1) x (64 px + gap); title + 3 rows
+    # (reference, noise, pixel-size at the protocol's 3 severities)
+    assert img.size == (110 + 5 * 68, 22 + 3 * (64 + 18 + 4))
     proc = cli("corruptions", "gallery", "--dataset", "nucleus", "--out", str(out), "--index", "999999")
     assert proc.returncode == 1 and "out of range" in proc.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fmbench.errors import ProtocolError
-from fmbench.model import read_checkpoint
+from fmbench.checkpoint import read_checkpoint
 from fmbench.train import Recipe, noise_levels, train
 from fmbench_plugins.unet import UNet
 
@@ -20,7 +20,7 @@ def _train(registry, out, defense):
     return train(UNet(width=4, depth=2), spec.factory(split="train", image_size=64),
                  spec.factory(split="val", image_size=64), model_name="unet-small",
                  model_args={"width": 4, "depth": 2}, dataset_ref="nucleus", protocol=registry.protocol("quick"),
-                 recipe=recipe, seed=3, out=out)
+                 registry=registry, recipe=recipe, seed=3, out=out)
 
 
 def test_defended_training_is_deterministic_and_marked(registry, tmp_path):
@@ -34,15 +34,20 @@ def test_defended_training_is_deterministic_and_marked(registry, tmp_path):
         _, meta = read_checkpoint(tmp_path / f"{defense}-a.pt")
         assert meta["recipe"]["defense"] == defense
     _, meta = read_checkpoint(tmp_path / "pgd-at-a.pt")
-    assert meta["defense_params"] == {"eps": 4 / 255, "steps": 3, "norm": "linf", "fraction": 0.5}
+    assert meta["defense_params"] == {"attack": "pgd", "eps": 4 / 255, "steps": 3, "rel_step": 2.5, "norm": "linf",
+                                      "fraction": 0.5}
     _, meta = read_checkpoint(tmp_path / "noise-aug-a.pt")
-    assert meta["defense_params"]["snrs"] == list(noise_levels(registry.protocol("quick")))
+    assert meta["defense_params"]["snrs"] == list(noise_levels(registry.protocol("quick"), registry))
 
 
 def test_noise_levels_and_unknown_defense(registry, tmp_path):
     quick = registry.protocol("quick")
-    levels = noise_levels(quick)
-    assert levels[0] == quick.reference_snr and len(levels) >= 2 and list(levels) == sorted(levels, reverse=True)
+    levels = noise_levels(quick, registry)
+    assert levels == (8.0, 5.0, 4.0, 3.0, 2.0, 1.0)  # the reference SNR, then the noise family's levels
+    # the SNRs come from the exposure corruptions the protocol evaluates, whatever they are named
+    blur_only = quick.customized(corruptions=["sib"])
+    with pytest.raises(ProtocolError, match="has no exposure \\(noise\\) corruption"):
+        noise_levels(blur_only, registry)
     with pytest.raises(ProtocolError, match="unknown defense 'mixup'"):
         _train(registry, tmp_path / "x.pt", "mixup")
 
@@ -82,7 +87,8 @@ def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
 def test_defended_label_survives_rich_tables():
     from rich.console import Console
 
-    from fmbench.leaderboard import _cell, compare_table
+    from fmbench.leaderboard.render import _cell
+    from fmbench.leaderboard import compare_table
 
     console = Console(width=200, record=True)
     data = {"model": "m [pgd-at]", "n_entries": 2, "dataset": "er", "protocol_id": "quick-v1", "protocol_hash": "h",

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from fmbench.data import normalize
-from fmbench.engine import evaluate, plan
+from fmbench import evaluate
+from fmbench.conditions import plan
 from fmbench.errors import ResultError
 from fmbench.metrics import SegmentationMetrics, iou_dice, overlap_counts, predict, relative
 from fmbench.model import LoadedModel
-from fmbench.result import partial_path
+from fmbench.runlog import partial_path
 
 from .helpers import write_mymod
 
@@ -41,12 +42,14 @@ def _run(registry, tmp_path, name, protocol, resume=False, stop_after=None):
     calls = []
 
     def progress(done, total, label):
+        if label == "starting":
+            return
         calls.append(done)
         if stop_after is not None and len(calls) >= stop_after:
             raise KeyboardInterrupt
 
-    return evaluate(loaded, ds, "nucleus", protocol, registry, device=torch.device("cpu"), batch_size=2,
-                    log_path=tmp_path / f"{name}.partial.jsonl", resume=resume, on_progress=progress)
+    return evaluate(loaded, ds, protocol, device="cpu", batch_size=2, out=tmp_path / f"{name}.json", resume=resume,
+                    progress=progress)
 
 
 def _strip(result):
@@ -71,7 +74,7 @@ def test_resume_after_interrupt_gives_same_result(registry, tmp_path):
     full = _run(registry, tmp_path, "full", protocol)
     with pytest.raises(KeyboardInterrupt):
         _run(registry, tmp_path, "cut", protocol, stop_after=7)
-    log = tmp_path / "cut.partial.jsonl"
+    log = tmp_path / "cut.json.partial.jsonl"
     n_lines = len(log.read_text().splitlines())
     assert n_lines == 1 + 7
     with open(log, "a") as f:  # a kill in the middle of writing a line
@@ -138,7 +141,7 @@ def test_cli_resume_and_overwrite_rules(tmp_path, cli, registry):
     assert r.returncode == 1 and "r.json already exists; pass --overwrite" in r.stderr
     assert (tmp_path / "r.json").read_text() == before
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "s.json", "--resume", cwd=tmp_path)
-    assert r.returncode == 1 and "--resume: no unfinished run" in r.stderr
+    assert r.returncode == 1 and "no unfinished run to resume" in r.stderr
     partial_path(tmp_path / "t.json").write_text('{"header": {}}\n')
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "t.json", cwd=tmp_path)
     assert r.returncode == 1 and "an unfinished run exists" in r.stderr
@@ -157,7 +160,7 @@ def test_cli_resume_and_overwrite_rules(tmp_path, cli, registry):
     (["--dataset", "nucleus", "--attacks", "fgsn"], "error: unknown attack 'fgsn'; did you mean 'fgsm'?"),
     (["--dataset", "nucleus", "--tier", "quik"], "error: unknown protocol 'quik'; did you mean 'quick'?"),
     (["--dataset", "nucleus", "--device", "cuda:7"] if not torch.cuda.is_available() else ["--dataset", "x"],
-     "error: " if torch.cuda.is_available() else "error: --device cuda was asked for but no CUDA device"),
+     "error: " if torch.cuda.is_available() else "error: device 'cuda:7' was asked for but no CUDA device"),
 ])
 def test_unknown_names_give_one_line_and_no_file(tmp_path, cli, args, message):
     write_mymod(tmp_path)

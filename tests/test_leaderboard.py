@@ -15,9 +15,11 @@ from click.testing import CliRunner
 
 from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
 from fmbench.cli import cli as fmbench_cli
-from fmbench.leaderboard import (_builtin_errors, build_entry, groups, load_entries, load_schema, readme_is_current,
-                                 update_readme, validate_dir, write_entry)
-from fmbench.result import read_json, summarize, write_json
+from fmbench.leaderboard.store import _builtin_errors, load_schema
+from fmbench.leaderboard import build_entry, groups, load_entries, validate_dir, write_entry
+from fmbench.readme import readme_is_current, update_readme
+from fmbench.files import read_json, write_json
+from fmbench.result import summarize
 
 from .conftest import run_cli
 from .helpers import make_dist, write_mymod
@@ -368,7 +370,7 @@ def test_write_entry_refuses_overwrite(real, tmp_path):
     write_entry(tmp_path / "e.json", e)
     from fmbench.errors import ResultError
 
-    with pytest.raises(ResultError, match="already exists; pass --overwrite"):
+    with pytest.raises(ResultError, match="already exists; pass overwrite=True"):
         write_entry(tmp_path / "e.json", e)
     write_entry(tmp_path / "e.json", e, overwrite=True)
     assert groups([e])[0]["protocol_hash"] == TINY.hash

@@ -1,4 +1,4 @@
-"""The mmseg: adapter (plugins/adapters.py) on mmsegmentation's own shipped configs.
+"""The mmseg: adapter (plugins/adapters/mmseg.py) on mmsegmentation's own shipped configs.
 
 Needs the mmseg extra (mmsegmentation, mmengine, mmcv or mmcv-lite); skipped without it.
 """
@@ -19,7 +19,8 @@ if importlib.util.find_spec("mmseg") is None:
 import mmseg  # noqa: E402  (installed but broken, e.g. cv2 missing for mmcv: fail, do not skip)
 
 from fmbench.errors import CheckpointError, ModelLoadError  # noqa: E402
-from fmbench.model import build_model, load_model, probe, save_checkpoint  # noqa: E402
+from fmbench.model import build_model, load_model, probe  # noqa: E402
+from fmbench.checkpoint import save_checkpoint  # noqa: E402
 
 SHIPPED = Path(mmseg.__file__).parent / ".mim" / "configs"
 UNET = "unet/unet-s5-d16_fcn_4xb4-40k_drive-64x64.py"  # slide inference, 64x64 crops
@@ -58,9 +59,9 @@ def test_classes_argument_sets_the_heads(pm, registry):
     module, _ = build_model(f"mmseg:{SEGFORMER}", {"classes": 3}, registry, pm)
     assert probe(module, 32, torch.device("cpu"), batch=1) == 3
     assert module.decode_head.conv_seg.out_channels == 3
-    with pytest.raises(ModelLoadError, match=r"mmseg: models take no --model-arg width \(they take: classes: "):
+    with pytest.raises(ModelLoadError, match=r"mmseg: models take no model argument width \(they take: classes: "):
         build_model(f"mmseg:{SEGFORMER}", {"width": 3}, registry, pm)
-    with pytest.raises(ModelLoadError, match=r"--model-arg classes=0: expected a positive integer"):
+    with pytest.raises(ModelLoadError, match=r"model argument classes=0: expected a positive integer"):
         build_model(f"mmseg:{SEGFORMER}", {"classes": 0}, registry, pm)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fmbench.errors import CheckpointError, ModelContractError, ModelLoadError
-from fmbench.model import parse_model_args, probe, read_checkpoint
+from fmbench.model import parse_model_args, probe
+from fmbench.checkpoint import read_checkpoint
 
 from .helpers import write_mymod
 

@@ -105,7 +105,7 @@ def test_fmbench_resolve_model(pm):
 
 
 def test_fmbench_resolve_dataset(pm):
-    from fmbench.cli import open_dataset
+    from fmbench.datasets import open_dataset
 
     nucleus = get_registry(pm).dataset("nucleus")
 
@@ -117,7 +117,7 @@ def test_fmbench_resolve_dataset(pm):
             return None
 
     pm.register(Plugin(), name="toyds")
-    ds = open_dataset("toyds:x", "val", 48, get_registry(pm), pm)
+    ds = open_dataset("toyds:x", "val", 48, registry=get_registry(pm), pm=pm)
     assert ds[0].image.shape == (48, 48)
 
 

@@ -125,7 +125,7 @@ def test_failed_export_leaves_nothing_behind(tmp_path):
         export(Broken(), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
     export(synth_er.make(split="test", image_size=48), tmp_path / "out", n=1)
-    with pytest.raises(DataError, match="already exists; pass --overwrite"):
+    with pytest.raises(DataError, match="already exists; pass overwrite=True"):
         export(synth_er.make(split="test", image_size=48), tmp_path / "out", n=1)
     export(synth_er.make(split="test", image_size=48), tmp_path / "out", n=2, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -133,10 +133,11 @@ def test_failed_export_leaves_nothing_behind(tmp_path):
 
 
 def test_preview_writes_a_montage(tmp_path):
-    from fmbench import Camera
+    from fmbench import Camera, Protocol
 
     out = preview(synth_er.make(split="test", image_size=48), tmp_path / "p.png", n=3, columns=2,
-                  reference=(Camera(), 8.0, 0))
+                  protocol=Protocol(name="t", version=1, description="", n_images=1, image_size=48, reference_snr=8.0,
+                                    corruptions=(), attacks=(), camera=Camera()))
     im = Image.open(out)
     assert im.format == "PNG" and im.mode == "RGB"
     assert im.size == (2 * 48 + 4, 2 * (2 * 48 + 4) + 8)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from fmbench.model import read_checkpoint, state_sha256
+from fmbench.checkpoint import read_checkpoint, state_sha256
 from fmbench.train import Recipe, train
 from fmbench_plugins.unet import UNet
 
@@ -25,7 +25,7 @@ def _train(registry, out, resume=False, stop_at=None):
 
     return train(model, spec.factory(split="train", image_size=64), spec.factory(split="val", image_size=64),
                  model_name="unet-small", model_args={"width": 4, "depth": 2}, dataset_ref="nucleus",
-                 protocol=registry.protocol("quick"), recipe=RECIPE, seed=3, out=out, resume=resume,
+                 protocol=registry.protocol("quick"), registry=registry, recipe=RECIPE, seed=3, out=out, resume=resume,
                  on_progress=progress)
 
 

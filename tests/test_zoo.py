@@ -37,7 +37,8 @@ def _spec_with(weights, needs=True):
 def cached_net(registry, monkeypatch, tmp_path):
     """A registered model whose weights live in the user cache (FMBENCH_CACHE = tmp)."""
     from fmbench import Weights
-    from fmbench.model import save_checkpoint, sha256_file
+    from fmbench.checkpoint import save_checkpoint
+    from fmbench.files import sha256_file
     from fmbench_plugins.unet import UNet
 
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
@@ -113,7 +114,8 @@ def test_state_sha256_pins_the_tensors_not_the_file_bytes(cached_net, registry, 
     import dataclasses
 
     from fmbench.errors import CheckpointError
-    from fmbench.model import load_model, read_checkpoint, save_checkpoint, state_sha256
+    from fmbench.model import load_model
+    from fmbench.checkpoint import read_checkpoint, save_checkpoint, state_sha256
     from fmbench_plugins.unet import UNet
 
     state, _ = read_checkpoint(cached_net["src"])

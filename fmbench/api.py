@@ -1,0 +1,178 @@
+"""The Python front door: ``fmbench.evaluate(model, dataset, protocol)`` and its helpers.
+
+The CLI, the benchmarks and the tests all run an evaluation through :func:`evaluate`:
+resolve the model, dataset and protocol -> probe the model contract -> plan the conditions ->
+run the engine -> a :class:`fmbench.Result`.  Without ``out`` nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .datasets import open_dataset as _open
+from .engine import resolve_device, run
+from .errors import ModelLoadError, ResultError
+from .model import LoadedModel, probe
+from .model import load_model as _load
+from .protocol import Protocol
+from .result import Result
+from .runlog import PartialLog, partial_path
+
+PLUGIN_KINDS = ("models", "datasets", "corruptions", "attacks", "protocols")
+
+
+def _registry():
+    from .plugins import get_plugin_manager, get_registry
+
+    pm = get_plugin_manager()
+    return pm, get_registry(pm)
+
+
+def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
+    """A registered protocol by tier (``"quick"``: its newest version) or id (``"quick-v1"``),
+    optionally customised (``n_images``, ``seed``, ``image_size``, ``corruptions``,
+    ``attacks``: a variant whose id and hash differ from the original's).  Names in
+    ``corruptions``/``attacks`` are checked against the registry (``["none"]``: none)."""
+    _, registry = _registry()
+    protocol = name if isinstance(name, Protocol) else registry.protocol(name)
+    for key, lookup in (("corruptions", registry.corruption), ("attacks", registry.attack)):
+        for item in overrides.get(key) or ():
+            # attack families such as "pgd-l2" are checked by the protocol itself
+            if item != "none" and not (key == "attacks" and "-" in item):
+                lookup(item)  # unknown names fail here, with suggestions
+    protocol = protocol.customized(**overrides)
+    protocol.validate(registry)
+    return protocol
+
+
+def list_plugins(kind: str) -> dict[str, Any]:
+    """What the loaded plugins registered of one kind (``models``, ``datasets``,
+    ``corruptions``, ``attacks``, ``protocols``), by name; each spec names its plugin."""
+    if kind not in PLUGIN_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(PLUGIN_KINDS)}, got {kind!r}")
+    _, registry = _registry()
+    return dict(sorted(getattr(registry, kind).items()))
+
+
+def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *, seed: int | None = None):
+    """A dataset split by reference: a registered name (``"nucleus"``) or ``scheme:rest``
+    (``"folder:PATH"``); ``image_size`` defaults to the quick protocol's."""
+    pm, registry = _registry()
+    size = image_size if image_size is not None else registry.protocol("quick").image_size
+    return _open(ref, split, size, seed=seed, registry=registry, pm=pm)
+
+
+def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None = None,
+               checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
+               random_init: bool = False) -> LoadedModel:
+    """A model ready to evaluate: a reference (registered name, ``module:Attr``,
+    ``file.py:Attr``, ``scheme:...``; registered weights for ``dataset`` are loaded) or an
+    ``nn.Module`` you built (``checkpoint`` loads a state dict into it)."""
+    pm, registry = _registry()
+    if isinstance(model, nn.Module):
+        if model_args:
+            raise ModelLoadError("model_args apply to a model reference, not to a module already built")
+        loaded = LoadedModel(module=model, ref=f"{type(model).__module__}:{type(model).__qualname__}", args={})
+        if checkpoint is not None:
+            from .checkpoint import load_state, read_checkpoint
+            from .files import sha256_file
+
+            state, meta = read_checkpoint(checkpoint)
+            load_state(model, state, f"checkpoint {checkpoint}")
+            loaded.checkpoint, loaded.weights_sha256, loaded.meta = str(checkpoint), sha256_file(checkpoint), meta
+        model.eval()
+        return loaded
+    if not isinstance(model, str):
+        raise ModelLoadError(f"model must be a reference string or a torch.nn.Module, got {type(model).__name__}")
+    return _load(model, dict(model_args or {}), registry, pm, checkpoint=checkpoint, dataset=dataset,
+                 random_init=random_init)
+
+
+def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> tuple[Path | None, Path | None]:
+    """The result path and its chunk log, after the checks that nothing is overwritten unasked."""
+    if out is None:
+        if resume:
+            raise ResultError("resume needs the output file of the run to continue")
+        return None, None
+    out_path = Path(out)
+    log_path = partial_path(out_path)
+    if out_path.exists() and not overwrite:
+        raise ResultError(f"{out_path} already exists", hints=("overwrite", "out"))
+    if log_path.exists() and not (resume or overwrite):
+        raise ResultError(f"an unfinished run exists ({log_path})", hints=("resume", "overwrite"))
+    if resume and not overwrite and not log_path.exists():
+        raise ResultError(f"no unfinished run to resume at {log_path}")
+    return out_path, log_path
+
+
+def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str | Protocol = "quick", *,
+             device: str | torch.device = "auto", batch_size: int = 8, out: str | os.PathLike | None = None,
+             resume: bool = False, overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None,
+             model_args: Mapping[str, Any] | None = None, checkpoint: str | os.PathLike | None = None,
+             random_init: bool = False, train_dataset: Any = None, command: str | None = None,
+             **protocol_overrides: Any) -> Result:
+    """Evaluate a model on a dataset under a protocol; returns the :class:`Result`.
+
+    ``model``: a reference string (with ``model_args``, ``checkpoint``, ``random_init``), an
+    ``nn.Module``, or a :class:`LoadedModel`.  ``dataset``: a reference string or a dataset
+    object (``name``, ``synthetic``, ``__len__``, ``__getitem__`` returning a
+    :class:`fmbench.Sample`).  ``protocol``: a tier, an id or a :class:`Protocol`;
+    ``protocol_overrides`` (``n_images=4``, ``attacks=["fgsm"]``...) make a variant.  With
+    ``out`` the result is written there atomically and a killed run continues with
+    ``resume=True``; without it nothing touches the disk.  ``progress(done, total, label)`` is
+    called once with the label ``"starting"`` when the run begins (after the model was loaded
+    and probed), then after every (batch, condition) chunk.  ``command`` is recorded in the result's
+    ``run`` section (the CLI passes its reproducing command line).
+    """
+    pm, registry = _registry()
+    proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
+    dataset_ref = dataset if isinstance(dataset, str) else getattr(dataset, "name", type(dataset).__name__)
+    data = _open(dataset, proto.split, proto.image_size, registry=registry, pm=pm) if isinstance(dataset, str) else dataset
+    if train_dataset is None and isinstance(dataset, str) and ":" in dataset:
+        def train_dataset():  # opened only if an attack learns on it
+            return _open(dataset, "train", proto.image_size, registry=registry, pm=pm)
+    out_path, log_path = _output_files(out, resume, overwrite)
+    dev = resolve_device(device)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, str):
+        torch.manual_seed(proto.seed)  # a model that draws random weights draws the same ones every run
+        loaded = load_model(model, model_args=model_args, checkpoint=checkpoint, dataset=dataset_ref,
+                            random_init=random_init)
+    else:
+        loaded = load_model(model, model_args=model_args, checkpoint=checkpoint)
+    loaded.module.to(dev)
+    probe(loaded.module, proto.image_size, dev)
+
+    started = datetime.now(timezone.utc)
+    from .engine import run_header
+
+    log = PartialLog(log_path, run_header(loaded, dataset_ref, proto, dev, batch_size), resume=resume and not overwrite)
+    done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
+               on_progress=progress, train_dataset=train_dataset)
+    document = done.document
+    document["run"] = {
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(done.seconds, 3),
+        "seconds_per_condition": {k: round(v, 3) for k, v in done.seconds_per_condition.items()},
+        "host": socket.gethostname(),
+        "resumed": bool(resume),
+    }
+    result = Result(document)
+    if out_path is not None:
+        result.save(out_path, overwrite=True)
+        log.remove()
+    return result
+
+
+__all__: Sequence[str] = ("evaluate", "load_model", "open_dataset", "get_protocol", "list_plugins")

@@ -1,0 +1,106 @@
+"""fmbench checkpoints: weights-only reading, strict loading, atomic writing, and the hash of
+a state's tensors.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)``: a file that pickles
+anything beyond tensors and plain data is refused with the names of what it pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .files import atomic_write
+
+CHECKPOINT_FORMAT = "fmbench-checkpoint"
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """A hash of tensor names, shapes, dtypes and bytes, independent of file serialisation."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and metadata of a checkpoint, loaded with ``weights_only=True``.
+
+    Accepts an fmbench checkpoint (``{"format", "state_dict", "meta"}``), a
+    ``{"state_dict": ...}`` wrapper, or a bare state dict.
+    """
+    if not isinstance(path, io.BytesIO):
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        unsafe = _unsafe_globals(path)
+        if unsafe:  # say what it pickles instead of torch's generic first line
+            first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
+                     f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
+        raise CheckpointError(f"checkpoint {path} could not be read as a weights-only torch file: {first}") from exc
+    meta: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        meta = dict(obj.get("meta") or {})
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
+    return dict(obj), meta
+
+
+def _unsafe_globals(path) -> list[str]:
+    """The classes and functions a torch file pickles beyond weights-only types, if torch can
+    list them without unpickling (a zip checkpoint); else an empty list."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return []
+
+
+def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load a state dict strictly, explaining any mismatch in one line."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint "
+                         f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(path: str | os.PathLike, module: nn.Module, meta: dict[str, Any], half: bool = False) -> str:
+    """Write an fmbench checkpoint atomically; returns the state hash stored in ``meta``."""
+
+
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in module.state_dict().items()}
+    # plain JSON types only, so the file loads with weights_only=True (torch.__version__, for
+    # one, is a str subclass the weights-only unpickler refuses)
+    meta = json.loads(json.dumps(dict(meta, state_sha256=state_sha256(state)), default=str))
+    atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "meta": meta}, f))
+    return meta["state_sha256"]
+
+

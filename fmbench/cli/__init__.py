@@ -1,0 +1,115 @@
+"""The ``fmbench`` command line: parse options, call the library, print.
+
+Library errors (:class:`fmbench.errors.FmbenchError`) become one line on stderr and exit code
+1, with the remedies they name spelled as this CLI's options; ``--debug`` shows the traceback
+instead.  Usage errors exit with 2.  The commands live in :mod:`.run` (eval, train),
+:mod:`.look` (list, plugins, info, gallery, data) and :mod:`.board` (leaderboard, compare,
+analyze).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import FmbenchError
+
+STATE = {"debug": False}
+
+# the remedies library errors name (fmbench.errors.HINTS), in this CLI's words
+CLI_HINTS = {
+    "overwrite": "pass --overwrite to replace it",
+    "resume": "pass --resume to continue it",
+    "out": "or --out to choose another file",
+    "random_init": "or pass --random-init to evaluate an untrained model",
+    "checkpoint": "train weights with `fmbench train --model M --dataset D --out FILE` and pass --checkpoint FILE",
+    "device": "use --device cpu or auto",
+    "tier": "choose one with --tier",
+}
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # a pipe or a log file gets a table wide enough not to fold its rows
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+
+
+def progress_bar(quiet: bool):
+    """A rich progress bar with ETA on stderr (nothing when ``quiet``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console(stderr=True), disable=quiet,
+                    transient=False)
+
+
+def registry() -> tuple[Any, Any]:
+    from ..plugins import get_plugin_manager, get_registry
+
+    pm = get_plugin_manager()
+    return pm, get_registry(pm)
+
+
+def names(text: str | None) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def reproducing_command(drop_out: bool = False) -> str:
+    """This invocation as a command line, without the flags that do not change the result;
+    ``drop_out`` also drops ``--out FILE`` (a checkpoint records its training command, and
+    must not differ with the place it was written to)."""
+    skip = {"--resume", "--overwrite", "--quiet"}
+    argv, kept, i = sys.argv[1:], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if drop_out and a == "--out":
+            i += 2
+            continue
+        if not (a in skip or (drop_out and a.startswith("--out="))):
+            kept.append(a)
+        i += 1
+    return shlex.join(["fmbench", *kept])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fmbench")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """fmbench: how robust is a segmentation network on fluorescence-microscopy images?
+
+    Evaluate a model under the reference condition, controlled microscopy corruptions and
+    adversarial attacks with `fmbench eval`; see what is registered with `fmbench list`.
+    """
+    STATE["debug"] = debug
+
+
+from . import board, look, run  # noqa: E402,F401  (the commands register on `cli`)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning fmbench errors into one line and exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="fmbench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FmbenchError as exc:
+        if STATE["debug"]:
+            raise
+        click.echo(f"error: {exc.advice(CLI_HINTS)}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,177 @@
+"""The leaderboard commands: ``leaderboard`` (rank, render, ``validate``, ``recheck``),
+``compare`` and ``analyze``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import ResultError
+from . import cli, console, registry
+
+
+@cli.group("leaderboard", invoke_without_command=True)
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", "dataset_ref", help="Only entries on this dataset.")
+@click.option("--tier", help="Only entries under this protocol (tier name such as quick, or id quick-v1).")
+@click.option("--sort", default="adversarial", show_default=True, type=click.Choice(["adversarial", "corruption", "clean"]))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "markdown", "csv", "json"]))
+@click.option("--update-readme", is_flag=True, help="Regenerate README.md's leaderboard section from the entries.")
+@click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
+              help="README updated by --update-readme.")
+@click.pass_context
+def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readme, readme):
+    """Rank the leaderboard entries (one table per protocol and dataset: entries under
+    different protocol hashes are never ranked together); `validate` checks them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..leaderboard import groups, load_entries, render_csv, render_json, render_markdown, render_tables
+    from ..readme import update_readme as upd
+
+    _, reg = registry()
+    entries = load_entries(directory, reg)
+    if update_readme:
+        changed = upd(readme, entries)
+        click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
+        return
+    gs = groups(select_entries(entries, dataset_ref, tier), sort)
+    if fmt == "markdown":
+        click.echo(render_markdown(gs), nl=False)
+    elif fmt == "csv":
+        click.echo(render_csv(gs), nl=False)
+    elif fmt == "json":
+        click.echo(render_json(gs), nl=False)
+    elif not gs:
+        click.echo(f"no leaderboard entries in {directory}" + (" match" if dataset_ref or tier else ""))
+    else:
+        out = console()
+        for table in render_tables(gs):
+            out.print(table)
+
+
+def select_entries(entries, dataset_ref, tier):
+    from ..leaderboard import select
+
+    return select(entries, dataset=dataset_ref, tier=tier)
+
+
+@leaderboard_group.command("validate")
+@click.argument("directory", default="leaderboard", type=click.Path(file_okay=False))
+def leaderboard_validate_cmd(directory):
+    """Check every entry: the JSON Schema, a registered protocol hash, and summaries that
+    agree with the per-condition scores.  One line per problem; exit 1 when any."""
+    from ..leaderboard import validate_dir
+
+    _, reg = registry()
+    validator, n, problems = validate_dir(directory, reg)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) in {n} entries in {directory} (schema checked with {validator})", err=True)
+        sys.exit(1)
+    click.echo(f"{n} entries in {directory} are valid (schema checked with {validator})")
+
+
+@leaderboard_group.command("recheck")
+@click.argument("entry", type=click.Path(dir_okay=False, exists=True))
+@click.option("--n-images", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Re-evaluate the entry's first N images.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Largest accepted difference of a condition's mean IoU over those images [default: 0.01].")
+def leaderboard_recheck_cmd(entry, n_images, tolerance):
+    """Re-run an entry's recorded `fmbench eval` command on its first N images and compare
+    every condition's IoU with the entry's per-image scores.  Exit 1 beyond the tolerance."""
+    import subprocess
+    import tempfile
+
+    from rich.table import Table
+
+    from ..leaderboard import RECHECK_TOLERANCE, recheck_command, recheck_compare
+    from ..files import read_json
+
+    tolerance = RECHECK_TOLERANCE if tolerance is None else tolerance
+    doc = read_json(entry)
+    if doc.get("kind") != "fmbench-leaderboard-entry":
+        raise ResultError(f"{entry}: not a leaderboard entry (kind {doc.get('kind')!r})")
+    with tempfile.TemporaryDirectory(prefix="fmbench-recheck-") as tmp:
+        args = recheck_command(doc, n_images, Path(tmp) / "result.json")
+        if "--checkpoint" in args:
+            ckpt = Path(args[args.index("--checkpoint") + 1])
+            if not ckpt.exists():
+                train = (doc["model"].get("training") or {}).get("command")
+                raise ResultError(f"{entry}: checkpoint {ckpt} does not exist"
+                                  + (f"; make it with: {train} --out {shlex.quote(str(ckpt))}" if train else ""))
+        click.echo("$ fmbench " + shlex.join(args), err=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "fmbench", *args], stdout=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ResultError(f"{entry}: the re-evaluation failed (exit {proc.returncode})")
+        rows, problems = recheck_compare(doc, read_json(Path(tmp) / "result.json"), tolerance)
+    table = Table(title=f"{entry}: first {n_images} images re-evaluated in {time.perf_counter() - t0:.0f} s")
+    for col in ("condition", "entry IoU", "now IoU", "difference"):
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for cond, a, b, d in rows:
+        table.add_row(cond, f"{a:.4f}", f"{b:.4f}", ("[red]" if abs(d) > tolerance else "") + f"{d:+.4f}")
+    console().print(table)
+    worst = max((abs(r[3]) for r in rows), default=0.0)
+    for p in problems:
+        click.echo(f"{entry}: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{entry}: {len(rows)} conditions reproduced within {tolerance} (largest difference {worst:.2g})")
+
+
+@cli.command("compare")
+@click.argument("result", type=click.Path(dir_okay=False, exists=True))
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare_cmd(result, directory, as_json):
+    """Where a result (or entry) would rank among the entries with its protocol hash and
+    dataset, per score and family, with differences to its neighbours and to the best."""
+    from ..leaderboard import compare, compare_table, load_entries
+    from ..files import read_json
+
+    _, reg = registry()
+    data = compare(read_json(result), load_entries(directory, reg))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        console().print(compare_table(data))
+
+
+@cli.command("analyze")
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", "dataset_ref", help="Only entries on this dataset (default: all, pooled).")
+@click.option("--tier", help="Only entries under this protocol (name or id).")
+@click.option("--within", "within", metavar="MODEL", help="Correlate across the images of this model's entry.")
+@click.option("--out", default="analysis.png", show_default=True, type=click.Path(dir_okay=False), help="Scatter PNG.")
+@click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the correlations as JSON.")
+def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json):
+    """Spearman and Pearson correlation between corruption robustness (overall and per family)
+    and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
+    p-values; writes a labelled scatter plot."""
+    from ..analysis import across_entries, correlation_table, scatter, within_entry
+    from ..leaderboard import load_entries, model_label
+
+    _, reg = registry()
+    entries = select_entries(load_entries(directory, reg), dataset_ref, tier)
+    if within:
+        hits = [e for e in entries if within in (e["model"]["ref"], model_label(e))]
+        if len(hits) != 1:
+            raise ResultError(f"--within {within}: {len(hits)} matching entries (narrow with --dataset/--tier)")
+        data = within_entry(hits[0], n_boot=n_boot, seed=seed)
+    else:
+        data = across_entries(entries, n_boot=n_boot, seed=seed)
+    path = scatter(data, out)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in data.items()} | {"png": str(path)}, indent=2))
+    else:
+        console().print(correlation_table(data))
+        click.echo(f"scatter plot written to {path}")

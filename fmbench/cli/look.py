@@ -1,0 +1,164 @@
+"""Commands that show what is registered and what the data look like: ``list``, ``plugins``,
+``info``, ``corruptions gallery``, ``data export`` and ``data preview``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from . import cli, console, registry
+
+
+def _params(spec) -> str:
+    from ..cards import parameter_count
+    from ..errors import ModelLoadError
+
+    try:
+        return f"{parameter_count(spec) / 1e6:.2f}M"
+    except ModelLoadError:
+        return "?"
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["models", "datasets", "corruptions", "attacks", "protocols"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind, as_json):
+    """List registered models, datasets, corruptions, attacks or protocols, with the plugin
+    that registered each."""
+    from rich.table import Table
+
+    from ..api import list_plugins
+    from ..weights import weights_path
+
+    rows = []
+    for name, spec in list_plugins(kind).items():
+        row = {"name": name, "summary": getattr(spec, "summary", getattr(spec, "description", "")), "plugin": spec.plugin}
+        if kind == "corruptions":
+            row["levels"] = ", ".join(spec.label(lv) for lv in spec.levels)
+        elif kind == "attacks":
+            row["norms"] = ", ".join(spec.norms)
+        elif kind == "models":
+            row["weights"] = ", ".join(ds if weights_path(w).is_file() else f"{ds} (missing)"
+                                       for ds, w in sorted(spec.weights.items())) or "—"
+            row["params"] = _params(spec)
+        elif kind == "protocols":
+            row["hash"] = spec.hash
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"registered {kind}", title_justify="left")
+    for col in rows[0] if rows else ["name"]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console().print(table)
+
+
+@cli.command("plugins")
+def plugins_cmd():
+    """Show loaded plugins, their distributions and the hooks each implements."""
+    from rich.table import Table
+
+    from ..plugins import distribution_of
+
+    pm, _ = registry()
+    table = Table(title="fmbench plugins", title_justify="left")
+    for col in ("plugin", "distribution", "hooks"):
+        table.add_column(col)
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda x: x[0]):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        table.add_row(name, distribution_of(name), ", ".join(hooks))
+    console().print(table)
+
+
+@cli.command("info")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_cmd(model, as_json):
+    """Print a registered model's card: summary, paper, plugin, default arguments, parameter
+    count, and per dataset its weights (file, sha256, present or missing, reproducing command)."""
+    from ..cards import format_card, model_card
+
+    _, reg = registry()
+    card = model_card(reg.model(model))
+    click.echo(json.dumps(card, indent=2) if as_json else format_card(card))
+
+
+@cli.group("corruptions")
+def corruptions_group():
+    """Look at the registered corruptions (`fmbench list corruptions` lists them)."""
+
+
+@corruptions_group.command("gallery")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the test split.")
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose camera, seed and normalisation are used.")
+@click.option("--image-size", type=click.IntRange(min=32), help="Image size (default: the protocol's).")
+@click.option("--corruption", "names", multiple=True, help="Only these corruptions (repeatable).")
+@click.option("--outline", is_flag=True, help="Draw the (possibly resampled) mask outline in green.")
+def gallery_cmd(dataset_ref, out, index, tier, image_size, names, outline):
+    """Write a montage of every corruption x severity on one image (rows: corruptions,
+    columns: severities), exactly as the engine feeds them to a model."""
+    from ..datasets import open_dataset
+    from ..gallery import write_gallery
+
+    pm, reg = registry()
+    protocol = reg.protocol(tier)
+    for name in names:
+        reg.corruption(name)
+    dataset = open_dataset(dataset_ref, protocol.split, image_size or protocol.image_size, registry=reg, pm=pm)
+    path = write_gallery(out, dataset, dataset_ref, protocol, reg, index=index, names=names, outline=outline)
+    click.echo(f"gallery written to {path}")
+
+
+@cli.group("data")
+def data_group():
+    """Export a dataset to TIFF files or preview it as a montage."""
+
+
+def _data_open(dataset_ref, split, image_size, seed):
+    from ..datasets import open_dataset
+
+    pm, reg = registry()
+    return open_dataset(dataset_ref, split, image_size, seed=seed, registry=reg, pm=pm)
+
+
+@data_group.command("export")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to create.")
+@click.option("--n", "n", type=click.IntRange(min=1), help="Export the first N images (default: the whole split).")
+@click.option("--format", "fmt", default="float32", show_default=True, type=click.Choice(["float32", "uint16"]))
+@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite):
+    """Write images (TIFF), masks (uint8 TIFF) and manifest.json with sha256 per file."""
+    from ..export import export
+
+    dataset = _data_open(dataset_ref, split, image_size, seed)
+    manifest = export(dataset, out, n=n, fmt=fmt, overwrite=overwrite)
+    click.echo(f"{manifest['n']} images written to {out}")
+
+
+@data_group.command("preview")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
+def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
+    """Montage PNG: each image at the reference condition above its noise-free version with
+    the mask outline."""
+    from ..export import preview
+
+    _, reg = registry()
+    protocol = reg.protocol(tier)
+    dataset = _data_open(dataset_ref, split, image_size, seed)
+    preview(dataset, out, n=n, protocol=protocol)
+    click.echo(f"preview written to {out}")

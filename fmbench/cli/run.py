@@ -1,0 +1,145 @@
+"""``fmbench eval`` and ``fmbench train``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import ResultError
+from . import cli, console, names, progress_bar, registry, reproducing_command
+
+
+def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{model}__{dataset}__{protocol_id}")
+    return Path("fmbench-results") / f"{slug}.json"
+
+
+@cli.command("eval")
+@click.option("--model", "model_ref", required=True, metavar="REF",
+              help="Registered model name, module:Attr, file.py:Attr, or scheme:... for a plugin.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument for the model (repeatable; values are typed as Python literals).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="State dict to load (weights_only).")
+@click.option("--random-init", is_flag=True, help="Allow a registered model without trained weights.")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--tier", "--protocol", "tier", default="quick", show_default=True,
+              help="Protocol tier (quick, full) or exact id (quick-v1).")
+@click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
+@click.option("--seed", type=int, help="Override the protocol seed (makes a protocol variant).")
+@click.option("--image-size", type=click.IntRange(min=32), help="Synthetic image size (makes a protocol variant).")
+@click.option("--corruptions", "only_corruptions", metavar="A,B", help="Only these of the protocol's corruptions ('none' for none).")
+@click.option("--attacks", "only_attacks", metavar="A,B", help="Only these of the protocol's attack families ('none' for none).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its partial log.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout instead of a table.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--leaderboard-entry", "entry_out", type=click.Path(dir_okay=False),
+              help="Also write a leaderboard entry (leaderboard/*.json format) built from the result.")
+def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, image_size,
+             only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
+             entry_out=None):
+    """Evaluate a model on a dataset under a protocol and write a result JSON."""
+    from ..api import evaluate, get_protocol
+    from ..model import parse_model_args
+
+    args = parse_model_args(model_args)
+    overrides = dict(n_images=n_images, seed=seed, image_size=image_size,
+                     corruptions=names(only_corruptions) if only_corruptions else None,
+                     attacks=names(only_attacks) if only_attacks else None)
+    protocol = get_protocol(tier, **{k: v for k, v in overrides.items() if v is not None})
+    out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
+    if entry_out and Path(entry_out).exists() and not overwrite:
+        raise ResultError(f"{entry_out} already exists", hints=("overwrite",))
+    bar = progress_bar(quiet)
+    task = None
+
+    def on_progress(done, total, label):
+        nonlocal task
+        if task is None:  # shown from the run's start, so a refused model or file prints only its error
+            bar.start()
+            task = bar.add_task(f"{model_ref} · {dataset_ref} · {protocol.id}", total=total)
+        bar.update(task, completed=done, total=total, description=f"{model_ref} · {label}")
+
+    try:
+        result = evaluate(model_ref, dataset_ref, protocol, model_args=args, checkpoint=checkpoint,
+                          random_init=random_init, device=device, batch_size=batch_size, out=out_path,
+                          resume=resume, overwrite=overwrite, progress=on_progress, command=reproducing_command())
+    finally:
+        if task is not None:
+            bar.stop()
+    if entry_out:
+        from ..leaderboard import build_entry, write_entry
+
+        write_entry(entry_out, build_entry(result.document), overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(result.document, indent=2))
+        return
+    out_console = console()
+    out_console.print(result.table())
+    for w in result.warnings:
+        out_console.print(f"[yellow]warning:[/yellow] {w}")
+    out_console.print(f"result written to {out_path}")
+    if entry_out:
+        out_console.print(f"leaderboard entry written to {entry_out}")
+
+
+@cli.command("train")
+@click.option("--model", "model_ref", required=True, help="Registered model name or module:Attr.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE")
+@click.option("--dataset", "dataset_ref", required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), help="Override the recipe's number of steps.")
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition and image size are used.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write.")
+@click.option("--half", is_flag=True, help="Store weights as float16 (smaller file).")
+@click.option("--defense", default="none", show_default=True, type=click.Choice(["none", "noise-aug", "pgd-at"]),
+              help="noise-aug: an SNR drawn per image from the protocol's noise levels; pgd-at: half of each "
+                   "batch replaced by L-inf PGD examples (3 steps, eps 4/255). Recorded in the checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue from the periodic training state.")
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, defense, resume, overwrite, quiet):
+    """Train a model with the fixed, seeded recipe and write a checkpoint with metadata."""
+    import torch
+
+    from ..datasets import open_dataset
+    from ..files import write_json
+    from ..model import build_model, parse_model_args
+    from ..seeding import derive_seed
+    from ..train import Recipe, train
+
+    pm, reg = registry()
+    args = parse_model_args(model_args)
+    protocol = reg.protocol(tier)
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise ResultError(f"{out_path} already exists", hints=("overwrite",))
+    recipe = Recipe(defense=defense) if steps is None else Recipe(steps=steps, defense=defense)
+    torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
+    module, spec = build_model(model_ref, args, reg, pm)
+    ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry=reg, pm=pm)
+    ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=reg, pm=pm)
+    t0 = time.perf_counter()
+    with progress_bar(quiet) as bar:
+        task = bar.add_task(f"train {model_ref} on {dataset_ref}", total=recipe.steps)
+
+        def on_progress(done, total, info):
+            desc = f"train {model_ref} · loss {info['loss']:.3f}"
+            if "val_iou" in info:
+                bar.console.print(f"step {done}: val IoU {info['val_iou']:.4f}")
+            bar.update(task, completed=done, description=desc)
+
+        meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
+                     dataset_ref=dataset_ref, protocol=protocol, registry=reg, recipe=recipe, seed=seed, out=out_path,
+                     resume=resume, half=half, command=reproducing_command(drop_out=True), on_progress=on_progress)
+    # the training record: the checkpoint's metadata plus what may differ between identical
+    # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
+    write_json(Path(str(out_path) + ".json"), meta)
+    click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
+               f"{time.perf_counter() - t0:.0f} s, state sha256 {meta['state_sha256'][:12]})")

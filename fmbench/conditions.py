@@ -1,0 +1,175 @@
+"""Evaluation conditions as objects, and the reference exposure in its one home.
+
+A protocol plans a list of conditions (:func:`plan`): the reference condition, each
+corruption at each severity, each attack at each budget.  Each condition knows how to make the
+model's input for a batch (:meth:`Condition.apply`), so the engine runs them all alike.
+
+The **reference exposure** -- the detector of the protocol's camera at its reference SNR,
+then the protocol's normalisation -- is made only by :func:`expose` and
+:func:`reference_input`; the engine, the attacks' training batches, training, the gallery and
+the preview all call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .attack import PassCounter, check_adversarial, frozen_params, track_gradients
+from .corruption import Sensor
+from .data import normalize
+from .protocol import Protocol, eps_label
+from .seeding import generators
+from .selfcheck import attack_checks
+
+
+# -- the reference exposure ------------------------------------------------------------------
+
+def sensor_for(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor) -> Sensor:
+    """The protocol's camera for a batch of noise-free images, exposed for the reference SNR."""
+    return Sensor(x, mask, protocol.camera, protocol.reference_snr)
+
+
+def expose(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor, gens: list[torch.Generator],
+           snr: float | None = None, sensor: Sensor | None = None) -> torch.Tensor:
+    """Noise-free images ``x`` through the protocol's detector (ADU): at the reference SNR, or
+    at ``snr``; image ``b`` draws its noise from ``gens[b]``."""
+    sensor = sensor if sensor is not None else sensor_for(protocol, x, mask)
+    return sensor.expose(x, gens, snr=snr)
+
+
+def reference_input(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor, gens: list[torch.Generator], *,
+                    synthetic: bool = True, sensor: Sensor | None = None) -> torch.Tensor:
+    """The model's input at the reference condition: synthetic (noise-free) images exposed at
+    the reference SNR, measured images as they are; then the protocol's normalisation."""
+    y = expose(protocol, x, mask, gens, sensor=sensor) if synthetic else x
+    return normalize(y, *protocol.normalization)
+
+
+# -- one batch and one run -------------------------------------------------------------------
+
+@dataclass
+class BatchInputs:
+    """A batch of clean images as every condition starts from it."""
+
+    x: torch.Tensor  # (B, 1, H, W) noise-free expected photons (synthetic) or measured images
+    mask: torch.Tensor  # (B, H, W) bool
+    keys: list[str]  # "dataset/id": what per-image randomness is derived from
+    protocol: Protocol
+    synthetic: bool
+    sensor: Sensor = field(init=False)
+    _reference: torch.Tensor | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.sensor = sensor_for(self.protocol, self.x, self.mask)
+
+    def gens(self, condition: str) -> list[torch.Generator]:
+        return generators(self.protocol.seed, self.keys, condition, self.x.device)
+
+    def reference(self) -> torch.Tensor:
+        """The reference-condition input (made once per batch, shared by every attack)."""
+        if self._reference is None:
+            self._reference = reference_input(self.protocol, self.x, self.mask, self.gens("reference"),
+                                              synthetic=self.synthetic, sensor=self.sensor)
+        return self._reference
+
+
+@dataclass
+class RunContext:
+    """What conditions need beyond the batch: the counted model and the corruption and attack
+    instances of the protocol (by corruption name and attack family)."""
+
+    model: PassCounter | None  # None where no attack runs (the gallery)
+    corruptions: dict[str, Any]
+    attacks: dict[str, Any]
+
+
+@dataclass
+class Applied:
+    """A condition's input for the model, the mask to score against, and what it recorded."""
+
+    input: torch.Tensor
+    target: torch.Tensor
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the conditions --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition; ``level`` is a severity (corruptions), an SNR (the reference)
+    or a budget ``eps`` (attacks)."""
+
+    id: str
+    kind: str  # "reference" | "corruption" | "attack"
+    name: str
+    family: str
+    level: float
+    label: str
+    norm: str | None = None
+
+    def apply(self, batch: BatchInputs, run: RunContext) -> Applied:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Reference(Condition):
+    def apply(self, batch: BatchInputs, run: RunContext) -> Applied:
+        return Applied(batch.reference(), batch.mask)
+
+
+@dataclass(frozen=True)
+class CorruptionAt(Condition):
+    def apply(self, batch: BatchInputs, run: RunContext) -> Applied:
+        y, target = run.corruptions[self.name](batch.x, batch.mask, self.level, batch.sensor, batch.gens(self.id))
+        return Applied(normalize(y, *batch.protocol.normalization), target)
+
+
+@dataclass(frozen=True)
+class AttackAt(Condition):
+    """An attack family at one budget, on the reference input.  ``top``: the family's
+    largest budget, where a gradient or ensemble attack is also checked against random noise."""
+
+    top: bool = False
+
+    def apply(self, batch: BatchInputs, run: RunContext) -> Applied:
+        x_ref = batch.reference()
+        attack = run.attacks[self.family]
+        assert run.model is not None, "an attack condition needs the model"
+        control = (batch.gens(f"{self.id}/random")
+                   if self.top and getattr(attack, "role", "gradient") in ("gradient", "ensemble") else None)
+        with frozen_params(run.model), track_gradients() as tracker:
+            x_adv = attack(run.model, x_ref, batch.mask, self.level, batch.gens(self.id))
+            check_adversarial(x_adv, x_ref, f"attack {self.family!r}")
+            x_adv = x_adv.detach()
+            checks = attack_checks(run.model, attack, tracker, x_ref, x_adv, batch.mask, self.norm, self.level,
+                                   control)
+        return Applied(x_adv, batch.mask, {"checks": checks})
+
+
+def corruption_at(spec, level: float) -> CorruptionAt:
+    """The condition of a registered corruption (its spec) at one severity."""
+    return CorruptionAt(f"{spec.name}@{level:g}", "corruption", spec.name, spec.family or spec.name, float(level),
+                        f"{spec.name} {spec.label(level)}")
+
+
+def plan(protocol: Protocol, registry) -> list[Condition]:
+    """The protocol's conditions, in evaluation order: reference, corruptions, attacks."""
+    conds: list[Condition] = [Reference("reference", "reference", "reference", "reference",
+                                        protocol.reference_snr, f"reference (SNR {protocol.reference_snr:g})")]
+    for entry in protocol.corruptions:
+        spec = registry.corruption(entry.name)
+        conds += [corruption_at(spec, level) for level in entry.levels]
+    for a in protocol.attacks:
+        for eps in a.eps:
+            lab = eps_label(eps, a.norm)
+            conds.append(AttackAt(f"{a.family}@{lab}", "attack", a.name, a.family, float(eps),
+                                  f"{a.family} ε={lab}", a.norm, top=eps == max(a.eps)))
+    return conds
+
+
+def of_kind(conditions: Sequence[Condition], kind: str) -> list[Condition]:
+    return [c for c in conditions if c.kind == kind]

@@ -1,0 +1,112 @@
+"""Leaderboard entries: one JSON file per (model, dataset, protocol), built from a result."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResultError
+from ..files import write_json
+from ..result import summarize
+
+ENTRY_SCHEMA_VERSION = 1
+ENTRY_KIND = "fmbench-leaderboard-entry"
+CONDITION_FIELDS = ("id", "kind", "name", "family", "level", "label", "norm", "iou", "dice", "robustness",
+                    "n_images")
+
+
+def describe_hardware(device: str) -> str:
+    """A short description of the machine a result was computed on."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        except Exception:  # pragma: no cover - a broken CUDA install still gets an entry
+            pass
+        return "CUDA device"
+    cpu = platform.processor() or platform.machine() or "unknown CPU"
+    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()}"
+
+
+def build_entry(result: dict[str, Any], *, hardware: str | None = None, command: str | None = None) -> dict[str, Any]:
+    """A leaderboard entry from a result document: provenance, every condition's scores, the
+    summary (recomputed from those conditions) and the per-image IoU.  Training recipe, seed
+    and defence come from the checkpoint metadata when the checkpoint carries it, else null."""
+    if result.get("kind") != "fmbench-result":
+        raise ResultError(f"expected an fmbench result document, found kind {result.get('kind')!r}")
+    meta = result["model"].get("meta") or {}
+    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
+    defence = meta.get("defence", meta.get("defense"))
+    if defence is None and recipe is not None:
+        defence = recipe.get("defence", recipe.get("defense"))
+    run = result.get("run") or {}
+    conditions = [{k: c[k] for k in CONDITION_FIELDS} for c in result["conditions"]]
+    per_image = result.get("per_image") or {}
+    entry = {
+        "schema_version": ENTRY_SCHEMA_VERSION,
+        "kind": ENTRY_KIND,
+        "model": {
+            "ref": result["model"]["ref"],
+            "args": {**(meta.get("model_args") or {}), **(result["model"].get("args") or {})},
+            "weights_sha256": result["model"].get("checkpoint_sha256"),
+            "parameters": result["model"].get("parameters"),
+            "plugin": result["model"].get("plugin"),
+            "training": {
+                "recipe": recipe,
+                "seed": meta.get("seed") if isinstance(meta.get("seed"), int) else None,
+                "defence": defence if isinstance(defence, str) else None,
+                "dataset": meta.get("dataset"),
+                "protocol": meta.get("protocol"),
+                "val_iou": meta.get("val_iou"),
+                "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
+            },
+        },
+        "dataset": dict(result["dataset"]),
+        "protocol": {k: result["protocol"][k] for k in ("id", "name", "version", "hash")},
+        "provenance": {
+            "fmbench_version": result["fmbench_version"],
+            "torch_version": result["torch_version"],
+            "python_version": result.get("python_version", ""),
+            "date": run.get("finished") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": result["device"],
+            "hardware": hardware or describe_hardware(result["device"]),
+            "command": command or run.get("command", ""),
+            "batch_size": result["batch_size"],
+            "seconds": run.get("seconds"),
+        },
+        "conditions": conditions,
+        "summary": summarize(conditions),
+        "warnings": list(result.get("warnings", [])),
+    }
+    if per_image.get("ids") and per_image.get("iou"):
+        entry["per_image"] = {"ids": list(per_image["ids"]), "iou": per_image["iou"]}
+    return entry
+
+
+def write_entry(path: str | os.PathLike, entry: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Write an entry atomically; an existing file is kept unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ResultError(f"{path} already exists", hints=("overwrite",))
+    write_json(path, entry)
+    return path
+
+
+def as_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """An entry from an entry or a result document."""
+    if doc.get("kind") == ENTRY_KIND:
+        return doc
+    return build_entry(doc, hardware="", command="")
+
+
+def model_label(entry: dict[str, Any]) -> str:
+    defence = entry["model"]["training"].get("defence")
+    label = entry["model"]["ref"]
+    if defence and defence != "none":
+        label += f" [{defence}]"
+    return label

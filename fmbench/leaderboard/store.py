@@ -1,0 +1,179 @@
+"""Checking entries (JSON Schema, registered protocol hash, summaries against conditions) and
+loading a folder of them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResultError
+from ..files import read_json
+from ..result import summarize
+
+SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "leaderboard-entry.schema.json"
+TOLERANCE = 1e-9
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def _builtin_errors(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str = "") -> list[str]:
+    """The subset of JSON Schema our entry schema uses ($ref, type, const, enum, required,
+    properties, additionalProperties, items, minItems, minimum, minLength, pattern)."""
+    if "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return _builtin_errors(value, node, root, where)
+    at = where or "(top level)"
+    if "const" in schema and value != schema["const"]:
+        return [f"{at}: expected {schema['const']!r}, found {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{at}: {value!r} is not one of {schema['enum']}"]
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_TYPES[t](value) for t in types):
+            return [f"{at}: {value!r} is not of type {' or '.join(types)}"]
+    errors = []
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            if key not in value:
+                errors.append(f"{at}: required field {key!r} is missing")
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, sub in value.items():
+            if key in props:
+                errors += _builtin_errors(sub, props[key], root, f"{where}.{key}" if where else key)
+            elif isinstance(extra, dict):
+                errors += _builtin_errors(sub, extra, root, f"{where}.{key}" if where else key)
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            errors.append(f"{at}: needs at least {schema['minItems']} items")
+        if "items" in schema:
+            for i, item in enumerate(value):
+                errors += _builtin_errors(item, schema["items"], root, f"{where}[{i}]")
+    if _TYPES["number"](value) and "minimum" in schema and value < schema["minimum"]:
+        errors.append(f"{at}: {value} is below the minimum {schema['minimum']}")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errors.append(f"{at}: is empty")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{at}: {value!r} does not match {schema['pattern']}")
+    return errors
+
+
+def schema_validator():
+    """``(name, check)``: ``check(entry)`` returns a list of messages; jsonschema when it is
+    installed (the ``dev`` extra), else the built-in subset validator."""
+    schema = load_schema()
+    try:
+        import jsonschema
+    except ImportError:
+        return "built-in validator (jsonschema not installed)", lambda e: _builtin_errors(e, schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def check(entry):
+        out = []
+        for err in sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path)):
+            path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err.absolute_path)
+            out.append(f"{path.replace('.[', '[') or '(top level)'}: {err.message}")
+        return out
+
+    return "jsonschema Draft 2020-12", check
+
+
+def _compare(expected: Any, found: Any, where: str) -> list[str]:
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            return [f"{where} is {found!r}, expected an object"]
+        out = []
+        for key in sorted(set(expected) | set(found)):
+            if key not in found:
+                out.append(f"{where}.{key} is missing")
+            elif key not in expected:
+                out.append(f"{where}.{key} is not computed from the conditions")
+            else:
+                out += _compare(expected[key], found[key], f"{where}.{key}")
+        return out
+    if isinstance(expected, float) or isinstance(found, float):
+        if expected is None or found is None or isinstance(found, (str, bool)) or \
+                not math.isclose(expected, found, rel_tol=0, abs_tol=TOLERANCE):
+            return [f"{where} is {found!r} but the conditions give {expected!r}"]
+        return []
+    return [] if expected == found else [f"{where} is {found!r} but the conditions give {expected!r}"]
+
+
+def check_entry(entry: Any, registry, schema_check) -> list[str]:
+    """Every problem with one entry: schema, protocol hash, summaries against details."""
+    problems = schema_check(entry)
+    if problems:
+        return problems
+    proto = entry["protocol"]
+    known = {p.hash: p for p in registry.protocols.values()}
+    if proto["hash"] not in known:
+        ids = ", ".join(f"{p.id} {p.hash}" for p in registry.protocols.values())
+        problems.append(f"protocol hash {proto['hash']} ({proto['id']}) is not a registered protocol version "
+                        f"(registered: {ids or 'none'})")
+    elif known[proto["hash"]].id != proto["id"]:
+        problems.append(f"protocol id {proto['id']!r} does not match its hash {proto['hash']}, "
+                        f"which is {known[proto['hash']].id!r}")
+    try:
+        expected = summarize(entry["conditions"])
+    except (StopIteration, KeyError, TypeError, ValueError) as exc:
+        return problems + [f"conditions cannot be summarised ({type(exc).__name__}: no reference condition?)"]
+    problems += _compare(expected, entry["summary"], "summary")
+    return problems
+
+
+def entry_paths(directory: str | os.PathLike) -> list[Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ResultError(f"leaderboard directory {directory} does not exist")
+    return sorted(directory.glob("*.json"))
+
+
+def validate_dir(directory: str | os.PathLike, registry) -> tuple[str, int, list[str]]:
+    """``(validator name, number of files, problems)``; each problem is one line naming its file."""
+    name, schema_check = schema_validator()
+    problems = []
+    paths = entry_paths(directory)
+    for path in paths:
+        try:
+            entry = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+            continue
+        problems += [f"{path}: {p}" for p in check_entry(entry, registry, schema_check)]
+    return name, len(paths), problems
+
+
+def load_entries(directory: str | os.PathLike, registry=None) -> list[dict[str, Any]]:
+    """Every entry of a directory; when ``registry`` is given, an invalid entry is an error
+    (nothing is ranked from a file that does not validate)."""
+    entries = []
+    schema_check = schema_validator()[1] if registry is not None else None
+    for path in entry_paths(directory):
+        entry = read_json(path)
+        if registry is not None:
+            problems = check_entry(entry, registry, schema_check)
+            if problems:
+                raise ResultError(f"{path}: {problems[0]} (run `fmbench leaderboard validate`)")
+        entry["_path"] = str(path)
+        entries.append(entry)
+    return entries
