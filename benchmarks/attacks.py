@@ -19,11 +19,11 @@ import statistics
 import time
 
 import torch
+from fmbench_plugins.pgd import PGD
 from torch import nn
 
 from fmbench.attack import frozen_params, segmentation_loss
 from fmbench.seeding import generators
-from fmbench_plugins.pgd import PGD
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 

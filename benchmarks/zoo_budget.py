@@ -41,8 +41,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    from fmbench.train import Recipe
     from fmbench_plugins.zoo import ZOO
+
+    from fmbench.train import Recipe
 
     recipe = Recipe()
     wanted = set(args.models.split(",")) if args.models else None

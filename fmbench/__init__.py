@@ -55,7 +55,13 @@ from .metrics import per_image_iou, predict  # noqa: E402
 from .model import LoadedModel  # noqa: E402
 from .protocol import AttackEntry, Camera, CorruptionEntry, Protocol  # noqa: E402
 from .result import Result  # noqa: E402
-from .seeding import derive_seed, generators, poisson_per_image, rand_per_image, randn_per_image  # noqa: E402
+from .seeding import (  # noqa: E402
+    derive_seed,
+    generators,
+    poisson_per_image,
+    rand_per_image,
+    randn_per_image,
+)
 from .specs import AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec, Weights  # noqa: E402
 
 __all__ = [

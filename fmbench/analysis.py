@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ResultError
 from .leaderboard.entry import model_label
+
+if TYPE_CHECKING:  # names for annotations only
+    from rich.table import Table
+
+
+# a sequence or array of numbers (numpy.typing.ArrayLike cannot be indexed once converted in place)
+ArrayLike = Any
 
 
 def _pearson_rows(x, y):
@@ -64,7 +71,7 @@ def _ci(boots):
     return ci, int(boots.size)
 
 
-def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def correlate(x: ArrayLike, y: ArrayLike, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Pearson and Spearman correlation of ``x`` and ``y`` with p-values (Spearman's by
     permutation, see the module docstring) and percentile bootstrap 95 % CIs (resampling pairs
     with a seeded generator; resamples where either variable is constant are skipped).  The
@@ -93,7 +100,7 @@ def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def partial_correlate(x, y, z, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def partial_correlate(x: ArrayLike, y: ArrayLike, z: ArrayLike, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Partial Pearson and Spearman correlation of ``x`` and ``y`` controlling for ``z``
     (Spearman's: the same on ranks), with the usual t-test on n - 3 degrees of freedom and
     percentile bootstrap 95 % CIs (pairs resampled with a seeded generator, ranks and the
@@ -123,7 +130,7 @@ def partial_correlate(x, y, z, *, n_boot: int = 2000, seed: int = 0) -> dict[str
     return out
 
 
-def _pick_group(entries, what: str):
+def _pick_group(entries: list[dict[str, Any]], what: str) -> tuple[str | None, str | None]:
     hashes = sorted({(e["protocol"]["id"], e["protocol"]["hash"]) for e in entries})
     if len(hashes) > 1:
         raise ResultError(f"{what} span {len(hashes)} protocols ({', '.join(f'{i} {h}' for i, h in hashes)})",
@@ -134,7 +141,7 @@ def _pick_group(entries, what: str):
 PARTIAL = "corruption (overall), clean IoU held fixed"
 
 
-def across_entries(entries, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Correlations across entries (one point per entry) of one protocol: overall corruption
     robustness and each corruption family against adversarial robustness, and the overall one
     again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
@@ -161,7 +168,7 @@ def across_entries(entries, *, n_boot: int = 2000, seed: int = 0) -> dict[str, A
             "corruption": xs["corruption (overall)"], "clean": clean, "correlations": correlations}
 
 
-def within_entry(entry, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def within_entry(entry: dict[str, Any], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Correlations across the images of one entry: each image's corruption robustness (mean
     over corruption families of the mean IoU ratio to its reference IoU) against its
     adversarial robustness.  Images with a reference IoU of 0 have no ratio and are left out."""
@@ -228,7 +235,7 @@ def scatter(data: dict[str, Any], out: str | Path) -> Path:
     return out
 
 
-def correlation_table(data: dict[str, Any]):
+def correlation_table(data: dict[str, Any]) -> Table:
     from rich.table import Table
 
     t = Table(title=(f"corruption vs adversarial robustness · {data['protocol_id']} ({data['protocol_hash']}) · "

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,10 @@ from .model import load_model as _load
 from .protocol import Protocol
 from .result import Result
 from .runlog import PartialLog, partial_path
+
+if TYPE_CHECKING:  # names for annotations only
+    from .data import Dataset
+
 
 PLUGIN_KINDS = ("models", "datasets", "corruptions", "attacks", "protocols")
 
@@ -62,7 +66,7 @@ def list_plugins(kind: str) -> dict[str, Any]:
     return dict(sorted(getattr(registry, kind).items()))
 
 
-def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *, seed: int | None = None):
+def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *, seed: int | None = None) -> Dataset:
     """A dataset split by reference: a registered name (``"nucleus"``) or ``scheme:rest``
     (``"folder:PATH"``); ``image_size`` defaults to the quick protocol's."""
     pm, registry = _registry()

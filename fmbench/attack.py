@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ _tracker: contextvars.ContextVar[GradientTracker | None] = contextvars.ContextVa
 
 
 @contextlib.contextmanager
-def track_gradients():
+def track_gradients() -> Iterator[GradientTracker]:
     """Collect every :func:`input_gradient` taken inside the block into one tracker."""
     tracker = GradientTracker()
     token = _tracker.set(tracker)
@@ -144,8 +144,9 @@ def track_gradients():
         _tracker.reset(token)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, loss_fn=segmentation_loss,
-                   where: str = "attack"):
+def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = segmentation_loss,
+                   where: str = "attack") -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient of the summed per-image mean loss with respect to the input, and the loss per
     image.  ``loss_fn(logits, target)`` returns a per-pixel loss ``(B, H, W)``.  A model whose
     output does not depend differentiably on its input raises :class:`ModelContractError`."""
@@ -262,7 +263,7 @@ class PassCounter(nn.Module):
 
 
 @contextlib.contextmanager
-def frozen_params(model: nn.Module):
+def frozen_params(model: nn.Module) -> Iterator[None]:
     """Parameters stop requiring gradients for the duration (restored after), so an attack
     neither accumulates nor wastes time computing parameter gradients."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -14,7 +14,7 @@ import torch
 
 from .errors import ModelLoadError
 from .model import _construct, check_weights, weights_path
-from .specs import ModelSpec
+from .specs import ModelSpec, Weights
 
 
 def parameter_count(spec: ModelSpec) -> int:
@@ -32,7 +32,7 @@ def parameter_count(spec: ModelSpec) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def weights_status(w) -> str:
+def weights_status(w: Weights) -> str:
     """``present``, ``missing`` or ``sha256 mismatch`` for one registered weights file."""
     path = weights_path(w)
     if not path.is_file():

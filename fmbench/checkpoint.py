@@ -62,7 +62,7 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, tor
     return dict(obj), meta
 
 
-def _unsafe_globals(path) -> list[str]:
+def _unsafe_globals(path: str | os.PathLike | io.BytesIO) -> list[str]:
     """The classes and functions a torch file pickles beyond weights-only types, if torch can
     list them without unpickling (a zip checkpoint); else an empty list."""
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,8 +25,10 @@ from .protocol import Protocol, eps_label
 from .seeding import generators
 from .selfcheck import attack_checks
 
+if TYPE_CHECKING:  # names for annotations only
+    from .plugins import Registry
+    from .specs import CorruptionSpec
 
-# -- the reference exposure ------------------------------------------------------------------
 
 def sensor_for(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor) -> Sensor:
     """The protocol's camera for a batch of noise-free images, exposed for the reference SNR."""
@@ -150,13 +152,13 @@ class AttackAt(Condition):
         return Applied(x_adv, batch.mask, {"checks": checks})
 
 
-def corruption_at(spec, level: float) -> CorruptionAt:
+def corruption_at(spec: CorruptionSpec, level: float) -> CorruptionAt:
     """The condition of a registered corruption (its spec) at one severity."""
     return CorruptionAt(f"{spec.name}@{level:g}", "corruption", spec.name, spec.family or spec.name, float(level),
                         f"{spec.name} {spec.label(level)}")
 
 
-def plan(protocol: Protocol, registry) -> list[Condition]:
+def plan(protocol: Protocol, registry: Registry) -> list[Condition]:
     """The protocol's conditions, in evaluation order: reference, corruptions, attacks."""
     conds: list[Condition] = [Reference("reference", "reference", "reference", "reference",
                                         protocol.reference_snr, f"reference (SNR {protocol.reference_snr:g})")]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -57,7 +58,7 @@ def check_mask(mask: torch.Tensor, x: torch.Tensor, where: str) -> None:
         raise DataError(f"{where}: expected a bool mask, got dtype {mask.dtype}")
 
 
-def check_generators(gens, x: torch.Tensor, where: str) -> None:
+def check_generators(gens: list[torch.Generator], x: torch.Tensor, where: str) -> None:
     """One ``torch.Generator`` per image, on the images' device type."""
     if len(gens) != x.shape[0] or not all(isinstance(g, torch.Generator) for g in gens):
         raise DataError(f"{where}: expected {x.shape[0]} torch.Generator objects (one per image), "
@@ -203,7 +204,7 @@ class Corruption:
         raise NotImplementedError
 
 
-def check_level(name: str, level: float, levels) -> None:
+def check_level(name: str, level: float, levels: Sequence[float]) -> None:
     """``level`` must be one of the corruption's registered severities."""
     if isinstance(level, bool) or not isinstance(level, (int, float)):
         raise ProtocolError(f"corruption {name!r}: a severity is a number, got {type(level).__name__} {level!r}")

@@ -3,12 +3,19 @@ through the plugins' ``fmbench_resolve_dataset`` hook."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .data import Dataset
 from .errors import DataError, UnknownNameError
 
+if TYPE_CHECKING:  # names for annotations only
+    import pluggy
+
+    from .plugins import Registry
+
 
 def open_dataset(ref: str, split: str = "test", image_size: int = 256, *, seed: int | None = None,
-                 registry=None, pm=None) -> Dataset:
+                 registry: Registry | None = None, pm: pluggy.PluginManager | None = None) -> Dataset:
     """A dataset's split: a registered name (its factory gets ``split`` and ``image_size``,
     and ``seed`` when one is given: generated datasets take it), or a ``scheme:rest``
     reference handled by a plugin (``folder:PATH``...).  ``registry``/``pm`` default to the

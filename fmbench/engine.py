@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,12 @@ from .protocol import Protocol
 from .result import assemble
 from .runlog import PartialLog
 from .selfcheck import review
+
+if TYPE_CHECKING:  # names for annotations only
+    from .data import Dataset
+    from .model import LoadedModel
+    from .plugins import Registry
+
 
 Progress = Callable[[int, int, str], None]
 STARTING = "starting"  # the label of the one progress call made before the first chunk
@@ -47,7 +53,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
         raise FmbenchError(f"unknown device {name!r} ({str(exc).splitlines()[0]})", hints=("device",)) from None
 
 
-def run_header(loaded, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int) -> dict:
+def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int) -> dict:
     """What identifies a run; a resumed run must match it exactly."""
     return {
         "protocol_hash": protocol.hash,
@@ -72,8 +78,8 @@ class Run:
     seconds_per_condition: dict[str, float]
 
 
-def run(loaded, dataset, dataset_ref: str, protocol: Protocol, registry, *, device: torch.device,
-        batch_size: int, log: PartialLog, on_progress: Progress | None = None, train_dataset=None) -> Run:
+def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Protocol, registry: Registry, *, device: torch.device,
+        batch_size: int, log: PartialLog, on_progress: Progress | None = None, train_dataset: Any = None) -> Run:
     """Run the protocol on one model and dataset, appending chunks to ``log`` (which may hold
     chunks of an earlier, killed run).  ``train_dataset`` is the training split for attacks
     that learn on it (a dataset, a zero-argument callable opening one, or ``None``: the

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from . import __version__
 from .data import Dataset
 from .errors import DataError
 from .files import sha256_file
+
+if TYPE_CHECKING:  # names for annotations only
+    from .protocol import Protocol
+
 
 FORMATS = ("float32", "uint16")
 UINT16_PEAK = 60000.0  # the brightest pixel of an image maps here; headroom below 65535
@@ -124,7 +128,7 @@ def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4, protocol=None) -> Path:
+def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4, protocol: Protocol | None = None) -> Path:
     """Write a montage PNG of the first ``n`` samples to ``out``.
 
     With a ``protocol``, synthetic images are shown with its reference detector noise above

@@ -9,7 +9,10 @@ protocol's normalisation.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +20,15 @@ import torch
 from .conditions import BatchInputs, RunContext, corruption_at
 from .errors import DataError
 
-def _rows(protocol, registry, names) -> list[tuple[str, tuple[float, ...]]]:
+if TYPE_CHECKING:  # names for annotations only
+    from PIL import Image
+
+    from .data import Dataset
+    from .plugins import Registry
+    from .protocol import Protocol
+
+
+def _rows(protocol: Protocol, registry: Registry, names: Sequence[str] | None) -> list[tuple[str, tuple[float, ...]]]:
     """(corruption, severities) to show: the protocol's corruptions at its own severities, in
     protocol order, then any other registered ones at all their severities; ``names`` picks."""
     shown = {e.name: tuple(e.levels) for e in protocol.corruptions}
@@ -30,7 +41,8 @@ def _rows(protocol, registry, names) -> list[tuple[str, tuple[float, ...]]]:
     return list(shown.items())
 
 
-def render_cells(dataset, dataset_ref: str, protocol, registry, index: int = 0, names=None):
+def render_cells(dataset: Dataset, dataset_ref: str, protocol: Protocol, registry: Registry, index: int = 0, names: Sequence[str] | None = None
+                 ) -> list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]]:
     """``[(row label, [(cell label, image (H, W) in [0, 1], mask (H, W) bool), ...]), ...]``.
 
     The first row is the reference condition alone; then one row per corruption.  Each cell
@@ -63,7 +75,8 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def montage(rows, outline: bool = False, title: str = ""):
+def montage(rows: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]], outline: bool = False,
+            title: str = "") -> Image.Image:
     """Lay the cells out on a grid with labels (Pillow's default font); returns a PIL image."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -94,7 +107,7 @@ def montage(rows, outline: bool = False, title: str = ""):
     return canvas
 
 
-def write_gallery(path, dataset, dataset_ref: str, protocol, registry, index: int = 0, names=None,
+def write_gallery(path: str | os.PathLike, dataset: Dataset, dataset_ref: str, protocol: Protocol, registry: Registry, index: int = 0, names: Sequence[str] | None = None,
                   outline: bool = False) -> Path:
     """Render the gallery of ``dataset[index]`` and write it as a PNG; returns the path."""
     rows = render_cells(dataset, dataset_ref, protocol, registry, index=index, names=names)

@@ -68,7 +68,7 @@ class SegmentationMetrics:
         self.add(iou.tolist(), dice.tolist(), int(counts["inter"].sum()), int(counts["union"].sum()),
                  int((counts["pred"] + counts["true"]).sum()))
 
-    def add(self, iou, dice, inter: int, union: int, pred_true: int) -> None:
+    def add(self, iou: list[float], dice: list[float], inter: int, union: int, pred_true: int) -> None:
         self.iou.extend(iou)
         self.dice.extend(dice)
         self.inter += inter

@@ -17,9 +17,10 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,9 +28,13 @@ from torch import nn
 from .checkpoint import load_state, read_checkpoint
 from .errors import CheckpointError, ModelContractError, ModelLoadError
 from .files import sha256_file
-from .specs import ModelSpec
+from .specs import ModelSpec, Weights
 from .weights import check_weights, fetch_weights, reproduce_hint, weights_path
 
+if TYPE_CHECKING:  # names for annotations only
+    import pluggy
+
+    from .plugins import Registry
 
 
 @dataclass
@@ -49,7 +54,7 @@ class LoadedModel:
         return sum(p.numel() for p in self.module.parameters())
 
 
-def parse_model_args(items) -> dict[str, Any]:
+def parse_model_args(items: Iterable[str] | None) -> dict[str, Any]:
     """``["depth=4", "encoder=resnet18", "pretrained=false"]`` -> typed keyword arguments.
 
     Values are read as Python literals (numbers, ``True``, ``None``, tuples, quoted strings);
@@ -73,7 +78,7 @@ def parse_model_args(items) -> dict[str, Any]:
     return out
 
 
-def _import_attr(ref: str):
+def _import_attr(ref: str) -> Any:
     modpart, _, attr = ref.rpartition(":")
     if not modpart or not attr:
         raise ModelLoadError(f"model reference {ref!r}: expected NAME, module:Attr or file.py:Attr")
@@ -116,7 +121,7 @@ def _import_attr(ref: str):
     return obj
 
 
-def _construct(factory, args: dict, ref: str) -> nn.Module:
+def _construct(factory: Callable[..., Any], args: dict[str, Any], ref: str) -> nn.Module:
     try:
         module = factory(**args)
     except Exception as exc:
@@ -127,7 +132,7 @@ def _construct(factory, args: dict, ref: str) -> nn.Module:
     return module
 
 
-def build_model(ref: str, args: dict[str, Any], registry, pm) -> tuple[nn.Module, ModelSpec | None]:
+def build_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.PluginManager) -> tuple[nn.Module, ModelSpec | None]:
     """Resolve a reference to a freshly constructed module (no weights loaded yet)."""
     if ":" not in ref:
         spec = registry.model(ref)
@@ -145,7 +150,7 @@ def build_model(ref: str, args: dict[str, Any], registry, pm) -> tuple[nn.Module
     return _construct(_import_attr(ref), args, ref), None
 
 
-def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str | os.PathLike | None = None,
+def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.PluginManager, *, checkpoint: str | os.PathLike | None = None,
                dataset: str | None = None, random_init: bool = False) -> LoadedModel:
     """Build a model and load its weights: ``checkpoint`` if given, else the registered
     weights for ``dataset``.  A registered model that lists weights, but none for
@@ -153,7 +158,7 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
     module, spec = build_model(ref, args, registry, pm)
     loaded = LoadedModel(module=module, ref=ref, args=dict(args), spec=spec)
     path: Path | None = None
-    registered = False  # weights from the spec: checked against its sha256s once read
+    w: Weights | None = None  # registered weights from the spec: checked against its sha256s once read
     if checkpoint:
         path = Path(checkpoint)
     elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
@@ -163,7 +168,7 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
             have = ", ".join(sorted(spec.weights)) or "none"
             raise CheckpointError(f"model {ref!r} has no trained weights for dataset {dataset!r} (it has: {have})",
                                   hints=("checkpoint", "random_init"))
-        path, registered = weights_path(w), True
+        path = weights_path(w)
         if not path.is_file() and w.url:
             fetch_weights(w, path)
         if not path.is_file():
@@ -171,8 +176,8 @@ def load_model(ref: str, args: dict[str, Any], registry, pm, *, checkpoint: str 
                                   f"{reproduce_hint(w, path)}")
     if path is not None:
         state, meta = read_checkpoint(path)
-        problem = check_weights(w, path=path, state=state) if registered else None
-        if problem:
+        problem = check_weights(w, path=path, state=state) if w is not None else None
+        if problem and w is not None:
             raise CheckpointError(f"weights {path} are not the registered ones: {problem}; remake them with: "
                                   f"{reproduce_hint(w, path)}")
         load_state(module, state, f"checkpoint {path}")

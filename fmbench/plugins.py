@@ -14,13 +14,18 @@ import importlib
 import importlib.metadata
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
+from .protocol import AttackEntry
 from .specs import AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec
+
+if TYPE_CHECKING:  # names for annotations only
+    from .protocol import Protocol
+
 
 ENTRYPOINT_GROUP = "fmbench"
 
@@ -117,7 +122,7 @@ class Registry:
     def attack(self, name: str) -> AttackSpec:
         return _lookup(self.attacks, "attack", name)
 
-    def build_attack(self, entry) -> Any:
+    def build_attack(self, entry: AttackEntry) -> Any:
         """The attack of a protocol entry (:class:`fmbench.AttackEntry`), in its norm with its
         parameters; factories that build on other attacks receive this registry."""
         return self.attack(entry.name).build(self, entry.norm, **dict(entry.params))
@@ -125,7 +130,7 @@ class Registry:
     def build_corruption(self, name: str) -> Any:
         return self.corruption(name).factory()
 
-    def protocol(self, name: str):
+    def protocol(self, name: str) -> Protocol:
         """A protocol by id (``quick-v1``) or by tier name (``quick``: its newest version)."""
         if name in self.protocols:
             return self.protocols[name]
@@ -136,7 +141,7 @@ class Registry:
         return max(tier, key=lambda p: p.version)
 
 
-def _lookup(table: dict, kind: str, name: str):
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
     try:
         return table[name]
     except KeyError:

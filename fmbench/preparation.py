@@ -4,7 +4,8 @@ batches and the one call of :meth:`fmbench.attack.Attack.prepare` per budget."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -15,9 +16,14 @@ from .errors import ProtocolError
 from .protocol import Protocol
 from .seeding import generators
 
+if TYPE_CHECKING:  # names for annotations only
+    from .conditions import Condition
+    from .data import Dataset
+    from .plugins import Registry
 
-def prepare_attacks(model: PassCounter, attacks: dict, conditions, protocol: Protocol, *, train=None,
-                    dataset_ref: str, registry, batch_size: int, device: torch.device) -> dict[str, dict]:
+
+def prepare_attacks(model: PassCounter, attacks: dict, conditions: Sequence[Condition], protocol: Protocol, *, train: Any = None,
+                    dataset_ref: str, registry: Registry, batch_size: int, device: torch.device) -> dict[str, dict]:
     """Call :meth:`Attack.prepare` once per (attack, budget) for the attacks that need it,
     before the first batch.  ``train`` is the training split (a dataset, a zero-argument
     callable opening it, or ``None``: the registered dataset ``dataset_ref`` opened with
@@ -53,7 +59,7 @@ def prepare_attacks(model: PassCounter, attacks: dict, conditions, protocol: Pro
     return out
 
 
-def training_batches(dataset, dataset_ref: str, protocol: Protocol, n_images: int, batch_size: int,
+def training_batches(dataset: Dataset, dataset_ref: str, protocol: Protocol, n_images: int, batch_size: int,
                      device: torch.device) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """A zero-argument callable yielding ``(x, target)``: the first ``n_images`` of a training
     split in the reference condition, exactly as the engine prepares test images."""

@@ -13,10 +13,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProtocolError
+
+if TYPE_CHECKING:  # names for annotations only
+    from .plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,8 @@ class Protocol:
             variant = f"{self.variant},{variant}"
         return dataclasses.replace(self, variant=variant, **changed)
 
-    def _subset(self, entries, names, kind: str, key):
+    def _subset(self, entries: tuple[Any, ...], names: list[str], kind: str,
+                key: Callable[[Any], str]) -> tuple[tuple[Any, ...], str]:
         """The entries named in ``names`` (a list, or ``["none"]`` for none), in protocol order."""
         names = [n for n in names if n]
         if names == ["none"]:
@@ -136,7 +141,7 @@ class Protocol:
                     f"protocol {self.id} has no {kind} {n!r} (it has: {', '.join(have) or 'none'})")
         return tuple(e for e in entries if key(e) in names), "+".join(n for n in have if n in names)
 
-    def validate(self, registry) -> None:
+    def validate(self, registry: Registry) -> None:
         """Check every corruption, level, attack, norm and budget against the registry."""
         if self.n_images < 1:
             raise ProtocolError(f"protocol {self.id}: n_images must be >= 1, got {self.n_images}")

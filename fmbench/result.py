@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,13 +23,22 @@ from .errors import ResultError
 from .files import dumps, read_json, write_json
 from .metrics import iou_dice, relative
 
+if TYPE_CHECKING:  # names for annotations only
+    from rich.table import Table
+
+    from .conditions import Condition
+    from .data import Dataset
+    from .model import LoadedModel
+    from .protocol import Protocol
+
+
 SCHEMA_VERSION = 1
 PASS_KEYS = ("forward_calls", "forward_images", "backward_calls", "backward_images")
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return math.fsum(values) / len(values) if values else None
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return math.fsum(kept) / len(kept) if kept else None
 
 
 def summarize(conditions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,7 +72,7 @@ def summarize(conditions: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def assemble(header: dict[str, Any], protocol, conditions, records, loaded, dataset, dataset_ref: str,
+def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Condition], records: list[dict[str, Any]], loaded: LoadedModel, dataset: Dataset, dataset_ref: str,
              device: torch.device) -> dict[str, Any]:
     """The result document from the chunk records (any order; resumed or not)."""
     records = sorted(records, key=lambda r: r["batch"])
@@ -72,7 +81,7 @@ def assemble(header: dict[str, Any], protocol, conditions, records, loaded, data
         if r["condition"] == "reference":
             ids.extend(r["ids"])
     per_image: dict[str, dict[str, list[float]]] = {"iou": {}, "dice": {}}
-    cond_out = []
+    cond_out: list[dict[str, Any]] = []
     for cond in conditions:
         rs = [r for r in records if r["condition"] == cond.id]
         counts = {k: torch.tensor([v for r in rs for v in r[k]]) for k in ("inter", "union", "pred", "true")}
@@ -208,7 +217,7 @@ class Result(Mapping):
     def load(cls, path: str | os.PathLike) -> "Result":
         return cls(read_json(path), path)
 
-    def table(self):
+    def table(self) -> Table:
         """A rich table: one row per condition, then the summary scores."""
         return summary_table(self.document)
 
@@ -217,7 +226,7 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def summary_table(result: Mapping[str, Any]):
+def summary_table(result: Mapping[str, Any]) -> Table:
     """A rich table of a result: one row per condition, then the summary scores."""
     from rich.markup import escape
     from rich.table import Table

@@ -7,6 +7,7 @@ batch the image sits in, whichever conditions ran before, and whether the run wa
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 
@@ -17,7 +18,7 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def generators(seed: int, ids, condition: str, device: torch.device | str = "cpu") -> list[torch.Generator]:
+def generators(seed: int, ids: Sequence[str], condition: str, device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One ``torch.Generator`` per image, seeded from (seed, image id, condition)."""
     device = torch.device(device)
     out = []
@@ -28,12 +29,12 @@ def generators(seed: int, ids, condition: str, device: torch.device | str = "cpu
     return out
 
 
-def randn_per_image(shape, gens: list[torch.Generator], device, dtype=torch.float32) -> torch.Tensor:
+def randn_per_image(shape: Sequence[int], gens: list[torch.Generator], device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal draws of ``(B, *shape)``, image ``b`` from ``gens[b]``."""
     return torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in gens])
 
 
-def rand_per_image(shape, gens: list[torch.Generator], device, dtype=torch.float32) -> torch.Tensor:
+def rand_per_image(shape: Sequence[int], gens: list[torch.Generator], device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform [0, 1) draws of ``(B, *shape)``, image ``b`` from ``gens[b]``."""
     return torch.stack([torch.rand(shape, generator=g, device=device, dtype=dtype) for g in gens])
 

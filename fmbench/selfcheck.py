@@ -33,6 +33,7 @@ import math
 from typing import Any
 
 import torch
+from torch import nn
 
 from .attack import Attack, GradientTracker, random_noise
 from .metrics import per_image_iou, predict
@@ -56,8 +57,8 @@ def within_budget(size: float, eps: float) -> bool:
     return size <= eps * (1 + 1e-5) + 1e-6
 
 
-def attack_checks(model, attack: Attack, tracker: GradientTracker, x: torch.Tensor, x_adv: torch.Tensor,
-                  target: torch.Tensor, norm: str | None, eps: float, control_gens=None) -> dict[str, Any]:
+def attack_checks(model: nn.Module, attack: Attack, tracker: GradientTracker, x: torch.Tensor, x_adv: torch.Tensor,
+                  target: torch.Tensor, norm: str | None, eps: float, control_gens: list[torch.Generator] | None = None) -> dict[str, Any]:
     """What :func:`review` needs from one (batch, attack condition).  With ``control_gens``
     the random-noise control is run here (one forward pass) and its per-image IoU kept."""
     out = {
@@ -160,7 +161,6 @@ def review(result: dict[str, Any], records: list[dict[str, Any]],
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
             ca, cb = conds[a], conds[b]
-            ia, ib = info[a], info[b]
             if ca["family"] == cb["family"]:
                 if ca["level"] != cb["level"]:
                     big, small = (a, b) if ca["level"] > cb["level"] else (b, a)
@@ -169,7 +169,7 @@ def review(result: dict[str, Any], records: list[dict[str, Any]],
             if ca["norm"] != cb["norm"] or not math.isclose(ca["level"], cb["level"], rel_tol=1e-9):
                 continue
             for s, w in ((a, b), (b, a)):
-                cs, cw, js, jw = conds[s], conds[w], info[s], info[w]
+                cw, js, jw = conds[w], info[s], info[w]
                 if js["role"] == jw["role"] == "gradient" and js["iterations"] and jw["iterations"] \
                         and js["iterations"] > jw["iterations"] == 1 and js["loss"] == jw["loss"]:
                     weaker(s, w, f"it takes {js['iterations']} steps to {jw['iterations']}")

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import __version__
 from .checkpoint import load_state, save_checkpoint
@@ -30,6 +31,10 @@ from .files import atomic_write
 from .metrics import iou_dice, overlap_counts, predict
 from .protocol import AttackEntry, Protocol
 from .seeding import derive_seed, generators
+
+if TYPE_CHECKING:  # names for annotations only
+    from .data import Dataset
+    from .plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -69,14 +74,14 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce + dice.mean()
 
 
-def _load_split(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_split(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     samples = [dataset[i] for i in range(min(n, len(dataset)))]
     x = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
     m = torch.from_numpy(np.stack([s.mask for s in samples]))
     return x, m
 
 
-def noise_levels(protocol: Protocol, registry) -> tuple[float, ...]:
+def noise_levels(protocol: Protocol, registry: Registry) -> tuple[float, ...]:
     """The SNRs ``noise-aug`` draws from: the reference SNR and the levels of the protocol's
     exposure corruptions (those whose level is the detector's SNR: the noise family)."""
     entries = [e for e in protocol.corruptions if registry.corruption(e.name).exposure]
@@ -86,8 +91,8 @@ def noise_levels(protocol: Protocol, registry) -> tuple[float, ...]:
     return tuple(sorted({float(protocol.reference_snr), *(float(v) for e in entries for v in e.levels)}, reverse=True))
 
 
-def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: int, step: int,
-                levels: tuple[float, ...] = ()):
+def _step_batch(x_all: torch.Tensor, m_all: torch.Tensor, keys: list[str], recipe: Recipe, protocol: Protocol, seed: int, step: int,
+                levels: tuple[float, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of one step: images, reference-condition noise (``noise-aug``: an SNR drawn
     per image from :func:`noise_levels`), crop, flip, rotation."""
     g = torch.Generator().manual_seed(derive_seed("train", seed, step))
@@ -119,7 +124,7 @@ def _step_batch(x_all, m_all, keys, recipe: Recipe, protocol: Protocol, seed: in
     return torch.stack(out_x), torch.stack(out_m)
 
 
-def _adversarial_half(module, attack, xb: torch.Tensor, mb: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+def _adversarial_half(module: nn.Module, attack: Any, xb: torch.Tensor, mb: torch.Tensor, seed: int, step: int) -> torch.Tensor:
     """``pgd-at``: the first half of the batch replaced by examples of the registered PGD
     attack (L-inf, ``AT_EPS``, ``AT_STEPS`` steps of ``2.5 * AT_EPS / AT_STEPS`` from a random
     start), computed in eval mode so the attack does not move the BatchNorm statistics."""
@@ -136,7 +141,7 @@ def _adversarial_half(module, attack, xb: torch.Tensor, mb: torch.Tensor, seed: 
     return torch.cat([x_adv.detach(), xb[n:]])
 
 
-def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float:
+def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: list[str], protocol: Protocol, seed: int) -> float:
     """Mean foreground IoU on the validation images at the reference condition."""
     module.eval()
     x = reference_input(protocol, x_val, m_val, generators(seed, keys, "validation"))
@@ -147,8 +152,8 @@ def validate(module, x_val, m_val, keys, protocol: Protocol, seed: int) -> float
     return float(iou.mean())
 
 
-def train(module: torch.nn.Module, dataset_train, dataset_val, *, model_name: str, model_args: dict,
-          dataset_ref: str, protocol: Protocol, registry, recipe: Recipe, seed: int, out: Path, resume: bool = False,
+def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset, *, model_name: str, model_args: dict,
+          dataset_ref: str, protocol: Protocol, registry: Registry, recipe: Recipe, seed: int, out: Path, resume: bool = False,
           half: bool = False, command: str | None = None,
           on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.

@@ -7,12 +7,16 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .checkpoint import read_checkpoint, state_sha256
 from .errors import CheckpointError
 from .files import atomic_write, sha256_file
+
+if TYPE_CHECKING:  # names for annotations only
+    from .specs import Weights
 
 
 def cache_dir() -> Path:
@@ -24,7 +28,7 @@ def cache_dir() -> Path:
     return Path(base) / "fmbench"
 
 
-def weights_path(weights) -> Path:
+def weights_path(weights: Weights) -> Path:
     """Where registered weights live: inside their package (shipped), at an absolute path, or
     under the user cache (``cache_dir()/weights/PATH``) for weights too large to ship."""
     if weights.package:
@@ -35,7 +39,7 @@ def weights_path(weights) -> Path:
     return path if path.is_absolute() else cache_dir() / "weights" / path
 
 
-def reproduce_hint(weights, path: Path) -> str:
+def reproduce_hint(weights: Weights, path: Path) -> str:
     """The command that makes ``path`` (``--out PATH`` added when the command has none)."""
     import shlex
 
@@ -43,7 +47,7 @@ def reproduce_hint(weights, path: Path) -> str:
     return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
 
 
-def check_weights(weights, data: bytes | None = None, path: Path | None = None,
+def check_weights(weights: Weights, data: bytes | None = None, path: Path | None = None,
                   state: Mapping[str, torch.Tensor] | None = None) -> str | None:
     """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
     or ``None`` when they are: the file's sha256 and/or its state's sha256."""
@@ -67,7 +71,7 @@ def check_weights(weights, data: bytes | None = None, path: Path | None = None,
     return None
 
 
-def fetch_weights(weights, path: Path) -> None:
+def fetch_weights(weights: Weights, path: Path) -> None:
     """Download ``weights.url`` to ``path`` (checked first, then written atomically); any
     failure is one :class:`CheckpointError` that says how to make the file instead."""
     import urllib.request
@@ -75,6 +79,8 @@ def fetch_weights(weights, path: Path) -> None:
 
 
     hint = f"reproduce them with: {reproduce_hint(weights, path)}"
+    if not weights.url:
+        raise CheckpointError(f"weights are missing at {path} and have no download address; {hint}")
     try:
         with urllib.request.urlopen(weights.url, timeout=60) as resp:  # noqa: S310 (a URL the plugin names)
             data = resp.read()

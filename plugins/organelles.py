@@ -19,7 +19,6 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
-
 # -- the cell ---------------------------------------------------------------------------------
 
 

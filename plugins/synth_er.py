@@ -29,7 +29,18 @@ from scipy.spatial import Voronoi
 from fmbench import DatasetSpec, hookimpl
 
 from .imaging import Optics, psf_blur
-from .organelles import Cell, background, bezier_points, bilinear, blur, field, half_max_radius, splat, warp, within
+from .organelles import (
+    Cell,
+    background,
+    bezier_points,
+    bilinear,
+    blur,
+    field,
+    half_max_radius,
+    splat,
+    warp,
+    within,
+)
 from .synthetic import SyntheticDataset
 
 VERSION = 1

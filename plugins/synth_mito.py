@@ -25,7 +25,16 @@ from scipy import ndimage
 from fmbench import DatasetSpec, hookimpl
 
 from .imaging import Optics, psf_blur
-from .organelles import Cell, background, blur, field, half_max_radius, nearest_axis, splat, worms
+from .organelles import (
+    Cell,
+    background,
+    blur,
+    field,
+    half_max_radius,
+    nearest_axis,
+    splat,
+    worms,
+)
 from .synthetic import SyntheticDataset
 
 VERSION = 1

@@ -6,20 +6,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fmbench_plugins.pgd import cospgd_loss, kurakin_iterations, segpgd_loss
 from torch import nn
 
 from fmbench import AttackEntry, Protocol
-from fmbench.attack import (PassCounter, frozen_params, input_gradient, random_noise, segmentation_loss,
-                            track_gradients, two_class_logits)
+from fmbench.attack import (
+    PassCounter,
+    frozen_params,
+    input_gradient,
+    random_noise,
+    segmentation_loss,
+    track_gradients,
+    two_class_logits,
+)
 from fmbench.data import Sample, normalize
 from fmbench.engine import run as run_engine
-from fmbench.runlog import PartialLog
 from fmbench.errors import ModelContractError, ProtocolError, UnknownNameError
 from fmbench.metrics import predict
 from fmbench.model import LoadedModel
+from fmbench.runlog import PartialLog
 from fmbench.seeding import generators
 from fmbench.selfcheck import within_budget
-from fmbench_plugins.pgd import cospgd_loss, kurakin_iterations, segpgd_loss
 
 SIZE = 32
 EPS = {"linf": 8 / 255, "l2": 0.5}

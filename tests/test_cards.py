@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import fmbench_plugins
 import pytest
 import torch
+from fmbench_plugins.unet import UNet
 
 from fmbench import ModelSpec, Weights, hookimpl
 from fmbench.cards import format_card, model_card, parameter_count
-from fmbench.errors import CheckpointError
-from fmbench.model import load_model
 from fmbench.checkpoint import save_checkpoint
+from fmbench.errors import CheckpointError
 from fmbench.files import sha256_file
+from fmbench.model import load_model
 from fmbench.plugins import get_registry
-
-import fmbench_plugins
-from fmbench_plugins.unet import UNet
 
 SHIPPED = Path(fmbench_plugins.__file__).parent / "weights" / "unet-small_nucleus.pt"
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import functools
+
 import numpy as np
 import pytest
 import torch
 
-from fmbench.corruption import Sensor, expected_snr, gaussian_blur, measured_snr, photon_scale, signal_mask
+from fmbench.corruption import (
+    Sensor,
+    expected_snr,
+    gaussian_blur,
+    measured_snr,
+    photon_scale,
+    signal_mask,
+)
 from fmbench.data import iter_batches
 from fmbench.errors import DataError, ProtocolError, UnknownNameError
 from fmbench.plugins import get_registry, make_plugin_manager

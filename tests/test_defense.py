@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from fmbench.errors import ProtocolError
-from fmbench.checkpoint import read_checkpoint
-from fmbench.train import Recipe, noise_levels, train
 from fmbench_plugins.unet import UNet
+
+from fmbench.checkpoint import read_checkpoint
+from fmbench.errors import ProtocolError
+from fmbench.train import Recipe, noise_levels, train
 
 
 def _train(registry, out, defense):
@@ -87,8 +87,8 @@ def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
 def test_defended_label_survives_rich_tables():
     from rich.console import Console
 
-    from fmbench.leaderboard.render import _cell
     from fmbench.leaderboard import compare_table
+    from fmbench.leaderboard.render import _cell
 
     console = Console(width=200, record=True)
     data = {"model": "m [pgd-at]", "n_entries": 2, "dataset": "er", "protocol_id": "quick-v1", "protocol_hash": "h",

@@ -8,11 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from fmbench.data import normalize
 from fmbench import evaluate
 from fmbench.conditions import plan
+from fmbench.data import normalize
 from fmbench.errors import ResultError
-from fmbench.metrics import SegmentationMetrics, iou_dice, overlap_counts, predict, relative
+from fmbench.metrics import (
+    SegmentationMetrics,
+    iou_dice,
+    overlap_counts,
+    predict,
+    relative,
+)
 from fmbench.model import LoadedModel
 from fmbench.runlog import partial_path
 

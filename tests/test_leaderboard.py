@@ -15,10 +15,16 @@ from click.testing import CliRunner
 
 from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
 from fmbench.cli import cli as fmbench_cli
-from fmbench.leaderboard.store import _builtin_errors, load_schema
-from fmbench.leaderboard import build_entry, groups, load_entries, validate_dir, write_entry
-from fmbench.readme import readme_is_current, update_readme
 from fmbench.files import read_json, write_json
+from fmbench.leaderboard import (
+    build_entry,
+    groups,
+    load_entries,
+    validate_dir,
+    write_entry,
+)
+from fmbench.leaderboard.store import _builtin_errors, load_schema
+from fmbench.readme import readme_is_current, update_readme
 from fmbench.result import summarize
 
 from .conftest import run_cli

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from fmbench_plugins.folder import fmbench_resolve_dataset as resolve
 from PIL import Image
 
 from fmbench import DataError
-from fmbench_plugins.folder import fmbench_resolve_dataset as resolve
 
 
 def _img(h=32, w=32, seed=0, dtype=np.uint16):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import importlib.util
 import urllib.request
 from pathlib import Path
 
@@ -18,9 +17,9 @@ if importlib.util.find_spec("mmseg") is None:
     pytest.skip("mmsegmentation is not installed (the mmseg extra, see docs/adapters.md)", allow_module_level=True)
 import mmseg  # noqa: E402  (installed but broken, e.g. cv2 missing for mmcv: fail, do not skip)
 
+from fmbench.checkpoint import save_checkpoint  # noqa: E402
 from fmbench.errors import CheckpointError, ModelLoadError  # noqa: E402
 from fmbench.model import build_model, load_model, probe  # noqa: E402
-from fmbench.checkpoint import save_checkpoint  # noqa: E402
 
 SHIPPED = Path(mmseg.__file__).parent / ".mim" / "configs"
 UNET = "unet/unet-s5-d16_fcn_4xb4-40k_drive-64x64.py"  # slide inference, 64x64 crops

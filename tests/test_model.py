@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fmbench.checkpoint import read_checkpoint
 from fmbench.errors import CheckpointError, ModelContractError, ModelLoadError
 from fmbench.model import parse_model_args, probe
-from fmbench.checkpoint import read_checkpoint
 
 from .helpers import write_mymod
 

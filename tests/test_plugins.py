@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import os
@@ -11,12 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
-from fmbench import (AttackEntry, AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec, PluginError, Protocol,
-                     hookimpl, hookspecs)
-from fmbench.plugins import get_registry, make_plugin_manager
+from fmbench import (
+    AttackEntry,
+    AttackSpec,
+    CorruptionSpec,
+    ModelSpec,
+    PluginError,
+    Protocol,
+    hookimpl,
+    hookspecs,
+)
+from fmbench.plugins import get_registry
 
 from .helpers import PLUGIN_CODE, make_dist
 

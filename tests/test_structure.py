@@ -25,10 +25,15 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(mod: str, path: Path, mods: dict[str, Path]) -> set[str]:
-    """The core modules ``mod`` imports anywhere in its body (function-level imports too)."""
+    """The core modules ``mod`` imports anywhere in its body (function-level imports too), but
+    not under ``if TYPE_CHECKING:`` (names for annotations, never imported at run time)."""
     package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
     deps = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             base = package[: len(package) - node.level + 1] if node.level else []
             name = ".".join(base + ([node.module] if node.module else []))

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from fmbench_plugins import synth_er, synth_mito, synth_nucleus
+from fmbench_plugins.organelles import half_max_radius
 from PIL import Image
 from scipy import ndimage
 
 from fmbench import DataError
 from fmbench.export import export, preview
-from fmbench_plugins import synth_er, synth_mito, synth_nucleus
-from fmbench_plugins.organelles import half_max_radius
 
 MAKERS = {"er": synth_er.make, "mito": synth_mito.make, "nucleus": synth_nucleus.make}
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from fmbench_plugins.unet import UNet
 
 from fmbench.checkpoint import read_checkpoint, state_sha256
 from fmbench.train import Recipe, train
-from fmbench_plugins.unet import UNet
 
 RECIPE = Recipe(steps=6, batch_size=2, crop=32, n_train=6, n_val=2, val_every=3, checkpoint_every=2, warmup=2)
 

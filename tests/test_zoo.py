@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fmbench_plugins.zoo import ZOO
 
 from fmbench.model import probe
-from fmbench_plugins.zoo import ZOO
 
 
 @pytest.mark.parametrize("name", [z[0] for z in ZOO])
@@ -26,8 +26,9 @@ def test_zoo_has_ten_distinct_architectures():
 
 
 def _spec_with(weights, needs=True):
-    from fmbench import ModelSpec
     from fmbench_plugins.unet import UNet
+
+    from fmbench import ModelSpec
 
     return ModelSpec(name="cached-net", summary="test", factory=UNet, defaults={"width": 4, "depth": 2},
                      weights=weights, needs_weights=needs)
@@ -36,10 +37,11 @@ def _spec_with(weights, needs=True):
 @pytest.fixture
 def cached_net(registry, monkeypatch, tmp_path):
     """A registered model whose weights live in the user cache (FMBENCH_CACHE = tmp)."""
+    from fmbench_plugins.unet import UNet
+
     from fmbench import Weights
     from fmbench.checkpoint import save_checkpoint
     from fmbench.files import sha256_file
-    from fmbench_plugins.unet import UNet
 
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(1)
@@ -113,10 +115,11 @@ def test_state_sha256_pins_the_tensors_not_the_file_bytes(cached_net, registry, 
     """A re-made checkpoint (same tensors, other file bytes) is accepted; other tensors are not."""
     import dataclasses
 
+    from fmbench_plugins.unet import UNet
+
+    from fmbench.checkpoint import read_checkpoint, save_checkpoint, state_sha256
     from fmbench.errors import CheckpointError
     from fmbench.model import load_model
-    from fmbench.checkpoint import read_checkpoint, save_checkpoint, state_sha256
-    from fmbench_plugins.unet import UNet
 
     state, _ = read_checkpoint(cached_net["src"])
     w = dataclasses.replace(cached_net["weights"], sha256="", state_sha256=state_sha256(state), url=None)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
+
+if TYPE_CHECKING:  # names for annotations only
+    from rich.console import Console
+    from rich.progress import Progress
 from ..errors import FmbenchError
 
 STATE = {"debug": False}
@@ -32,7 +36,7 @@ CLI_HINTS = {
 }
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
@@ -40,9 +44,16 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, width=None if stream.isatty() else 140)
 
 
-def progress_bar(quiet: bool):
+def progress_bar(quiet: bool) -> Progress:
     """A rich progress bar with ETA on stderr (nothing when ``quiet``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console(stderr=True), disable=quiet,

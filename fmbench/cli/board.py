@@ -30,7 +30,14 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
     different protocol hashes are never ranked together); `validate` checks them."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..leaderboard import groups, load_entries, render_csv, render_json, render_markdown, render_tables
+    from ..leaderboard import (
+        groups,
+        load_entries,
+        render_csv,
+        render_json,
+        render_markdown,
+        render_tables,
+    )
     from ..readme import update_readme as upd
 
     _, reg = registry()
@@ -91,8 +98,8 @@ def leaderboard_recheck_cmd(entry, n_images, tolerance):
 
     from rich.table import Table
 
-    from ..leaderboard import RECHECK_TOLERANCE, recheck_command, recheck_compare
     from ..files import read_json
+    from ..leaderboard import RECHECK_TOLERANCE, recheck_command, recheck_compare
 
     tolerance = RECHECK_TOLERANCE if tolerance is None else tolerance
     doc = read_json(entry)
@@ -133,8 +140,8 @@ def leaderboard_recheck_cmd(entry, n_images, tolerance):
 def compare_cmd(result, directory, as_json):
     """Where a result (or entry) would rank among the entries with its protocol hash and
     dataset, per score and family, with differences to its neighbours and to the best."""
-    from ..leaderboard import compare, compare_table, load_entries
     from ..files import read_json
+    from ..leaderboard import compare, compare_table, load_entries
 
     _, reg = registry()
     data = compare(read_json(result), load_entries(directory, reg))

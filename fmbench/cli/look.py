@@ -7,10 +7,11 @@ import json
 
 import click
 
+from ..specs import ModelSpec
 from . import cli, console, registry
 
 
-def _params(spec) -> str:
+def _params(spec: ModelSpec) -> str:
     from ..cards import parameter_count
     from ..errors import ModelLoadError
 

@@ -7,11 +7,25 @@ protocol version (or a customised ``+variant``) measures something else.
 """
 
 from .compare import compare, compare_table
-from .entry import ENTRY_KIND, ENTRY_SCHEMA_VERSION, as_entry, build_entry, describe_hardware, model_label, write_entry
+from .entry import (
+    ENTRY_KIND,
+    ENTRY_SCHEMA_VERSION,
+    as_entry,
+    build_entry,
+    describe_hardware,
+    model_label,
+    write_entry,
+)
 from .rank import SORT_KEYS, groups, rows, select
 from .recheck import RECHECK_TOLERANCE, recheck_command, recheck_compare
 from .render import render_csv, render_json, render_markdown, render_tables
-from .store import check_entry, entry_paths, load_entries, schema_validator, validate_dir
+from .store import (
+    check_entry,
+    entry_paths,
+    load_entries,
+    schema_validator,
+    validate_dir,
+)
 
 __all__ = [
     "ENTRY_KIND", "ENTRY_SCHEMA_VERSION", "RECHECK_TOLERANCE", "SORT_KEYS", "as_entry", "build_entry", "check_entry",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultError
 from .entry import as_entry, model_label
 from .rank import _score
 
+if TYPE_CHECKING:  # names for annotations only
+    from rich.table import Table
 
-def compare(doc: dict[str, Any], entries, sort: str = "adversarial") -> dict[str, Any]:
+
+def compare(doc: dict[str, Any], entries: list[dict[str, Any]], sort: str = "adversarial") -> dict[str, Any]:
     """Where a result would rank among entries with its protocol hash and dataset: for the
     clean IoU, the overall scores and each family, the rank it would take, the entries just
     above and below it and the best entry, with differences (yours minus theirs).
@@ -54,7 +57,7 @@ def compare(doc: dict[str, Any], entries, sort: str = "adversarial") -> dict[str
             "n_entries": len(peers), "own_entry": own is not None, "rows": out_rows}
 
 
-def compare_table(data: dict[str, Any]):
+def compare_table(data: dict[str, Any]) -> Table:
     from rich.markup import escape
     from rich.table import Table
 

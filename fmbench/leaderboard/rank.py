@@ -9,7 +9,7 @@ from .entry import model_label
 SORT_KEYS = {"adversarial": "adversarial_robustness", "corruption": "corruption_robustness", "clean": "clean_iou"}
 
 
-def select(entries, *, dataset: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
+def select(entries: list[dict[str, Any]], *, dataset: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
     """Entries on ``dataset`` under protocol ``tier`` (a name such as ``quick`` or an id)."""
     out = []
     for e in entries:
@@ -21,11 +21,11 @@ def select(entries, *, dataset: str | None = None, tier: str | None = None) -> l
     return out
 
 
-def _score(entry, key: str) -> float | None:
+def _score(entry: dict[str, Any], key: str) -> float | None:
     return entry["summary"].get(key) if key in entry["summary"] else entry["summary"]["families"].get(key, {}).get("robustness")
 
 
-def groups(entries, sort: str = "adversarial") -> list[dict[str, Any]]:
+def groups(entries: list[dict[str, Any]], sort: str = "adversarial") -> list[dict[str, Any]]:
     """Entries grouped by (protocol hash, dataset), each group ranked by ``sort`` (higher
     first, missing scores last).  Groups are never merged."""
     key = SORT_KEYS[sort]

@@ -7,7 +7,6 @@ from typing import Any
 
 from ..errors import ResultError
 
-
 # options of the recorded command that recheck replaces or that do not change scores
 _RECHECK_DROP = {"--out": 1, "--leaderboard-entry": 1, "--n-images": 1, "--resume": 0, "--overwrite": 0,
                  "--json": 0, "--quiet": 0}
@@ -33,7 +32,8 @@ def recheck_command(entry: dict[str, Any], n_images: int, out: str | os.PathLike
     return ["eval", *args, "--n-images", str(n_images), "--out", str(out), "--quiet"]
 
 
-def recheck_compare(entry: dict[str, Any], result: dict[str, Any], tolerance: float = RECHECK_TOLERANCE):
+def recheck_compare(entry: dict[str, Any], result: dict[str, Any], tolerance: float = RECHECK_TOLERANCE
+                    ) -> tuple[list[tuple[str, float, float, float]], list[str]]:
     """Compare a re-evaluation on a subset of images with the entry's per-image IoU.
 
     Returns ``(rows, problems)``: one row per condition ``(condition, recorded mean, new mean,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 from .rank import rows
 
 
-def _f(v) -> str:
+def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
@@ -18,20 +19,20 @@ COLUMNS = [("rank", "#"), ("model", "model"), ("clean_iou", "clean IoU"),
            ("n_images", "images")]
 
 
-def _cell(row, key) -> str:
+def _cell(row: dict[str, Any], key: str) -> str:
     from rich.markup import escape
 
     v = row[key]
     return _f(v) if key.endswith(("_iou", "_robustness")) else escape(str(v))  # "m [pgd-at]" is not markup
 
 
-def _title(group) -> str:
+def _title(group: dict[str, Any]) -> str:
     return (f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), "
             f"sorted by {group['sort']} robustness" if group["sort"] != "clean" else
             f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), sorted by clean IoU")
 
 
-def render_tables(gs) -> list:
+def render_tables(gs: list[dict[str, Any]]) -> list:
     """One rich table per (protocol, dataset) group."""
     from rich.table import Table
 
@@ -46,7 +47,7 @@ def render_tables(gs) -> list:
     return tables
 
 
-def render_markdown(gs) -> str:
+def render_markdown(gs: list[dict[str, Any]]) -> str:
     """Markdown tables, one per (protocol, dataset) group; an honest line when empty."""
     if not gs:
         return "No entries yet.\n"
@@ -59,7 +60,7 @@ def render_markdown(gs) -> str:
     return "\n".join(parts)
 
 
-def render_csv(gs) -> str:
+def render_csv(gs: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     fields = ["protocol", "protocol_hash", "dataset", "rank", "model", "clean_iou", "corruption_robustness",
               "adversarial_robustness", "n_images", "weights_sha256"]
@@ -71,6 +72,6 @@ def render_csv(gs) -> str:
     return buf.getvalue()
 
 
-def render_json(gs) -> str:
+def render_json(gs: list[dict[str, Any]]) -> str:
     return json.dumps([{k: g[k] for k in ("protocol_id", "protocol_hash", "dataset", "sort")} | {"rows": rows(g)}
                        for g in gs], indent=2) + "\n"

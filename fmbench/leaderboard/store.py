@@ -7,12 +7,17 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ResultError
 from ..files import read_json
 from ..result import summarize
+
+if TYPE_CHECKING:  # names for annotations only
+    from ..plugins import Registry
+
 
 SCHEMA_PATH = Path(__file__).parent.parent / "schema" / "leaderboard-entry.schema.json"
 TOLERANCE = 1e-9
@@ -88,7 +93,7 @@ def schema_validator():
         return "built-in validator (jsonschema not installed)", lambda e: _builtin_errors(e, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
 
-    def check(entry):
+    def check(entry: dict[str, Any]) -> list[str]:
         out = []
         for err in sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path)):
             path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err.absolute_path)
@@ -119,7 +124,7 @@ def _compare(expected: Any, found: Any, where: str) -> list[str]:
     return [] if expected == found else [f"{where} is {found!r} but the conditions give {expected!r}"]
 
 
-def check_entry(entry: Any, registry, schema_check) -> list[str]:
+def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], list[str]]) -> list[str]:
     """Every problem with one entry: schema, protocol hash, summaries against details."""
     problems = schema_check(entry)
     if problems:
@@ -148,7 +153,7 @@ def entry_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted(directory.glob("*.json"))
 
 
-def validate_dir(directory: str | os.PathLike, registry) -> tuple[str, int, list[str]]:
+def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str, int, list[str]]:
     """``(validator name, number of files, problems)``; each problem is one line naming its file."""
     name, schema_check = schema_validator()
     problems = []
@@ -163,17 +168,17 @@ def validate_dir(directory: str | os.PathLike, registry) -> tuple[str, int, list
     return name, len(paths), problems
 
 
-def load_entries(directory: str | os.PathLike, registry=None) -> list[dict[str, Any]]:
+def load_entries(directory: str | os.PathLike, registry: Registry | None = None) -> list[dict[str, Any]]:
     """Every entry of a directory; when ``registry`` is given, an invalid entry is an error
     (nothing is ranked from a file that does not validate)."""
     entries = []
     schema_check = schema_validator()[1] if registry is not None else None
     for path in entry_paths(directory):
         entry = read_json(path)
-        if registry is not None:
+        if registry is not None and schema_check is not None:
             problems = check_entry(entry, registry, schema_check)
             if problems:
-                raise ResultError(f"{path}: {problems[0]} (run `fmbench leaderboard validate`)")
+                raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
         entries.append(entry)
     return entries

@@ -16,8 +16,7 @@ and plain ``meta`` loads as it is.  docs/adapters.md describes all four.
 
 from __future__ import annotations
 
-from fmbench import hookimpl
-from fmbench import ModelLoadError
+from fmbench import ModelLoadError, hookimpl
 
 from ._common import _no_args
 from .mmseg import MMSEG_ARGS, MMSegModel, mmseg_model

@@ -20,7 +20,6 @@ from fmbench import ModelLoadError
 
 from ._common import _first_line, _suggest
 
-
 MMSEG_ARGS = {"classes": "output channels: 1 (default, one sigmoid logit) or N >= 2 (softmax, class 0 background)",
               "size_divisor": "pad the input to a multiple of this (default 32) and crop the logits back"}
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmbench import DataError
-from fmbench import Sample
+from fmbench import DataError, Sample
 
 from .layout import Layout, Pair, _files, _pairs_in, _select
 from .read import _mask_values, _normalise, _read, _to_2d

@@ -10,7 +10,6 @@ from fmbench import DataError
 
 from .layout import Layout
 
-
 # -- reading ----------------------------------------------------------------------------------
 
 
