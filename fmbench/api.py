@@ -76,7 +76,7 @@ def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *
 
 def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None = None,
                checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
-               random_init: bool = False) -> LoadedModel:
+               random_init: bool = False, weights: str | None = None) -> LoadedModel:
     """A model ready to evaluate: a reference (registered name, ``module:Attr``,
     ``file.py:Attr``, ``scheme:...``; registered weights for ``dataset`` are loaded) or an
     ``nn.Module`` you built (``checkpoint`` loads a state dict into it)."""
@@ -97,7 +97,7 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
     if not isinstance(model, str):
         raise ModelLoadError(f"model must be a reference string or a torch.nn.Module, got {type(model).__name__}")
     return _load(model, dict(model_args or {}), registry, pm, checkpoint=checkpoint, dataset=dataset,
-                 random_init=random_init)
+                 random_init=random_init, weights=weights)
 
 
 def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> tuple[Path | None, Path | None]:
@@ -121,11 +121,13 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
              device: str | torch.device = "auto", batch_size: int = 8, out: str | os.PathLike | None = None,
              resume: bool = False, overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None,
              model_args: Mapping[str, Any] | None = None, checkpoint: str | os.PathLike | None = None,
-             random_init: bool = False, train_dataset: Any = None, command: str | None = None,
+             random_init: bool = False, weights: str | None = None, train_dataset: Any = None,
+             command: str | None = None,
              **protocol_overrides: Any) -> Result:
     """Evaluate a model on a dataset under a protocol; returns the :class:`Result`.
 
-    ``model``: a reference string (with ``model_args``, ``checkpoint``, ``random_init``), an
+    ``model``: a reference string (with ``model_args``, ``checkpoint``, ``random_init``, and
+    ``weights``: the registered weights trained on another dataset, for your own images), an
     ``nn.Module``, or a :class:`LoadedModel`.  ``dataset``: a reference string or a dataset
     object (``name``, ``synthetic``, ``__len__``, ``__getitem__`` returning a
     :class:`fmbench.Sample`).  ``protocol``: a tier, an id or a :class:`Protocol`;
@@ -150,7 +152,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     elif isinstance(model, str):
         torch.manual_seed(proto.seed)  # a model that draws random weights draws the same ones every run
         loaded = load_model(model, model_args=model_args, checkpoint=checkpoint, dataset=dataset_ref,
-                            random_init=random_init)
+                            random_init=random_init, weights=weights)
     else:
         loaded = load_model(model, model_args=model_args, checkpoint=checkpoint)
     loaded.module.to(dev)

@@ -152,19 +152,34 @@ class AttackAt(Condition):
         return Applied(x_adv, batch.mask, {"checks": checks})
 
 
-def corruption_at(spec: CorruptionSpec, level: float) -> CorruptionAt:
-    """The condition of a registered corruption (its spec) at one severity."""
+MEASURED_REFERENCE = "reference (images as measured, no noise added)"
+
+
+def corruption_at(spec: CorruptionSpec, level: float, synthetic: bool = True,
+                  levels: Sequence[float] = ()) -> CorruptionAt:
+    """The condition of a registered corruption (its spec) at one severity.  On measured
+    images an exposure corruption adds its noise on top of the image's own, so its nominal SNR
+    does not hold: it is labelled by its rank among ``levels`` instead."""
+    label = f"{spec.name} {spec.label(level)}"
+    if spec.exposure and not synthetic:
+        ranked = sorted(levels or spec.levels, reverse=True)
+        k = ranked.index(level) + 1 if level in ranked else 0
+        label = (f"{spec.name} severity {k} of {len(ranked)} (added to the images' own noise; "
+                 f"SNR not controlled)")
     return CorruptionAt(f"{spec.name}@{level:g}", "corruption", spec.name, spec.family or spec.name, float(level),
-                        f"{spec.name} {spec.label(level)}")
+                        label)
 
 
-def plan(protocol: Protocol, registry: Registry) -> list[Condition]:
-    """The protocol's conditions, in evaluation order: reference, corruptions, attacks."""
+def plan(protocol: Protocol, registry: Registry, synthetic: bool = True) -> list[Condition]:
+    """The protocol's conditions, in evaluation order: reference, corruptions, attacks.
+    ``synthetic=False`` (measured images): the reference is the images as they are, and no
+    label claims an SNR."""
+    ref_label = f"reference (SNR {protocol.reference_snr:g})" if synthetic else MEASURED_REFERENCE
     conds: list[Condition] = [Reference("reference", "reference", "reference", "reference",
-                                        protocol.reference_snr, f"reference (SNR {protocol.reference_snr:g})")]
+                                        protocol.reference_snr, ref_label)]
     for entry in protocol.corruptions:
         spec = registry.corruption(entry.name)
-        conds += [corruption_at(spec, level) for level in entry.levels]
+        conds += [corruption_at(spec, level, synthetic, entry.levels) for level in entry.levels]
     for a in protocol.attacks:
         for eps in a.eps:
             lab = eps_label(eps, a.norm)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import __version__
+from . import __version__, baselines
 from .attack import PassCounter
 from .conditions import BatchInputs, RunContext, plan
 from .data import iter_batches
@@ -25,7 +25,7 @@ from .errors import FmbenchError
 from .metrics import overlap_counts, predict
 from .preparation import prepare_attacks
 from .protocol import Protocol
-from .result import assemble
+from .result import assemble, measured_data_warnings
 from .runlog import PartialLog
 from .selfcheck import review
 
@@ -84,7 +84,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     chunks of an earlier, killed run).  ``train_dataset`` is the training split for attacks
     that learn on it (a dataset, a zero-argument callable opening one, or ``None``: the
     registered dataset ``dataset_ref`` opened with ``split="train"``)."""
-    conditions = plan(protocol, registry)
+    conditions = plan(protocol, registry, synthetic=bool(dataset.synthetic))
     model = PassCounter(loaded.module.to(device).eval())
     ctx = RunContext(model=model,
                      corruptions={e.name: registry.build_corruption(e.name) for e in protocol.corruptions},
@@ -111,6 +111,9 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             with torch.inference_mode():
                 logits = model(applied.input)
             counts = overlap_counts(predict(logits), applied.target)
+            extra = dict(applied.record)
+            if cond.kind != "attack":  # the trivial and classical baselines, on the same input
+                extra["baselines"] = baselines.counts(applied.input, applied.target)
             log.append({
                 "batch": batch.index,
                 "condition": cond.id,
@@ -118,7 +121,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                 **{k: counts[k].tolist() for k in ("inter", "union", "pred", "true")},
                 "passes": model.since(before),
                 "seconds": time.perf_counter() - t0,
-                **applied.record,
+                **extra,
             })
             step += 1
             if on_progress:
@@ -127,7 +130,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     document = assemble(run_header(loaded, dataset_ref, protocol, device, batch_size), protocol, conditions,
                         log.records, loaded, dataset, dataset_ref, device)
     document["checks"], attack_warnings = review(document, log.records, preparation)
-    document["warnings"] = attack_warnings
+    document["warnings"] = attack_warnings + measured_data_warnings(document)
     per_condition = {c.id: sum(r["seconds"] for r in log.records if r["condition"] == c.id)
                      + preparation.get(c.id, {}).get("seconds", 0.0) for c in conditions}
     return Run(document, time.perf_counter() - started, per_condition)

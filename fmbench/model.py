@@ -151,10 +151,11 @@ def build_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.P
 
 
 def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.PluginManager, *, checkpoint: str | os.PathLike | None = None,
-               dataset: str | None = None, random_init: bool = False) -> LoadedModel:
+               dataset: str | None = None, random_init: bool = False, weights: str | None = None) -> LoadedModel:
     """Build a model and load its weights: ``checkpoint`` if given, else the registered
-    weights for ``dataset``.  A registered model that lists weights, but none for
-    ``dataset``, is refused unless ``random_init`` (an untrained model measures nothing)."""
+    weights named ``weights`` (a dataset the model was trained on), else those for
+    ``dataset``.  A registered model that lists weights, but none that fit, is refused unless
+    ``random_init`` (an untrained model measures nothing)."""
     module, spec = build_model(ref, args, registry, pm)
     loaded = LoadedModel(module=module, ref=ref, args=dict(args), spec=spec)
     path: Path | None = None
@@ -163,11 +164,18 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         path = Path(checkpoint)
     elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
         # a spec that lists no weights at all builds its own (its factory loads them)
-        w = spec.weights.get(dataset) if dataset else None
+        wanted = weights or dataset
+        w = spec.weights.get(wanted) if wanted else None
         if w is None:
             have = ", ".join(sorted(spec.weights)) or "none"
-            raise CheckpointError(f"model {ref!r} has no trained weights for dataset {dataset!r} (it has: {have})",
-                                  hints=("checkpoint", "random_init"))
+            if weights:
+                raise CheckpointError(f"model {ref!r} has no weights named {weights!r} (it has weights trained on: "
+                                      f"{have})")
+            # your own images are for testing: the advice is the shipped weights, never training on them
+            own = bool(dataset and ":" in dataset)
+            raise CheckpointError(f"model {ref!r} has no trained weights for dataset {dataset!r} (it has weights "
+                                  f"trained on: {have})",
+                                  hints=("weights", "random_init") if own and spec.weights else ("checkpoint", "random_init"))
         path = weights_path(w)
         if not path.is_file() and w.url:
             fetch_weights(w, path)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import __version__
+from . import __version__, baselines, scores
 from .errors import ResultError
 from .files import dumps, read_json, write_json
 from .metrics import iou_dice, relative
@@ -105,7 +105,7 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
         c["robustness"] = mean
         c["n_images_without_ratio"] = sum(r is None for r in ratios)
     totals = {k: sum(c["passes"][k] for c in cond_out) for k in cond_out[0]["passes"]}
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "kind": "fmbench-result",
         "fmbench_version": __version__,
@@ -125,9 +125,41 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
         "batch_size": header["batch_size"],
         "conditions": cond_out,
         "summary": summarize(cond_out),
+        "scores": scores.compute(cond_out, per_image["iou"]),
+        "flags": [],
         "passes": totals,
         "per_image": {"ids": ids, **per_image},
+        "baselines": baselines.assemble(list(conditions), records),
     }
+    doc["flags"] = flags(doc)
+    return doc
+
+
+def flags(doc: Mapping[str, Any]) -> list[dict[str, str]]:
+    """What a reader must know before reading a result's numbers: ``degenerate`` (its clean IoU
+    does not clearly beat the best trivial baseline on its own images)."""
+    out = []
+    base = doc.get("baselines") or {}
+    clean = doc["per_image"]["iou"]["reference"]
+    trivial = {k: v["iou"]["reference"] for k, v in base.items() if "reference" in v["iou"]}
+    reason = scores.degenerate(clean, trivial)
+    if reason:
+        out.append({"flag": "degenerate", "reason": reason})
+    return out
+
+
+def measured_data_warnings(doc: Mapping[str, Any]) -> list[str]:
+    """On measured images the reference condition is the images as they are, so a corruption
+    can score above it: say so wherever a relative robustness exceeds 1."""
+    if doc["dataset"]["synthetic"]:
+        return []
+    above = [c["id"] for c in doc["conditions"] if c["kind"] != "reference" and (c["robustness"] or 0) > 1]
+    if not above:
+        return []
+    return [f"relative robustness above 1 under {', '.join(above[:4])}{' ...' if len(above) > 4 else ''}: on "
+            f"measured images the reference condition is the images as they are, which can be harder than a "
+            f"corrupted copy (noise added on top of the images' own, a blur that smooths it); read the absolute "
+            f"IoU, not the ratio"]
 
 
 class Result(Mapping):
@@ -156,10 +188,11 @@ class Result(Mapping):
         return len(self.document)
 
     def __repr__(self) -> str:
-        s = self.summary
+        s = self.document.get("scores") or {}
+        flags = "".join(f", {f['flag']}" for f in self.flags)
         return (f"Result({self.model['ref']!r} on {self.dataset['ref']!r}, {self.protocol['id']}: "
-                f"clean IoU {_fmt(s['clean_iou'])}, corruption robustness {_fmt(s['corruption_robustness'])}, "
-                f"adversarial robustness {_fmt(s['adversarial_robustness'])})")
+                f"robust IoU {scores.fmt(s.get('robust_iou'))}, corrupted IoU {scores.fmt(s.get('corrupted_iou'))}, "
+                f"clean IoU {scores.fmt(s.get('clean_iou'))}{flags})")
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -184,6 +217,16 @@ class Result(Mapping):
     @property
     def dataset(self) -> dict[str, Any]:
         return self.document["dataset"]
+
+    @property
+    def scores(self) -> dict[str, Any]:
+        """Headline scores with their 95 % intervals (:mod:`fmbench.scores`)."""
+        return self.document["scores"]
+
+    @property
+    def flags(self) -> list[dict[str, str]]:
+        """Why a number should not be read at face value (``degenerate``...), with reasons."""
+        return list(self.document.get("flags", []))
 
     @property
     def warnings(self) -> list[str]:
@@ -218,37 +261,55 @@ class Result(Mapping):
         return cls(read_json(path), path)
 
     def table(self) -> Table:
-        """A rich table: one row per condition, then the summary scores."""
-        return summary_table(self.document)
+        """A rich table: one row per condition, then the scores with their intervals."""
+        return result_table(self.document)
 
 
-def _fmt(v: float | None) -> str:
+def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def summary_table(result: Mapping[str, Any]) -> Table:
-    """A rich table of a result: one row per condition, then the summary scores."""
-    from rich.markup import escape
-    from rich.table import Table
-
+def model_label(result: Mapping[str, Any]) -> str:
     model = result["model"]["ref"]
     recipe = (result["model"].get("meta") or {}).get("recipe") or {}
     if recipe.get("defense", "none") != "none":
         model += f" [{recipe['defense']}]"  # a defended model is marked wherever results appear
-    title = (f"fmbench {result['protocol']['id']}  ·  {escape(model)} on {result['dataset']['ref']} "
+    return model
+
+
+def result_table(result: Mapping[str, Any]) -> Table:
+    """One row per condition, then the headline scores with their 95 % intervals, the study's
+    relative robustness, and the baselines measured on the same inputs."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = (f"fmbench {result['protocol']['id']}  ·  {escape(model_label(result))} on {result['dataset']['ref']} "
              f"({result['dataset']['n_images']} images)")
     table = Table(title=title, title_justify="left")
     for col, just in [("condition", "left"), ("family", "left"), ("IoU", "right"), ("Dice", "right"),
-                      ("robustness", "right"), ("fwd/bwd passes", "right")]:
+                      ("rel. robustness", "right"), ("fwd/bwd passes", "right")]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for c in result["conditions"]:
-        table.add_row(c["label"], c["family"], _fmt(c["iou"]), _fmt(c["dice"]), _fmt(c["robustness"]),
+        table.add_row(escape(c["label"]), c["family"], _f(c["iou"]), _f(c["dice"]), _f(c["robustness"]),
                       f"{c['passes']['forward_images']}/{c['passes']['backward_images']}")
-    s = result["summary"]
-    table.add_section()
-    table.add_row("[b]clean IoU[/b]", "", _fmt(s["clean_iou"]), _fmt(s["clean_dice"]), "", "")
-    for name, fam in s["families"].items():
-        table.add_row(f"[b]{name}[/b] (mean)", fam["kind"], _fmt(fam["iou"]), "", _fmt(fam["robustness"]), "")
-    table.add_row("[b]corruption robustness[/b]", "", "", "", _fmt(s["corruption_robustness"]), "")
-    table.add_row("[b]adversarial robustness[/b]", "", "", "", _fmt(s["adversarial_robustness"]), "")
+    s = result.get("scores")
+    if s:
+        table.add_section()
+        head = s["headline"]
+        table.add_row(f"[b]robust IoU[/b] (per image, the worst attack at {head['label']})", "",
+                      scores.fmt(s["robust_iou"]), "", "", "")
+        table.add_row("[b]corrupted IoU[/b] (mean over every corruption)", "", scores.fmt(s["corrupted_iou"]), "", "", "")
+        table.add_row("[b]clean IoU[/b] (reference condition)", "", scores.fmt(s["clean_iou"]),
+                      _f(result["summary"]["clean_dice"]), "", "")
+        for name, fam in s["families"].items():
+            table.add_row(f"  {name} (mean)", fam["kind"], scores.fmt(fam["iou"]), "",
+                          _f(result["summary"]["families"][name]["robustness"]), "")
+        table.add_row("relative robustness (study): corruption", "", "", "", scores.fmt(s["corruption_robustness"]), "")
+        table.add_row("relative robustness (study): adversarial", "", "", "", scores.fmt(s["adversarial_robustness"]), "")
+    base = baselines.summary(result.get("baselines"), result["conditions"])
+    if base:
+        table.add_section()
+        for name, b in base.items():
+            table.add_row(f"[dim]baseline: {name}[/dim]", "", f"[dim]clean {_f(b['clean_iou'])}[/dim]", "",
+                          f"[dim]corrupted {_f(b['corrupted_iou'])}[/dim]", "")
     return table

@@ -67,18 +67,18 @@ def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
     from rich.console import Console
 
     from fmbench.leaderboard import model_label
-    from fmbench.result import summary_table
+    from fmbench.result import result_table
 
     result = {"model": {"ref": "unet-r18", "meta": {"recipe": {"defense": "pgd-at"}}},
               "protocol": {"id": "quick-v1"}, "dataset": {"ref": "er", "n_images": 1}, "conditions": [],
               "summary": {"clean_iou": 0.9, "clean_dice": 0.95, "families": {}, "corruption_robustness": None,
                           "adversarial_robustness": None}}
     console = Console(width=200, record=True)
-    console.print(summary_table(result))
+    console.print(result_table(result))
     assert "unet-r18 [pgd-at] on er" in console.export_text()
     result["model"]["meta"]["recipe"]["defense"] = "none"
     console = Console(width=200, record=True)
-    console.print(summary_table(result))
+    console.print(result_table(result))
     assert "unet-r18 on er" in console.export_text()
     assert model_label({"model": {"ref": "m", "training": {"defence": "noise-aug"}}}) == "m [noise-aug]"
     assert model_label({"model": {"ref": "m", "training": {"defence": "none"}}}) == "m"
@@ -92,8 +92,9 @@ def test_defended_label_survives_rich_tables():
 
     console = Console(width=200, record=True)
     data = {"model": "m [pgd-at]", "n_entries": 2, "dataset": "er", "protocol_id": "quick-v1", "protocol_hash": "h",
-            "rows": [{"label": "clean", "yours": 0.9, "rank": 1, "of": 2, "above": None, "below": None,
-                      "best": {"model": "n [noise-aug]", "score": 0.8, "diff": 0.1}}]}
+            "rows": [{"label": "clean", "score": {"value": 0.9, "ci95": [0.85, 0.95]}, "rank": 1, "of": 2, "above": None,
+                      "below": None, "best": {"model": "n [noise-aug]", "score": {"value": 0.8, "ci95": None},
+                                              "diff": 0.1, "ci95": [0.05, 0.15], "within_noise": False}}]}
     console.print(compare_table(data))
     text = console.export_text()
     assert "m [pgd-at] against" in text and "n [noise-aug] 0.800" in text

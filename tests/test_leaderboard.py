@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl
+from fmbench import AttackEntry, CorruptionEntry, Protocol, hookimpl, scores
 from fmbench.cli import cli as fmbench_cli
 from fmbench.files import read_json, write_json
 from fmbench.leaderboard import (
@@ -23,7 +23,7 @@ from fmbench.leaderboard import (
     validate_dir,
     write_entry,
 )
-from fmbench.leaderboard.store import _builtin_errors, load_schema
+from fmbench.leaderboard.store import _builtin_errors, load_baselines, load_schema
 from fmbench.readme import readme_is_current, update_readme
 from fmbench.result import summarize
 
@@ -63,7 +63,7 @@ def real(tmp_path_factory):
     mod = write_mymod(tmp / "m")
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(mod.parent)]), "FMBENCH_LOAD_PLUGINS": "fmbench_tinyproto"}
     entry = tmp / "lb" / "mynet__nucleus__tiny-v1.json"
-    args = ["eval", "--model", "mymod:MyNet", "--dataset", "nucleus", "--tier", "tiny", "--device", "cpu",
+    args = ["eval", "--model", "mymod:Thresh", "--dataset", "nucleus", "--tier", "tiny", "--device", "cpu",
             "--out", str(tmp / "r.json"), "--quiet", "--leaderboard-entry", str(entry)]
     r = run_cli(*args, cwd=tmp, env=env)
     assert r.returncode == 0, r.stderr
@@ -97,12 +97,15 @@ def synth(base: dict, name: str, clean: float, corr: float, adv: float) -> dict:
     e = copy.deepcopy(base)
     e["model"]["ref"] = name
     e["model"]["weights_sha256"] = (name.encode().hex() * 16)[:64]
+    n = len(e["per_image"]["ids"])
     for i, c in enumerate(e["conditions"]):
         rob = 1.0 if c["kind"] == "reference" else (corr if c["kind"] == "corruption" else adv) + 0.01 * (i % 2)
         c["robustness"] = rob
         c["iou"] = clean * rob
         c["dice"] = min(1.0, c["iou"] * 1.05)
+        e["per_image"]["iou"][c["id"]] = [c["iou"]] * n
     e["summary"] = summarize(e["conditions"])
+    e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
     return e
 
 
@@ -112,7 +115,22 @@ def board(real, tmp_path):
     d = tmp_path / "lb"
     for name, vals in MODELS.items():
         write_json(d / f"{name}.json", synth(base, name, *vals))
+    write_json(d / "baselines" / "nucleus__tiny-v1.json", tiny_baselines())
     return d, base
+
+
+_BASELINES: dict = {}
+
+
+def tiny_baselines():
+    """The baselines of nucleus under tiny-v1 (measured once per session: 4 images)."""
+    if not _BASELINES:
+        from fmbench.baselines import measure
+
+        registry = registry_with_tiny()
+        _BASELINES["doc"] = measure(registry.dataset("nucleus").factory(split="test", image_size=64), "nucleus",
+                                    TINY, registry)
+    return _BASELINES["doc"]
 
 
 def invoke(*args):
@@ -122,7 +140,7 @@ def invoke(*args):
 
 def test_eval_writes_complete_leaderboard_entry(real):
     e = read_json(real["entry"])
-    assert e["kind"] == "fmbench-leaderboard-entry" and e["schema_version"] == load_schema()["schema_version"] == 1
+    assert e["kind"] == "fmbench-leaderboard-entry" and e["schema_version"] == load_schema()["schema_version"] == 2
     assert e["protocol"]["id"] == "tiny-v1" and e["protocol"]["hash"] == TINY.hash
     assert [c["id"] for c in e["conditions"]] == ["reference", "noise@5", "noise@2", "fgsm@2/255", "fgsm@8/255"]
     assert all(isinstance(c["iou"], float) and isinstance(c["level"], float) for c in e["conditions"])
@@ -130,7 +148,7 @@ def test_eval_writes_complete_leaderboard_entry(real):
     prov = e["provenance"]
     assert "--leaderboard-entry" in prov["command"] and prov["device"] == "cpu" and prov["hardware"]
     assert prov["torch_version"] and prov["fmbench_version"]
-    assert e["model"]["ref"] == "mymod:MyNet" and e["model"]["training"] == {
+    assert e["model"]["ref"] == "mymod:Thresh" and e["model"]["training"] == {
         "recipe": None, "seed": None, "defence": None, "dataset": None, "protocol": None, "val_iou": None,
         "command": None}
     assert e["summary"] == summarize(e["conditions"])
@@ -153,7 +171,17 @@ def test_entry_carries_training_provenance_from_checkpoint_meta(real):
 
 
 def test_validate_passes_on_real_entry_cli(real):
-    r = run_cli("leaderboard", "validate", str(real["entry"].parent), env=real["env"])
+    lb = real["entry"].parent
+    r = run_cli("leaderboard", "validate", str(lb), env=real["env"])
+    # without its table's baselines an entry cannot be checked for being degenerate
+    assert r.returncode == 1 and "no baselines for nucleus under tiny-v1" in r.stderr
+    assert "fmbench leaderboard baselines --dataset nucleus --tier tiny-v1" in r.stderr
+    r = run_cli("leaderboard", "baselines", "--dataset", "nucleus", "--tier", "tiny-v1", "--dir", str(lb), env=real["env"])
+    assert r.returncode == 0 and "otsu" in r.stdout, r.stderr
+    r = run_cli("leaderboard", "baselines", "--dataset", "nucleus", "--tier", "tiny-v1", "--dir", str(lb), "--check", "2",
+                env=real["env"])
+    assert r.returncode == 0 and "first 2 images reproduced" in r.stdout, r.stderr
+    r = run_cli("leaderboard", "validate", str(lb), env=real["env"])
     assert r.returncode == 0, r.stderr
     assert "1 entries" in r.stdout and "jsonschema" in r.stdout
 
@@ -198,7 +226,7 @@ def test_validate_cli_exit_code_and_lines(board, proto):
     r = invoke("leaderboard", "validate", str(d))
     assert r.exit_code == 1
     assert f"{d / 'zz.json'}: protocol hash fedcba9876543210" in r.output
-    assert "1 problem(s) in 5 entries" in r.output
+    assert "problem(s) in 5 entries" in r.output
     (d / "zz.json").unlink()
     r = invoke("leaderboard", "validate", str(d))
     assert r.exit_code == 0 and "4 entries" in r.output
@@ -244,12 +272,15 @@ def test_markdown_and_readme_generation(board, proto, tmp_path):
     assert update_readme(readme, []) is True
     assert "No entries yet." in readme.read_text() and "|" not in readme.read_text()
     entries = load_entries(d, registry_with_tiny())
-    assert not readme_is_current(readme, entries)
+    base = load_baselines(d)[0]
+    assert not readme_is_current(readme, entries, base)
     r = invoke("leaderboard", "--dir", str(d), "--update-readme", "--readme", str(readme))
     assert r.exit_code == 0, r.output
     text = readme.read_text()
-    assert readme_is_current(readme, entries) and text.endswith("<!-- leaderboard:end -->\n\ntail\n")
-    assert "| 1 | net-c | 0.850 | 0.905 | 0.705 | 4 |" in text
+    assert readme_is_current(readme, entries, base) and text.endswith("<!-- leaderboard:end -->\n\ntail\n")
+    # ranked by robust IoU (each image's worst attack at 8/255), every score with its interval
+    assert "| 1 | net-c | 0.595 [0.595, 0.595] | 0.769 [0.769, 0.769] | 0.850 [0.850, 0.850] | 0.705 [0.705, " in text
+    assert "| *baseline: otsu* | *—* |" in text
     assert "No entries yet." not in text
     # the correlation summary under the tables: the numbers `fmbench analyze` gives
     from fmbench.analysis import across_entries
@@ -270,7 +301,7 @@ def test_readme_leaderboard_section_is_current():
 
     registry = get_registry(make_plugin_manager(load_entrypoints=False))
     entries = load_entries(ROOT / "leaderboard", registry)
-    assert readme_is_current(ROOT / "README.md", entries), \
+    assert readme_is_current(ROOT / "README.md", entries, load_baselines(ROOT / "leaderboard")[0]), \
         "README.md's leaderboard section is stale: run `fmbench leaderboard --update-readme`"
 
 
@@ -289,7 +320,7 @@ def test_compare_ranks_a_result_among_entries(board, real, proto):
     assert adv["best"]["diff"] == pytest.approx(mine["adversarial_robustness"] - others[0])
     assert {row["metric"] for row in data["rows"]} >= {"clean_iou", "corruption_robustness", "noise", "fgsm"}
     r = invoke("compare", str(real["result"]), "--dir", str(d))
-    assert r.exit_code == 0 and "net-c" in r.output and "adversarial robustness" in r.output
+    assert r.exit_code == 0 and "net-c" in r.output and "robust IoU" in r.output and "≈ noise" in r.output
 
 
 def test_compare_leaves_the_models_own_entry_out_of_the_ranking(board, real, proto, tmp_path):
@@ -355,13 +386,14 @@ def test_analyze_needs_three_entries(board, proto, tmp_path):
 def test_analyze_within_one_entry(board, proto, tmp_path):
     d, base = board
     e = synth(base, "net-w", 0.9, 0.8, 0.5)
-    ids = ["i0", "i1", "i2", "i3"]
+    ids = list(base["per_image"]["ids"])
     iou = {c["id"]: [] for c in e["conditions"]}
     for k in range(4):
         corr, adv = 0.5 + 0.1 * k, 0.2 + 0.15 * k
         for c in e["conditions"]:
             iou[c["id"]].append(0.8 * (1.0 if c["kind"] == "reference" else corr if c["kind"] == "corruption" else adv))
     e["per_image"] = {"ids": ids, "iou": iou}
+    e["scores"] = scores.compute(e["conditions"], iou)
     write_json(d / "net-w.json", e)
     r = invoke("analyze", "--dir", str(d), "--within", "net-w", "--out", str(tmp_path / "w.png"), "--n-boot", "200",
                "--json")

@@ -65,10 +65,10 @@ def test_cache_weights_missing_offline_say_how_to_make_them(cached_net, registry
     msg = str(err.value)
     assert f"missing at {cached_net['cache']}" in msg
     assert f"fmbench train --model cached-net --dataset nucleus --seed 0 --out {cached_net['cache']}" in msg
-    with pytest.raises(CheckpointError, match=r"has no trained weights for dataset 'er' \(it has: nucleus\)"):
+    with pytest.raises(CheckpointError, match=r"has no trained weights for dataset 'er' \(it has weights trained on: nucleus\)"):
         load_model("cached-net", {}, registry, pm, dataset="er")
     monkeypatch.setattr(registry, "model", lambda name: _spec_with({}))
-    with pytest.raises(CheckpointError, match=r"has no trained weights for dataset 'er' \(it has: none\)"):
+    with pytest.raises(CheckpointError, match=r"has no trained weights for dataset 'er' \(it has weights trained on: none\)"):
         load_model("cached-net", {}, registry, pm, dataset="er")
     assert load_model("cached-net", {}, registry, pm, dataset="er", random_init=True).checkpoint is None
 

@@ -19,7 +19,9 @@ from . import cli, console, registry
 @click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
 @click.option("--dataset", "dataset_ref", help="Only entries on this dataset.")
 @click.option("--tier", help="Only entries under this protocol (tier name such as quick, or id quick-v1).")
-@click.option("--sort", default="adversarial", show_default=True, type=click.Choice(["adversarial", "corruption", "clean"]))
+@click.option("--sort", default="robust", show_default=True,
+              type=click.Choice(["robust", "corrupted", "clean", "adversarial", "corruption"]),
+              help="robust, corrupted, clean: IoU (absolute); adversarial, corruption: the study's relative robustness.")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "markdown", "csv", "json"]))
 @click.option("--update-readme", is_flag=True, help="Regenerate README.md's leaderboard section from the entries.")
 @click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
@@ -38,15 +40,17 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         render_markdown,
         render_tables,
     )
+    from ..leaderboard.store import load_baselines
     from ..readme import update_readme as upd
 
     _, reg = registry()
     entries = load_entries(directory, reg)
+    base = load_baselines(directory)[0]
     if update_readme:
-        changed = upd(readme, entries)
+        changed = upd(readme, entries, base)
         click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
         return
-    gs = groups(select_entries(entries, dataset_ref, tier), sort)
+    gs = groups(select_entries(entries, dataset_ref, tier), sort, base)
     if fmt == "markdown":
         click.echo(render_markdown(gs), nl=False)
     elif fmt == "csv":
@@ -182,3 +186,59 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
     else:
         console().print(correlation_table(data))
         click.echo(f"scatter plot written to {path}")
+
+
+@leaderboard_group.command("baselines")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--tier", default="quick", show_default=True, help="Protocol tier or id.")
+@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--check", "n_check", type=click.IntRange(min=1), metavar="N",
+              help="Re-measure the first N images and compare with the file instead of writing it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing baselines file.")
+def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
+    """Measure the trivial baselines (all foreground, all background) and Otsu's threshold at
+    the reference condition and under every corruption of a protocol, on its test images, and
+    write them to DIR/baselines/ (the leaderboard shows them and flags degenerate entries by them)."""
+    from ..baselines import measure
+    from ..datasets import open_dataset
+    from ..files import read_json, write_json
+
+    pm, reg = registry()
+    protocol = reg.protocol(tier)
+    dataset = open_dataset(dataset_ref, protocol.split, protocol.image_size, registry=reg, pm=pm)
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset_ref}__{protocol.id}")
+    path = Path(directory) / "baselines" / f"{slug}.json"
+    if n_check:
+        old = read_json(path)
+        new = measure(dataset, dataset_ref, protocol, reg, n_images=n_check)
+        worst = 0.0
+        for name, per_cond in new["per_image"]["iou"].items():
+            for cid, values in per_cond.items():
+                recorded = old["per_image"]["iou"][name][cid][: len(values)]
+                worst = max([worst, *(abs(a - b) for a, b in zip(values, recorded))])
+        if worst > 1e-6:
+            click.echo(f"{path}: the first {n_check} images differ by up to {worst:.3g} per image", err=True)
+            sys.exit(1)
+        click.echo(f"{path}: the first {n_check} images reproduced (largest difference {worst:.2g})")
+        return
+    if path.exists() and not overwrite:
+        raise ResultError(f"{path} already exists", hints=("overwrite",))
+    t0 = time.perf_counter()
+    doc = measure(dataset, dataset_ref, protocol, reg)
+    write_json(path, doc)
+    summary = ", ".join(f"{k} {v['clean_iou']:.3f}" for k, v in doc["summary"].items())
+    click.echo(f"baselines written to {path} ({doc['dataset']['n_images']} images, {time.perf_counter() - t0:.0f} s; "
+               f"clean IoU: {summary})")
+
+
+@leaderboard_group.command("rescore")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, exists=True))
+def leaderboard_rescore_cmd(paths):
+    """Bring entries to the current schema: recompute their scores and intervals from their
+    per-image IoU (nothing is re-evaluated; every other field is kept)."""
+    from ..files import read_json, write_json
+    from ..leaderboard.entry import rescore
+
+    for p in paths:
+        write_json(p, rescore(read_json(p)))
+    click.echo(f"{len(paths)} entries rescored")

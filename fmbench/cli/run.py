@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from ..errors import ResultError
 from . import cli, console, names, progress_bar, registry, reproducing_command
@@ -24,6 +25,8 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
               help="Keyword argument for the model (repeatable; values are typed as Python literals).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="State dict to load (weights_only).")
 @click.option("--random-init", is_flag=True, help="Allow a registered model without trained weights.")
+@click.option("--weights", "weights_name", metavar="NAME",
+              help="A registered model's weights trained on dataset NAME (for your own images: folder:...).")
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
 @click.option("--tier", "--protocol", "tier", default="quick", show_default=True,
               help="Protocol tier (quick, full) or exact id (quick-v1).")
@@ -41,9 +44,11 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--leaderboard-entry", "entry_out", type=click.Path(dir_okay=False),
               help="Also write a leaderboard entry (leaderboard/*.json format) built from the result.")
-def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, n_images, seed, image_size,
+@click.option("--leaderboard", "leaderboard_dir", default="leaderboard", show_default=True,
+              type=click.Path(file_okay=False), help="Entries to rank the result among, in the last line.")
+def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, dataset_ref, tier, n_images, seed, image_size,
              only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
-             entry_out=None):
+             entry_out=None, leaderboard_dir="leaderboard"):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     from ..api import evaluate, get_protocol
     from ..model import parse_model_args
@@ -68,7 +73,7 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
 
     try:
         result = evaluate(model_ref, dataset_ref, protocol, model_args=args, checkpoint=checkpoint,
-                          random_init=random_init, device=device, batch_size=batch_size, out=out_path,
+                          random_init=random_init, weights=weights_name, device=device, batch_size=batch_size, out=out_path,
                           resume=resume, overwrite=overwrite, progress=on_progress, command=reproducing_command())
     finally:
         if task is not None:
@@ -80,13 +85,25 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, dataset_ref, tier, 
     if as_json:
         click.echo(json.dumps(result.document, indent=2))
         return
+    from ..show import flag_lines, standing
+
     out_console = console()
     out_console.print(result.table())
     for w in result.warnings:
-        out_console.print(f"[yellow]warning:[/yellow] {w}")
+        out_console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    for line in flag_lines(result):
+        out_console.print(line)
     out_console.print(f"result written to {out_path}")
     if entry_out:
         out_console.print(f"leaderboard entry written to {entry_out}")
+    out_console.print(escape(standing(result, _entries(leaderboard_dir), str(out_path), leaderboard_dir)))
+
+
+def _entries(directory: str) -> list | None:
+    """The leaderboard's entries for the standing line, or ``None`` without a folder."""
+    from ..leaderboard import load_entries
+
+    return load_entries(directory) if Path(directory).is_dir() else None
 
 
 @cli.command("train")

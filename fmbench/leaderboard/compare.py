@@ -1,26 +1,53 @@
-"""Where a result would rank among the entries, with differences to its neighbours."""
+"""Where a result would rank among the entries, with differences to its neighbours and
+whether each difference is inside the noise of the images (a paired bootstrap over the same
+test images)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import baselines, scores
 from ..errors import ResultError
 from .entry import as_entry, model_label
-from .rank import _score
+from .rank import flags as entry_flags
+from .rank import score_block
 
 if TYPE_CHECKING:  # names for annotations only
     from rich.table import Table
 
+METRICS = [("robust_iou", "robust IoU (worst attack per image)"), ("corrupted_iou", "corrupted IoU"),
+           ("clean_iou", "clean IoU"), ("adversarial_robustness", "rel. adversarial robustness (study)"),
+           ("corruption_robustness", "rel. corruption robustness (study)")]
 
-def compare(doc: dict[str, Any], entries: list[dict[str, Any]], sort: str = "adversarial") -> dict[str, Any]:
-    """Where a result would rank among entries with its protocol hash and dataset: for the
-    clean IoU, the overall scores and each family, the rank it would take, the entries just
-    above and below it and the best entry, with differences (yours minus theirs).
+
+def _versus(mine: dict[str, Any], theirs: dict[str, Any] | None, key: str, yours: float,
+            best: tuple[float, str] | None = None) -> dict[str, Any] | None:
+    """A neighbour: its score and the difference yours − theirs, with a paired 95 % interval
+    over the shared images where the score has per-image values."""
+    if theirs is None:
+        return None
+    block = score_block(theirs, key) or {}
+    out: dict[str, Any] = {"model": model_label(theirs), "score": block, "diff": yours - block["value"],
+                           "ci95": None, "within_noise": None, "flags": [f["flag"] for f in entry_flags(theirs, best)]}
+    a, b = scores.per_image(mine, key), scores.per_image(theirs, key)
+    if a is not None and b is not None and mine["per_image"]["ids"] == theirs["per_image"]["ids"]:
+        paired = scores.paired_difference(a, b)
+        out.update(ci95=paired["ci95"], within_noise=paired["within_noise"])
+    return out
+
+
+def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a result would rank among entries with its protocol hash and dataset: for each
+    headline score, the study's ratios and each family, the rank it would take and the
+    entries just above and below it and the best, with differences (yours minus theirs) and
+    whether each is inside the noise.  A degenerate result is shown but not ranked.
 
     An entry of the same model (same reference and defence) is the one the result would
     replace: it is left out of the ranking and reported on its own (``own``), so a re-run of a
     listed model is not ranked against itself."""
     mine = as_entry(doc)
+    if "scores" not in mine:
+        raise ResultError("the result has no scores (made by an older fmbench); re-run it or rescore its entry")
     h, ds = mine["protocol"]["hash"], mine["dataset"]["ref"]
     peers = [e for e in entries if e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds]
     label = model_label(mine)
@@ -30,31 +57,45 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]], sort: str = "adv
         others = sorted({f"{e['dataset']['ref']} · {e['protocol']['id']} ({e['protocol']['hash']})" for e in entries})
         raise ResultError(f"no leaderboard entry has protocol {mine['protocol']['id']} ({h}) and dataset {ds!r}; "
                           f"entries exist for: {', '.join(others) or 'none'}")
-    metrics = [("clean_iou", "clean IoU"), ("corruption_robustness", "corruption robustness"),
-               ("adversarial_robustness", "adversarial robustness")]
-    fams = list(mine["summary"]["families"])
-    metrics += [(f, f"{f} ({mine['summary']['families'][f]['kind']})") for f in fams]
-    def versus(yours, x):
-        return None if x is None else {"model": x[1], "score": x[0], "diff": yours - x[0]}
-
+    flags = list(doc.get("flags") or [])
+    ranked = not any(f["flag"] == "degenerate" for f in flags)
+    cleans = [(c, model_label(e)) for e in peers if (c := (score_block(e, "clean_iou") or {}).get("value")) is not None]
+    best_clean = max(cleans) if cleans else None
+    metrics = list(METRICS) + [(f, f"{f} ({b['kind']}) IoU") for f, b in mine["scores"]["families"].items()]
     out_rows = []
     for key, text in metrics:
-        yours = _score(mine, key)
-        scored = sorted(((s, model_label(e)) for e in peers if (s := _score(e, key)) is not None),
-                        key=lambda x: -x[0])
-        theirs = None if own is None else _score(own, key)
-        if yours is None or (not scored and theirs is None):
+        block = score_block(mine, key)
+        if block is None or block.get("value") is None:
             continue
-        rank = 1 + sum(1 for s, _ in scored if s > yours)
+        yours = block["value"]
+        scored = sorted((e for e in peers if (score_block(e, key) or {}).get("value") is not None),
+                        key=lambda e: -score_block(e, key)["value"])  # type: ignore[index]
+        values = [score_block(e, key)["value"] for e in scored]  # type: ignore[index]
+        rank = 1 + sum(1 for v in values if v > yours)
         above = scored[rank - 2] if rank >= 2 else None
         below = scored[rank - 1] if rank - 1 < len(scored) else None
         out_rows.append({
-            "metric": key, "label": text, "yours": yours, "rank": rank, "of": len(scored) + 1,
-            "best": versus(yours, scored[0] if scored else None), "above": versus(yours, above),
-            "below": versus(yours, below), "own": versus(yours, None if theirs is None else (theirs, label)),
+            "metric": key, "label": text, "score": block, "yours": yours,
+            "rank": rank if ranked else None, "of": len(scored) + 1,
+            "best": _versus(mine, scored[0] if scored else None, key, yours, best_clean),
+            "above": _versus(mine, above, key, yours, best_clean),
+            "below": _versus(mine, below, key, yours, best_clean), "own": _versus(mine, own, key, yours, best_clean),
         })
     return {"model": label, "dataset": ds, "protocol_id": mine["protocol"]["id"], "protocol_hash": h,
-            "n_entries": len(peers), "own_entry": own is not None, "rows": out_rows}
+            "n_entries": len(peers), "own_entry": own is not None, "ranked": ranked, "flags": flags,
+            "rows": out_rows, "baselines": baselines.summary(doc.get("baselines"), doc["conditions"])}
+
+
+def _neighbour(x: dict[str, Any] | None) -> str:
+    from rich.markup import escape
+
+    if x is None:
+        return "—"
+    ci = x.get("ci95")
+    diff = f"{x['diff']:+.3f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+    noise = " ≈ noise" if x.get("within_noise") else ""
+    flags = "".join(f" [red]{f}[/red]" for f in x.get("flags") or [])
+    return f"{escape(x['model'])}{flags} {x['score']['value']:.3f} ({diff}){noise}"
 
 
 def compare_table(data: dict[str, Any]) -> Table:
@@ -62,19 +103,24 @@ def compare_table(data: dict[str, Any]) -> Table:
     from rich.table import Table
 
     own = data.get("own_entry")
+    note = "" if data.get("ranked", True) else "; [red]not ranked: degenerate[/red]"
     t = Table(title=(f"{escape(data['model'])} against {data['n_entries']} "
                      f"{'other ' if own else ''}entries on {data['dataset']} · "
-                     f"{data['protocol_id']} (protocol {data['protocol_hash']}); Δ = yours − theirs"
-                     + ("; its own entry is left out of the ranking and shown last" if own else "")),
+                     f"{data['protocol_id']} (protocol {data['protocol_hash']}); Δ = yours − theirs "
+                     f"[paired 95 % interval over the same images]; ≈ noise: the interval includes 0"
+                     + ("; its own entry is left out of the ranking and shown last" if own else "") + note),
               title_justify="left")
     cols = ("score", "yours", "rank", "best (Δ)", "above (Δ)", "below (Δ)") + (("its entry (Δ)",) if own else ())
     for col in cols:
         t.add_column(col, justify="left" if col == "score" else "right")
-
-    def nb(x):
-        return "—" if x is None else f"{escape(x['model'])} {x['score']:.3f} ({x['diff']:+.3f})"
-
     for r in data["rows"]:
-        t.add_row(r["label"], f"{r['yours']:.3f}", f"{r['rank']}/{r['of']}", nb(r["best"]), nb(r["above"]),
-                  nb(r["below"]), *((nb(r["own"]),) if own else ()))
+        rank = "—" if r["rank"] is None else f"{r['rank']}/{r['of']}"
+        t.add_row(r["label"], scores.fmt(r["score"]), rank, _neighbour(r["best"]), _neighbour(r["above"]),
+                  _neighbour(r["below"]), *((_neighbour(r["own"]),) if own else ()))
+    if data.get("baselines"):
+        t.add_section()
+        for name, b in data["baselines"].items():  # measured on the result's own inputs, never attacked
+            corrupted = "—" if b["corrupted_iou"] is None else f"{b['corrupted_iou']:.3f}"
+            t.add_row(f"[dim]baseline {name}: clean / corrupted IoU[/dim]", f"[dim]{b['clean_iou']:.3f} / {corrupted}[/dim]",
+                      "", "", "", "", *(("",) if own else ()))
     return t

@@ -8,11 +8,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import scores
 from ..errors import ResultError
 from ..files import write_json
 from ..result import summarize
 
-ENTRY_SCHEMA_VERSION = 1
+ENTRY_SCHEMA_VERSION = 2
 ENTRY_KIND = "fmbench-leaderboard-entry"
 CONDITION_FIELDS = ("id", "kind", "name", "family", "level", "label", "norm", "iou", "dice", "robustness",
                     "n_images")
@@ -47,6 +48,8 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
     run = result.get("run") or {}
     conditions = [{k: c[k] for k in CONDITION_FIELDS} for c in result["conditions"]]
     per_image = result.get("per_image") or {}
+    if not per_image.get("iou"):
+        raise ResultError("the result has no per-image IoU; an entry's scores are computed from it")
     entry = {
         "schema_version": ENTRY_SCHEMA_VERSION,
         "kind": ENTRY_KIND,
@@ -75,17 +78,32 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
             "date": run.get("finished") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": result["device"],
             "hardware": hardware or describe_hardware(result["device"]),
-            "command": command or run.get("command", ""),
+            "command": command or run.get("command") or "",
             "batch_size": result["batch_size"],
             "seconds": run.get("seconds"),
         },
         "conditions": conditions,
         "summary": summarize(conditions),
+        "scores": scores.compute(conditions, per_image["iou"]),
         "warnings": list(result.get("warnings", [])),
+        "per_image": {"ids": list(per_image["ids"]), "iou": per_image["iou"]},
     }
-    if per_image.get("ids") and per_image.get("iou"):
-        entry["per_image"] = {"ids": list(per_image["ids"]), "iou": per_image["iou"]}
     return entry
+
+
+def rescore(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry of an earlier schema brought to this one: its scores recomputed from its
+    per-image IoU (nothing is re-evaluated; every other field is kept as it is)."""
+    if entry.get("kind") != ENTRY_KIND:
+        raise ResultError(f"not a leaderboard entry (kind {entry.get('kind')!r})")
+    if not (entry.get("per_image") or {}).get("iou"):
+        raise ResultError("the entry has no per-image IoU to compute its scores from")
+    out = {k: v for k, v in entry.items() if k not in ("scores", "per_image", "warnings", "_path")}
+    out["schema_version"] = ENTRY_SCHEMA_VERSION
+    out["scores"] = scores.compute(entry["conditions"], entry["per_image"]["iou"])
+    out["warnings"] = list(entry.get("warnings", []))
+    out["per_image"] = entry["per_image"]
+    return out
 
 
 def write_entry(path: str | os.PathLike, entry: dict[str, Any], *, overwrite: bool = False) -> Path:

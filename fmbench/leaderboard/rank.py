@@ -1,12 +1,23 @@
-"""Selecting and ranking entries: one group per (protocol hash, dataset), never merged."""
+"""Selecting and ranking entries: one group per (protocol hash, dataset), never merged.
+
+Groups rank by an absolute score (``robust`` IoU by default; ``corrupted``, ``clean``), or on
+request by the study's relative robustness (``adversarial``, ``corruption``).  Within a group an
+entry whose clean IoU is far below the best is flagged ``undertrained``
+(:func:`fmbench.scores.undertrained`), and the group carries its baselines when they exist.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import scores
 from .entry import model_label
 
-SORT_KEYS = {"adversarial": "adversarial_robustness", "corruption": "corruption_robustness", "clean": "clean_iou"}
+SORT_KEYS = {"robust": "robust_iou", "corrupted": "corrupted_iou", "clean": "clean_iou",
+             "adversarial": "adversarial_robustness", "corruption": "corruption_robustness"}
+SORT_TEXT = {"robust": "robust IoU", "corrupted": "corrupted IoU", "clean": "clean IoU",
+             "adversarial": "relative adversarial robustness (study)",
+             "corruption": "relative corruption robustness (study)"}
 
 
 def select(entries: list[dict[str, Any]], *, dataset: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
@@ -21,13 +32,37 @@ def select(entries: list[dict[str, Any]], *, dataset: str | None = None, tier: s
     return out
 
 
+def score_block(entry: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A score with its interval (``{"value", "ci95"}``): a headline or relative score, or a
+    family's IoU by family name."""
+    s = entry.get("scores") or {}
+    if key in s and isinstance(s[key], dict) and "value" in s[key]:
+        return s[key]
+    fam = (s.get("families") or {}).get(key)
+    return fam.get("headline_iou") or fam["iou"] if fam else None
+
+
 def _score(entry: dict[str, Any], key: str) -> float | None:
-    return entry["summary"].get(key) if key in entry["summary"] else entry["summary"]["families"].get(key, {}).get("robustness")
+    block = score_block(entry, key)
+    return None if block is None else block.get("value")
 
 
-def groups(entries: list[dict[str, Any]], sort: str = "adversarial") -> list[dict[str, Any]]:
+def flags(entry: dict[str, Any], best: tuple[float, str] | None) -> list[dict[str, str]]:
+    """An entry's flags within its table: ``undertrained`` against the best clean IoU."""
+    out = list(entry.get("flags", []))
+    clean = _score(entry, "clean_iou")
+    if best is not None and clean is not None:
+        reason = scores.undertrained(clean, best[0], best[1])
+        if reason:
+            out.append({"flag": "undertrained", "reason": reason})
+    return out
+
+
+def groups(entries: list[dict[str, Any]], sort: str = "robust",
+           baselines: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Entries grouped by (protocol hash, dataset), each group ranked by ``sort`` (higher
-    first, missing scores last).  Groups are never merged."""
+    first, missing scores last), with every entry's flags and the group's baselines.  Groups
+    are never merged."""
     key = SORT_KEYS[sort]
     by: dict[tuple[str, str], list] = {}
     for e in entries:
@@ -35,22 +70,48 @@ def groups(entries: list[dict[str, Any]], sort: str = "adversarial") -> list[dic
     out = []
     for (h, ds), es in sorted(by.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][0])):
         es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), model_label(e)))
+        cleans = [(c, model_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
+        best = max(cleans) if cleans else None
         out.append({"protocol_id": es[0]["protocol"]["id"], "protocol_hash": h, "dataset": ds, "sort": sort,
-                    "entries": es})
+                    "entries": es, "flags": {model_label(e): flags(e, best) for e in es},
+                    "baselines": (baselines or {}).get((h, ds))})
     return out
 
 
 def rows(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per entry: rank, model, the three headline scores and the study's two ratios
+    (each ``{"value", "ci95"}``), flags, images, weights."""
     out = []
     for rank, e in enumerate(group["entries"], 1):
-        s = e["summary"]
-        out.append({
-            "rank": rank, "model": model_label(e), "dataset": e["dataset"]["ref"],
-            "protocol": e["protocol"]["id"], "protocol_hash": e["protocol"]["hash"],
-            "clean_iou": s["clean_iou"], "corruption_robustness": s["corruption_robustness"],
-            "adversarial_robustness": s["adversarial_robustness"], "n_images": e["dataset"]["n_images"],
-            "weights_sha256": e["model"].get("weights_sha256"),
-        })
+        label = model_label(e)
+        row: dict[str, Any] = {"rank": rank, "model": label, "dataset": e["dataset"]["ref"],
+                               "protocol": e["protocol"]["id"], "protocol_hash": e["protocol"]["hash"]}
+        for key in (*scores.HEADLINE_SCORES, *scores.RELATIVE_SCORES):
+            row[key] = score_block(e, key)
+        row["flags"] = [f["flag"] for f in group["flags"].get(label, [])]
+        row["n_images"] = e["dataset"]["n_images"]
+        row["weights_sha256"] = e["model"].get("weights_sha256")
+        out.append(row)
     return out
 
 
+def baseline_rows(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """The group's baselines as rows (clean and corrupted IoU with intervals; never attacked)."""
+    doc = group.get("baselines")
+    if not doc:
+        return []
+    import numpy as np
+
+    ref = next(c["id"] for c in doc["conditions"] if c["kind"] == "reference")
+    corr = [c["id"] for c in doc["conditions"] if c["kind"] == "corruption"]
+    out = []
+    for name, per_cond in doc["per_image"]["iou"].items():
+        clean = np.asarray(per_cond[ref], float)
+        idx = scores.resamples(clean.size)
+        row: dict[str, Any] = {"model": f"baseline: {name}",
+                               "clean_iou": {"value": float(clean.mean()), "ci95": scores.interval(clean, idx)}}
+        if corr:
+            corrupted = np.mean([per_cond[c] for c in corr], axis=0)
+            row["corrupted_iou"] = {"value": float(corrupted.mean()), "ci95": scores.interval(corrupted, idx)}
+        out.append(row)
+    return out

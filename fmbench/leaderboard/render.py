@@ -1,48 +1,62 @@
-"""Ranked groups as rich tables, Markdown, CSV and JSON."""
+"""Ranked groups as rich tables, Markdown, CSV and JSON: every score with its 95 % interval,
+flags beside the model, and the group's baselines as reference rows."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .rank import rows
+from .. import scores
+from .rank import SORT_TEXT, baseline_rows, rows
+
+if TYPE_CHECKING:  # names for annotations only
+    from rich.table import Table
+
+COLUMNS = [("rank", "#"), ("model", "model"), ("robust_iou", "robust IoU"), ("corrupted_iou", "corrupted IoU"),
+           ("clean_iou", "clean IoU"), ("adversarial_robustness", "rel. adv. rob."),
+           ("corruption_robustness", "rel. corr. rob."), ("flags", "flags")]
+SCORE_KEYS = (*scores.HEADLINE_SCORES, *scores.RELATIVE_SCORES)
 
 
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-COLUMNS = [("rank", "#"), ("model", "model"), ("clean_iou", "clean IoU"),
-           ("corruption_robustness", "corruption rob."), ("adversarial_robustness", "adversarial rob."),
-           ("n_images", "images")]
-
-
-def _cell(row: dict[str, Any], key: str) -> str:
+def _cell(row: dict[str, Any], key: str, markup: bool = True) -> str:
     from rich.markup import escape
 
-    v = row[key]
-    return _f(v) if key.endswith(("_iou", "_robustness")) else escape(str(v))  # "m [pgd-at]" is not markup
+    v = row.get(key)
+    if key in SCORE_KEYS:
+        return scores.fmt(v)
+    if key == "flags":
+        text = ", ".join(v or [])
+        return f"[red]{text}[/red]" if markup and text else text
+    if v is None:
+        return ""
+    return escape(str(v)) if markup else str(v)  # "m [pgd-at]" is not markup
 
 
 def _title(group: dict[str, Any]) -> str:
-    return (f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), "
-            f"sorted by {group['sort']} robustness" if group["sort"] != "clean" else
-            f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), sorted by clean IoU")
+    head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
+    return (f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), sorted by "
+            f"{SORT_TEXT[group['sort']]}; robust IoU: per image the worst attack at {head}; rel.: the study's "
+            f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images")
 
 
-def render_tables(gs: list[dict[str, Any]]) -> list:
-    """One rich table per (protocol, dataset) group."""
+def render_tables(gs: list[dict[str, Any]]) -> list[Table]:
+    """One rich table per (protocol, dataset) group, the baselines below the entries."""
     from rich.table import Table
 
     tables = []
     for g in gs:
         t = Table(title=_title(g), title_justify="left")
         for key, head in COLUMNS:
-            t.add_column(head, justify="left" if key == "model" else "right")
+            t.add_column(head, justify="left" if key in ("model", "flags") else "right")
         for r in rows(g):
             t.add_row(*[_cell(r, k) for k, _ in COLUMNS])
+        base = baseline_rows(g)
+        if base:
+            t.add_section()
+            for r in base:
+                t.add_row(*[f"[dim]{_cell(r, k)}[/dim]" if _cell(r, k) else "" for k, _ in COLUMNS])
         tables.append(t)
     return tables
 
@@ -54,24 +68,36 @@ def render_markdown(gs: list[dict[str, Any]]) -> str:
     parts = []
     for g in gs:
         lines = [f"**{_title(g)}**", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
-                 "| " + " | ".join("---" if k == "model" else "---:" for k, _ in COLUMNS) + " |"]
-        lines += ["| " + " | ".join(_cell(r, k) for k, _ in COLUMNS) + " |" for r in rows(g)]
+                 "| " + " | ".join("---" if k in ("model", "flags") else "---:" for k, _ in COLUMNS) + " |"]
+        lines += ["| " + " | ".join(_cell(r, k, markup=False) for k, _ in COLUMNS) + " |" for r in rows(g)]
+        lines += ["| " + " | ".join(f"*{c}*" if (c := _cell(r, k, markup=False)) else "" for k, _ in COLUMNS) + " |"
+                  for r in baseline_rows(g)]
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
+CSV_FIELDS = ["protocol", "protocol_hash", "dataset", "rank", "model"]
+
+
 def render_csv(gs: list[dict[str, Any]]) -> str:
+    """One line per entry; each score as value, ci95_low, ci95_high columns."""
     buf = io.StringIO()
-    fields = ["protocol", "protocol_hash", "dataset", "rank", "model", "clean_iou", "corruption_robustness",
-              "adversarial_robustness", "n_images", "weights_sha256"]
+    fields = CSV_FIELDS + [f"{k}{s}" for k in SCORE_KEYS for s in ("", "_ci95_low", "_ci95_high")] + \
+        ["flags", "n_images", "weights_sha256"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for g in gs:
         for r in rows(g):
-            w.writerow({k: r[k] for k in fields})
+            line = {k: r[k] for k in CSV_FIELDS} | {"flags": " ".join(r["flags"]), "n_images": r["n_images"],
+                                                   "weights_sha256": r["weights_sha256"]}
+            for k in SCORE_KEYS:
+                block = r[k] or {}
+                ci = block.get("ci95") or [None, None]
+                line |= {k: block.get("value"), f"{k}_ci95_low": ci[0], f"{k}_ci95_high": ci[1]}
+            w.writerow(line)
     return buf.getvalue()
 
 
 def render_json(gs: list[dict[str, Any]]) -> str:
-    return json.dumps([{k: g[k] for k in ("protocol_id", "protocol_hash", "dataset", "sort")} | {"rows": rows(g)}
-                       for g in gs], indent=2) + "\n"
+    return json.dumps([{k: g[k] for k in ("protocol_id", "protocol_hash", "dataset", "sort")}
+                       | {"rows": rows(g), "baselines": baseline_rows(g)} for g in gs], indent=2) + "\n"

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import scores
+from ..baselines import BASELINES_KIND
+from ..baselines import check as check_baselines
 from ..errors import ResultError
 from ..files import read_json
 from ..result import summarize
@@ -124,8 +127,13 @@ def _compare(expected: Any, found: Any, where: str) -> list[str]:
     return [] if expected == found else [f"{where} is {found!r} but the conditions give {expected!r}"]
 
 
-def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], list[str]]) -> list[str]:
-    """Every problem with one entry: schema, protocol hash, summaries against details."""
+def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], list[str]],
+                baselines: dict[tuple[str, str], dict[str, Any]] | None = None,
+                require_baselines: bool = True) -> list[str]:
+    """Every problem with one entry: schema, protocol hash, summaries against the conditions,
+    scores against the per-image IoU, and (given the folder's ``baselines``) the degenerate
+    check; without baselines for its table that check cannot run, a problem when
+    ``require_baselines``."""
     problems = schema_check(entry)
     if problems:
         return problems
@@ -143,7 +151,33 @@ def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], li
     except (StopIteration, KeyError, TypeError, ValueError) as exc:
         return problems + [f"conditions cannot be summarised ({type(exc).__name__}: no reference condition?)"]
     problems += _compare(expected, entry["summary"], "summary")
+    try:
+        computed = scores.compute(entry["conditions"], entry["per_image"]["iou"])
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        return problems + [f"scores cannot be computed from per_image ({type(exc).__name__}: {exc})"]
+    problems += [p.replace("the conditions give", "the per-image IoU gives")
+                 for p in _compare(computed, entry["scores"], "scores")]
+    if baselines is not None:
+        problems += _baseline_problems(entry, baselines, require_baselines)
     return problems
+
+
+def _baseline_problems(entry: dict[str, Any], docs: dict[tuple[str, str], dict[str, Any]],
+                       required: bool = True) -> list[str]:
+    """The entry against its table's baselines: they exist, cover its images, and its clean
+    IoU clearly beats the best trivial one (else it is degenerate and not ranked)."""
+    key = (entry["protocol"]["hash"], entry["dataset"]["ref"])
+    doc = docs.get(key)
+    if doc is None:
+        return [] if not required else [f"no baselines for {key[1]} under {entry['protocol']['id']} in the baselines/ folder "
+                f"(make them with `fmbench leaderboard baselines --dataset {key[1]} --tier {entry['protocol']['id']}`)"]
+    where = {image: k for k, image in enumerate(doc["per_image"]["ids"])}
+    ids = entry["per_image"]["ids"]
+    if any(i not in where for i in ids):
+        return [f"the baselines of {key[1]} under {entry['protocol']['id']} do not cover the entry's images"]
+    trivial = {name: [per_cond["reference"][where[i]] for i in ids] for name, per_cond in doc["per_image"]["iou"].items()}
+    reason = scores.degenerate(entry["per_image"]["iou"]["reference"], trivial)
+    return [f"degenerate: {reason}"] if reason else []
 
 
 def entry_paths(directory: str | os.PathLike) -> list[Path]:
@@ -153,30 +187,51 @@ def entry_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted(directory.glob("*.json"))
 
 
+def load_baselines(directory: str | os.PathLike) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
+    """The baselines documents of ``directory/baselines/``, by (protocol hash, dataset), and
+    one problem line for each that does not check."""
+    docs: dict[tuple[str, str], dict[str, Any]] = {}
+    problems = []
+    for path in sorted((Path(directory) / "baselines").glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+            continue
+        found = check_baselines(doc) if isinstance(doc, dict) and doc.get("kind") == BASELINES_KIND \
+            else [f"not a baselines document (kind {doc.get('kind') if isinstance(doc, dict) else None!r})"]
+        problems += [f"{path}: {p}" for p in found]
+        if not found:
+            docs[(doc["protocol"]["hash"], doc["dataset"]["ref"])] = doc
+    return docs, problems
+
+
 def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str, int, list[str]]:
     """``(validator name, number of files, problems)``; each problem is one line naming its file."""
     name, schema_check = schema_validator()
-    problems = []
     paths = entry_paths(directory)
+    base, problems = load_baselines(directory)
     for path in paths:
         try:
             entry = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             problems.append(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
             continue
-        problems += [f"{path}: {p}" for p in check_entry(entry, registry, schema_check)]
+        problems += [f"{path}: {p}" for p in check_entry(entry, registry, schema_check, base)]
     return name, len(paths), problems
 
 
 def load_entries(directory: str | os.PathLike, registry: Registry | None = None) -> list[dict[str, Any]]:
     """Every entry of a directory; when ``registry`` is given, an invalid entry is an error
-    (nothing is ranked from a file that does not validate)."""
+    (nothing is ranked from a file that does not validate, nor a degenerate one where the
+    folder has its table's baselines)."""
     entries = []
     schema_check = schema_validator()[1] if registry is not None else None
+    base = load_baselines(directory)[0] if registry is not None else None
     for path in entry_paths(directory):
         entry = read_json(path)
         if registry is not None and schema_check is not None:
-            problems = check_entry(entry, registry, schema_check)
+            problems = check_entry(entry, registry, schema_check, base, require_baselines=False)
             if problems:
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)

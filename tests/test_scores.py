@@ -1,0 +1,209 @@
+"""Scores that tell the truth: absolute robust IoU first, baselines, intervals, flags, and
+honest labels on measured images."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fmbench
+from fmbench import AttackEntry, CorruptionEntry, Protocol, scores
+from fmbench.baselines import otsu
+from fmbench.files import read_json, write_json
+from fmbench.leaderboard import build_entry, validate_dir
+from fmbench.leaderboard.compare import compare
+
+from .helpers import write_mymod
+
+SMALL = Protocol(name="small", version=1, description="test", n_images=4, image_size=64, reference_snr=8.0,
+                 corruptions=(CorruptionEntry("noise", (5.0, 2.0)), CorruptionEntry("sib", (2.0, 4.0))),
+                 attacks=(AttackEntry("fgsm", (2 / 255, 8 / 255)), AttackEntry("pgd", (8 / 255,),
+                                                                                params=(("steps", 2),))))
+
+
+class Untrained(nn.Module):
+    """The issue's case: a small network nobody trained (about 2.5k parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(16, 1, 1))
+
+    def forward(self, x):
+        return self.net(x) + 5.0  # an untrained net that calls (almost) everything foreground
+
+
+class Thresh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 9)
+            self.conv.bias.fill_(-0.3)
+
+    def forward(self, x):
+        return 20 * self.conv(x)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    torch.manual_seed(0)
+    untrained = fmbench.evaluate(Untrained(), "mito", SMALL, batch_size=4)
+    thresh = fmbench.evaluate(Thresh(), "mito", SMALL, batch_size=4)
+    return untrained, thresh
+
+
+def test_scores_are_the_per_image_worst_case_and_mean(runs):
+    _, r = runs
+    s = r.scores
+    iou = r.per_image["iou"]
+    top = ["fgsm@8/255", "pgd@8/255"]
+    assert s["headline"]["conditions"] == top and s["headline"]["label"] == "8/255"
+    worst = np.min([iou[c] for c in top], axis=0)
+    assert s["robust_iou"]["value"] == pytest.approx(worst.mean(), abs=1e-12)
+    assert s["robust_iou"]["value"] <= min(r.condition(c)["iou"] for c in top) + 1e-12  # worst per image
+    corr = [c["id"] for c in r.conditions if c["kind"] == "corruption"]
+    assert s["corrupted_iou"]["value"] == pytest.approx(np.mean([iou[c] for c in corr]), abs=1e-12)
+    assert s["clean_iou"]["value"] == r.summary["clean_iou"]
+    for key in ("corruption_robustness", "adversarial_robustness"):
+        assert s[key]["value"] == pytest.approx(r.summary[key], abs=1e-12)
+    for key in ("clean_iou", "corrupted_iou", "robust_iou", "corruption_robustness", "adversarial_robustness"):
+        lo, hi = s[key]["ci95"]
+        assert lo <= s[key]["value"] <= hi
+    # recomputed from the per-image values, the same numbers: the bootstrap is seeded
+    assert scores.compute(r.conditions, iou) == s
+
+
+def test_the_untrained_network_is_degenerate_and_not_ranked(runs, tmp_path):
+    untrained, thresh = runs
+    base = untrained["baselines"]["all-foreground"]["iou"]["reference"]
+    clean = untrained.per_image["iou"]["reference"]
+    # as in the issue: clean IoU no better than predicting foreground everywhere
+    assert abs(np.mean(clean) - np.mean(base)) < 0.05
+    assert [f["flag"] for f in untrained.flags] == ["degenerate"]
+    assert "all-foreground" in untrained.flags[0]["reason"]
+    assert thresh.flags == []
+    # a study-ratio ranking would have put it first: its relative robustness is near 1
+    assert untrained.summary["adversarial_robustness"] > thresh.summary["adversarial_robustness"]
+    data = compare(untrained.document, [build_entry(thresh.document)])
+    assert data["ranked"] is False and all(r["rank"] is None for r in data["rows"])
+    assert compare(thresh.document, [build_entry(untrained.document)])["ranked"] is True
+
+
+def test_the_leaderboard_refuses_a_degenerate_entry(runs, tmp_path, register_plugin):
+    from fmbench import hookimpl
+    from fmbench.baselines import measure
+    from fmbench.plugins import get_registry, make_plugin_manager
+
+    class Small:
+        @hookimpl
+        def fmbench_protocols(self):
+            return [SMALL]
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(Small(), name="small")
+    registry = get_registry(pm)
+    untrained, thresh = runs
+    d = tmp_path / "lb"
+    write_json(d / "untrained.json", build_entry(untrained.document))
+    write_json(d / "thresh.json", build_entry(thresh.document))
+    _, _, problems = validate_dir(d, registry)
+    assert len(problems) == 2 and all("no baselines for mito under small-v1" in p for p in problems)
+    write_json(d / "baselines" / "mito__small-v1.json",
+               measure(registry.dataset("mito").factory(split="test", image_size=64), "mito", SMALL, registry))
+    _, _, problems = validate_dir(d, registry)
+    assert problems == [f"{d / 'untrained.json'}: degenerate: {untrained.flags[0]['reason']}"]
+    # a number edited in an entry is caught: every score is recomputed from the per-image IoU
+    e = read_json(d / "thresh.json")
+    e["scores"]["robust_iou"]["value"] += 0.1
+    write_json(d / "thresh.json", e)
+    _, _, problems = validate_dir(d, registry)
+    assert any("thresh.json: scores.robust_iou.value is" in p and "the per-image IoU gives" in p for p in problems)
+
+
+def test_the_cli_flags_a_degenerate_result_in_red_and_does_not_rank_it(tmp_path, cli):
+    write_mymod(tmp_path)
+    r = cli("eval", "--model", "mymod:MyNet", "--dataset", "mito", "--n-images", "2", "--image-size", "64",
+            "--corruptions", "noise", "--attacks", "fgsm", "--quiet", "--out", "r.json", cwd=tmp_path,
+            env={"FORCE_COLOR": "1"})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    if doc["flags"]:  # an untrained MyNet: whether it is degenerate depends on its random start
+        assert "\x1b[1;31mdegenerate:" in r.stdout and "not ranked: degenerate" in r.stdout
+    else:
+        assert "degenerate" not in r.stdout
+
+
+def test_otsu_matches_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(np.concatenate([rng.normal(0.25, 0.08, (3, 1, 40, 40)), rng.normal(0.7, 0.1, (3, 1, 40, 24))],
+                                        axis=3).clip(0, 1)).float()
+    pred = otsu(x)
+    for b in range(3):
+        levels = np.round(x[b, 0].numpy() * 255).astype(int).ravel()
+        best, best_t = -1.0, 0
+        for t in range(255):
+            lo, hi = levels[levels <= t], levels[levels > t]
+            if lo.size == 0 or hi.size == 0:
+                continue
+            between = lo.size * hi.size * (lo.mean() - hi.mean()) ** 2
+            if between > best:
+                best, best_t = between, t
+        assert torch.equal(pred[b].flatten(), torch.from_numpy(levels > best_t))
+    assert pred[:, :, 40:].float().mean() > 0.95 and pred[:, :, :40].float().mean() < 0.05
+
+
+def test_paired_difference_says_when_it_is_inside_the_noise():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 0.9, 16)
+    same = scores.paired_difference(a, a + rng.normal(0, 0.01, 16))
+    assert same["within_noise"] and same["ci95"][0] <= 0 <= same["ci95"][1]
+    apart = scores.paired_difference(a + 0.1, a)
+    assert not apart["within_noise"] and apart["diff"] == pytest.approx(0.1)
+
+
+def test_measured_images_get_no_false_snr_label_and_a_warning_above_one(tmp_path):
+    """The issue's case: noise-free images read as a folder score higher with noise added than
+    at the 'reference'; no label may claim an SNR that did not hold."""
+    out = tmp_path / "exp"
+    ds = fmbench.open_dataset("nucleus", "test", 256)
+    from fmbench.export import export
+
+    export(ds, out, n=2)
+    r = fmbench.evaluate("unet-small", f"folder:{out}", fmbench.get_protocol("quick", n_images=2,
+                         corruptions=["noise"], attacks=["none"]), weights="nucleus", batch_size=2)
+    labels = [c["label"] for c in r.conditions]
+    assert not any(re.search(r"SNR\s*[0-9]", label) for label in labels), labels  # no nominal SNR claimed
+    assert labels[0] == "reference (images as measured, no noise added)"
+    assert "noise severity 1 of 5 (added to the images' own noise; SNR not controlled)" in labels
+    # the shipped model, trained on noisy images, segments these noise-free ones worse than noisy copies
+    above = [c["id"] for c in r.conditions if (c["robustness"] or 0) > 1]
+    assert "noise@5" in above and r.condition("noise@5")["iou"] > r.condition("reference")["iou"]
+    assert any(w.startswith("relative robustness above 1 under noise@5") for w in r.warnings)
+    # the same images as synthetic data: the labels say the SNR, which holds there by construction
+    syn = fmbench.evaluate("unet-small", "nucleus", fmbench.get_protocol("quick", n_images=2, image_size=64,
+                           corruptions=["noise"], attacks=["none"]), batch_size=2)
+    assert syn.conditions[0]["label"] == "reference (SNR 8)" and syn.conditions[1]["label"] == "noise SNR 5"
+
+
+def test_own_images_suggest_the_shipped_weights_never_training_on_them(tmp_path, cli):
+    out = tmp_path / "exp"
+    r = cli("data", "export", "--dataset", "nucleus", "--n", "2", "--image-size", "64", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", "--model", "unet-small", "--dataset", f"folder:{out}", "--quiet", cwd=tmp_path)
+    assert r.returncode == 1
+    err = r.stderr.strip()
+    assert "\n" not in err and "it has weights trained on: er, mito, nucleus" in err
+    assert "pass --weights NAME" in err and "fmbench train" not in err
+    r = cli("eval", "--model", "unet-small", "--dataset", f"folder:{out}", "--weights", "nucleus", "--n-images", "2",
+            "--image-size", "64", "--corruptions", "none", "--attacks", "none", "--quiet", "--out", "r.json",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["model"]["meta"]["dataset"] == "nucleus" and math.isfinite(doc["scores"]["clean_iou"]["value"])
