@@ -7,6 +7,7 @@ run the engine -> a :class:`fmbench.Result`.  Without ``out`` nothing is written
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -17,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .conditions import plan
 from .datasets import open_dataset as _open
-from .engine import resolve_device, run
-from .errors import ModelLoadError, ResultError
+from .engine import resolve_device, run, run_header
+from .errors import ModelContractError, ModelLoadError, ResultError
+from .files import atomic_write, dumps
 from .model import LoadedModel, probe
 from .model import load_model as _load
 from .protocol import Protocol
 from .result import Result
-from .runlog import PartialLog, partial_path
+from .runlog import PartialLog, RunLock, partial_path
 
 if TYPE_CHECKING:  # names for annotations only
     from .data import Dataset
@@ -155,16 +158,36 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
                             random_init=random_init, weights=weights)
     else:
         loaded = load_model(model, model_args=model_args, checkpoint=checkpoint)
-    loaded.module.to(dev)
+    try:
+        loaded.module.to(dev)
+    except Exception as exc:
+        raise ModelContractError(f"the model cannot be moved to {dev}: {type(exc).__name__}: {exc}") from None
     probe(loaded.module, proto.image_size, dev)
+    notes = _check_image_size(loaded.module, data, proto, dev)
 
     started = datetime.now(timezone.utc)
-    from .engine import run_header
+    with RunLock(out_path) if out_path is not None else contextlib.nullcontext():
+        _output_files(out, resume, overwrite)  # again, now that this run owns the output
+        synthetic = bool(data.synthetic)
+        log = PartialLog(log_path, run_header(loaded, dataset_ref, proto, dev, batch_size),
+                         resume=resume and not overwrite,
+                         conditions={c.id for c in plan(proto, registry, synthetic=synthetic)})
+        try:
+            done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
+                       on_progress=progress, train_dataset=train_dataset)
+        except BaseException:
+            if not log.records and not log.resumed:
+                log.remove()  # a run that failed before its first chunk leaves nothing behind
+            raise
+        document = done.document
+        document["warnings"] = notes + document["warnings"]
+        result = _finish(document, done, started, command, resume, out_path, overwrite)
+        log.remove()
+    return result
 
-    log = PartialLog(log_path, run_header(loaded, dataset_ref, proto, dev, batch_size), resume=resume and not overwrite)
-    done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
-               on_progress=progress, train_dataset=train_dataset)
-    document = done.document
+
+def _finish(document: dict[str, Any], done: Any, started: datetime, command: str | None, resume: bool,
+            out_path: Path | None, overwrite: bool) -> Result:
     document["run"] = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),
@@ -176,9 +199,39 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     }
     result = Result(document)
     if out_path is not None:
-        result.save(out_path, overwrite=True)
-        log.remove()
+        # a file that appeared at out_path while this run went on is not replaced (unless overwrite)
+        text = dumps(document)
+        atomic_write(out_path, lambda f: f.write(text), mode="w", replace=overwrite)
     return result
+
+
+LARGE = 4  # an image with more than this many times the protocol's pixels gets a warning
+
+
+def _check_image_size(module: nn.Module, data: Any, protocol: Protocol, device: torch.device) -> list[str]:
+    """Probe the model at the dataset's own image size where it differs from the protocol's,
+    and warn, before anything runs, about images far larger than the protocol's."""
+    import logging
+    import time
+
+    try:
+        shape = tuple(int(s) for s in data[0].image.shape)
+    except Exception:  # an empty or broken dataset is reported by the run itself, with its name
+        return []
+    side = protocol.image_size
+    if len(shape) != 2 or shape == (side, side):
+        return []
+    t0 = time.perf_counter()
+    probe(module, (shape[0], shape[1]), device, batch=1)
+    seconds = time.perf_counter() - t0
+    ratio = shape[0] * shape[1] / side**2
+    if ratio <= LARGE:
+        return []
+    note = (f"image {data[0].id} is {shape[0]}x{shape[1]}, {ratio:.0f} times the protocol's {side}x{side} pixels: "
+            f"every forward and backward pass costs about {ratio:.0f} times as much time and memory (the contract "
+            f"probe alone took {seconds:.1f} s per image); consider tiles of about {side}x{side}")
+    logging.getLogger("fmbench").warning(note)
+    return [note]
 
 
 __all__: Sequence[str] = ("evaluate", "load_model", "open_dataset", "get_protocol", "list_plugins")

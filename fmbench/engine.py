@@ -10,6 +10,7 @@ time.  The result document is assembled from the records by :mod:`fmbench.result
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from . import __version__, baselines
 from .attack import PassCounter
 from .conditions import BatchInputs, RunContext, plan
 from .data import iter_batches
-from .errors import FmbenchError
+from .errors import FmbenchError, ModelContractError, ResultError
 from .metrics import overlap_counts, predict
 from .preparation import prepare_attacks
 from .protocol import Protocol
@@ -48,19 +49,48 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FmbenchError(f"device {name!r} was asked for but no CUDA device is available", hints=("device",))
     try:
-        return torch.device(name)
-    except RuntimeError as exc:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise FmbenchError(f"unknown device {name!r} ({str(exc).splitlines()[0]})", hints=("device",)) from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise FmbenchError(f"device {name!r} cannot run an evaluation (fmbench runs on cpu, cuda or mps)",
+                           hints=("device",))
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FmbenchError(f"device {name!r} was asked for but MPS is not available", hints=("device",))
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FmbenchError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA devices", hints=("device",))
+    return dev
+
+
+def source_sha256(module: torch.nn.Module) -> str | None:
+    """The sha256 of the file that defines the model's class (``None`` where there is none,
+    such as a class defined in a notebook): a resumed run refuses a model whose code changed."""
+    import hashlib
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(type(module))
+    except TypeError:
+        return None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int) -> dict:
-    """What identifies a run; a resumed run must match it exactly."""
+    """What identifies a run; a resumed run must match it exactly (the model's tensors and
+    source file included, so no run mixes two models' chunks)."""
+    from .checkpoint import state_sha256
+
     return {
         "protocol_hash": protocol.hash,
         "protocol_id": protocol.id,
         "model_ref": loaded.ref,
         "model_args": loaded.args,
         "weights_sha256": loaded.weights_sha256,
+        "model_state_sha256": state_sha256(loaded.module.state_dict()),
+        "model_source_sha256": source_sha256(loaded.module),
         "dataset": dataset_ref,
         "device": device.type,
         "batch_size": batch_size,
@@ -98,7 +128,11 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     preparation = prepare_attacks(model, ctx.attacks, conditions, protocol, train=train_dataset,
                                   dataset_ref=dataset_ref, registry=registry, batch_size=batch_size, device=device)
 
+    recorded_ids = {r["batch"]: r["ids"] for r in log.records}
     for batch in iter_batches(dataset, n_images, batch_size):
+        if batch.index in recorded_ids and recorded_ids.pop(batch.index) != batch.ids:
+            raise ResultError(f"the partial log's batch {batch.index} holds other images than this run's "
+                              f"({', '.join(batch.ids[:3])}...): it belongs to another run", hints=("overwrite",))
         todo = [c for c in conditions if (batch.index, c.id) not in log.done]
         if not todo:
             continue
@@ -110,6 +144,10 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             applied = cond.apply(inputs, ctx)
             with torch.inference_mode():
                 logits = model(applied.input)
+            if not torch.isfinite(logits).all():
+                bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
+                raise ModelContractError(f"the model's output has NaN or infinite values on image "
+                                         f"{', '.join(bad[:3])} of {dataset_ref!r} under {cond.label}")
             counts = overlap_counts(predict(logits), applied.target)
             extra = dict(applied.record)
             if cond.kind != "attack":  # the trivial and classical baselines, on the same input
@@ -127,6 +165,9 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if on_progress:
                 on_progress(step, total, cond.label)
 
+    if recorded_ids:
+        raise ResultError(f"the partial log has chunks of batch {min(recorded_ids)}, which this run does not have "
+                          f"({math.ceil(n_images / batch_size)} batches): it belongs to another run", hints=("overwrite",))
     document = assemble(run_header(loaded, dataset_ref, protocol, device, batch_size), protocol, conditions,
                         log.records, loaded, dataset, dataset_ref, device)
     document["checks"], attack_warnings = review(document, log.records, preparation)

@@ -43,6 +43,7 @@ HINTS = {
     "checkpoint": "pass checkpoint=FILE with weights you trained",
     "device": "use device='cpu' or 'auto'",
     "tier": "choose one protocol (tier=...)",
+    "trust": "pass trust=[REF] if you have read that code",
     "weights": "pass weights=NAME to evaluate the weights trained on one of those datasets",
 }
 

@@ -17,12 +17,17 @@ from typing import Any
 from .errors import ResultError
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write a file through a temporary sibling and ``os.replace``: readers never see half."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb",
+                 replace: bool = True) -> None:
+    """Write a file through a temporary sibling and ``os.replace``: readers never see half.
+    ``replace=False`` refuses to replace a file that exists (also one that appeared while
+    writing: the file is linked into place, which fails if the name is taken).  An OS error
+    (read-only or full disk, no permission) is one :class:`ResultError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -30,13 +35,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic, and fails when the name exists
+    except FileExistsError:
+        raise ResultError(f"{path} appeared while this was written; it was not replaced", hints=("overwrite",)) from None
+    except OSError as exc:
+        raise ResultError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:  # gone after a replace; still there after a link or a failure
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
 
 def dumps(obj: Any) -> str:

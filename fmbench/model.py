@@ -196,13 +196,15 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
     return loaded
 
 
-def probe(module: nn.Module, image_size: int, device: torch.device, batch: int = 2) -> int:
-    """Check the model contract on a random batch; return the number of output channels.
+def probe(module: nn.Module, image_size: int | tuple[int, int], device: torch.device, batch: int = 2) -> int:
+    """Check the model contract on a random batch of ``image_size`` (a side, or (H, W));
+    return the number of output channels.
 
     Every violation found is reported, in plain words, in one :class:`ModelContractError`.
     """
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, 1, image_size, image_size, generator=g).to(device)
+    x = torch.rand(batch, 1, h, w, generator=g).to(device)
     module.eval()
     problems: list[str] = []
     try:
@@ -219,11 +221,13 @@ def probe(module: nn.Module, image_size: int, device: torch.device, batch: int =
             f"model returned a {type(out1).__name__}, expected a logits tensor of shape "
             f"(B, C, H, W); wrap it so forward() returns the tensor"
         )
-    expected = f"({batch}, C, {image_size}, {image_size})"
-    if out1.dim() != 4 or out1.shape[0] != batch or tuple(out1.shape[2:]) != (image_size, image_size):
+    expected = f"({batch}, C, {h}, {w})"
+    if out1.dim() != 4 or out1.shape[0] != batch or tuple(out1.shape[2:]) != (h, w):
         problems.append(f"output has shape {tuple(out1.shape)} for input {tuple(x.shape)}, expected {expected} "
                         f"(logits at input size)")
-    if not out1.is_floating_point():
+    if out1.dim() == 4 and out1.shape[1] == 0:
+        problems.append("output has 0 channels, expected 1 (sigmoid) or at least 2 (softmax)")
+    elif not out1.is_floating_point():
         problems.append(f"output dtype is {out1.dtype}, expected floating-point logits")
     elif not torch.isfinite(out1).all():
         n = int((~torch.isfinite(out1)).sum())
@@ -238,12 +242,13 @@ def probe(module: nn.Module, image_size: int, device: torch.device, batch: int =
                 out = module(xg)
                 from .attack import segmentation_loss
 
-                target = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
-                target[:, : image_size // 2] = True
+                target = torch.zeros(batch, h, w, dtype=torch.bool, device=device)
+                target[:, : h // 2] = True
                 loss = segmentation_loss(out.float(), target).mean()
                 (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
-        except RuntimeError as exc:
-            problems.append(f"no gradient path from the output to the input ({str(exc).splitlines()[0]})")
+        except Exception as exc:  # a model may raise anything; the contract says what it broke
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problems.append(f"no gradient path from the output to the input ({first})")
         else:
             if grad is None or not torch.isfinite(grad).all() or grad.abs().sum() == 0:
                 problems.append("the gradient of the loss with respect to the input is zero or not finite "

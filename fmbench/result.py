@@ -20,7 +20,7 @@ import torch
 
 from . import __version__, baselines, scores
 from .errors import ResultError
-from .files import dumps, read_json, write_json
+from .files import atomic_write, dumps, read_json
 from .metrics import iou_dice, relative
 
 if TYPE_CHECKING:  # names for annotations only
@@ -252,13 +252,21 @@ class Result(Mapping):
         path = Path(path)
         if path.exists() and not overwrite:
             raise ResultError(f"{path} already exists", hints=("overwrite", "out"))
-        write_json(path, self.document)
+        text = dumps(self.document)
+        atomic_write(path, lambda f: f.write(text), mode="w", replace=overwrite)
         self.path = path
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Result":
-        return cls(read_json(path), path)
+        """A result file, checked: every number it shows must follow from its per-image values."""
+        from .integrity import consistency
+
+        result = cls(read_json(path), path)
+        problems = consistency(result.document)
+        if problems:
+            raise ResultError(f"{path}: {problems[0]}")
+        return result
 
     def table(self) -> Table:
         """A rich table: one row per condition, then the scores with their intervals."""

@@ -245,7 +245,11 @@ def test_builtin_validator_catches_missing_field_and_string_number(real):
 
 def test_leaderboard_ranks_within_protocol_and_dataset(board, proto):
     d, base = board
-    other = synth(base, "net-e", 0.99, 0.99, 0.99)
+    v2 = copy.deepcopy(base)  # an entry of tiny-v2: its own, smaller set of conditions
+    keep = ["reference", "noise@5", "fgsm@8/255"]
+    v2["conditions"] = [c for c in v2["conditions"] if c["id"] in keep]
+    v2["per_image"]["iou"] = {k: v for k, v in v2["per_image"]["iou"].items() if k in keep}
+    other = synth(v2, "net-e", 0.99, 0.99, 0.99)
     other["protocol"].update(id=TINY2.id, version=2, hash=TINY2.hash)
     write_json(d / "net-e-v2.json", other)
     r = invoke("leaderboard", "--dir", str(d), "--format", "json")
@@ -393,6 +397,12 @@ def test_analyze_within_one_entry(board, proto, tmp_path):
         for c in e["conditions"]:
             iou[c["id"]].append(0.8 * (1.0 if c["kind"] == "reference" else corr if c["kind"] == "corruption" else adv))
     e["per_image"] = {"ids": ids, "iou": iou}
+    from fmbench.metrics import relative
+
+    for c in e["conditions"]:
+        c["iou"] = sum(iou[c["id"]]) / len(ids)
+        c["robustness"] = relative(iou[c["id"]], iou["reference"])[1]
+    e["summary"] = summarize(e["conditions"])
     e["scores"] = scores.compute(e["conditions"], iou)
     write_json(d / "net-w.json", e)
     r = invoke("analyze", "--dir", str(d), "--within", "net-w", "--out", str(tmp_path / "w.png"), "--n-boot", "200",
@@ -427,31 +437,37 @@ def test_validate_without_jsonschema_uses_builtin_validator(board, monkeypatch):
     assert problems == [f"{d / 'bad.json'}: dataset.n_images: '4' is not of type integer"]
 
 
-def test_recheck_command_restricts_the_recorded_command():
-    from fmbench.leaderboard import recheck_command
-
-    entry = {"provenance": {"command": "fmbench eval --model m --checkpoint 'a b.pt' --dataset er --out=x.json "
-                                       "--leaderboard-entry lb/e.json --quiet --n-images 16"}}
-    assert recheck_command(entry, 3, "o.json") == ["eval", "--model", "m", "--checkpoint", "a b.pt", "--dataset", "er",
-                                                   "--n-images", "3", "--out", "o.json", "--quiet"]
-    with pytest.raises(Exception, match="not an `fmbench eval` command"):
-        recheck_command({"provenance": {"command": "rm -rf /"}}, 2, "o.json")
-
-
 def test_recheck_reproduces_an_entry_and_catches_a_changed_score(real):
     tmp, env = real["tmp"], real["env"]
-    r = run_cli("leaderboard", "recheck", str(real["entry"]), "--n-images", "2", cwd=tmp, env=env)
-    assert r.returncode == 0, r.stderr
-    assert "5 conditions reproduced within 0.01 (largest difference 0)" in r.stdout
     entry = read_json(real["entry"])
-    entry["per_image"]["iou"]["noise@2"][1] += 0.05  # image 2 of 2: mean moves by 0.025
+    ids = entry["per_image"]["ids"]
+    r = run_cli("leaderboard", "recheck", str(real["entry"]), "--n-images", "2", cwd=tmp, env=env)
+    assert r.returncode == 1 and "pass --trust REF" in r.stderr  # mymod:Thresh imports code
+    trust = ["--trust", "mymod:Thresh"]
+    r = run_cli("leaderboard", "recheck", str(real["entry"]), "--n-images", "2", *trust, cwd=tmp, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "5 conditions reproduced within 0.01 on 2 images (largest difference 0)" in r.stdout
+    # an edited image is caught when it is drawn; --images names the images to re-evaluate
+    entry["per_image"]["iou"]["noise@2"][1] += 0.05
+    from fmbench.metrics import relative
+
+    for c in entry["conditions"]:  # the forger keeps every number consistent with the edit
+        values = entry["per_image"]["iou"][c["id"]]
+        c["iou"] = sum(values) / len(values)
+        c["robustness"] = relative(values, entry["per_image"]["iou"]["reference"])[1]
+    entry["summary"] = summarize(entry["conditions"])
+    entry["scores"] = scores.compute(entry["conditions"], entry["per_image"]["iou"])
     write_json(tmp / "tampered.json", entry)
-    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--n-images", "2", cwd=tmp, env=env)
+    picked = ["--images", f"{ids[0]},{ids[1]}"]
+    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), *picked, *trust, cwd=tmp, env=env)
     assert r.returncode == 1
     assert "noise@2: mean IoU" in r.stderr and "difference -0.0250 > tolerance 0.01" in r.stderr
-    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--n-images", "2", "--tolerance", "0.03",
+    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), *picked, *trust, "--tolerance", "0.03",
                 cwd=tmp, env=env)
     assert r.returncode == 0, r.stderr
+    r = run_cli("leaderboard", "recheck", str(tmp / "tampered.json"), "--images", f"{ids[2]},{ids[3]}", *trust,
+                cwd=tmp, env=env)
+    assert r.returncode == 0, r.stderr  # images that were not edited reproduce
 
 
 def test_spearman_p_value_is_a_permutation_test():

@@ -33,6 +33,7 @@ CLI_HINTS = {
     "checkpoint": "train weights with `fmbench train --model M --dataset D --out FILE` and pass --checkpoint FILE",
     "device": "use --device cpu or auto",
     "tier": "choose one with --tier",
+    "trust": "pass --trust REF if you have read that code",
     "weights": "pass --weights NAME to evaluate the weights trained on one of those datasets",
 }
 

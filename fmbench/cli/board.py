@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import ResultError
-from . import cli, console, registry
+from . import cli, console, names, registry
 
 
 @cli.group("leaderboard", invoke_without_command=True)
@@ -91,39 +90,40 @@ def leaderboard_validate_cmd(directory):
 @leaderboard_group.command("recheck")
 @click.argument("entry", type=click.Path(dir_okay=False, exists=True))
 @click.option("--n-images", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Re-evaluate the entry's first N images.")
+              help="Re-evaluate N of the entry's images, drawn at random.")
+@click.option("--images", "image_ids", metavar="ID,ID", help="Re-evaluate these images instead.")
+@click.option("--seed", type=int, help="Seed of the random draw (default: a fresh one, printed).")
+@click.option("--trust", multiple=True, metavar="REF",
+              help="Allow a model reference that imports or loads code (module:Attr, file.py:Attr, scheme:...).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
+              help="The checkpoint the entry was made with (its sha256 must match the entry's).")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=None,
               help="Largest accepted difference of a condition's mean IoU over those images [default: 0.01].")
-def leaderboard_recheck_cmd(entry, n_images, tolerance):
-    """Re-run an entry's recorded `fmbench eval` command on its first N images and compare
-    every condition's IoU with the entry's per-image scores.  Exit 1 beyond the tolerance."""
-    import subprocess
-    import tempfile
-
+def leaderboard_recheck_cmd(entry, n_images, image_ids, seed, trust, checkpoint, tolerance):
+    """Re-evaluate some of an entry's images, rebuilt from its structured fields (model,
+    arguments, weights, dataset, protocol: no stored command is run), and compare every
+    condition's IoU with the entry's per-image scores.  Exit 1 beyond the tolerance."""
     from rich.table import Table
 
     from ..files import read_json
-    from ..leaderboard import RECHECK_TOLERANCE, recheck_command, recheck_compare
+    from ..integrity import consistency
+    from ..leaderboard import RECHECK_TOLERANCE, recheck_compare
+    from ..leaderboard.recheck import choose_images, recheck
 
     tolerance = RECHECK_TOLERANCE if tolerance is None else tolerance
     doc = read_json(entry)
-    if doc.get("kind") != "fmbench-leaderboard-entry":
-        raise ResultError(f"{entry}: not a leaderboard entry (kind {doc.get('kind')!r})")
-    with tempfile.TemporaryDirectory(prefix="fmbench-recheck-") as tmp:
-        args = recheck_command(doc, n_images, Path(tmp) / "result.json")
-        if "--checkpoint" in args:
-            ckpt = Path(args[args.index("--checkpoint") + 1])
-            if not ckpt.exists():
-                train = (doc["model"].get("training") or {}).get("command")
-                raise ResultError(f"{entry}: checkpoint {ckpt} does not exist"
-                                  + (f"; make it with: {train} --out {shlex.quote(str(ckpt))}" if train else ""))
-        click.echo("$ fmbench " + shlex.join(args), err=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "fmbench", *args], stdout=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise ResultError(f"{entry}: the re-evaluation failed (exit {proc.returncode})")
-        rows, problems = recheck_compare(doc, read_json(Path(tmp) / "result.json"), tolerance)
-    table = Table(title=f"{entry}: first {n_images} images re-evaluated in {time.perf_counter() - t0:.0f} s")
+    if not isinstance(doc, dict) or doc.get("kind") != "fmbench-leaderboard-entry":
+        raise ResultError(f"{entry}: not a leaderboard entry (kind {doc.get('kind') if isinstance(doc, dict) else None!r})")
+    _, reg = registry()
+    problems = consistency(doc, reg)
+    if problems:
+        raise ResultError(f"{entry}: {problems[0]} (the entry is inconsistent; `fmbench leaderboard validate` lists all)")
+    positions = choose_images(doc, n_images, names(image_ids) if image_ids else None, seed)
+    chosen = [doc["per_image"]["ids"][p] for p in positions]
+    click.echo(f"re-evaluating {', '.join(chosen)} of {entry}", err=True)
+    t0 = time.perf_counter()
+    rows, problems = recheck_compare(doc, recheck(doc, positions, reg, trust=trust, checkpoint=checkpoint), tolerance)
+    table = Table(title=f"{entry}: images {', '.join(chosen)} re-evaluated in {time.perf_counter() - t0:.0f} s")
     for col in ("condition", "entry IoU", "now IoU", "difference"):
         table.add_column(col, justify="left" if col == "condition" else "right")
     for cond, a, b, d in rows:
@@ -134,7 +134,8 @@ def leaderboard_recheck_cmd(entry, n_images, tolerance):
         click.echo(f"{entry}: {p}", err=True)
     if problems:
         sys.exit(1)
-    click.echo(f"{entry}: {len(rows)} conditions reproduced within {tolerance} (largest difference {worst:.2g})")
+    click.echo(f"{entry}: {len(rows)} conditions reproduced within {tolerance} on {len(chosen)} images "
+               f"(largest difference {worst:.2g})")
 
 
 @cli.command("compare")

@@ -61,6 +61,8 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
     if entry_out and Path(entry_out).exists() and not overwrite:
         raise ResultError(f"{entry_out} already exists", hints=("overwrite",))
+    if entry_out and Path(entry_out).resolve() == out_path.resolve():
+        raise ResultError(f"the result and the leaderboard entry would both be written to {out_path}")
     bar = progress_bar(quiet)
     task = None
 

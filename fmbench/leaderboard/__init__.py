@@ -17,7 +17,7 @@ from .entry import (
     write_entry,
 )
 from .rank import SORT_KEYS, groups, rows, select
-from .recheck import RECHECK_TOLERANCE, recheck_command, recheck_compare
+from .recheck import RECHECK_TOLERANCE, recheck, recheck_compare
 from .render import render_csv, render_json, render_markdown, render_tables
 from .store import (
     check_entry,
@@ -30,6 +30,6 @@ from .store import (
 __all__ = [
     "ENTRY_KIND", "ENTRY_SCHEMA_VERSION", "RECHECK_TOLERANCE", "SORT_KEYS", "as_entry", "build_entry", "check_entry",
     "compare", "compare_table", "describe_hardware", "entry_paths", "groups", "load_entries", "model_label",
-    "recheck_command", "recheck_compare", "render_csv", "render_json", "render_markdown", "render_tables", "rows",
+    "recheck", "recheck_compare", "render_csv", "render_json", "render_markdown", "render_tables", "rows",
     "schema_validator", "select", "validate_dir", "write_entry",
 ]

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import baselines, scores
 from ..errors import ResultError
+from ..integrity import consistency
 from .entry import as_entry, model_label
 from .rank import flags as entry_flags
 from .rank import score_block
+from .store import schema_validator
 
 if TYPE_CHECKING:  # names for annotations only
     from rich.table import Table
@@ -45,8 +47,19 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     An entry of the same model (same reference and defence) is the one the result would
     replace: it is left out of the ranking and reported on its own (``own``), so a re-run of a
     listed model is not ranked against itself."""
-    mine = as_entry(doc)
-    if "scores" not in mine:
+    if not isinstance(doc, dict) or doc.get("kind") not in ("fmbench-result", "fmbench-leaderboard-entry"):
+        found = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+        raise ResultError(f"not an fmbench result or leaderboard entry (kind {found!r})")
+    problems = consistency(doc)
+    if problems:
+        raise ResultError(f"{problems[0]} (an inconsistent result is not compared)")
+    try:
+        mine = as_entry(doc)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration) as exc:
+        raise ResultError(f"not a complete fmbench result ({type(exc).__name__}: {exc})") from None
+    problems = schema_validator()[1](mine)
+    if problems:
+        raise ResultError(f"not a complete fmbench result: {problems[0]}")
         raise ResultError("the result has no scores (made by an older fmbench); re-run it or rescore its entry")
     h, ds = mine["protocol"]["hash"], mine["dataset"]["ref"]
     peers = [e for e in entries if e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds]

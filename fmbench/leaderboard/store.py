@@ -7,16 +7,17 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import scores
+from .. import integrity, scores
 from ..baselines import BASELINES_KIND
 from ..baselines import check as check_baselines
 from ..errors import ResultError
 from ..files import read_json
 from ..result import summarize
+from .entry import model_label
 
 if TYPE_CHECKING:  # names for annotations only
     from ..plugins import Registry
@@ -146,6 +147,9 @@ def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], li
     elif known[proto["hash"]].id != proto["id"]:
         problems.append(f"protocol id {proto['id']!r} does not match its hash {proto['hash']}, "
                         f"which is {known[proto['hash']].id!r}")
+    consistency = integrity.consistency(entry, registry)
+    if consistency:  # the per-image values are what every other number is checked against
+        return problems + consistency
     try:
         expected = summarize(entry["conditions"])
     except (StopIteration, KeyError, TypeError, ValueError) as exc:
@@ -211,14 +215,19 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
     name, schema_check = schema_validator()
     paths = entry_paths(directory)
     base, problems = load_baselines(directory)
+    loaded = []
     for path in paths:
         try:
             entry = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            problems.append(f"{path}: not valid JSON{where}")
             continue
-        problems += [f"{path}: {p}" for p in check_entry(entry, registry, schema_check, base)]
-    return name, len(paths), problems
+        found = check_entry(entry, registry, schema_check, base)
+        problems += [f"{path}: {p}" for p in found]
+        if not found:
+            loaded.append((str(path), entry))
+    return name, len(paths), problems + duplicates(loaded)
 
 
 def load_entries(directory: str | os.PathLike, registry: Registry | None = None) -> list[dict[str, Any]]:
@@ -236,4 +245,23 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
         entries.append(entry)
+    twice = duplicates([(e["_path"], e) for e in entries])
+    if registry is not None and twice:
+        raise ResultError(f"{twice[0]}; an entry is ranked once (every problem: `fmbench leaderboard validate`)")
     return entries
+
+
+def duplicates(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """One problem per entry that repeats another's (model, defence, dataset, protocol)."""
+    seen: dict[tuple[str, str, str], str] = {}
+    problems = []
+    for path, e in entries:
+        try:
+            key = (model_label(dict(e)), e["dataset"]["ref"], e["protocol"]["hash"])
+        except (KeyError, TypeError):
+            continue
+        if key in seen:
+            problems.append(f"{path}: the same model, defence, dataset and protocol as {seen[key]}")
+        else:
+            seen[key] = path
+    return problems

@@ -80,7 +80,10 @@ def _mmseg_config_file(config: str) -> Path:
     import mmseg
 
     shipped = Path(mmseg.__file__).parent / ".mim" / "configs"
-    given = Path(config).expanduser()
+    try:
+        given = Path(config).expanduser()
+    except RuntimeError:  # "~nobody/...": no such home folder
+        given = Path(config)
     for candidate in (given, shipped / config, shipped.parent / config):
         if candidate.is_file():
             return candidate

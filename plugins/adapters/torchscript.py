@@ -28,8 +28,12 @@ class TorchScriptModel(nn.Module):
 
 
 def torchscript(path: str) -> nn.Module:
-    file = Path(path).expanduser()
-    if not file.is_file():
+    try:
+        file = Path(path).expanduser()
+        found = file.is_file()
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"ts:{path}: not a usable path ({exc})") from None
+    if not found:
         raise ModelLoadError(f"TorchScript file {file} does not exist")
     try:
         with warnings.catch_warnings():

@@ -61,7 +61,7 @@ def _to_2d(arr: np.ndarray, axes: str, path: Path, layout: Layout, kind: str) ->
     if plane:
         n = arr.shape[plane[0]]
         if kind == "mask" or opts.plane is None:
-            hint = (f"masks must be 2-D" if kind == "mask" else
+            hint = ("masks must be 2-D" if kind == "mask" else
                     f"select one with {layout.ref}?plane=N (N from 0 to {n - 1})")
             raise DataError(f"{kind} {rel} is a 3-D stack of {n} planes (axes {axes}, shape {shape}), "
                             f"a 2-D image is expected: {hint}")

@@ -44,8 +44,12 @@ def parse_ref(scheme: str, rest: str, allowed: tuple[str, ...], default_holdout:
             if value not in ("none", "hash"):
                 raise DataError(f"{scheme}:{rest}: holdout must be 'none' or 'hash', got {value!r}")
             values[key] = value
-    root = Path(path).expanduser()
-    if not root.exists():
+    try:
+        root = Path(path).expanduser()
+        exists = root.exists()
+    except (RuntimeError, OSError, ValueError) as exc:  # "~nobody", a name too long, a NUL byte
+        raise DataError(f"{scheme}:{path}: not a usable path ({exc})") from None
+    if not exists:
         raise DataError(f"{scheme}:{path}: {root} does not exist")
     if not root.is_dir():
         raise DataError(f"{scheme}:{path}: {root} is not a folder")

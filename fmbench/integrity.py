@@ -1,0 +1,147 @@
+"""Internal consistency of a result or an entry: every number it shows recomputed from its
+per-image IoU, its conditions those its protocol plans, its images the protocol's count, and
+its weights the registered ones.  A forged entry must change per-image values to move a
+score, and ``recheck`` re-evaluates images drawn at random to catch that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .metrics import relative
+
+if TYPE_CHECKING:  # names for annotations only
+    from .plugins import Registry
+    from .protocol import Protocol
+
+TOLERANCE = 1e-9
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def per_image_problems(doc: Mapping[str, Any]) -> list[str]:
+    """The per-image lists: present for every condition and only those, one finite value in
+    [0, 1] per image, image ids unique."""
+    per = doc.get("per_image")
+    if not isinstance(per, Mapping) or not isinstance(per.get("ids"), list) or not isinstance(per.get("iou"), Mapping):
+        return ["per_image: missing, or without ids and iou lists"]
+    conds = doc.get("conditions")
+    if not isinstance(conds, list) or not conds or not all(
+            isinstance(c, Mapping) and isinstance(c.get("id"), str) and isinstance(c.get("kind"), str)
+            and isinstance(c.get("family"), str) for c in conds):
+        return ["conditions: expected a list of conditions, each with an id, kind and family"]
+    ids = per["ids"]
+    problems = []
+    if not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        problems.append("per_image.ids: image ids must be unique strings")
+    cond_ids = [str(c.get("id")) for c in doc.get("conditions", []) if isinstance(c, Mapping)]
+    for kind in ("iou", "dice"):
+        table = per.get(kind)
+        if table is None and kind == "dice":
+            continue
+        if not isinstance(table, Mapping):
+            problems.append(f"per_image.{kind}: expected an object of lists")
+            continue
+        if set(table) != set(cond_ids):
+            missing = sorted(set(cond_ids) - set(table))
+            extra = sorted(set(table) - set(cond_ids))
+            problems.append(f"per_image.{kind}: conditions differ from the entry's (missing {missing[:3]}, extra "
+                            f"{extra[:3]})")
+            continue
+        for cid, values in table.items():
+            if not isinstance(values, list) or len(values) != len(ids):
+                problems.append(f"per_image.{kind}.{cid}: {len(values) if isinstance(values, list) else 'no'} values "
+                                f"for {len(ids)} images")
+            elif not all(_number(v) and 0.0 <= v <= 1.0 for v in values):
+                problems.append(f"per_image.{kind}.{cid}: a value is not a finite number in [0, 1]")
+    return problems
+
+
+def condition_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Each condition's mean IoU (and Dice, where per-image Dice is kept), image count and
+    relative robustness against its per-image lists."""
+    per = doc["per_image"]
+    n = len(per["ids"])
+    ref = per["iou"].get("reference")
+    if ref is None:
+        return ["per_image.iou: no reference condition"]
+    problems = []
+    for c in doc["conditions"]:
+        values = per["iou"][c["id"]]
+        expected = {"iou": math.fsum(values) / n if n else None, "n_images": n,
+                    "robustness": relative(values, ref)[1]}
+        if per.get("dice"):
+            expected["dice"] = math.fsum(per["dice"][c["id"]]) / n if n else None
+        for key, want in expected.items():
+            got = c.get(key)
+            same = (want is None and got is None) or (
+                _number(got) and want is not None and math.isclose(got, want, rel_tol=0, abs_tol=TOLERANCE))
+            if not same:
+                problems.append(f"conditions[{c['id']}].{key} is {got!r} but its per-image values give {want!r}")
+    return problems
+
+
+def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry) -> list[str]:
+    """The conditions are exactly those the protocol plans (none dropped, none added, in
+    order), and the images as many as it evaluates on a registered dataset."""
+    from .conditions import plan
+
+    synthetic = bool(doc["dataset"].get("synthetic", True))
+    planned = [(c.id, c.kind, c.family, c.norm) for c in plan(protocol, registry, synthetic=synthetic)]
+    found = [(c.get("id"), c.get("kind"), c.get("family"), c.get("norm")) for c in doc["conditions"]]
+    problems = []
+    if found != planned:
+        missing = [p[0] for p in planned if p not in found]
+        extra = [f[0] for f in found if f not in planned]
+        problems.append(f"conditions are not those protocol {protocol.id} evaluates (missing {missing[:4]}, "
+                        f"unexpected {extra[:4]}{', or out of order' if not missing and not extra else ''})")
+    n = len(doc["per_image"]["ids"])
+    if doc["dataset"].get("n_images") != n:
+        problems.append(f"dataset.n_images is {doc['dataset'].get('n_images')!r} but per_image has {n} images")
+    if doc["dataset"].get("ref") in registry.datasets and n != protocol.n_images:
+        problems.append(f"{n} images, but protocol {protocol.id} evaluates {protocol.n_images} of "
+                        f"{doc['dataset']['ref']!r}")
+    return problems
+
+
+def weights_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
+    """A registered model's entry must have been made with its registered weights for that
+    dataset, where the registry pins the file's sha256."""
+    ref, ds = entry["model"]["ref"], entry["dataset"]["ref"]
+    spec = registry.models.get(ref)
+    if spec is None or ":" in ref:
+        return []
+    w = spec.weights.get(ds)
+    if w is None or not w.sha256:
+        return []
+    if entry["model"].get("weights_sha256") != w.sha256:
+        return [f"model {ref!r} on {ds!r} was evaluated with weights sha256 "
+                f"{str(entry['model'].get('weights_sha256'))[:12]}..., not the registered {w.sha256[:12]}..."]
+    return []
+
+
+def consistency(doc: Mapping[str, Any], registry: Registry | None = None) -> list[str]:
+    """Every internal-consistency problem of a result or entry (empty when consistent)."""
+    if not isinstance(doc, Mapping):
+        return [f"not a result or entry (a JSON {type(doc).__name__})"]
+    for key in ("dataset", "protocol"):
+        if not isinstance(doc.get(key), Mapping):
+            return [f"{key}: missing or not an object"]
+    if not isinstance(doc["protocol"].get("hash"), str):
+        return ["protocol.hash: missing"]
+    problems = per_image_problems(doc)
+    if problems:
+        return problems
+    problems = condition_problems(doc)
+    if registry is not None:
+        known = {p.hash: p for p in registry.protocols.values()}
+        protocol = known.get(doc["protocol"]["hash"])
+        if protocol is not None:
+            problems += plan_problems(doc, protocol, registry)
+        if doc.get("kind") == "fmbench-leaderboard-entry":
+            problems += weights_problems(doc, registry)
+    return problems
