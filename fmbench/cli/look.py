@@ -163,3 +163,52 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
     dataset = _data_open(dataset_ref, split, image_size, seed)
     preview(dataset, out, n=n, protocol=protocol)
     click.echo(f"preview written to {out}")
+
+
+@data_group.command("compare")
+@click.argument("reference", metavar="DATASET_A")
+@click.option("--dataset", "dataset_ref", required=True, metavar="DATASET_B",
+              help="The dataset to set beside it (a registered name such as nucleus, or folder:PATH).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Images of each.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is used.")
+@click.option("--out", default="realism.png", show_default=True, type=click.Path(dir_okay=False),
+              help="PNG with one histogram per statistic.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json):
+    """How far apart two datasets are (real images beside a synthetic dataset, say): intensity,
+    noise and SNR, boundary sharpness, spectrum, object sizes and shapes, each side by side with
+    a distance (Wasserstein over pooled spread: 0 the same, 1 a typical spread apart)."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from ..datasets import open_dataset
+    from ..realism import compare, dataset_statistics, figure, observed
+
+    pm, reg = registry()
+    protocol = reg.protocol(tier)
+    stats = []
+    for ref in (reference, dataset_ref):
+        ds = open_dataset(ref, split, protocol.image_size, registry=reg, pm=pm)
+        stats.append(dataset_statistics(observed(ds, ref, protocol, n)))
+    rows = compare(stats[0], stats[1])
+    if Path(out).parent and not Path(out).parent.exists():
+        raise click.BadParameter(f"the folder {Path(out).parent} does not exist", param_hint="--out")
+    figure(rows, stats[0], stats[1], (reference, dataset_ref), out)
+    if as_json:
+        click.echo(json.dumps({"a": reference, "b": dataset_ref, "rows": rows, "png": out}, indent=2))
+        return
+
+    def cell(s):
+        return "—" if s["median"] is None else f"{s['median']:.3g} [{s['q25']:.3g}, {s['q75']:.3g}]"
+
+    table = Table(title=f"{reference} (A) beside {dataset_ref} (B): median \\[interquartile range]; distance: "
+                        f"Wasserstein over the pooled within-dataset spread", title_justify="left")
+    for col in ("statistic", "A", "B", "distance"):
+        table.add_column(col, justify="left" if col == "statistic" else "right")
+    for r in rows:
+        d = r["distance"]
+        table.add_row(r["statistic"], cell(r["a"]), cell(r["b"]), "—" if d != d else f"{d:.2f}")
+    console().print(table)
+    click.echo(f"figure written to {out}")
