@@ -114,7 +114,8 @@ def measure(dataset: Any, dataset_ref: str, protocol: Any, registry: Any, *, dev
     records: list[dict[str, Any]] = []
     ids: list[str] = []
     for batch in iter_batches(dataset, n, batch_size):
-        inputs = BatchInputs(batch.image.to(dev), batch.mask.to(dev), [f"{dataset_ref}/{i}" for i in batch.ids],
+        key = getattr(dataset, "seed_name", None) or dataset_ref
+        inputs = BatchInputs(batch.image.to(dev), batch.mask.to(dev), [f"{key}/{i}" for i in batch.ids],
                              protocol, bool(dataset.synthetic))
         ids += batch.ids
         for cond in conds:

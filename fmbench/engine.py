@@ -128,6 +128,9 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     preparation = prepare_attacks(model, ctx.attacks, conditions, protocol, train=train_dataset,
                                   dataset_ref=dataset_ref, registry=registry, batch_size=batch_size, device=device)
 
+    # per-image randomness is keyed by the dataset's name: an exported copy of a dataset read back
+    # as a folder (its seed_name the original's) draws exactly the noise the original draws
+    seed_name = getattr(dataset, "seed_name", None) or dataset_ref
     recorded_ids = {r["batch"]: r["ids"] for r in log.records}
     for batch in iter_batches(dataset, n_images, batch_size):
         if batch.index in recorded_ids and recorded_ids.pop(batch.index) != batch.ids:
@@ -136,7 +139,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
         todo = [c for c in conditions if (batch.index, c.id) not in log.done]
         if not todo:
             continue
-        inputs = BatchInputs(batch.image.to(device), batch.mask.to(device), [f"{dataset_ref}/{i}" for i in batch.ids],
+        inputs = BatchInputs(batch.image.to(device), batch.mask.to(device), [f"{seed_name}/{i}" for i in batch.ids],
                              protocol, bool(dataset.synthetic))
         for cond in todo:
             t0 = time.perf_counter()

@@ -176,6 +176,7 @@ def test_measured_images_get_no_false_snr_label_and_a_warning_above_one(tmp_path
     from fmbench.export import export
 
     export(ds, out, n=2)
+    (out / "manifest.json").unlink()  # without its manifest, a folder of images is measured data
     r = fmbench.evaluate("unet-small", f"folder:{out}", fmbench.get_protocol("quick", n_images=2,
                          corruptions=["noise"], attacks=["none"]), weights="nucleus", batch_size=2)
     labels = [c["label"] for c in r.conditions]

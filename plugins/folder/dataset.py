@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fmbench import DataError, Sample
@@ -12,9 +14,15 @@ from .refs import SPLITS, hash_split, parse_ref
 
 
 class FolderDataset:
-    """Real images from one of the layouts (see the ``fmbench_plugins.folder`` docstring); ``synthetic = False``."""
+    """Real images from one of the layouts (see the ``fmbench_plugins.folder`` docstring);
+    ``synthetic = False`` -- except for a folder written by ``fmbench data export`` from a
+    synthetic dataset (:meth:`adopt_export`): its noise-free images are read as they were
+    written and the engine exposes them, drawing the same noise the built-in dataset draws."""
 
     synthetic = False
+    seed_name: str | None = None  # whose per-image randomness the images take (an export's origin)
+    raw = False  # images as written, not normalised on reading
+    ids: dict[str, str] = {}
 
     def __init__(self, layout: Layout, split: str, pairs: list[Pair]):
         self.layout = layout
@@ -66,7 +74,39 @@ class FolderDataset:
                             f"{self.layout.rel(p.image)} is {image.shape[0]}x{image.shape[1]}")
         if not np.isfinite(image).all():
             raise DataError(f"image {self.layout.rel(p.image)} contains NaN or infinite values")
+        if self.raw:
+            return Sample(id=self.ids.get(p.id, p.id), image=image.astype(np.float32), mask=mask)
         return Sample(id=p.id, image=_normalise(image), mask=mask)
+
+    def adopt_export(self) -> None:
+        """A folder that ``fmbench data export`` wrote from a synthetic dataset (its
+        ``manifest.json`` says so, float32 images): read the noise-free images as written, with
+        their original ids, checked against the manifest's sha256, as synthetic data of the
+        original dataset -- so a ``folder:`` evaluation reproduces the built-in one."""
+        import hashlib
+        import json
+
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            return
+        try:
+            manifest = json.loads(path.read_text())
+            if manifest.get("schema") != "fmbench-export/1" or not manifest["dataset"].get("synthetic") \
+                    or manifest.get("format") != "float32":
+                return
+            files = {Path(f["image"]).stem: f for f in manifest["files"]}
+            origin = str(manifest["dataset"]["name"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{self.layout.ref}: manifest.json is not an fmbench export manifest ({exc})") from None
+        for p in self.pairs:
+            f = files.get(p.id)
+            if f is None:
+                raise DataError(f"{self.layout.ref}: image {self.layout.rel(p.image)} is not in manifest.json")
+            if hashlib.sha256(p.image.read_bytes()).hexdigest() != f.get("image_sha256"):
+                raise DataError(f"{self.layout.ref}: image {self.layout.rel(p.image)} differs from the one exported "
+                                f"(sha256 in manifest.json)")
+        self.synthetic, self.raw, self.seed_name = True, True, origin
+        self.ids = {stem: str(f["id"]) for stem, f in files.items()}
 
 
 # -- the three layouts ------------------------------------------------------------------------
@@ -75,7 +115,9 @@ class FolderDataset:
 def open_folder(rest: str, split: str) -> FolderDataset:
     root, opts = parse_ref("folder", rest, ("channel", "plane", "holdout"), "none")
     layout = Layout("folder", root, opts)
-    return _open_generic(layout, split, ("masks", "labels"), lists_required=False, allow_flat=True)
+    ds = _open_generic(layout, split, ("masks", "labels"), lists_required=False, allow_flat=True)
+    ds.adopt_export()
+    return ds
 
 
 def open_ermito(rest: str, split: str) -> FolderDataset:
