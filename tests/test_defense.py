@@ -80,8 +80,8 @@ def test_defended_model_is_marked_in_eval_table_and_leaderboard_label():
     console = Console(width=200, record=True)
     console.print(result_table(result))
     assert "unet-r18 on er" in console.export_text()
-    assert model_label({"model": {"ref": "m", "training": {"defence": "noise-aug"}}}) == "m [noise-aug]"
-    assert model_label({"model": {"ref": "m", "training": {"defence": "none"}}}) == "m"
+    assert model_label({"model": {"ref": "m", "training": {"defense": "noise-aug"}}}) == "m [noise-aug]"
+    assert model_label({"model": {"ref": "m", "training": {"defense": "none"}}}) == "m"
 
 
 def test_defended_label_survives_rich_tables():

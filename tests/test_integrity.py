@@ -97,8 +97,8 @@ def test_a_duplicated_entry_is_not_ranked_twice(tmp_path):
     d = _board(tmp_path, read_json(ENTRY))
     shutil.copy(d / "forged.json", d / "copy.json")
     _, _, problems = validate_dir(d, _registry())
-    assert problems == [f"{d / 'forged.json'}: the same model, defence, dataset and protocol as {d / 'copy.json'}"]
-    with pytest.raises(ResultError, match="the same model, defence, dataset and protocol"):
+    assert problems == [f"{d / 'forged.json'}: the same model, defense, dataset and protocol as {d / 'copy.json'}"]
+    with pytest.raises(ResultError, match="the same model, defense, dataset and protocol"):
         load_entries(d, _registry())
 
 

@@ -149,7 +149,7 @@ def test_eval_writes_complete_leaderboard_entry(real):
     assert "--leaderboard-entry" in prov["command"] and prov["device"] == "cpu" and prov["hardware"]
     assert prov["torch_version"] and prov["fmbench_version"]
     assert e["model"]["ref"] == "mymod:Thresh" and e["model"]["training"] == {
-        "recipe": None, "seed": None, "defence": None, "dataset": None, "protocol": None, "val_iou": None,
+        "recipe": None, "seed": None, "defense": None, "dataset": None, "protocol": None, "val_iou": None,
         "command": None}
     assert e["summary"] == summarize(e["conditions"])
     # an existing entry is refused before anything runs
@@ -165,7 +165,7 @@ def test_entry_carries_training_provenance_from_checkpoint_meta(real):
                                "command": "fmbench train --model mymod:MyNet --dataset nucleus --seed 3"}
     e = build_entry(result, hardware="test", command="fmbench eval ...")
     assert e["model"]["training"]["command"] == "fmbench train --model mymod:MyNet --dataset nucleus --seed 3"
-    assert e["model"]["training"]["seed"] == 3 and e["model"]["training"]["defence"] == "none"
+    assert e["model"]["training"]["seed"] == 3 and e["model"]["training"]["defense"] == "none"
     assert e["model"]["training"]["recipe"]["steps"] == 800 and e["model"]["args"] == {"width": 4}
     assert e["provenance"]["hardware"] == "test"
 

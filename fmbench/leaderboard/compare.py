@@ -44,7 +44,7 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     entries just above and below it and the best, with differences (yours minus theirs) and
     whether each is inside the noise.  A degenerate result is shown but not ranked.
 
-    An entry of the same model (same reference and defence) is the one the result would
+    An entry of the same model (same reference and defense) is the one the result would
     replace: it is left out of the ranking and reported on its own (``own``), so a re-run of a
     listed model is not ranked against itself."""
     if not isinstance(doc, dict) or doc.get("kind") not in ("fmbench-result", "fmbench-leaderboard-entry"):

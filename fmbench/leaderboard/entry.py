@@ -37,14 +37,14 @@ def describe_hardware(device: str) -> str:
 def build_entry(result: dict[str, Any], *, hardware: str | None = None, command: str | None = None) -> dict[str, Any]:
     """A leaderboard entry from a result document: provenance, every condition's scores, the
     summary (recomputed from those conditions) and the per-image IoU.  Training recipe, seed
-    and defence come from the checkpoint metadata when the checkpoint carries it, else null."""
+    and defense come from the checkpoint metadata when the checkpoint carries it, else null."""
     if result.get("kind") != "fmbench-result":
         raise ResultError(f"expected an fmbench result document, found kind {result.get('kind')!r}")
     meta = result["model"].get("meta") or {}
     recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
-    defence = meta.get("defence", meta.get("defense"))
-    if defence is None and recipe is not None:
-        defence = recipe.get("defence", recipe.get("defense"))
+    defense = meta.get("defense")
+    if defense is None and recipe is not None:
+        defense = recipe.get("defense")
     run = result.get("run") or {}
     conditions = [{k: c[k] for k in CONDITION_FIELDS} for c in result["conditions"]]
     per_image = result.get("per_image") or {}
@@ -62,7 +62,7 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
             "training": {
                 "recipe": recipe,
                 "seed": meta.get("seed") if isinstance(meta.get("seed"), int) else None,
-                "defence": defence if isinstance(defence, str) else None,
+                "defense": defense if isinstance(defense, str) else None,
                 "dataset": meta.get("dataset"),
                 "protocol": meta.get("protocol"),
                 "val_iou": meta.get("val_iou"),
@@ -100,6 +100,10 @@ def rescore(entry: dict[str, Any]) -> dict[str, Any]:
         raise ResultError("the entry has no per-image IoU to compute its scores from")
     out = {k: v for k, v in entry.items() if k not in ("scores", "per_image", "warnings", "_path")}
     out["schema_version"] = ENTRY_SCHEMA_VERSION
+    training = dict(out["model"].get("training") or {})
+    if "defence" in training:  # schema 1's spelling; one spelling throughout since schema 2
+        training["defense"] = training.pop("defence")
+        out["model"] = {**out["model"], "training": training}
     out["scores"] = scores.compute(entry["conditions"], entry["per_image"]["iou"])
     out["warnings"] = list(entry.get("warnings", []))
     out["per_image"] = entry["per_image"]
@@ -123,8 +127,8 @@ def as_entry(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_label(entry: dict[str, Any]) -> str:
-    defence = entry["model"]["training"].get("defence")
+    defense = entry["model"]["training"].get("defense")
     label = entry["model"]["ref"]
-    if defence and defence != "none":
-        label += f" [{defence}]"
+    if defense and defense != "none":
+        label += f" [{defense}]"
     return label

@@ -252,7 +252,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
 
 
 def duplicates(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    """One problem per entry that repeats another's (model, defence, dataset, protocol)."""
+    """One problem per entry that repeats another's (model, defense, dataset, protocol)."""
     seen: dict[tuple[str, str, str], str] = {}
     problems = []
     for path, e in entries:
@@ -261,7 +261,7 @@ def duplicates(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
         except (KeyError, TypeError):
             continue
         if key in seen:
-            problems.append(f"{path}: the same model, defence, dataset and protocol as {seen[key]}")
+            problems.append(f"{path}: the same model, defense, dataset and protocol as {seen[key]}")
         else:
             seen[key] = path
     return problems
