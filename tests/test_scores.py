@@ -20,6 +20,7 @@ from fmbench.leaderboard import build_entry, validate_dir
 from fmbench.leaderboard.compare import compare
 
 from .helpers import write_mymod
+from .test_engine import Thresh
 
 SMALL = Protocol(name="small", version=1, description="test", n_images=4, image_size=64, reference_snr=8.0,
                  corruptions=(CorruptionEntry("noise", (5.0, 2.0)), CorruptionEntry("sib", (2.0, 4.0))),
@@ -37,18 +38,6 @@ class Untrained(nn.Module):
 
     def forward(self, x):
         return self.net(x) + 5.0  # an untrained net that calls (almost) everything foreground
-
-
-class Thresh(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-        with torch.no_grad():
-            self.conv.weight.fill_(1 / 9)
-            self.conv.bias.fill_(-0.3)
-
-    def forward(self, x):
-        return 20 * self.conv(x)
 
 
 @pytest.fixture(scope="module")
