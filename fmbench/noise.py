@@ -71,18 +71,39 @@ def estimate(y: np.ndarray) -> NoiseModel:
     return NoiseModel(float(a), float(b))
 
 
+# the diagonal Haar detail and the mean of the same 2x2 support: smooth gradients cancel in the
+# detail, and white noise of variance s^2 gives a detail of variance s^2
+_HAAR = np.array([[1, -1], [-1, 1]], float) / 2
+_MEAN2 = np.full((2, 2), 0.25)
+
+
 def foreground_std(y: np.ndarray, mask: np.ndarray) -> float:
-    """The noise's standard deviation inside the foreground, measured there: the robust spread
-    (median absolute deviation) of the high-pass residual over the mask's interior (eroded by
-    2 px, so no residual straddles an edge).  Falls back to the fitted model where the
-    interior is too small."""
+    """The noise's standard deviation at the mean foreground level, measured inside the
+    foreground: the robust variance (median absolute deviation) of the Haar detail, binned by
+    the local mean over the mask's interior and fitted with a line, read at the foreground's
+    mean.  The foreground's own range of intensities constrains the line, so nothing is
+    extrapolated from the background."""
     y = np.asarray(y, float)
-    inner = ndimage.binary_erosion(np.asarray(mask, bool), iterations=2)
-    inner[:1], inner[-1:], inner[:, :1], inner[:, -1:] = False, False, False, False
-    if inner.sum() < 200:
-        return float(estimate(y).std(y[np.asarray(mask, bool)].mean()))
-    r = ndimage.convolve(y, _KERNEL, mode="reflect")[inner]
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+    mask = np.asarray(mask, bool)
+    inner = ndimage.binary_erosion(mask, iterations=1)
+    if inner.sum() < 100:
+        return float(estimate(y).std(y[mask].mean()))
+    r = ndimage.convolve(y, _HAAR, mode="reflect", origin=(-1, -1))[inner]
+    local = ndimage.convolve(y, _MEAN2, mode="reflect", origin=(-1, -1))[inner]
+    edges = np.unique(np.quantile(local, np.linspace(0, 1, 9)))
+    xs, vs, ws = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (local >= lo) & (local <= hi)
+        if sel.sum() < 30:
+            continue
+        rr = r[sel]
+        xs.append(local[sel].mean())
+        vs.append((1.4826 * np.median(np.abs(rr - np.median(rr)))) ** 2)
+        ws.append(float(sel.sum()))
+    if len(xs) < 2:
+        return float(np.sqrt(np.average(vs, weights=ws))) if vs else float(estimate(y).std(y[mask].mean()))
+    a, b = np.polyfit(xs, vs, 1, w=np.sqrt(ws))
+    return float(np.sqrt(max(a * y[mask].mean() + b, 1e-24)))
 
 
 def snr(y: np.ndarray, mask: np.ndarray) -> float:

@@ -63,8 +63,8 @@ def test_the_noise_of_an_image_is_measured_on_itself():
     exactly there): the SNR measured from the image alone, and the camera's gain from the
     noise fit, within their measured accuracy (docs/datasets.md)."""
     protocol = fmbench.get_protocol("quick")
-    errors, gains = [], []
-    for name in ("nucleus", "mito"):
+    errors, gains, thin = [], [], []
+    for name in ("nucleus", "mito", "er"):
         ds = fmbench.open_dataset(name, "test", 256)
         for i in range(3):
             s = ds[i]
@@ -72,10 +72,12 @@ def test_the_noise_of_an_image_is_measured_on_itself():
             for target in (8.0, 3.0):
                 gens = fmbench.generators(0, [s.id], f"snr{target}")
                 y = fmbench.expose(protocol, x, m, gens, snr=target)[0, 0].numpy()
-                errors.append(noise.snr(y, s.mask) / target - 1)
+                (thin if name == "er" else errors).append(noise.snr(y, s.mask) / target - 1)
                 if name == "mito":
                     gains.append(noise.estimate(y).a)  # 1 ADU per electron
-    assert max(abs(e) for e in errors) < 0.15 and abs(np.mean(errors)) < 0.06, errors
+    assert max(abs(e) for e in errors) < 0.12 and abs(np.mean(errors)) < 0.05, errors
+    # thin tubules: little interior to measure on, texture leaks into the detail at high SNR
+    assert max(abs(e) for e in thin) < 0.3 and abs(np.mean(thin)) < 0.12, thin
     assert np.median(gains) == pytest.approx(1.0, rel=0.15), gains
 
 
