@@ -20,7 +20,7 @@ from torch import nn
 
 from .conditions import plan
 from .datasets import open_dataset as _open
-from .engine import resolve_device, run, run_header
+from .engine import Run, resolve_device, run, run_header
 from .errors import ModelContractError, ModelLoadError, ResultError
 from .files import atomic_write, dumps
 from .model import LoadedModel, probe
@@ -186,7 +186,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     return result
 
 
-def _finish(document: dict[str, Any], done: Any, started: datetime, command: str | None, resume: bool,
+def _finish(document: dict[str, Any], done: Run, started: datetime, command: str | None, resume: bool,
             out_path: Path | None, overwrite: bool) -> Result:
     document["run"] = {
         "command": command,

@@ -35,10 +35,28 @@ class NoiseModel:
         return np.sqrt(np.maximum(self.a * np.asarray(mean, float) + self.b, 0.0))
 
 
+def _binned_variance(local: np.ndarray, resid: np.ndarray, n_bins: int,
+                     min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin of equal count of the local mean (bins under ``min_count`` pixels dropped): the
+    bin's mean level, the residual's robust variance (median absolute deviation) and the
+    pixel count."""
+    edges = np.unique(np.quantile(local, np.linspace(0, 1, n_bins + 1)))
+    xs, vs, ws = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (local >= lo) & (local <= hi)
+        if sel.sum() < min_count:
+            continue
+        rr = resid[sel]
+        xs.append(local[sel].mean())
+        vs.append((1.4826 * np.median(np.abs(rr - np.median(rr)))) ** 2)
+        ws.append(float(sel.sum()))
+    return np.array(xs), np.array(vs), np.array(ws, float)
+
+
 def estimate(y: np.ndarray) -> NoiseModel:
     """The Poisson-Gaussian noise of one 2-D image, from its own pixels: the residual variance
     in locally flat regions, binned by local mean (robustly: median absolute deviation),
-    fitted with a non-negative line."""
+    fitted with a line of non-negative slope."""
     y = np.asarray(y, float)
     resid = ndimage.convolve(y, _KERNEL, mode="reflect")
     local = ndimage.uniform_filter(y, 5, mode="reflect")
@@ -49,21 +67,10 @@ def estimate(y: np.ndarray) -> NoiseModel:
     inner = np.zeros_like(keep)
     inner[2:-2, 2:-2] = True
     keep &= inner
-    m, r = local[keep], resid[keep]
-    edges = np.unique(np.quantile(m, np.linspace(0, 1, N_BINS + 1)))
-    xs, vs, ws = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (m >= lo) & (m <= hi)
-        if sel.sum() < 50:
-            continue
-        rr = r[sel]
-        sigma = 1.4826 * np.median(np.abs(rr - np.median(rr)))
-        xs.append(m[sel].mean())
-        vs.append(sigma**2)
-        ws.append(sel.sum())
-    if len(xs) < 2:
+    r = resid[keep]
+    x, var, w = _binned_variance(local[keep], r, N_BINS, 50)
+    if x.size < 2:
         return NoiseModel(0.0, float(np.var(r)) if r.size else 0.0)
-    x, var, w = np.array(xs), np.array(vs), np.array(ws, float)
     a, b = np.polyfit(x, var, 1, w=np.sqrt(w))
     if a < 0:  # no signal dependence that the data support
         a, b = 0.0, float(np.average(var, weights=w))
@@ -90,18 +97,9 @@ def foreground_std(y: np.ndarray, mask: np.ndarray) -> float:
         return float(estimate(y).std(y[mask].mean()))
     r = ndimage.convolve(y, _HAAR, mode="reflect", origin=(-1, -1))[inner]
     local = ndimage.convolve(y, _MEAN2, mode="reflect", origin=(-1, -1))[inner]
-    edges = np.unique(np.quantile(local, np.linspace(0, 1, 9)))
-    xs, vs, ws = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (local >= lo) & (local <= hi)
-        if sel.sum() < 30:
-            continue
-        rr = r[sel]
-        xs.append(local[sel].mean())
-        vs.append((1.4826 * np.median(np.abs(rr - np.median(rr)))) ** 2)
-        ws.append(float(sel.sum()))
-    if len(xs) < 2:
-        return float(np.sqrt(np.average(vs, weights=ws))) if vs else float(estimate(y).std(y[mask].mean()))
+    xs, vs, ws = _binned_variance(local, r, 8, 30)
+    if xs.size < 2:
+        return float(np.sqrt(np.average(vs, weights=ws))) if vs.size else float(estimate(y).std(y[mask].mean()))
     a, b = np.polyfit(xs, vs, 1, w=np.sqrt(ws))
     return float(np.sqrt(max(a * y[mask].mean() + b, 1e-24)))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import scores
 from .entry import model_label
 
@@ -100,8 +102,6 @@ def baseline_rows(group: dict[str, Any]) -> list[dict[str, Any]]:
     doc = group.get("baselines")
     if not doc:
         return []
-    import numpy as np
-
     ref = next(c["id"] for c in doc["conditions"] if c["kind"] == "reference")
     corr = [c["id"] for c in doc["conditions"] if c["kind"] == "corruption"]
     out = []
