@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .conditions import plan
+from .datasets import canonical_ref
 from .datasets import open_dataset as _open
 from .engine import Run, resolve_device, run, run_header
 from .errors import ModelContractError, ModelLoadError, ResultError
@@ -143,7 +144,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     """
     pm, registry = _registry()
     proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
-    dataset_ref = dataset if isinstance(dataset, str) else getattr(dataset, "name", type(dataset).__name__)
+    dataset_ref: str = (canonical_ref(dataset, registry) if isinstance(dataset, str)
+                        else str(getattr(dataset, "ref", None) or getattr(dataset, "name", type(dataset).__name__)))
     data = _open(dataset, proto.split, proto.image_size, registry=registry, pm=pm) if isinstance(dataset, str) else dataset
     if train_dataset is None and isinstance(dataset, str) and ":" in dataset:
         def train_dataset():  # opened only if an attack learns on it

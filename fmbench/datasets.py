@@ -1,5 +1,6 @@
-"""Opening a dataset by reference, in one place: a registered name, or ``scheme:rest``
-through the plugins' ``fmbench_resolve_dataset`` hook."""
+"""Opening a dataset by reference, in one place: a registered name (``nucleus``, or a
+generator version of it: ``nucleus@2``), or ``scheme:rest`` through the plugins'
+``fmbench_resolve_dataset`` hook."""
 
 from __future__ import annotations
 
@@ -32,13 +33,40 @@ def open_dataset(ref: str, split: str = "test", image_size: int = 256, *, seed: 
             raise UnknownNameError(f"no plugin handles dataset reference {ref!r}")
         return ds
     spec = registry.dataset(ref)
+    version = parse_version(ref, spec.versions)
     if split not in spec.splits:
         raise DataError(f"dataset {ref!r} has no split {split!r} (splits: {', '.join(spec.splits)})")
+    kwargs = {"split": split, "image_size": image_size}
+    if version != spec.versions[0]:
+        kwargs["version"] = version
     if seed is None:
-        return spec.factory(split=split, image_size=image_size)
+        return spec.factory(**kwargs)
     try:
-        return spec.factory(split=split, image_size=image_size, seed=seed)
+        return spec.factory(**kwargs, seed=seed)
     except TypeError as exc:
         if "seed" not in str(exc):
             raise
         raise DataError(f"dataset {ref!r} does not take a seed") from None
+
+
+def parse_version(ref: str, versions: tuple[int, ...]) -> int:
+    """The generator version a reference names: ``nucleus@2`` (or ``@v2``) is 2, a bare name the
+    first of ``versions``."""
+    if "@" not in ref:
+        return versions[0]
+    name, _, tail = ref.partition("@")
+    text = tail[1:] if tail[:1] in ("v", "V") else tail
+    if not text.isdigit() or int(text) not in versions:
+        raise DataError(f"dataset {name!r} has no version {tail!r} (versions: "
+                        f"{', '.join(str(v) for v in versions)}; write {name}@{versions[-1]})")
+    return int(text)
+
+
+def canonical_ref(ref: str, registry: Registry) -> str:
+    """The one spelling of a registered dataset reference: the bare name for its first version,
+    ``name@N`` for a later one (``nucleus@v2`` and ``nucleus@2`` are the same data)."""
+    if ":" in ref or "@" not in ref:
+        return ref
+    spec = registry.dataset(ref)
+    version = parse_version(ref, spec.versions)
+    return spec.name if version == spec.versions[0] else f"{spec.name}@{version}"

@@ -165,7 +165,8 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
     elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
         # a spec that lists no weights at all builds its own (its factory loads them)
         wanted = weights or dataset
-        w = spec.weights.get(wanted) if wanted else None
+        # weights are registered per dataset name; every version of a dataset shares them
+        w = (spec.weights.get(wanted) or spec.weights.get(wanted.split("@", 1)[0])) if wanted else None
         if w is None:
             have = ", ".join(sorted(spec.weights)) or "none"
             if weights:

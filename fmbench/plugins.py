@@ -114,7 +114,8 @@ class Registry:
         return _lookup(self.models, "model", name)
 
     def dataset(self, name: str) -> DatasetSpec:
-        return _lookup(self.datasets, "dataset", name)
+        """A dataset's spec, by name or by versioned reference (``nucleus@2``)."""
+        return _lookup(self.datasets, "dataset", name.split("@", 1)[0])
 
     def corruption(self, name: str) -> CorruptionSpec:
         return _lookup(self.corruptions, "corruption", name)

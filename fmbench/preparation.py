@@ -39,7 +39,7 @@ def prepare_attacks(model: PassCounter, attacks: dict, conditions: Sequence[Cond
         train = train()  # opened only now that an attack needs it
     if train is None:
         where = f"attack {todo[0].family!r} learns on the training split of {dataset_ref!r}"
-        if dataset_ref not in registry.datasets:
+        if dataset_ref.split("@", 1)[0] not in registry.datasets:
             raise ProtocolError(f"{where}, but {dataset_ref!r} is not a registered dataset; pass its "
                                 f"training split as train_dataset")
         if "train" not in registry.dataset(dataset_ref).splits:

@@ -82,6 +82,10 @@ class DatasetSpec:
     The returned object follows :class:`fmbench.data.Dataset`.  ``synthetic`` datasets give
     noise-free expected-photon images (the protocol adds the reference noise); real datasets
     give measured images.
+
+    ``versions`` are the generator versions a synthetic dataset offers (``name@2`` selects one;
+    the factory then gets ``version=2``); the bare name is the first, so results computed on it
+    stay reproducible when a later version is added.
     """
 
     name: str
@@ -90,6 +94,7 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("train", "val", "test")
     synthetic: bool = True
     plugin: str = ""
+    versions: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True)

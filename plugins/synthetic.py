@@ -33,6 +33,11 @@ class SyntheticDataset:
         self._generate = generate
         self._length = SPLIT_SIZES[split] if length is None else length
 
+    @property
+    def ref(self) -> str:
+        """How results name this data: ``nucleus`` for version 1, ``nucleus@2`` for version 2."""
+        return self.name if self.version == 1 else f"{self.name}@{self.version}"
+
     def __len__(self) -> int:
         return self._length
 
