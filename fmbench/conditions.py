@@ -21,6 +21,7 @@ import torch
 from .attack import PassCounter, check_adversarial, frozen_params, track_gradients
 from .corruption import Sensor
 from .data import normalize
+from .measured import MeasuredSensor
 from .protocol import Protocol, eps_label
 from .seeding import generators
 from .selfcheck import attack_checks
@@ -30,25 +31,31 @@ if TYPE_CHECKING:  # names for annotations only
     from .specs import CorruptionSpec
 
 
-def sensor_for(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor) -> Sensor:
-    """The protocol's camera for a batch of noise-free images, exposed for the reference SNR."""
-    return Sensor(x, mask, protocol.camera, protocol.reference_snr)
+def sensor_for(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor, synthetic: bool = True) -> Sensor | MeasuredSensor:
+    """The protocol's camera for a batch: for noise-free (synthetic) images, exposed for the
+    reference SNR; for measured images, the one that adds only the noise each image lacks
+    (:mod:`fmbench.measured`)."""
+    if synthetic:
+        return Sensor(x, mask, protocol.camera, protocol.reference_snr)
+    return MeasuredSensor(x, mask, protocol.camera, protocol.reference_snr)
 
 
 def expose(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor, gens: list[torch.Generator],
-           snr: float | None = None, sensor: Sensor | None = None) -> torch.Tensor:
-    """Noise-free images ``x`` through the protocol's detector (ADU): at the reference SNR, or
-    at ``snr``; image ``b`` draws its noise from ``gens[b]``."""
-    sensor = sensor if sensor is not None else sensor_for(protocol, x, mask)
+           snr: float | None = None, sensor: Sensor | MeasuredSensor | None = None,
+           synthetic: bool = True) -> torch.Tensor:
+    """Images ``x`` through the protocol's detector at the reference SNR, or at ``snr``: noise-free
+    images exposed (ADU), measured ones brought there from their own noise; image ``b`` draws
+    its noise from ``gens[b]``."""
+    sensor = sensor if sensor is not None else sensor_for(protocol, x, mask, synthetic)
     return sensor.expose(x, gens, snr=snr)
 
 
 def reference_input(protocol: Protocol, x: torch.Tensor, mask: torch.Tensor, gens: list[torch.Generator], *,
-                    synthetic: bool = True, sensor: Sensor | None = None) -> torch.Tensor:
-    """The model's input at the reference condition: synthetic (noise-free) images exposed at
-    the reference SNR, measured images as they are; then the protocol's normalisation."""
-    y = expose(protocol, x, mask, gens, sensor=sensor) if synthetic else x
-    return normalize(y, *protocol.normalization)
+                    synthetic: bool = True, sensor: Sensor | MeasuredSensor | None = None) -> torch.Tensor:
+    """The model's input at the reference condition: the images at the reference SNR (synthetic
+    ones exposed, measured ones with the noise they lack added), then the protocol's
+    normalisation."""
+    return normalize(expose(protocol, x, mask, gens, sensor=sensor, synthetic=synthetic), *protocol.normalization)
 
 
 # -- one batch and one run -------------------------------------------------------------------
@@ -62,11 +69,11 @@ class BatchInputs:
     keys: list[str]  # "dataset/id": what per-image randomness is derived from
     protocol: Protocol
     synthetic: bool
-    sensor: Sensor = field(init=False)
+    sensor: Sensor | MeasuredSensor = field(init=False)
     _reference: torch.Tensor | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.sensor = sensor_for(self.protocol, self.x, self.mask)
+        self.sensor = sensor_for(self.protocol, self.x, self.mask, self.synthetic)
 
     def gens(self, condition: str) -> list[torch.Generator]:
         return generators(self.protocol.seed, self.keys, condition, self.x.device)
@@ -152,29 +159,25 @@ class AttackAt(Condition):
         return Applied(x_adv, batch.mask, {"checks": checks})
 
 
-MEASURED_REFERENCE = "reference (images as measured, no noise added)"
-
-
 def corruption_at(spec: CorruptionSpec, level: float, synthetic: bool = True,
                   levels: Sequence[float] = ()) -> CorruptionAt:
     """The condition of a registered corruption (its spec) at one severity.  On measured
-    images an exposure corruption adds its noise on top of the image's own, so its nominal SNR
-    does not hold: it is labelled by its rank among ``levels`` instead."""
+    images a noise level is reached from each image's own noise (:mod:`fmbench.measured`);
+    other corruptions act on the measured image, and their labels say so."""
     label = f"{spec.name} {spec.label(level)}"
-    if spec.exposure and not synthetic:
-        ranked = sorted(levels or spec.levels, reverse=True)
-        k = ranked.index(level) + 1 if level in ranked else 0
-        label = (f"{spec.name} severity {k} of {len(ranked)} (added to the images' own noise; "
-                 f"SNR not controlled)")
+    if not synthetic and not spec.exposure:
+        label += " (on the measured image)"
     return CorruptionAt(f"{spec.name}@{level:g}", "corruption", spec.name, spec.family or spec.name, float(level),
                         label)
 
 
 def plan(protocol: Protocol, registry: Registry, synthetic: bool = True) -> list[Condition]:
     """The protocol's conditions, in evaluation order: reference, corruptions, attacks.
-    ``synthetic=False`` (measured images): the reference is the images as they are, and no
-    label claims an SNR."""
-    ref_label = f"reference (SNR {protocol.reference_snr:g})" if synthetic else MEASURED_REFERENCE
+    ``synthetic=False`` (measured images): each image is brought to the reference SNR from its
+    own noise, and the labels say so."""
+    ref_label = f"reference (SNR {protocol.reference_snr:g})"
+    if not synthetic:
+        ref_label = f"reference (SNR {protocol.reference_snr:g}, reached from each image's own noise)"
     conds: list[Condition] = [Reference("reference", "reference", "reference", "reference",
                                         protocol.reference_snr, ref_label)]
     for entry in protocol.corruptions:

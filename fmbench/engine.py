@@ -22,7 +22,8 @@ from . import __version__, baselines
 from .attack import PassCounter
 from .conditions import BatchInputs, RunContext, plan
 from .data import iter_batches
-from .errors import FmbenchError, ModelContractError, ResultError
+from .errors import DataError, FmbenchError, ModelContractError, ResultError
+from .measured import Kept, screen, targets
 from .metrics import overlap_counts, predict
 from .preparation import prepare_attacks
 from .protocol import Protocol
@@ -115,6 +116,15 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     that learn on it (a dataset, a zero-argument callable opening one, or ``None``: the
     registered dataset ``dataset_ref`` opened with ``split="train"``)."""
     conditions = plan(protocol, registry, synthetic=bool(dataset.synthetic))
+    measured = None
+    if not dataset.synthetic:  # measured images: only those that reach every SNR the protocol asks for
+        measured = screen(dataset, protocol.n_images, targets(protocol, registry))
+        if not measured.kept:
+            worst = max((r["own_snr"] or 0.0) for r in measured.left_out) if measured.left_out else 0.0
+            raise DataError(f"no image of {dataset_ref!r} reaches the SNRs protocol {protocol.id} asks for "
+                            f"({', '.join(f'{v:g}' for v in targets(protocol, registry))}); the best own SNR is "
+                            f"{worst:.2f}, and noise cannot be removed")
+        dataset = Kept(dataset, measured.kept)
     model = PassCounter(loaded.module.to(device).eval())
     ctx = RunContext(model=model,
                      corruptions={e.name: registry.build_corruption(e.name) for e in protocol.corruptions},
@@ -174,6 +184,8 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     document = assemble(run_header(loaded, dataset_ref, protocol, device, batch_size), protocol, conditions,
                         log.records, loaded, dataset, dataset_ref, device)
     document["checks"], attack_warnings = review(document, log.records, preparation)
+    if measured is not None:
+        document["dataset"]["noise"] = measured.record()
     document["warnings"] = attack_warnings + measured_data_warnings(document)
     per_condition = {c.id: sum(r["seconds"] for r in log.records if r["condition"] == c.id)
                      + preparation.get(c.id, {}).get("seconds", 0.0) for c in conditions}

@@ -1,7 +1,8 @@
 """The fixed, seeded training recipe.
 
 A model is trained at the reference condition only (detector noise at the protocol's
-reference SNR, then the fixed percentile normalisation), with random crops, flips and 90°
+reference SNR -- measured images get only the noise they lack, :mod:`fmbench.measured` -- then
+the fixed percentile normalisation), with random crops, flips and 90°
 rotations, Dice + cross-entropy loss, AdamW and a cosine schedule with warm-up.  Each step's
 batch is a pure function of (seed, step), so training is deterministic on CPU and a run
 resumed from its periodic state file ends with the same weights as an unbroken one.
@@ -28,6 +29,7 @@ from .conditions import expose, reference_input
 from .data import normalize
 from .errors import CheckpointError, ProtocolError, ResultError
 from .files import atomic_write
+from .measured import MeasuredSensor, OwnNoise, own_noises
 from .metrics import iou_dice, overlap_counts, predict
 from .protocol import AttackEntry, Protocol
 from .seeding import derive_seed, generators
@@ -92,20 +94,29 @@ def noise_levels(protocol: Protocol, registry: Registry) -> tuple[float, ...]:
 
 
 def _step_batch(x_all: torch.Tensor, m_all: torch.Tensor, keys: list[str], recipe: Recipe, protocol: Protocol, seed: int, step: int,
-                levels: tuple[float, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                levels: tuple[float, ...] = (), own: list[OwnNoise | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of one step: images, reference-condition noise (``noise-aug``: an SNR drawn
-    per image from :func:`noise_levels`), crop, flip, rotation."""
+    per image from :func:`noise_levels`), crop, flip, rotation.  ``own``: measured images' own
+    noise (:mod:`fmbench.measured`), estimated once; they get only the noise they lack."""
     g = torch.Generator().manual_seed(derive_seed("train", seed, step))
     idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=g)
     x, m = x_all[idx], m_all[idx]
     gens = generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}")
+
+    def sensor(b: slice) -> MeasuredSensor | None:
+        if own is None:
+            return None
+        return MeasuredSensor(x[b], m[b], protocol.camera, protocol.reference_snr,
+                              own=[own[i] for i in idx[b].tolist()])
+
     if recipe.defense == "noise-aug":
         pick = torch.randint(0, len(levels), (recipe.batch_size,), generator=g).tolist()
         # per image: photon_scale depends on each image's own foreground and background
-        y = torch.cat([expose(protocol, x[b : b + 1], m[b : b + 1], [gens[b]], snr=levels[pick[b]])
+        y = torch.cat([expose(protocol, x[b : b + 1], m[b : b + 1], [gens[b]], snr=levels[pick[b]],
+                              sensor=sensor(slice(b, b + 1)))
                        for b in range(recipe.batch_size)])
     else:
-        y = expose(protocol, x, m, gens)
+        y = expose(protocol, x, m, gens, sensor=sensor(slice(None)))
     H, W = x.shape[-2:]
     c = min(recipe.crop, H, W)
     out_x, out_m = [], []
@@ -141,10 +152,13 @@ def _adversarial_half(module: nn.Module, attack: Any, xb: torch.Tensor, mb: torc
     return torch.cat([x_adv.detach(), xb[n:]])
 
 
-def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: list[str], protocol: Protocol, seed: int) -> float:
-    """Mean foreground IoU on the validation images at the reference condition."""
+def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: list[str], protocol: Protocol, seed: int,
+             own: list[OwnNoise | None] | None = None) -> float:
+    """Mean foreground IoU on the validation images at the reference condition (measured
+    images: ``own`` is their own noise)."""
     module.eval()
-    x = reference_input(protocol, x_val, m_val, generators(seed, keys, "validation"))
+    sensor = None if own is None else MeasuredSensor(x_val, m_val, protocol.camera, protocol.reference_snr, own=own)
+    x = reference_input(protocol, x_val, m_val, generators(seed, keys, "validation"), sensor=sensor)
     with torch.inference_mode():
         pred = predict(module(x))
     iou, _ = iou_dice(overlap_counts(pred, m_val))
@@ -169,6 +183,10 @@ def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset,
     state_file = Path(str(out) + ".state.pt")
     x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
     x_va, m_va = _load_split(dataset_val, recipe.n_val)
+    # measured images keep their own noise and get only what they lack (estimated once)
+    measured = not getattr(dataset_train, "synthetic", True)
+    own_tr = own_noises(x_tr, m_tr) if measured else None
+    own_va = own_noises(x_va, m_va) if measured else None
     keys_tr = [f"{dataset_ref}/train/{i}" for i in range(x_tr.shape[0])]
     keys_va = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -206,7 +224,7 @@ def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset,
     module.train()
     t0 = time.perf_counter()
     for step in range(start, recipe.steps):
-        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels)
+        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels, own_tr)
         if attack is not None:
             xb = _adversarial_half(module, attack, xb, mb, seed, step)
         loss = _loss(module(xb), mb)
@@ -218,7 +236,7 @@ def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset,
         entry: dict[str, Any] = {}
         if done % recipe.val_every == 0 or done == recipe.steps:
             entry = {"step": done, "loss": round(float(loss.detach()), 6),
-                     "val_iou": round(validate(module, x_va, m_va, keys_va, protocol, seed), 6)}
+                     "val_iou": round(validate(module, x_va, m_va, keys_va, protocol, seed, own_va), 6)}
             history.append(entry)
         if done % recipe.checkpoint_every == 0 and done < recipe.steps:
             snap = {"identity": identity, "model": module.state_dict(), "optimizer": opt.state_dict(),

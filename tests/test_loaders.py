@@ -46,19 +46,28 @@ def test_folder_images_and_masks_dirs(tmp_path, dtype):
     assert ds.synthetic is False and len(ds) == 3  # test = every image without split info
     s = ds[0]
     assert s.id == "a" and s.image.dtype == np.float32 and s.mask.dtype == bool
-    assert s.image.shape == (32, 32) and s.image.min() == 0.0 and s.image.max() == 1.0
+    assert s.image.shape == (32, 32) and s.image.dtype == np.float32
+    # scaled so the 1st and 99.8th percentiles are 1 apart; nothing shifted or clipped
+    p1, p998 = np.quantile(s.image, [0.01, 0.998], method="inverted_cdf")
+    assert p998 - p1 == pytest.approx(1.0, abs=0.05) and s.image.max() >= p998 and s.image.min() <= p1
     assert s.mask.sum() == 64 + 96
 
 
-def test_normalisation_is_the_protocol_percentile_rule(tmp_path):
+def test_normalisation_is_the_protocol_percentile_rule_without_its_clip(tmp_path):
+    """Measured images are only scaled (a model sees the same input whether the folder scaled
+    them or not): shifting would lose their zero, clipping would cut into their own noise,
+    which the noise-aware mode measures."""
     import torch
 
     from fmbench.data import normalize
 
     ds = _open(f"folder:{_tree(tmp_path / 'd')}")
-    raw = tifffile.imread(tmp_path / "d" / "images" / "b.tif").astype(np.float32)
-    expected = normalize(torch.from_numpy(raw)[None])[0].numpy()
-    np.testing.assert_array_equal(ds[1].image, expected)
+    raw = tifffile.imread(tmp_path / "d" / "images" / "b.tif").astype(np.float64)
+    image = ds[1].image
+    np.testing.assert_allclose(normalize(torch.from_numpy(image)[None])[0].numpy(),
+                               normalize(torch.from_numpy(raw)[None])[0].numpy(), atol=1e-6)
+    scale = float(np.median(image[raw != 0] / raw[raw != 0]))
+    np.testing.assert_allclose(image, scale * raw, rtol=1e-6, atol=1e-7)  # a scaling, nothing else
 
 
 def test_folder_side_by_side_mask_suffix_png_and_instance_labels(tmp_path):
@@ -194,7 +203,9 @@ def test_dsb2018_colour_images_average_rgb_or_take_a_channel(tmp_path):
     Image.fromarray(rgb).save(root / sid / "images" / f"{sid}.png")
     mean = _open(f"dsb2018:{root}?holdout=none")[0].image
     green = _open(f"dsb2018:{root}?holdout=none&channel=1")[0].image
-    assert mean[15, 15] == 1.0 and green[15, 15] == 1.0 and green[0, 0] == 0.0
+    # the mean of the channels: 150 inside the square, 66.7 outside (scaled, never shifted)
+    assert mean[15, 15] / mean[0, 0] == pytest.approx(150 / (200 / 3))
+    assert green[15, 15] == 1.0 and green[0, 0] == 0.0
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -104,9 +104,14 @@ def _mask_values(arr: np.ndarray, path: Path, layout: Layout) -> np.ndarray:
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
-    import torch
-
-    from fmbench import normalize
-
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    return normalize(x)[0].numpy()
+    """The image divided by the spread the protocol's normalisation uses (nearest-rank 99.8th
+    minus 1st percentile), so images of any bit depth arrive on one scale; no shift and no
+    clip: a scaled image keeps its zero and its own Poisson-Gaussian noise, which the
+    noise-aware mode measures (:mod:`fmbench.measured`).  The protocol's normalisation, clip
+    included, comes later, at the model's input."""
+    arr = np.asarray(image, np.float64)
+    n = arr.size
+    order = np.sort(arr, axis=None)
+    lo = order[min(max(int(round(1.0 / 100 * (n - 1))) + 1, 1), n) - 1]
+    hi = order[min(max(int(round(99.8 / 100 * (n - 1))) + 1, 1), n) - 1]
+    return (arr / max(hi - lo, np.finfo(np.float64).tiny)).astype(np.float32)
