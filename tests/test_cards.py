@@ -33,7 +33,7 @@ def test_info_prints_the_card_of_a_model_with_weights(cli):
     assert f"parameters: {sum(p.numel() for p in UNet(width=16, depth=3).parameters()):,}" in out
     assert "weights [nucleus]: present" in out
     assert f"sha256:  {sha256_file(SHIPPED)}" in out
-    assert "command: fmbench train --model unet-small --dataset nucleus --seed 0" in out
+    assert "command: fmbench train --model unet-small --dataset nucleus@2 --seed 0" in out
 
 
 def test_info_json_and_unknown_model(cli):

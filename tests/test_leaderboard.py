@@ -517,3 +517,16 @@ def test_partial_correlation_holds_clean_iou_fixed():
     assert c["pearson"]["r"] == pytest.approx(0.0, abs=1e-12) and c["pearson"]["p"] == pytest.approx(1.0)
     assert partial_correlate(z + a, z + 2 * a, z, n_boot=100)["pearson"]["r"] == pytest.approx(1.0)
     assert partial_correlate([0.1, 0.2, 0.3], [0.3, 0.1, 0.2], [1, 2, 3], n_boot=10)["pearson"]["r"] is None
+
+
+def test_a_model_trained_on_another_dataset_version_is_flagged_other_data_not_undertrained():
+    """The shipped unet-small learns from nucleus@2 and is ranked on nucleus (v1), whose masks
+    follow another annotation convention: its lower clean IoU says that, not undertraining."""
+    from fmbench.leaderboard.rank import flags
+
+    entry = read_json(Path(__file__).resolve().parents[1] / "leaderboard" / "unet-small__nucleus__quick-v1.json")
+    assert entry["model"]["training"]["dataset"] == "nucleus@2" and entry["dataset"]["ref"] == "nucleus"
+    got = flags(entry, (0.99, "best"))
+    assert [f["flag"] for f in got] == ["other-data"] and "trained on nucleus@2, evaluated on nucleus" in got[0]["reason"]
+    entry["model"]["training"]["dataset"] = "nucleus"
+    assert [f["flag"] for f in flags(entry, (0.99, "best"))] == ["undertrained"]

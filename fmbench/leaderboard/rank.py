@@ -50,9 +50,18 @@ def _score(entry: dict[str, Any], key: str) -> float | None:
 
 
 def flags(entry: dict[str, Any], best: tuple[float, str] | None) -> list[dict[str, str]]:
-    """An entry's flags within its table: ``undertrained`` against the best clean IoU."""
+    """An entry's flags within its table: ``other-data`` when the model was trained on another
+    version of the dataset it is evaluated on (its clean IoU then says so, not that it is
+    undertrained), else ``undertrained`` against the best clean IoU."""
     out = list(entry.get("flags", []))
     clean = _score(entry, "clean_iou")
+    trained_on = ((entry.get("model") or {}).get("training") or {}).get("dataset")
+    evaluated_on = entry["dataset"]["ref"]
+    if trained_on and trained_on != evaluated_on and trained_on.split("@")[0] == evaluated_on.split("@")[0]:
+        out.append({"flag": "other-data", "reason": (
+            f"trained on {trained_on}, evaluated on {evaluated_on}: another generator version, whose masks follow "
+            f"another annotation convention (docs/datasets.md), so its clean IoU is not that of a model trained here")})
+        return out
     if best is not None and clean is not None:
         reason = scores.undertrained(clean, best[0], best[1])
         if reason:
