@@ -16,7 +16,7 @@ with known properties (``tests/test_realism.py``):
   error function fitted to the mean profile against the signed distance to the boundary: its
   sigma is the blur, its centre where annotators put the edge relative to half maximum);
 * spectrum: the slope of the radially averaged log power spectrum (mid frequencies);
-* objects: area, equivalent diameter, eccentricity, objects per image, foreground fraction.
+* objects: area, equivalent diameter, eccentricity, objects per 256 x 256 px, foreground fraction.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .noise import snr
 
 EDGE_RANGE = 8  # px either side of the boundary for the edge profile
 IMAGE_STATS = ("foreground level", "background level", "background texture", "object heterogeneity", "SNR",
-               "edge width (px)", "edge offset (px)", "spectrum slope", "objects per image", "foreground fraction")
+               "edge width (px)", "edge offset (px)", "spectrum slope", "objects per 256² px", "foreground fraction")
 OBJECT_STATS = ("object area (px)", "equivalent diameter (px)", "eccentricity")
 
 
@@ -138,7 +138,8 @@ def image_statistics(y: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float],
         "edge width (px)": width,
         "edge offset (px)": offset,
         "spectrum slope": spectrum_slope(y),
-        "objects per image": float(len(objs["object area (px)"])),
+        # a density, so images of different sizes compare (the protocol's images are 256 x 256)
+        "objects per 256² px": float(len(objs["object area (px)"])) * 256 * 256 / mask.size,
         "foreground fraction": float(mask.mean()),
     }
     return row, {k: objs[k] for k in OBJECT_STATS}

@@ -113,7 +113,7 @@ def test_data_compare_on_a_real_fluorescence_image(tmp_path, cli):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     real, synthetic = rows["edge width (px)"]["a"]["median"], rows["edge width (px)"]["b"]["median"]
     assert real > 1.5 * synthetic
-    assert rows["objects per image"]["a"]["median"] > 50  # a crowded field of 125 nuclei
+    assert rows["objects per 256² px"]["a"]["median"] > 20  # a crowded field: 105 nuclei in 512 x 512 px
     assert all(set(row) == {"statistic", "a", "b", "distance"} for row in rows.values())
 
 
@@ -139,3 +139,23 @@ def test_an_exported_dataset_read_back_as_a_folder_reproduces_the_built_in_numbe
     tifffile.imwrite(first, tifffile.imread(first) * 1.01)
     with pytest.raises(fmbench.DataError, match="differs from the one exported"):
         fmbench.open_dataset(f"folder:{tmp_path / 'exp'}", "test", 64)
+
+
+@pytest.mark.skipif(STARDIST is None, reason="stardist (its shipped DSB 2018 image) is not installed")
+def test_the_shipped_nucleus_model_segments_a_real_fluorescence_image():
+    """Trained only on synthetic nuclei (nucleus@2), it scores IoU >= 0.80 on the real DSB 2018
+    image it never saw (measured 0.862; the model trained on v1 scored 0.540, painting a halo:
+    predicted foreground 37 % against 20 % true)."""
+    import tifffile
+
+    from fmbench.data import normalize
+    from fmbench.metrics import predict
+
+    root = Path(STARDIST.submodule_search_locations[0]) / "data" / "images"
+    image = tifffile.imread(root / "img2d.tif").astype(np.float32)
+    mask = tifffile.imread(root / "mask2d.tif") > 0
+    module = fmbench.load_model("unet-small", weights="nucleus").module.eval()
+    with torch.no_grad():
+        pred = predict(module(normalize(torch.from_numpy(image)[None, None])))[0].numpy()
+    iou = (pred & mask).sum() / (pred | mask).sum()
+    assert iou >= 0.80 and abs(pred.mean() - mask.mean()) < 0.03
