@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from . import cache as result_cache
 from .conditions import plan
 from .datasets import canonical_ref
 from .datasets import open_dataset as _open
@@ -104,15 +105,17 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
                  random_init=random_init, weights=weights)
 
 
-def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> tuple[Path | None, Path | None]:
-    """The result path and its chunk log, after the checks that nothing is overwritten unasked."""
+def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool,
+                  exists_ok: bool = False) -> tuple[Path | None, Path | None]:
+    """The result path and its chunk log, after the checks that nothing is overwritten unasked
+    (``exists_ok``: an existing result is looked at later, once the run's identity is known)."""
     if out is None:
         if resume:
             raise ResultError("resume needs the output file of the run to continue")
         return None, None
     out_path = Path(out)
     log_path = partial_path(out_path)
-    if out_path.exists() and not overwrite:
+    if out_path.exists() and not overwrite and not exists_ok:
         raise ResultError(f"{out_path} already exists", hints=("overwrite", "out"))
     if log_path.exists() and not (resume or overwrite):
         raise ResultError(f"an unfinished run exists ({log_path})", hints=("resume", "overwrite"))
@@ -126,7 +129,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
              resume: bool = False, overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None,
              model_args: Mapping[str, Any] | None = None, checkpoint: str | os.PathLike | None = None,
              random_init: bool = False, weights: str | None = None, train_dataset: Any = None,
-             command: str | None = None,
+             command: str | None = None, cache: bool = True, recompute: bool = False, unique_out: bool = False,
              **protocol_overrides: Any) -> Result:
     """Evaluate a model on a dataset under a protocol; returns the :class:`Result`.
 
@@ -141,6 +144,13 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     called once with the label ``"starting"`` when the run begins (after the model was loaded
     and probed), then after every (batch, condition) chunk.  ``command`` is recorded in the result's
     ``run`` section (the CLI passes its reproducing command line).
+
+    Re-running is free (:mod:`fmbench.cache`): when a finished result of the same identity
+    exists -- at ``out``, or in the user cache -- it is returned at once (``result.reused`` says
+    where it was found; with ``out`` it is also written there) unless ``recompute=True``; every
+    finished run is cached unless ``cache=False``.  An ``out`` holding a different run's result
+    is an error, or with ``unique_out=True`` (the CLI's default file name) the result goes to the
+    next free name (``NAME-2.json``...) and ``result.displaced`` says which file was kept and why.
     """
     pm, registry = _registry()
     proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
@@ -150,7 +160,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     if train_dataset is None and isinstance(dataset, str) and ":" in dataset:
         def train_dataset():  # opened only if an attack learns on it
             return _open(dataset, "train", proto.image_size, registry=registry, pm=pm)
-    out_path, log_path = _output_files(out, resume, overwrite)
+    reuse = cache and not (recompute or overwrite or resume)
+    _output_files(out, resume, overwrite, exists_ok=reuse or unique_out)  # fail fast, before the model loads
     dev = resolve_device(device)
     if isinstance(model, LoadedModel):
         loaded = model
@@ -166,13 +177,22 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
         raise ModelContractError(f"the model cannot be moved to {dev}: {type(exc).__name__}: {exc}") from None
     probe(loaded.module, proto.image_size, dev)
     notes = _check_image_size(loaded.module, data, proto, dev)
+    identity = run_header(loaded, dataset_ref, proto, dev, batch_size,
+                          dataset_sha256=result_cache.fingerprint(data, min(proto.n_images, len(data))))
+    out_path = Path(out) if out is not None else None
+    displaced = None
+    if reuse:
+        found = _reusable(identity, out_path)
+        if found is not None:
+            return found
+    if out_path is not None and unique_out and not overwrite:
+        out_path, displaced = _unique(out_path, identity, resume)
 
     started = datetime.now(timezone.utc)
     with RunLock(out_path) if out_path is not None else contextlib.nullcontext():
-        _output_files(out, resume, overwrite)  # again, now that this run owns the output
+        out_path, log_path = _output_files(out_path, resume, overwrite)  # again, now that this run owns it
         synthetic = bool(data.synthetic)
-        log = PartialLog(log_path, run_header(loaded, dataset_ref, proto, dev, batch_size),
-                         resume=resume and not overwrite,
+        log = PartialLog(log_path, identity, resume=resume and not overwrite,
                          conditions={c.id for c in plan(proto, registry, synthetic=synthetic)})
         try:
             done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
@@ -183,13 +203,61 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
             raise
         document = done.document
         document["warnings"] = notes + document["warnings"]
-        result = _finish(document, done, started, command, resume, out_path, overwrite)
+        document["identity"] = result_cache.stamped(identity)
+        result = _finish(document, done, started, command, resume, out_path, overwrite, cache)
+        result.displaced = displaced
         log.remove()
     return result
 
 
+def _reusable(identity: dict[str, Any], out_path: Path | None) -> Result | None:
+    """A finished result of this identity: the output file itself, or the cached copy (then
+    also written to the output file, when that is free)."""
+    if out_path is not None and out_path.exists():
+        if (result_cache.identity_of(out_path) or {}).get("key") == result_cache.key(identity):
+            result = Result.load(out_path)
+            result.reused = out_path
+            return result
+        return None  # a different run's file: never replaced (unique_out chooses another name)
+    cached = result_cache.lookup(identity)
+    if cached is None:
+        return None
+    result = Result.load(cached)
+    result.reused = cached
+    if out_path is not None:
+        text = dumps(result.document)
+        atomic_write(out_path, lambda f: f.write(text), mode="w", replace=False)
+        result.path = out_path
+    return result
+
+
+def _unique(out_path: Path, identity: dict[str, Any], resume: bool) -> tuple[Path, tuple[Path, list[str]] | None]:
+    """The default output name for this run: itself when free (or, resuming, when its partial
+    log is this run's), else the first ``NAME-k.json`` that is; and the file kept, with how its
+    run differs."""
+    def candidates():
+        yield out_path
+        for k in range(2, 10_000):
+            yield out_path.with_name(f"{out_path.stem}-{k}{out_path.suffix}")
+
+    for path in candidates():
+        log = partial_path(path)
+        if resume:
+            if log.exists() and result_cache.key(PartialLog.header_of(log) or {}) == result_cache.key(identity):
+                return path, None
+            continue
+        if not path.exists() and not log.exists():
+            if path == out_path:
+                return path, None
+            kept = out_path
+            old = (result_cache.identity_of(kept) if kept.exists()
+                   else PartialLog.header_of(partial_path(kept)))
+            return path, (kept, result_cache.differences(old, identity))
+    raise ResultError(f"no unfinished run of this identity to resume beside {out_path}", hints=("overwrite",))
+
+
 def _finish(document: dict[str, Any], done: Run, started: datetime, command: str | None, resume: bool,
-            out_path: Path | None, overwrite: bool) -> Result:
+            out_path: Path | None, overwrite: bool, cache: bool = True) -> Result:
     document["run"] = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),
@@ -199,11 +267,13 @@ def _finish(document: dict[str, Any], done: Run, started: datetime, command: str
         "host": socket.gethostname(),
         "resumed": bool(resume),
     }
-    result = Result(document)
+    result = Result(document, out_path)
+    text = dumps(document)
     if out_path is not None:
         # a file that appeared at out_path while this run went on is not replaced (unless overwrite)
-        text = dumps(document)
         atomic_write(out_path, lambda f: f.write(text), mode="w", replace=overwrite)
+    if cache:
+        result_cache.store(document, text)
     return result
 
 

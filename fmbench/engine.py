@@ -79,9 +79,12 @@ def source_sha256(module: torch.nn.Module) -> str | None:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int) -> dict:
-    """What identifies a run; a resumed run must match it exactly (the model's tensors and
-    source file included, so no run mixes two models' chunks)."""
+def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int,
+               dataset_sha256: str | None = None) -> dict:
+    """What identifies a run (:mod:`fmbench.cache`): a resumed run must match it exactly (the
+    model's tensors and source file included, so no run mixes two models' chunks), and a
+    finished result of the same identity is reused.  ``dataset_sha256``: the fingerprint of the
+    images the run reads (:func:`fmbench.cache.fingerprint`)."""
     from .checkpoint import state_sha256
 
     return {
@@ -93,6 +96,7 @@ def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device
         "model_state_sha256": state_sha256(loaded.module.state_dict()),
         "model_source_sha256": source_sha256(loaded.module),
         "dataset": dataset_ref,
+        "dataset_sha256": dataset_sha256,
         "device": device.type,
         "batch_size": batch_size,
         "fmbench_version": __version__,

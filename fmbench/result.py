@@ -118,6 +118,7 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
             "parameters": loaded.n_parameters,
             "meta": loaded.meta,
             "plugin": loaded.spec.plugin if loaded.spec else None,
+            **({"reproduced": loaded.reproduced} if loaded.reproduced else {}),
         },
         "dataset": {"ref": dataset_ref, "split": protocol.split, "synthetic": bool(dataset.synthetic),
                     "n_images": len(ids)},
@@ -137,7 +138,8 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
 
 def flags(doc: Mapping[str, Any]) -> list[dict[str, str]]:
     """What a reader must know before reading a result's numbers: ``degenerate`` (its clean IoU
-    does not clearly beat the best trivial baseline on its own images)."""
+    does not clearly beat the best trivial baseline on its own images), ``reproduced-weights``
+    (registered weights re-made on another machine, accepted by their validation IoU)."""
     out = []
     base = doc.get("baselines") or {}
     clean = doc["per_image"]["iou"]["reference"]
@@ -145,6 +147,9 @@ def flags(doc: Mapping[str, Any]) -> list[dict[str, str]]:
     reason = scores.degenerate(clean, trivial)
     if reason:
         out.append({"flag": "degenerate", "reason": reason})
+    reproduced = doc["model"].get("reproduced")
+    if reproduced:
+        out.append({"flag": "reproduced-weights", "reason": reproduced["note"]})
     return out
 
 
@@ -183,6 +188,10 @@ class Result(Mapping):
             raise ResultError(f"{path or 'document'}: not an fmbench result (kind {found!r})")
         self.document = document
         self.path = Path(path) if path is not None else None
+        # set by fmbench.evaluate: where an identical finished run's result was found (the run
+        # was not repeated), and the file a different run's result kept at the requested path
+        self.reused: Path | None = None
+        self.displaced: tuple[Path, list[str]] | None = None
 
     # the mapping view
     def __getitem__(self, key: str) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import cache as result_cache
 from .errors import ResultError
 from .files import atomic_write
 
@@ -98,6 +99,17 @@ class PartialLog:
             atomic_write(self.path, lambda f: f.write(line), mode="w")
         self.done = {(r["batch"], r["condition"]) for r in self.records}
 
+    @staticmethod
+    def header_of(path: str | os.PathLike) -> dict[str, Any] | None:
+        """The identity line of a chunk log, or ``None`` when it has none (empty, damaged)."""
+        try:
+            with open(path) as f:
+                first = json.loads(f.readline() or "null")
+        except (OSError, ValueError):
+            return None
+        header = first.get("header") if isinstance(first, dict) else None
+        return header if isinstance(header, dict) else None
+
     def _resume(self, header: dict[str, Any], conditions: Collection[str] | None) -> None:
         assert self.path is not None
         try:
@@ -108,7 +120,9 @@ class PartialLog:
             first = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
             first = None
-        if first != {"header": header}:
+        # one rule with the result cache: the same identity, compared by its key
+        if not (isinstance(first, dict) and isinstance(first.get("header"), dict)
+                and result_cache.key(first["header"]) == result_cache.key(header)):
             diff = []
             if isinstance(first, dict) and isinstance(first.get("header"), dict):
                 diff = [k for k in header if first["header"].get(k) != header[k]]

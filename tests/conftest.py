@@ -16,6 +16,13 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty user cache of its own (inherited by CLI subprocesses): no
+    result one test computed is reused by another, and the user's own cache is never touched."""
+    monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def pm():
     """A fresh plugin manager with the built-in plugins only."""

@@ -54,8 +54,9 @@ def _run(registry, tmp_path, name, protocol, resume=False, stop_after=None):
         if stop_after is not None and len(calls) >= stop_after:
             raise KeyboardInterrupt
 
+    # cache=False: these runs are meant to run (an identical earlier one would otherwise be reused)
     return evaluate(loaded, ds, protocol, device="cpu", batch_size=2, out=tmp_path / f"{name}.json", resume=resume,
-                    progress=progress)
+                    progress=progress, cache=False)
 
 
 def _strip(result):
@@ -143,8 +144,10 @@ def test_cli_resume_and_overwrite_rules(tmp_path, cli, registry):
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "r.json", cwd=tmp_path)
     assert r.returncode == 0
     before = (tmp_path / "r.json").read_text()
-    r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "r.json", cwd=tmp_path)
-    assert r.returncode == 1 and "r.json already exists; pass --overwrite" in r.stderr
+    r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "r.json", cwd=tmp_path)  # the same run: reused
+    assert r.returncode == 0 and "reused: an identical run finished" in r.stdout
+    r = cli("eval", "--model", "mymod:MyNet", *FAST, "--batch-size", "4", "--out", "r.json", cwd=tmp_path)
+    assert r.returncode == 1 and "r.json already exists; pass --overwrite" in r.stderr  # another run
     assert (tmp_path / "r.json").read_text() == before
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "s.json", "--resume", cwd=tmp_path)
     assert r.returncode == 1 and "no unfinished run to resume" in r.stderr

@@ -40,6 +40,8 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its partial log.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
+@click.option("--recompute", is_flag=True, help="Run even when an identical finished run's result exists.")
+@click.option("--no-cache", is_flag=True, help="Neither reuse nor store results in the user cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout instead of a table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--leaderboard-entry", "entry_out", type=click.Path(dir_okay=False),
@@ -48,7 +50,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
               type=click.Path(file_okay=False), help="Entries to rank the result among, in the last line.")
 def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, dataset_ref, tier, n_images, seed, image_size,
              only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
-             entry_out=None, leaderboard_dir="leaderboard"):
+             entry_out=None, leaderboard_dir="leaderboard", recompute=False, no_cache=False):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     from ..api import evaluate, get_protocol
     from ..model import parse_model_args
@@ -76,7 +78,8 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     try:
         result = evaluate(model_ref, dataset_ref, protocol, model_args=args, checkpoint=checkpoint,
                           random_init=random_init, weights=weights_name, device=device, batch_size=batch_size, out=out_path,
-                          resume=resume, overwrite=overwrite, progress=on_progress, command=reproducing_command())
+                          resume=resume, overwrite=overwrite, progress=on_progress, command=reproducing_command(),
+                          cache=not no_cache, recompute=recompute, unique_out=out is None)
     finally:
         if task is not None:
             bar.stop()
@@ -95,7 +98,18 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
         out_console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     for line in flag_lines(result):
         out_console.print(line)
-    out_console.print(f"result written to {out_path}")
+    out_path = result.path or out_path
+    if result.reused is not None:
+        when = (result.document.get("run") or {}).get("finished", "?")
+        where = "" if result.reused == out_path else f" (found in the cache, {result.reused}; copied to {out_path})"
+        out_console.print(f"reused: an identical run finished {when}; result {out_path}{where}; --recompute runs it again")
+    else:
+        out_console.print(f"result written to {out_path}")
+    if result.displaced is not None:
+        kept, why = result.displaced
+        what = "a result without an identity (an older fmbench)" if why == ["identity"] else (
+            f"a different run ({', '.join(why)} differ)")
+        out_console.print(f"{kept} holds {what} and is kept; this run's result is {out_path}")
     if entry_out:
         out_console.print(f"leaderboard entry written to {entry_out}")
     out_console.print(escape(standing(result, _entries(leaderboard_dir), str(out_path), leaderboard_dir)))
