@@ -29,7 +29,7 @@ from .checkpoint import load_state, read_checkpoint
 from .errors import CheckpointError, ModelContractError, ModelLoadError
 from .files import sha256_file
 from .specs import ModelSpec, Weights
-from .weights import check_weights, fetch_weights, reproduce_hint, weights_path
+from .weights import accept_reproduced, check_weights, fetch_weights, reproduce_hint, weights_path
 
 if TYPE_CHECKING:  # names for annotations only
     import pluggy
@@ -48,6 +48,9 @@ class LoadedModel:
     weights_sha256: str | None = None
     spec: ModelSpec | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # registered weights re-made on another machine and accepted by measurement (its note, hashes
+    # and validation IoUs; fmbench.weights.accept_reproduced), else None
+    reproduced: dict[str, Any] | None = None
 
     @property
     def n_parameters(self) -> int:
@@ -187,8 +190,10 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         state, meta = read_checkpoint(path)
         problem = check_weights(w, path=path, state=state) if w is not None else None
         if problem and w is not None:
-            raise CheckpointError(f"weights {path} are not the registered ones: {problem}; remake them with: "
-                                  f"{reproduce_hint(w, path)}")
+            verdict = accept_reproduced(w, state, meta, path)
+            if isinstance(verdict, str):
+                raise CheckpointError(f"weights {path} are not the registered ones: {problem}; {verdict}")
+            loaded.reproduced = verdict
         load_state(module, state, f"checkpoint {path}")
         loaded.checkpoint = str(path)
         loaded.weights_sha256 = sha256_file(path)

@@ -43,6 +43,10 @@ class Weights:
     training ``command`` reproduces exactly — torch writes a random id into every file, so
     the bytes of a re-made file differ.  Give one or both; both are checked before use.
     ``url`` is optional: a missing file is downloaded from it into the cache and checked.
+    ``val_iou`` is the registered weights' validation IoU: training is deterministic on one
+    machine but not across CPU types, so a checkpoint re-made by ``command`` elsewhere, whose
+    tensors differ, is accepted *by measurement* when its recorded validation IoU lies within
+    :data:`fmbench.weights.REPRODUCED_VAL_TOLERANCE` of it (a visible note, recorded in results).
     """
 
     path: str
@@ -51,6 +55,7 @@ class Weights:
     package: str | None = None
     url: str | None = None
     state_sha256: str | None = None
+    val_iou: float | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ from .seeding import derive_seed, generators
 if TYPE_CHECKING:  # names for annotations only
     from .data import Dataset
     from .plugins import Registry
+
+
+# training's intra-op thread count, whatever the machine: the thread count changes the weights a
+# CPU training makes (benchmarks/train_determinism.py); the reference zoo was trained with 2
+TRAIN_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -166,10 +172,34 @@ def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: 
     return float(iou.mean())
 
 
-def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset, *, model_name: str, model_args: dict,
-          dataset_ref: str, protocol: Protocol, registry: Registry, recipe: Recipe, seed: int, out: Path, resume: bool = False,
-          half: bool = False, command: str | None = None,
-          on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+def train_threads() -> int:
+    """The intra-op threads training uses: :data:`TRAIN_THREADS`, or ``$FMBENCH_TRAIN_THREADS``."""
+    value = os.environ.get("FMBENCH_TRAIN_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else TRAIN_THREADS
+
+
+def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset, **kwargs: Any) -> dict[str, Any]:
+    """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata
+    (arguments: :func:`_train`).
+
+    As deterministic as PyTorch allows: a fixed thread count (the number of threads changes the
+    weights a CPU training makes), ``torch.use_deterministic_algorithms`` (warning where an op
+    has no deterministic kernel), and both recorded in the checkpoint with the CPU's vector
+    capability.  What still differs across CPU types is measured in docs/zoo.md."""
+    threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(train_threads())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(module, dataset_train, dataset_val, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset, *, model_name: str, model_args: dict,
+           dataset_ref: str, protocol: Protocol, registry: Registry, recipe: Recipe, seed: int, out: Path,
+           resume: bool = False, half: bool = False, command: str | None = None,
+           on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.
 
     Every ``checkpoint_every`` steps the full state (weights, optimiser, schedule, history)
@@ -255,6 +285,9 @@ def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset,
         "val_iou": history[-1]["val_iou"] if history else None,
         "train_seconds": round(seconds + time.perf_counter() - t0, 1),
         "half": half,
+        # what training numerics depend on besides the recipe (benchmarks/train_determinism.py)
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     meta["state_sha256"] = save_checkpoint(out, module, {k: v for k, v in meta.items() if k != "train_seconds"}, half=half)
     state_file.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """Registered weights: where they live (shipped in a package or in the user cache), whether a
-file is the registered one, and fetching them from a URL a plugin names."""
+file is the registered one (or a reproduction accepted by measurement), installing downloaded
+reference files, and fetching them from a URL a plugin names."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -69,6 +70,77 @@ def check_weights(weights: Weights, data: bytes | None = None, path: Path | None
         if digest != weights.state_sha256:
             return f"state sha256 {digest[:12]}..., expected {weights.state_sha256[:12]}..."
     return None
+
+
+# a checkpoint re-made by the registered command on another CPU is accepted when its recorded
+# validation IoU lies this close to the registered one (training is deterministic per machine,
+# not across CPU types: docs/zoo.md)
+REPRODUCED_VAL_TOLERANCE = 0.01
+
+
+def accept_reproduced(weights: Weights, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                      path: Path) -> dict[str, Any] | str:
+    """Registered weights whose tensors differ: accepted by measurement (a record with the note a
+    result carries) when they were made by the registered command and their validation IoU is
+    within :data:`REPRODUCED_VAL_TOLERANCE` of the registered one; otherwise why not, and what to
+    do (a string)."""
+    exact = ("install the exact file with `fmbench zoo install PATH` (docs/zoo.md), or remake them with: "
+             f"{reproduce_hint(weights, path)}")
+    if weights.val_iou is None or not weights.state_sha256:
+        return f"remake them with: {reproduce_hint(weights, path)}"
+    command, val = meta.get("command"), meta.get("val_iou")
+    if command != weights.command:
+        return f"they were made by {command!r}, not by the registered {weights.command!r}; {exact}"
+    if not isinstance(val, (int, float)) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:
+        return (f"they were made by the registered command, but their validation IoU {val} is not within "
+                f"{REPRODUCED_VAL_TOLERANCE} of the registered {weights.val_iou}; {exact}")
+    got = state_sha256(state)
+    note = (f"reproduced weights: {path} were re-made by the registered command (state sha256 {got[:12]}..., "
+            f"registered {weights.state_sha256[:12]}...) and accepted by measurement: validation IoU {val:.4f} "
+            f"against the registered {weights.val_iou:.4f} (tolerance {REPRODUCED_VAL_TOLERANCE}); training differs "
+            f"across CPU types, and one training run's robustness can differ from the registered run's far more "
+            f"than its clean IoU (docs/zoo.md), so compare robustness with the leaderboard's seed spread, not its "
+            f"single entry")
+    return {"note": note, "state_sha256": got, "registered_state_sha256": weights.state_sha256,
+            "val_iou": float(val), "registered_val_iou": weights.val_iou, "tolerance": REPRODUCED_VAL_TOLERANCE}
+
+
+def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[tuple[Path, bool, str]]:
+    """Install reference weights a user downloaded (checkpoint files, or folders of them) into
+    the user cache, each checked against the registry first: ``(file, installed, what happened)``."""
+    files = [q for p in paths for q in (sorted(p.glob("*.pt")) if p.is_dir() else [p])]
+    out = []
+    for f in files:
+        try:
+            state, meta = read_checkpoint(f)
+        except CheckpointError as exc:
+            out.append((f, False, str(exc)))
+            continue
+        model, dataset = meta.get("model"), meta.get("dataset")
+        spec = registry.models.get(model) if isinstance(model, str) else None
+        w = spec.weights.get(dataset) if spec is not None and isinstance(dataset, str) else None
+        if w is None:
+            out.append((f, False, f"no registered weights for model {model!r} on dataset {dataset!r}"))
+            continue
+        problem = check_weights(w, path=f, state=state)
+        if problem:
+            out.append((f, False, f"not the registered weights of {model} on {dataset}: {problem}"))
+            continue
+        target = weights_path(w)
+        if target.exists() and target.resolve() == f.resolve():
+            out.append((f, True, "already in place"))
+            continue
+        if target.exists() and check_weights(w, path=target) is None:
+            out.append((f, True, f"already installed at {target}"))
+            continue
+        if target.exists() and not overwrite:
+            out.append((f, False, f"{target} holds other weights (yours?); pass --overwrite to replace them"))
+            continue
+        data = f.read_bytes()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda fh: fh.write(data), replace=overwrite)
+        out.append((f, True, f"installed {model} on {dataset} at {target}"))
+    return out
 
 
 def fetch_weights(weights: Weights, path: Path) -> None:

@@ -82,14 +82,16 @@ def run(cmd: list[str], dry: bool) -> float:
 
 
 def register_weights(model: str, dataset: str, ckpt: Path) -> None:
-    """Record the checkpoint's state sha256 and training command in plugins/zoo_weights.json."""
+    """Record the checkpoint's state sha256, training command and validation IoU in
+    plugins/zoo_weights.json (the IoU is what a reproduced checkpoint is measured against)."""
     from fmbench.checkpoint import read_checkpoint, state_sha256
     from fmbench_plugins.zoo import WEIGHTS_FILE
 
     state, meta = read_checkpoint(ckpt)
     table = json.loads(WEIGHTS_FILE.read_text()) if WEIGHTS_FILE.exists() else {
         "kind": "fmbench-zoo-weights", "note": "written by leaderboard/reproduce.py", "weights": {}}
-    table["weights"].setdefault(model, {})[dataset] = {"state_sha256": state_sha256(state), "command": meta["command"]}
+    table["weights"].setdefault(model, {})[dataset] = {"state_sha256": state_sha256(state), "command": meta["command"],
+                                                       "val_iou": meta.get("val_iou")}
     table["weights"] = {m: dict(sorted(d.items())) for m, d in sorted(table["weights"].items())}
     write_json(WEIGHTS_FILE, table)
 

@@ -126,7 +126,7 @@ def zoo_weights() -> dict[str, dict[str, Weights]]:
         return {}
     table = json.loads(WEIGHTS_FILE.read_text())["weights"]
     return {model: {ds: Weights(path=f"zoo/{model}__{ds}.pt", sha256="", state_sha256=w["state_sha256"],
-                                command=w["command"])
+                                command=w["command"], val_iou=w.get("val_iou"))
                     for ds, w in per_ds.items()} for model, per_ds in table.items()}
 
 

@@ -134,3 +134,95 @@ def test_state_sha256_pins_the_tensors_not_the_file_bytes(cached_net, registry, 
     with pytest.raises(CheckpointError, match=r"are not the registered ones: state sha256 .*remake them with: "
                                               r"fmbench train --model cached-net --dataset nucleus --seed 0 --out "):
         load_model("cached-net", {}, registry, pm, dataset="nucleus")
+
+
+# -- reference weights on another machine (issue: the zoo on every machine) --------------------
+
+TINYZOO = '''
+    import json
+    from pathlib import Path
+
+    from torch import nn
+
+    from fmbench import ModelSpec, Weights, hookimpl
+
+
+    class TinyZoo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+
+        def forward(self, x):
+            return self.net(x)
+
+
+    @hookimpl
+    def fmbench_models():
+        reg = json.loads(Path(__file__).with_name("registered.json").read_text())
+        w = Weights(path="zoo/tinyzoo__nucleus.pt", sha256="", state_sha256=reg["state_sha256"],
+                    val_iou=reg["val_iou"], command=reg["command"])
+        return [ModelSpec(name="tinyzoo", summary="a zoo model", factory=TinyZoo, weights={"nucleus": w},
+                          needs_weights=True)]
+'''
+
+
+def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
+    """The registered weights were trained elsewhere (their state hash is not what this machine
+    makes); following every message the CLI prints gets the model evaluated, with a visible
+    note; a reproduction that measures differently is refused with what to do; the exact file
+    installs."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from fmbench.checkpoint import read_checkpoint, state_sha256
+
+    from .helpers import make_dist
+
+    site = make_dist(tmp_path / "site", "fmbench-tinyzoo", "fmbench_tinyzoo", TINYZOO)
+    env = dict(os.environ, PYTHONPATH=str(site), FMBENCH_LOAD_PLUGINS="fmbench_tinyzoo", COLUMNS="250",
+               FMBENCH_CACHE=str(tmp_path / "cache"))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fmbench", *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+
+    command = "fmbench train --model tinyzoo --dataset nucleus --seed 0 --steps 20"
+    registered = site / "registered.json"
+    registered.write_text(json.dumps({"state_sha256": "0" * 64, "val_iou": 0.0, "command": command}))
+    # the machine that made the zoo: its checkpoint (here: this machine's, under another hash)
+    assert cli(*shlex.split(command)[1:], "--out", "reference.pt", "--quiet").returncode == 0
+    state, meta = read_checkpoint(tmp_path / "reference.pt")
+    registered.write_text(json.dumps({"state_sha256": "f" * 64, "val_iou": meta["val_iou"], "command": command}))
+
+    evaluate = ("eval", "--model", "tinyzoo", "--dataset", "nucleus", "--n-images", "1", "--image-size", "64",
+                "--attacks", "none", "--corruptions", "noise", "--quiet")
+    r = cli(*evaluate)
+    assert r.returncode == 1 and "reproduce them with: " in r.stderr, r.stderr
+    told = r.stderr.split("reproduce them with: ")[1].strip()
+    assert told.startswith(command + " --out ")
+    assert cli(*shlex.split(told)[1:], "--quiet").returncode == 0  # exactly what it said
+    r = cli(*evaluate)
+    assert r.returncode == 0, r.stderr
+    assert "reproduced-weights" in r.stdout and "accepted by measurement" in " ".join(r.stdout.split())
+    # a reproduction whose validation IoU differs is refused, saying what to do
+    registered.write_text(json.dumps({"state_sha256": "f" * 64, "val_iou": meta["val_iou"] - 0.05,
+                                      "command": command}))
+    r = cli(*evaluate, "--recompute")
+    assert r.returncode == 1 and "not within 0.01 of the registered" in r.stderr and "fmbench zoo install" in r.stderr
+    # the exact file, downloaded by the user, installs (checked) and evaluates without a note
+    registered.write_text(json.dumps({"state_sha256": state_sha256(state), "val_iou": meta["val_iou"],
+                                      "command": command}))
+    r = cli("zoo", "install", "reference.pt")  # this machine reproduced them exactly: nothing to do
+    assert r.returncode == 0 and "already installed" in r.stdout, r.stdout + r.stderr
+    cached = tmp_path / "cache" / "weights" / "zoo" / "tinyzoo__nucleus.pt"
+    torch.save({"format": "fmbench-checkpoint", "state_dict": {k: v + 1 for k, v in state.items()}, "meta": meta},
+               cached)  # weights of the user's own making at the same place
+    r = cli("zoo", "install", "reference.pt")
+    assert r.returncode == 1 and "holds other weights" in r.stdout  # kept, never replaced unasked
+    r = cli("zoo", "install", "reference.pt", "--overwrite")
+    assert r.returncode == 0 and "installed tinyzoo on nucleus" in r.stdout, r.stdout + r.stderr
+    r = cli(*evaluate, "--recompute")
+    assert r.returncode == 0 and "reproduced-weights" not in r.stdout, r.stderr

@@ -40,6 +40,10 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
     and defense come from the checkpoint metadata when the checkpoint carries it, else null."""
     if result.get("kind") != "fmbench-result":
         raise ResultError(f"expected an fmbench result document, found kind {result.get('kind')!r}")
+    if result["model"].get("reproduced"):
+        raise ResultError("a leaderboard entry is made with the registered weights themselves, not with weights "
+                          "re-made on another machine and accepted by measurement; install the exact file "
+                          "(`fmbench zoo install PATH`) or submit your own checkpoint (--checkpoint)")
     meta = result["model"].get("meta") or {}
     recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
     defense = meta.get("defense")
