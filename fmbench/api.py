@@ -154,6 +154,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     """
     pm, registry = _registry()
     proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
+    if isinstance(dataset, str):
+        dataset = proto.dataset_ref(dataset)  # a bare name: the generator version the protocol pins
     dataset_ref: str = (canonical_ref(dataset, registry) if isinstance(dataset, str)
                         else str(getattr(dataset, "ref", None) or getattr(dataset, "name", type(dataset).__name__)))
     data = _open(dataset, proto.split, proto.image_size, registry=registry, pm=pm) if isinstance(dataset, str) else dataset

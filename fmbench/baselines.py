@@ -120,6 +120,7 @@ def measure(dataset: Any, dataset_ref: str, protocol: Any, registry: Any, *, dev
         ids += batch.ids
         for cond in conds:
             applied = cond.apply(inputs, run)
+            assert applied.input is not None  # the reference and corruptions always make an input
             records.append({"batch": batch.index, "condition": cond.id, "baselines": counts(applied.input, applied.target)})
     per_image = assemble(conds, records) or {}
     cond_docs = [{"id": c.id, "kind": c.kind, "name": c.name, "family": c.family, "level": c.level, "label": c.label}

@@ -94,15 +94,19 @@ class RunContext:
     model: PassCounter | None  # None where no attack runs (the gallery)
     corruptions: dict[str, Any]
     attacks: dict[str, Any]
+    # this batch's overlap counts per finished condition (what a WorstOf condition combines)
+    scored: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
 class Applied:
-    """A condition's input for the model, the mask to score against, and what it recorded."""
+    """A condition's input for the model, the mask to score against, and what it recorded;
+    ``counts``: the overlap counts themselves, for a condition scored without a model pass."""
 
-    input: torch.Tensor
+    input: torch.Tensor | None
     target: torch.Tensor
     record: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, torch.Tensor] | None = None
 
 
 # -- the conditions --------------------------------------------------------------------------
@@ -159,6 +163,47 @@ class AttackAt(Condition):
         return Applied(x_adv, batch.mask, {"checks": checks})
 
 
+@dataclass(frozen=True)
+class WorstOf(AttackAt):
+    """An ensemble attack scored from its members' results: per image, the member condition
+    (same budget, same norm, same parameters, already run on this batch) that left the lowest
+    IoU.  It costs no model pass; its record names the member each image took."""
+
+    members: tuple[str, ...] = ()
+
+    def apply(self, batch: BatchInputs, run: RunContext) -> Applied:
+        missing = [m for m in self.members if m not in run.scored]
+        if missing:
+            raise RuntimeError(f"{self.id}: member conditions {missing} were not scored on this batch first")
+        inter = torch.stack([run.scored[m]["inter"] for m in self.members]).double()
+        union = torch.stack([run.scored[m]["union"] for m in self.members]).double()
+        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+        pick = iou.argmin(0)  # ties: the first member in protocol order
+        counts = {k: torch.stack([run.scored[m][k] for m in self.members]).gather(0, pick[None])[0]
+                  for k in ("inter", "union", "pred", "true")}
+        return Applied(None, batch.mask, {"worst_of": [self.members[i] for i in pick.tolist()]}, counts)
+
+
+def _covering_members(entry: Any, protocol: Protocol) -> dict[float, tuple[str, ...]] | None:
+    """For an ensemble entry with ``reuse``: per budget, the protocol's own conditions that are
+    its members (same name, norm and parameters, at that budget); ``None`` when any is missing."""
+    params = dict(entry.params)
+    if not params.get("reuse"):
+        return None
+    out: dict[float, tuple[str, ...]] = {}
+    for eps in entry.eps:
+        ids = []
+        for item in params.get("members", ()):
+            name, mparams = (item, ()) if isinstance(item, str) else item
+            match = next((e for e in protocol.attacks if e.name == name and e.norm == entry.norm
+                          and dict(e.params) == dict(mparams) and eps in e.eps), None)
+            if match is None:
+                return None
+            ids.append(f"{match.family}@{eps_label(eps, entry.norm)}")
+        out[eps] = tuple(ids)
+    return out
+
+
 def corruption_at(spec: CorruptionSpec, level: float, synthetic: bool = True,
                   levels: Sequence[float] = ()) -> CorruptionAt:
     """The condition of a registered corruption (its spec) at one severity.  On measured
@@ -183,12 +228,19 @@ def plan(protocol: Protocol, registry: Registry, synthetic: bool = True) -> list
     for entry in protocol.corruptions:
         spec = registry.corruption(entry.name)
         conds += [corruption_at(spec, level, synthetic, entry.levels) for level in entry.levels]
+    ensembles: list[Condition] = []  # scored from their members: after every other attack
     for a in protocol.attacks:
+        covered = _covering_members(a, protocol)
         for eps in a.eps:
             lab = eps_label(eps, a.norm)
+            if covered is not None:
+                ensembles.append(WorstOf(f"{a.family}@{lab}", "attack", a.name, a.family, float(eps),
+                                         f"{a.family} ε={lab} (worst of its members' results)", a.norm,
+                                         members=covered[eps]))
+                continue
             conds.append(AttackAt(f"{a.family}@{lab}", "attack", a.name, a.family, float(eps),
                                   f"{a.family} ε={lab}", a.norm, top=eps == max(a.eps)))
-    return conds
+    return conds + ensembles
 
 
 def of_kind(conditions: Sequence[Condition], kind: str) -> list[Condition]:

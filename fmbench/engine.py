@@ -155,19 +155,26 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             continue
         inputs = BatchInputs(batch.image.to(device), batch.mask.to(device), [f"{seed_name}/{i}" for i in batch.ids],
                              protocol, bool(dataset.synthetic))
+        # what this batch already scored (a resumed run: from the log), for conditions built on it
+        ctx.scored = {r["condition"]: {k: torch.tensor(r[k]) for k in ("inter", "union", "pred", "true")}
+                      for r in log.records if r["batch"] == batch.index}
         for cond in todo:
             t0 = time.perf_counter()
             before = model.counts()
             applied = cond.apply(inputs, ctx)
-            with torch.inference_mode():
-                logits = model(applied.input)
-            if not torch.isfinite(logits).all():
-                bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
-                raise ModelContractError(f"the model's output has NaN or infinite values on image "
-                                         f"{', '.join(bad[:3])} of {dataset_ref!r} under {cond.label}")
-            counts = overlap_counts(predict(logits), applied.target)
+            if applied.counts is not None:  # scored from other conditions' results, no model pass
+                counts = applied.counts
+            else:
+                with torch.inference_mode():
+                    logits = model(applied.input)
+                if not torch.isfinite(logits).all():
+                    bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
+                    raise ModelContractError(f"the model's output has NaN or infinite values on image "
+                                             f"{', '.join(bad[:3])} of {dataset_ref!r} under {cond.label}")
+                counts = overlap_counts(predict(logits), applied.target)
+            ctx.scored[cond.id] = {k: v.detach().cpu() for k, v in counts.items()}
             extra = dict(applied.record)
-            if cond.kind != "attack":  # the trivial and classical baselines, on the same input
+            if cond.kind != "attack" and applied.input is not None:  # the baselines, on the same input
                 extra["baselines"] = baselines.counts(applied.input, applied.target)
             log.append({
                 "batch": batch.index,

@@ -61,6 +61,7 @@ def render_cells(dataset: Dataset, dataset_ref: str, protocol: Protocol, registr
         cells = []
         for level in levels:
             applied = corruption_at(spec, level).apply(batch, run)
+            assert applied.input is not None  # a corruption always makes an input
             cells.append((spec.label(level), applied.input[0, 0].numpy(), applied.target[0].numpy()))
         rows.append((name, cells))
     return rows

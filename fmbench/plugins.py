@@ -132,14 +132,16 @@ class Registry:
         return self.corruption(name).factory()
 
     def protocol(self, name: str) -> Protocol:
-        """A protocol by id (``quick-v1``) or by tier name (``quick``: its newest version)."""
+        """A protocol by id (``quick-v1``) or by tier name (``quick``: its newest version that
+        is not a draft)."""
         if name in self.protocols:
             return self.protocols[name]
         tier = [p for p in self.protocols.values() if p.name == name]
         if not tier:
             names = set(self.protocols) | {p.name for p in self.protocols.values()}
             raise UnknownNameError.for_name("protocol", name, names)
-        return max(tier, key=lambda p: p.version)
+        released = [p for p in tier if not p.draft] or tier
+        return max(released, key=lambda p: p.version)
 
 
 def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:

@@ -84,10 +84,16 @@ class Protocol:
     normalization: tuple[float, float] = (1.0, 99.8)
     # ``metrics`` and ``datasets`` are read by nothing (every run scores IoU and Dice, on the
     # dataset it is given); they stay in the records of version 1 because they are part of its
-    # hash, and go in the next protocol version
+    # hash, and are left out of the content (and hash) of later versions
     datasets: tuple[str, ...] = ()
     variant: str = ""
     plugin: str = ""
+    # the generator version a bare dataset name means under this protocol (``(("nucleus", 2),)``:
+    # ``nucleus`` is ``nucleus@2``); left out of the content when empty, as in version 1
+    data_versions: tuple[tuple[str, int], ...] = ()
+    # a draft version is run by its id (``quick-v2``) but not yet by its tier name (``quick``),
+    # until its reference leaderboard exists; not part of the content (flipping it changes no hash)
+    draft: bool = False
 
     @property
     def id(self) -> str:
@@ -98,7 +104,20 @@ class Protocol:
         """Everything that defines the protocol, as plain JSON-able data."""
         data = dataclasses.asdict(self)
         data.pop("plugin")
+        data.pop("draft")
+        if not self.data_versions:
+            data.pop("data_versions")
+        if self.version >= 2:
+            data.pop("metrics")
+            data.pop("datasets")
         return json.loads(json.dumps(data))
+
+    def dataset_ref(self, ref: str) -> str:
+        """A bare dataset name with the generator version this protocol pins (``nucleus`` ->
+        ``nucleus@2`` under the v2 protocols); any other reference as it is."""
+        if ":" in ref or "@" in ref:
+            return ref
+        return next((f"{ref}@{v}" for name, v in self.data_versions if name == ref), ref)
 
     @property
     def hash(self) -> str:

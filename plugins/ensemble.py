@@ -38,7 +38,11 @@ def _member_gens(gens, label):
 
 class WorstCase(Attack):
     """``members``: ``(name, params)`` pairs, ``params`` a tuple of ``(key, value)`` pairs
-    (hashable, as protocol entries need); every member runs in the ensemble's norm."""
+    (hashable, as protocol entries need); every member runs in the ensemble's norm.
+    ``reuse=True`` (the v2 protocols): where the protocol itself runs every member at the
+    ensemble's budget, norm and parameters, the engine scores the ensemble as the per-image
+    worst of those results (:class:`fmbench.conditions.WorstOf`) instead of running the members
+    again with fresh random starts; this class runs only where they are not all there."""
 
     name = "worst-case"
     role = "ensemble"
@@ -46,8 +50,9 @@ class WorstCase(Attack):
     norms = ("linf", "l2")
     summary = "per image, the strongest of several attacks (SEA-style)"
 
-    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS, *, registry):
+    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS, reuse: bool = False, *, registry):
         self.norm = check_norm(norm, self.name)
+        self.reuse = bool(reuse)
         self.attacks = []
         labels = []
         for item in members:

@@ -92,6 +92,44 @@ FULL_V1 = Protocol(
 )
 
 
+# -- version 2 --------------------------------------------------------------------------------
+# The same conditions on the realistic nuclei (nucleus@2; ER and Mito have one version), without
+# the fields nothing reads, and with the worst-case ensemble scored from its members' results:
+# every member runs in the protocol itself at the ensemble's budget with the same parameters, so
+# the ensemble is the per-image worst of those (fmbench.conditions.WorstOf), instead of running
+# them again with fresh random starts.  A draft until its reference leaderboard exists.
+V2_DATA = (("nucleus", 2),)
+QUICK_ATTACKS_V2 = tuple(
+    AttackEntry(e.name, e.eps, e.norm, params=(("members", QUICK_MEMBERS), ("reuse", True)))
+    if e.name == "worst-case" else e for e in QUICK_ATTACKS)
+FULL_MEMBERS_V2 = (("fgsm", ()), ("pgd", ()), ("segpgd", ()), ("cospgd", ()))  # the protocol's own entries
+FULL_ATTACKS_V2 = tuple(
+    AttackEntry(e.name, e.eps, e.norm, params=(("members", FULL_MEMBERS_V2), ("reuse", True)))
+    if e.name == "worst-case" else e for e in FULL_ATTACKS)
+
+QUICK_V2 = Protocol(
+    name="quick", version=2,
+    description="as quick-v1 on the realistic nuclei (nucleus@2); the worst-case ensemble at 8/255 is the per-image "
+                "worst of its members' results (FGSM, PGD-5, SegPGD-5, CosPGD-5), not a second run of them",
+    n_images=16, image_size=256, reference_snr=8.0,
+    corruptions=QUICK_CORRUPTIONS,
+    attacks=QUICK_ATTACKS_V2,
+    data_versions=V2_DATA,
+    draft=True,
+)
+
+FULL_V2 = Protocol(
+    name="full", version=2,
+    description="as full-v1 on the realistic nuclei (nucleus@2); the worst-case ensemble is the per-image worst of "
+                "the protocol's own FGSM, PGD-10, SegPGD-10 and CosPGD-10 results at each budget",
+    n_images=256, image_size=256, reference_snr=8.0,
+    corruptions=FULL_CORRUPTIONS,
+    attacks=FULL_ATTACKS_V2,
+    data_versions=V2_DATA,
+    draft=True,
+)
+
+
 @hookimpl
 def fmbench_protocols():
-    return [QUICK_V1, FULL_V1]
+    return [QUICK_V1, FULL_V1, QUICK_V2, FULL_V2]

@@ -156,6 +156,7 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     recipe = Recipe(defense=defense) if steps is None else Recipe(steps=steps, defense=defense)
     torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
     module, spec = build_model(model_ref, args, reg, pm)
+    dataset_ref = protocol.dataset_ref(dataset_ref)  # a bare name: the version the protocol pins
     ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry=reg, pm=pm)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=reg, pm=pm)
     t0 = time.perf_counter()

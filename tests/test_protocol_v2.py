@@ -1,0 +1,70 @@
+"""Protocol version 2: v1 untouched, the realistic nuclei pinned, the fields nothing reads gone,
+and the worst-case ensemble scored from its members' results instead of re-running them."""
+
+from __future__ import annotations
+
+import pytest
+
+import fmbench
+from fmbench.conditions import WorstOf, plan
+
+SMALL = {"n_images": 2, "image_size": 96, "corruptions": ["none"], "batch_size": 2, "cache": False}
+MEMBERS = ["fgsm", "pgd", "segpgd", "cospgd", "worst-case"]
+
+
+def test_version_1_is_unchanged_and_still_what_the_tier_names(registry):
+    assert registry.protocol("quick-v1").hash == "93c8a1db79edd95e"
+    assert registry.protocol("full-v1").hash == "2c073c9752d9c942"
+    # v2 is a draft until its reference leaderboard exists: run by id, not yet by tier name
+    assert registry.protocol("quick").id == "quick-v1" and registry.protocol("quick-v2").draft
+    v2 = registry.protocol("quick-v2").content()
+    assert "metrics" not in v2 and "datasets" not in v2 and v2["data_versions"] == [["nucleus", 2]]
+
+
+def test_a_bare_dataset_name_is_the_version_the_protocol_pins(registry):
+    v2 = registry.protocol("quick-v2")
+    assert v2.dataset_ref("nucleus") == "nucleus@2" and v2.dataset_ref("er") == "er"
+    assert v2.dataset_ref("nucleus@1") == "nucleus@1" and v2.dataset_ref("folder:x") == "folder:x"
+    assert registry.protocol("quick-v1").dataset_ref("nucleus") == "nucleus"
+
+
+def test_the_ensemble_is_the_per_image_worst_of_its_members_at_no_cost():
+    r = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=MEMBERS, **SMALL)
+    assert r["dataset"]["ref"] == "nucleus@2"
+    wc = r.condition("worst-case@8/255")
+    assert wc["passes"]["forward_images"] == 0 and wc["passes"]["backward_images"] == 0
+    members = [f"{m}@8/255" for m in MEMBERS[:-1]]
+    for i in range(2):
+        assert r.per_image["iou"]["worst-case@8/255"][i] == min(r.per_image["iou"][m][i] for m in members)
+    # v1 runs the members again inside the ensemble (16 gradient passes per image here)
+    v1 = fmbench.evaluate("unet-small", "nucleus", "quick-v1", attacks=MEMBERS, **SMALL)
+    assert v1.condition("worst-case@8/255")["passes"]["backward_images"] == 2 * 16
+
+
+def test_an_ensemble_whose_members_are_not_all_in_the_protocol_runs_them(registry):
+    proto = registry.protocol("quick-v2").customized(attacks=["pgd", "worst-case"])
+    assert not any(isinstance(c, WorstOf) for c in plan(proto, registry))
+    full = plan(registry.protocol("full-v2"), registry)
+    worst = [c for c in full if isinstance(c, WorstOf)]
+    assert len(worst) == 6 and worst[-1].members == ("fgsm@32/255", "pgd@32/255", "segpgd@32/255", "cospgd@32/255")
+    assert full[-6:] == worst  # scored after every attack it draws on
+
+
+def test_a_killed_run_resumes_its_ensemble_from_the_logged_members(tmp_path):
+    def stop_after(n):
+        calls = []
+
+        def progress(done, total, label):
+            if label != "starting":
+                calls.append(label)
+                if len(calls) >= n:
+                    raise KeyboardInterrupt
+        return progress
+
+    full = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=MEMBERS, out=tmp_path / "a.json", **SMALL)
+    with pytest.raises(KeyboardInterrupt):  # killed after the members, before the ensemble
+        fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=MEMBERS, out=tmp_path / "b.json",
+                         progress=stop_after(len(full.conditions) - 1), **SMALL)
+    resumed = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=MEMBERS, out=tmp_path / "b.json",
+                               resume=True, **SMALL)
+    assert resumed.per_image == full.per_image
