@@ -22,6 +22,7 @@ from . import cache as result_cache
 from .conditions import plan
 from .datasets import canonical_ref
 from .datasets import open_dataset as _open
+from .distributed import SINGLE, Shard, barrier, device_for, shard
 from .engine import Run, resolve_device, run, run_header
 from .errors import ModelContractError, ModelLoadError, ResultError
 from .files import atomic_write, dumps
@@ -29,7 +30,7 @@ from .model import LoadedModel, probe
 from .model import load_model as _load
 from .protocol import Protocol
 from .result import Result
-from .runlog import PartialLog, RunLock, partial_path
+from .runlog import PartialLog, RunLock, partial_path, partial_paths
 
 if TYPE_CHECKING:  # names for annotations only
     from .data import Dataset
@@ -105,21 +106,26 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
                  random_init=random_init, weights=weights)
 
 
-def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool,
-                  exists_ok: bool = False) -> tuple[Path | None, Path | None]:
-    """The result path and its chunk log, after the checks that nothing is overwritten unasked
-    (``exists_ok``: an existing result is looked at later, once the run's identity is known)."""
+def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, exists_ok: bool = False,
+                  part: Shard = SINGLE) -> tuple[Path | None, Path | None]:
+    """The result path and this process's chunk log, after the checks that nothing is
+    overwritten unasked (``exists_ok``: an existing result is looked at later, once the run's
+    identity is known).  Every chunk log of the output counts, a distributed run's ranks' too."""
     if out is None:
         if resume:
             raise ResultError("resume needs the output file of the run to continue")
+        if part.distributed:
+            raise ResultError("a distributed run needs an output file (its ranks log their chunks beside it)",
+                              hints=("out",))
         return None, None
     out_path = Path(out)
-    log_path = partial_path(out_path)
+    log_path = partial_path(out_path, part.rank if part.distributed else None)
+    logs = partial_paths(out_path)
     if out_path.exists() and not overwrite and not exists_ok:
         raise ResultError(f"{out_path} already exists", hints=("overwrite", "out"))
-    if log_path.exists() and not (resume or overwrite):
-        raise ResultError(f"an unfinished run exists ({log_path})", hints=("resume", "overwrite"))
-    if resume and not overwrite and not log_path.exists():
+    if logs and not (resume or overwrite):
+        raise ResultError(f"an unfinished run exists ({logs[0]})", hints=("resume", "overwrite"))
+    if resume and not overwrite and not logs:
         raise ResultError(f"no unfinished run to resume at {log_path}")
     return out_path, log_path
 
@@ -162,9 +168,10 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     if train_dataset is None and isinstance(dataset, str) and ":" in dataset:
         def train_dataset():  # opened only if an attack learns on it
             return _open(dataset, "train", proto.image_size, registry=registry, pm=pm)
-    reuse = cache and not (recompute or overwrite or resume)
-    _output_files(out, resume, overwrite, exists_ok=reuse or unique_out)  # fail fast, before the model loads
-    dev = resolve_device(device)
+    part = shard()  # a distributed run under torchrun (fmbench.distributed), else rank 0 of 1
+    reuse = cache and not (recompute or overwrite or resume or part.distributed)
+    _output_files(out, resume, overwrite, exists_ok=reuse or unique_out, part=part)  # fail fast
+    dev = resolve_device(device_for(str(device), part) if isinstance(device, str) else device)
     if isinstance(model, LoadedModel):
         loaded = model
     elif isinstance(model, str):
@@ -191,24 +198,48 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
         out_path, displaced = _unique(out_path, identity, resume)
 
     started = datetime.now(timezone.utc)
-    with RunLock(out_path) if out_path is not None else contextlib.nullcontext():
-        out_path, log_path = _output_files(out_path, resume, overwrite)  # again, now that this run owns it
+    if part.distributed:
+        if overwrite and part.rank == 0 and out_path is not None:
+            for p in partial_paths(out_path):
+                p.unlink()
+        barrier(part)  # every rank checked the output before any writes to it
+    lock_on = out_path if not part.distributed or out_path is None else partial_path(out_path, part.rank)
+    with RunLock(lock_on) if lock_on is not None else contextlib.nullcontext():
+        out_path, log_path = _output_files(out_path, resume, overwrite, part=part)  # again, now that it is ours
         synthetic = bool(data.synthetic)
-        log = PartialLog(log_path, identity, resume=resume and not overwrite,
-                         conditions={c.id for c in plan(proto, registry, synthetic=synthetic)})
+        conditions = {c.id for c in plan(proto, registry, synthetic=synthetic)}
+        own_exists = log_path is not None and log_path.exists()
+        log = PartialLog(log_path, identity, resume=resume and not overwrite and own_exists, conditions=conditions)
+
+        def others() -> list[dict[str, Any]]:  # what the other ranks (or an earlier run's ranks) logged
+            if out_path is None:
+                return []
+            return [r for p in partial_paths(out_path) if p != log_path
+                    for r in PartialLog.read(p, identity, conditions)]
+
+        if resume:
+            log.adopt(others())
         try:
             done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
-                       on_progress=progress, train_dataset=train_dataset)
+                       on_progress=progress, train_dataset=train_dataset, shard=part, gather=others)
         except BaseException:
             if not log.records and not log.resumed:
                 log.remove()  # a run that failed before its first chunk leaves nothing behind
             raise
+        if done is None:  # another rank than 0 of a distributed run: rank 0 writes the result
+            barrier(part)
+            assert out_path is not None
+            return Result.load(out_path)
         document = done.document
         document["warnings"] = notes + document["warnings"]
         document["identity"] = result_cache.stamped(identity)
-        result = _finish(document, done, started, command, resume, out_path, overwrite, cache)
+        result = _finish(document, done, started, command, resume, out_path, overwrite, cache, part.world)
         result.displaced = displaced
         log.remove()
+        if out_path is not None:
+            for p in partial_paths(out_path):
+                p.unlink(missing_ok=True)
+        barrier(part)  # the other ranks read the result once it is written
     return result
 
 
@@ -259,7 +290,7 @@ def _unique(out_path: Path, identity: dict[str, Any], resume: bool) -> tuple[Pat
 
 
 def _finish(document: dict[str, Any], done: Run, started: datetime, command: str | None, resume: bool,
-            out_path: Path | None, overwrite: bool, cache: bool = True) -> Result:
+            out_path: Path | None, overwrite: bool, cache: bool = True, world_size: int = 1) -> Result:
     document["run"] = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),
@@ -268,6 +299,7 @@ def _finish(document: dict[str, Any], done: Run, started: datetime, command: str
         "seconds_per_condition": {k: round(v, 3) for k, v in done.seconds_per_condition.items()},
         "host": socket.gethostname(),
         "resumed": bool(resume),
+        "world_size": world_size,
     }
     result = Result(document, out_path)
     text = dumps(document)

@@ -22,6 +22,7 @@ from . import __version__, baselines
 from .attack import PassCounter
 from .conditions import BatchInputs, RunContext, plan
 from .data import iter_batches
+from .distributed import SINGLE, Shard, barrier
 from .errors import DataError, FmbenchError, ModelContractError, ResultError
 from .measured import Kept, screen, targets
 from .metrics import overlap_counts, predict
@@ -114,11 +115,14 @@ class Run:
 
 
 def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Protocol, registry: Registry, *, device: torch.device,
-        batch_size: int, log: PartialLog, on_progress: Progress | None = None, train_dataset: Any = None) -> Run:
+        batch_size: int, log: PartialLog, on_progress: Progress | None = None, train_dataset: Any = None,
+        shard: Shard = SINGLE, gather: Callable[[], list[dict[str, Any]]] | None = None) -> Run | None:
     """Run the protocol on one model and dataset, appending chunks to ``log`` (which may hold
     chunks of an earlier, killed run).  ``train_dataset`` is the training split for attacks
     that learn on it (a dataset, a zero-argument callable opening one, or ``None``: the
-    registered dataset ``dataset_ref`` opened with ``split="train"``)."""
+    registered dataset ``dataset_ref`` opened with ``split="train"``).  In a distributed run
+    (:mod:`fmbench.distributed`) this rank evaluates the batches ``shard`` deals it; rank 0 then
+    adds the other ranks' chunks (``gather()``) and assembles the result, the others return ``None``."""
     conditions = plan(protocol, registry, synthetic=bool(dataset.synthetic))
     measured = None
     if not dataset.synthetic:  # measured images: only those that reach every SNR the protocol asks for
@@ -151,7 +155,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             raise ResultError(f"the partial log's batch {batch.index} holds other images than this run's "
                               f"({', '.join(batch.ids[:3])}...): it belongs to another run", hints=("overwrite",))
         todo = [c for c in conditions if (batch.index, c.id) not in log.done]
-        if not todo:
+        if not todo or not shard.mine(batch.index):
             continue
         inputs = BatchInputs(batch.image.to(device), batch.mask.to(device), [f"{seed_name}/{i}" for i in batch.ids],
                              protocol, bool(dataset.synthetic))
@@ -189,6 +193,16 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if on_progress:
                 on_progress(step, total, cond.label)
 
+    if shard.distributed:
+        barrier(shard)  # every rank's chunks are logged
+        if shard.rank != 0:
+            return None
+        log.adopt(gather() if gather is not None else [])
+        missing = [(b, c.id) for b in range(math.ceil(n_images / batch_size)) for c in conditions
+                   if (b, c.id) not in log.done]
+        if missing:
+            raise ResultError(f"the ranks' logs miss {len(missing)} chunks (first: batch {missing[0][0]}, "
+                              f"{missing[0][1]}): a rank did not finish", hints=("resume",))
     if recorded_ids:
         raise ResultError(f"the partial log has chunks of batch {min(recorded_ids)}, which this run does not have "
                           f"({math.ceil(n_images / batch_size)} batches): it belongs to another run", hints=("overwrite",))

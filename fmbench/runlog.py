@@ -27,10 +27,18 @@ from .files import atomic_write
 RECORD_KEYS = ("batch", "condition", "ids", "inter", "union", "pred", "true", "passes")
 
 
-def partial_path(out: str | os.PathLike) -> Path:
-    """Where the chunk log of a run writing ``out`` lives."""
+def partial_path(out: str | os.PathLike, rank: int | None = None) -> Path:
+    """Where the chunk log of a run writing ``out`` lives (``rank``: one rank's log in a
+    distributed run, :mod:`fmbench.distributed`)."""
     out = Path(out)
-    return out.with_name(out.name + ".partial.jsonl")
+    return out.with_name(out.name + (".partial.jsonl" if rank is None else f".partial.rank{rank}.jsonl"))
+
+
+def partial_paths(out: str | os.PathLike) -> list[Path]:
+    """Every chunk log of ``out`` on disk: a single process's and each rank's."""
+    out = Path(out)
+    found = [partial_path(out)] if partial_path(out).exists() else []
+    return found + sorted(out.parent.glob(out.name + ".partial.rank*.jsonl"))
 
 
 def lock_path(out: str | os.PathLike) -> Path:
@@ -112,10 +120,26 @@ class PartialLog:
 
     def _resume(self, header: dict[str, Any], conditions: Collection[str] | None) -> None:
         assert self.path is not None
+        self.records = self.read(self.path, header, conditions)
+        good = "".join(json.dumps(x) + "\n" for x in [{"header": header}] + self.records)
+        atomic_write(self.path, lambda f: f.write(good), mode="w")
+
+    def adopt(self, records: list[dict[str, Any]]) -> None:
+        """Take chunks another process logged (a distributed run's other ranks) as done, without
+        writing them to this log; a chunk already here is kept once."""
+        for r in records:
+            key = (r["batch"], r["condition"])
+            if key not in self.done:
+                self.records.append(r)
+                self.done.add(key)
+
+    @staticmethod
+    def read(path: Path, header: dict[str, Any], conditions: Collection[str] | None) -> list[dict[str, Any]]:
+        """The checked chunk records of the log at ``path``, which must carry ``header``."""
         try:
-            lines = self.path.read_text().splitlines()
+            lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ResultError(f"partial run {self.path} cannot be read: {exc}") from None
+            raise ResultError(f"partial run {path} cannot be read: {exc}") from None
         try:
             first = json.loads(lines[0]) if lines else None
         except json.JSONDecodeError:
@@ -127,27 +151,27 @@ class PartialLog:
             if isinstance(first, dict) and isinstance(first.get("header"), dict):
                 diff = [k for k in header if first["header"].get(k) != header[k]]
             what = f" ({', '.join(diff)} differ)" if diff else ""
-            raise ResultError(f"partial run {self.path} was made with different settings{what}",
+            raise ResultError(f"partial run {path} was made with different settings{what}",
                               hints=("overwrite",))
         seen: set[tuple[int, str]] = set()
+        records: list[dict[str, Any]] = []
         for n, line in enumerate(lines[1:], start=2):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 if n == len(lines):
                     break  # the last line of a killed run
-                raise ResultError(f"partial run {self.path}, line {n}: not a JSON line") from None
+                raise ResultError(f"partial run {path}, line {n}: not a JSON line") from None
             problem = _record_problem(record, conditions)
             if problem:
-                raise ResultError(f"partial run {self.path}, line {n}: {problem}", hints=("overwrite",))
+                raise ResultError(f"partial run {path}, line {n}: {problem}", hints=("overwrite",))
             key = (record["batch"], record["condition"])
             if key in seen:
-                raise ResultError(f"partial run {self.path}, line {n}: chunk (batch {key[0]}, {key[1]}) is recorded "
+                raise ResultError(f"partial run {path}, line {n}: chunk (batch {key[0]}, {key[1]}) is recorded "
                                   f"twice", hints=("overwrite",))
             seen.add(key)
-            self.records.append(record)
-        good = "".join(json.dumps(x) + "\n" for x in [{"header": header}] + self.records)
-        atomic_write(self.path, lambda f: f.write(good), mode="w")
+            records.append(record)
+        return records
 
     def append(self, record: dict[str, Any]) -> None:
         if self.path is not None:

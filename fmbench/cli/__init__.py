@@ -106,10 +106,22 @@ def cli(debug: bool) -> None:
 from . import board, cached, look, run, zoo  # noqa: E402,F401  (the commands register on `cli`)
 
 
+def _leave_process_group() -> None:
+    """A distributed run (torchrun) leaves its process group cleanly."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning fmbench errors into one line and exit code 1."""
     try:
-        cli.main(args=argv, prog_name="fmbench", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="fmbench", standalone_mode=False)
+        finally:
+            _leave_process_group()
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -121,7 +133,11 @@ def main(argv: list[str] | None = None) -> None:
     except FmbenchError as exc:
         if STATE["debug"]:
             raise
-        click.echo(f"error: {exc.advice(CLI_HINTS)}", err=True)
+        import os
+
+        # under torchrun every rank may fail: say which one
+        where = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+        click.echo(f"error: {where}{exc.advice(CLI_HINTS)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -65,7 +65,10 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
         raise ResultError(f"{entry_out} already exists", hints=("overwrite",))
     if entry_out and Path(entry_out).resolve() == out_path.resolve():
         raise ResultError(f"the result and the leaderboard entry would both be written to {out_path}")
-    bar = progress_bar(quiet)
+    from ..distributed import shard
+
+    part = shard()  # under torchrun: only rank 0 shows progress and prints the result
+    bar = progress_bar(quiet or part.rank != 0)
     task = None
 
     def on_progress(done, total, label):
@@ -83,6 +86,8 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     finally:
         if task is not None:
             bar.stop()
+    if part.rank != 0:
+        return
     if entry_out:
         from ..leaderboard import build_entry, write_entry
 
