@@ -27,13 +27,13 @@ def test_a_local_campaign_runs_each_cell_once_and_merges_entries(tmp_path):
     assert entry["kind"] == "fmbench-leaderboard-entry" and entry["model"]["ref"] == "unet-small"
 
 
-def test_the_submitit_path_with_its_debug_executor(tmp_path):
+@pytest.mark.parametrize("executor", ["debug", "submitit-local"])
+def test_the_submitit_path_with_its_debug_and_local_executors(tmp_path, executor):
     pytest.importorskip("submitit")
-    cells = grid(["unet-small"], ["mito"], "quick", tmp_path / "runs", TINY, batch_size=1)
-    (status,) = run(cells, executor="debug", logs=tmp_path / "logs")
-    assert status["status"] == "done" and Path(cells[0].out).exists()
-    (status,) = run(cells, executor="debug", logs=tmp_path / "logs")
-    assert status["status"] == "skipped"
+    cells = grid(["unet-small"], ["mito", "er"], "quick", tmp_path / "runs", TINY, batch_size=1)
+    statuses = run(cells, executor=executor, parallel=2, logs=tmp_path / "logs")
+    assert [s["status"] for s in statuses] == ["done", "done"] and all(Path(c.out).exists() for c in cells)
+    assert [s["status"] for s in run(cells, executor=executor, logs=tmp_path / "logs")] == ["skipped", "skipped"]
 
 
 def test_the_cli_reports_each_cell_and_a_failing_one(tmp_path, cli):
