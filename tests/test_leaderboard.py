@@ -530,3 +530,36 @@ def test_a_model_trained_on_another_dataset_version_is_flagged_other_data_not_un
     assert [f["flag"] for f in got] == ["other-data"] and "trained on nucleus@2, evaluated on nucleus" in got[0]["reason"]
     entry["model"]["training"]["dataset"] = "nucleus"
     assert [f["flag"] for f in flags(entry, (0.99, "best"))] == ["undertrained"]
+
+
+def test_the_leaderboard_travels_with_the_package(tmp_path, cli):
+    """From a folder with no leaderboard/ of its own, the installed reference entries are used."""
+    import fmbench
+
+    r = cli("leaderboard", "--dataset", "nucleus", "--tier", "quick", "--format", "csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "unet-r18" in r.stdout and "unet-small" in r.stdout
+    assert cli("leaderboard", "validate", cwd=tmp_path).returncode == 0
+    result = fmbench.evaluate("unet-small", "nucleus", out=tmp_path / "r.json", n_images=2, image_size=64,
+                              corruptions=["noise"], attacks=["fgsm"])
+    r = cli("compare", str(result.path), cwd=tmp_path)
+    # the installed entries are found (a 2-image variant has no table of its own to rank in)
+    assert "leaderboard directory" not in r.stderr and "entries exist for: er · quick-v1" in r.stderr, r.stderr
+
+
+def test_the_wheel_carries_the_reference_entries(tmp_path):
+    """A plain (non-editable) install gets them too: they are package data of the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(root)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("fmbench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    entries = [n for n in names if n.startswith("fmbench_leaderboard/") and n.endswith("__quick-v1.json")
+               and "/baselines/" not in n]
+    assert len(entries) == len(list((root / "leaderboard").glob("*__quick-v1.json"))) >= 33
+    assert "fmbench_leaderboard/baselines/nucleus__quick-v1.json" in names

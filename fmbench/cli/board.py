@@ -11,11 +11,13 @@ from pathlib import Path
 import click
 
 from ..errors import ResultError
+from ..leaderboard.store import default_dir
 from . import cli, console, names, registry
 
 
 @cli.group("leaderboard", invoke_without_command=True)
-@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Entries folder (default: ./leaderboard, else the reference entries installed with fmbench).")
 @click.option("--dataset", "dataset_ref", help="Only entries on this dataset.")
 @click.option("--tier", help="Only entries under this protocol (tier name such as quick, or id quick-v1).")
 @click.option("--sort", default="robust", show_default=True,
@@ -31,6 +33,7 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
     different protocol hashes are never ranked together); `validate` checks them."""
     if ctx.invoked_subcommand is not None:
         return
+    directory = directory or str(default_dir())
     from ..leaderboard import (
         groups,
         load_entries,
@@ -71,10 +74,11 @@ def select_entries(entries, dataset_ref, tier):
 
 
 @leaderboard_group.command("validate")
-@click.argument("directory", default="leaderboard", type=click.Path(file_okay=False))
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
 def leaderboard_validate_cmd(directory):
     """Check every entry: the JSON Schema, a registered protocol hash, and summaries that
     agree with the per-condition scores.  One line per problem; exit 1 when any."""
+    directory = directory or str(default_dir())
     from ..leaderboard import validate_dir
 
     _, reg = registry()
@@ -140,11 +144,13 @@ def leaderboard_recheck_cmd(entry, n_images, image_ids, seed, trust, checkpoint,
 
 @cli.command("compare")
 @click.argument("result", type=click.Path(dir_okay=False, exists=True))
-@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Entries folder (default: ./leaderboard, else the reference entries installed with fmbench).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare_cmd(result, directory, as_json):
     """Where a result (or entry) would rank among the entries with its protocol hash and
     dataset, per score and family, with differences to its neighbours and to the best."""
+    directory = directory or str(default_dir())
     from ..files import read_json
     from ..leaderboard import compare, compare_table, load_entries
 
@@ -157,7 +163,8 @@ def compare_cmd(result, directory, as_json):
 
 
 @cli.command("analyze")
-@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Entries folder (default: ./leaderboard, else the reference entries installed with fmbench).")
 @click.option("--dataset", "dataset_ref", help="Only entries on this dataset (default: all, pooled).")
 @click.option("--tier", help="Only entries under this protocol (name or id).")
 @click.option("--within", "within", metavar="MODEL", help="Correlate across the images of this model's entry.")
@@ -169,6 +176,7 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
     """Spearman and Pearson correlation between corruption robustness (overall and per family)
     and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
     p-values; writes a labelled scatter plot."""
+    directory = directory or str(default_dir())
     from ..analysis import across_entries, correlation_table, scatter, within_entry
     from ..leaderboard import load_entries, model_label
 
@@ -192,7 +200,8 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
 @leaderboard_group.command("baselines")
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
 @click.option("--tier", default="quick", show_default=True, help="Protocol tier or id.")
-@click.option("--dir", "directory", default="leaderboard", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Entries folder (default: ./leaderboard, else the reference entries installed with fmbench).")
 @click.option("--check", "n_check", type=click.IntRange(min=1), metavar="N",
               help="Re-measure the first N images and compare with the file instead of writing it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing baselines file.")
@@ -200,6 +209,7 @@ def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
     """Measure the trivial baselines (all foreground, all background) and Otsu's threshold at
     the reference condition and under every corruption of a protocol, on its test images, and
     write them to DIR/baselines/ (the leaderboard shows them and flags degenerate entries by them)."""
+    directory = directory or "leaderboard"  # written, so never into the installed copy
     from ..baselines import measure
     from ..datasets import open_dataset
     from ..files import read_json, write_json

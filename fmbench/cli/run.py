@@ -46,11 +46,12 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--leaderboard-entry", "entry_out", type=click.Path(dir_okay=False),
               help="Also write a leaderboard entry (leaderboard/*.json format) built from the result.")
-@click.option("--leaderboard", "leaderboard_dir", default="leaderboard", show_default=True,
-              type=click.Path(file_okay=False), help="Entries to rank the result among, in the last line.")
+@click.option("--leaderboard", "leaderboard_dir", type=click.Path(file_okay=False),
+              help="Entries to rank the result among, in the last line (default: ./leaderboard, else the "
+                   "reference entries installed with fmbench).")
 def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, dataset_ref, tier, n_images, seed, image_size,
              only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
-             entry_out=None, leaderboard_dir="leaderboard", recompute=False, no_cache=False):
+             entry_out=None, leaderboard_dir=None, recompute=False, no_cache=False):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     from ..api import evaluate, get_protocol
     from ..model import parse_model_args
@@ -117,6 +118,10 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
         out_console.print(f"{kept} holds {what} and is kept; this run's result is {out_path}")
     if entry_out:
         out_console.print(f"leaderboard entry written to {entry_out}")
+    if leaderboard_dir is None:
+        from ..leaderboard.store import default_dir
+
+        leaderboard_dir = str(default_dir())
     out_console.print(escape(standing(result, _entries(leaderboard_dir), str(out_path), leaderboard_dir)))
 
 

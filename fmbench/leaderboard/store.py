@@ -191,6 +191,21 @@ def entry_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted(directory.glob("*.json"))
 
 
+def default_dir() -> Path:
+    """Where the entries are read from unless a folder is named: ``./leaderboard`` when there is
+    one (a clone of the repository, a contributor's work), else the reference entries installed
+    with fmbench (the ``fmbench_leaderboard`` package), so the commands work from any folder."""
+    here = Path("leaderboard")
+    if here.is_dir():
+        return here
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files("fmbench_leaderboard")))
+    except ModuleNotFoundError:
+        return here
+
+
 def load_baselines(directory: str | os.PathLike) -> tuple[dict[tuple[str, str], dict[str, Any]], list[str]]:
     """The baselines documents of ``directory/baselines/``, by (protocol hash, dataset), and
     one problem line for each that does not check."""
