@@ -20,7 +20,7 @@ import torch
 
 from . import __version__, baselines
 from .attack import PassCounter
-from .conditions import BatchInputs, RunContext, plan
+from .conditions import BatchInputs, Condition, RunContext, WorstOf, plan
 from .data import iter_batches
 from .distributed import SINGLE, Shard, barrier
 from .errors import DataError, FmbenchError, ModelContractError, ResultError
@@ -104,6 +104,18 @@ def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device
     }
 
 
+def pass_cost(cond: Condition, ctx: RunContext) -> int:
+    """A condition's model work per image, in forward-pass equivalents: 1 to score it, and for
+    an attack 3 per gradient step (a forward and a backward pass) plus its checks; 0 for one
+    scored from other conditions' results."""
+    if cond.kind != "attack":
+        return 1
+    if cond.family not in ctx.attacks or isinstance(cond, WorstOf):
+        return 0
+    steps = ctx.attacks[cond.family].iterations(cond.level)
+    return 2 + 3 * int(steps)
+
+
 @dataclass
 class Run:
     """What the loop produced: the result document (without its ``run`` section) and the
@@ -138,8 +150,14 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                      corruptions={e.name: registry.build_corruption(e.name) for e in protocol.corruptions},
                      attacks={e.family: registry.build_attack(e) for e in protocol.attacks})
     n_images = min(protocol.n_images, len(dataset))
-    total = math.ceil(n_images / batch_size) * len(conditions)
-    step = len(log.done)
+    # progress counts model work, not chunks: an attack chunk costs its gradient steps, so the
+    # ETA does not swing between cheap corruption chunks and expensive attack ones
+    cost = {c.id: pass_cost(c, ctx) for c in conditions}
+    n_batches = math.ceil(n_images / batch_size)
+    sizes = [min(batch_size, n_images - b * batch_size) for b in range(n_batches)]
+    total = sum(cost[c.id] * sizes[b] for b in range(n_batches) for c in conditions
+                if shard.mine(b) or (b, c.id) in log.done)
+    step = sum(cost[c] * sizes[b] for b, c in log.done if b < n_batches and c in cost)
     started = time.perf_counter()
     if on_progress:
         on_progress(step, total, STARTING)  # the model is loaded and probed: the run begins
@@ -189,7 +207,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                 "seconds": time.perf_counter() - t0,
                 **extra,
             })
-            step += 1
+            step += cost[cond.id] * len(batch.ids)
             if on_progress:
                 on_progress(step, total, cond.label)
 

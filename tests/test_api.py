@@ -127,3 +127,21 @@ def test_the_docs_example_runs(tmp_path, monkeypatch):
     result = Result.load(tmp_path / "mynet.json")
     assert result.model["ref"] == "__main__:MyNet" and result.dataset["n_images"] == 2
     assert result.condition("pgd@8/255")["n_images"] == 2
+
+
+def test_progress_counts_model_work_and_a_log_gets_plain_lines(tmp_path, cli):
+    """An attack chunk advances progress by its gradient steps, not by one chunk, so the ETA
+    does not swing; with stderr not a terminal the CLI writes a plain line every 5 %."""
+    seen = []
+    fmbench.evaluate("unet-small", "nucleus", n_images=2, image_size=64, corruptions=["noise"], attacks=["pgd"],
+                     batch_size=2, cache=False, progress=lambda d, t, label: seen.append((d, t, label)))
+    steps = {label: d for d, _, label in seen}
+    total = seen[-1][1]
+    assert seen[-1][0] == total and seen[0][2] == "starting"
+    # per image: reference and 5 noise levels 1 each; PGD-5 at 2/255 and 8/255: 2 + 3 x 5 each
+    assert total == 2 * (1 + 5 + 2 * 17)
+    assert steps["pgd ε=8/255"] - steps["pgd ε=2/255"] == 2 * 17
+    r = cli("eval", "--model", "unet-small", "--dataset", "nucleus", "--n-images", "2", "--image-size", "64",
+            "--corruptions", "noise", "--attacks", "pgd", "--no-cache", "--out", str(tmp_path / "r.json"))
+    lines = [line for line in r.stderr.splitlines() if "% of the model work" in line]
+    assert r.returncode == 0 and len(lines) >= 5 and "100 % of the model work (80/80" in lines[-1] and "ETA" in lines[-1]

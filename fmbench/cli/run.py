@@ -69,11 +69,17 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     from ..distributed import shard
 
     part = shard()  # under torchrun: only rank 0 shows progress and prints the result
-    bar = progress_bar(quiet or part.rank != 0)
+    silent = quiet or part.rank != 0
+    interactive = console(stderr=True).is_terminal
+    bar = progress_bar(silent or not interactive)
     task = None
+    log_line = PlainProgress(f"{model_ref} · {dataset_ref} · {protocol.id}") if not (silent or interactive) else None
 
     def on_progress(done, total, label):
         nonlocal task
+        if log_line is not None:  # not a terminal (a log file, CI): a plain line every 5 %
+            log_line(done, total, label)
+            return
         if task is None:  # shown from the run's start, so a refused model or file prints only its error
             bar.start()
             task = bar.add_task(f"{model_ref} · {dataset_ref} · {protocol.id}", total=total)
@@ -123,6 +129,36 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
 
         leaderboard_dir = str(default_dir())
     out_console.print(escape(standing(result, _entries(leaderboard_dir), str(out_path), leaderboard_dir)))
+
+
+class PlainProgress:
+    """Progress for a log file: one line at the start and every ``step`` of the work (the
+    engine counts forward-pass equivalents, so attack-heavy stretches do not skew the ETA)."""
+
+    def __init__(self, what: str, step: float = 0.05):
+        self.what, self.step = what, step
+        self.next = 0.0
+        self.t0: float | None = None
+        self.done0 = 0.0
+
+    def __call__(self, done: float, total: float, label: str) -> None:
+        now = time.perf_counter()
+        if label == "starting" or self.t0 is None:
+            self.t0, self.done0 = now, done
+        frac = done / total if total else 1.0
+        if frac < self.next and done < total:
+            return
+        self.next = (int(frac / self.step) + 1) * self.step
+        elapsed = now - self.t0
+        rate = (done - self.done0) / elapsed if elapsed > 0 and done > self.done0 else 0.0
+        eta = f"ETA {_clock((total - done) / rate)}" if rate > 0 else "ETA —"
+        click.echo(f"{self.what}: {100 * frac:.0f} % of the model work ({done:.0f}/{total:.0f} image forward-pass "
+                   f"equivalents), {_clock(elapsed)} elapsed, {eta} · {label}", err=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _entries(directory: str) -> list | None:
