@@ -133,3 +133,11 @@ def test_checkpoint_of_another_architecture_does_not_fit(tmp_path, cli):
     assert lines[0].startswith(f"error: checkpoint {SHIPPED} does not fit the model: ")
     assert "missing keys" in lines[0] and "unexpected keys" in lines[0]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_list_datasets_names_versions_and_the_schemes_for_your_own_images(cli):
+    r = cli("list", "datasets")
+    assert r.returncode == 0 and "nucleus@2" in r.stdout
+    out = " ".join(r.stdout.split())
+    assert "folder:PATH" in out and "ermito:PATH" in out and "dsb2018:PATH" in out
+    assert "file.py:Attr" in " ".join(cli("train", "--help").stdout.split())

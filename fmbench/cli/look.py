@@ -45,6 +45,9 @@ def list_cmd(kind, as_json):
             row["params"] = _params(spec)
         elif kind == "protocols":
             row["hash"] = spec.hash
+            row["status"] = "draft (run by id)" if spec.draft else "released"
+        elif kind == "datasets":
+            row["versions"] = ", ".join(name if v == spec.versions[0] else f"{name}@{v}" for v in spec.versions)
         rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -55,6 +58,10 @@ def list_cmd(kind, as_json):
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
     console().print(table)
+    if kind == "datasets":  # your own images need no registration: say how to name them
+        console().print("your own images: folder:PATH (images/ + masks/, or NAME.tif beside NAME_mask.tif), "
+                        "ermito:PATH (the ER/Mito release's layout), dsb2018:PATH (DSB 2018 stage1_train); "
+                        "see docs/datasets.md")
 
 
 @cli.command("plugins")

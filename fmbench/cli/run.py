@@ -169,7 +169,7 @@ def _entries(directory: str) -> list | None:
 
 
 @cli.command("train")
-@click.option("--model", "model_ref", required=True, help="Registered model name or module:Attr.")
+@click.option("--model", "model_ref", required=True, help="Registered model name, module:Attr or file.py:Attr.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE")
 @click.option("--dataset", "dataset_ref", required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
