@@ -107,10 +107,12 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
 
 
 def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, exists_ok: bool = False,
-                  part: Shard = SINGLE) -> tuple[Path | None, Path | None]:
+                  part: Shard = SINGLE, own_log_only: bool = False) -> tuple[Path | None, Path | None]:
     """The result path and this process's chunk log, after the checks that nothing is
     overwritten unasked (``exists_ok``: an existing result is looked at later, once the run's
-    identity is known).  Every chunk log of the output counts, a distributed run's ranks' too."""
+    identity is known).  Every chunk log of the output counts, a distributed run's ranks' too
+    (``own_log_only``: this rank's alone -- once the ranks have started, the others' logs are
+    theirs)."""
     if out is None:
         if resume:
             raise ResultError("resume needs the output file of the run to continue")
@@ -120,12 +122,12 @@ def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, 
         return None, None
     out_path = Path(out)
     log_path = partial_path(out_path, part.rank if part.distributed else None)
-    logs = partial_paths(out_path)
+    logs = ([log_path] if log_path.exists() else []) if own_log_only else partial_paths(out_path)
     if out_path.exists() and not overwrite and not exists_ok:
         raise ResultError(f"{out_path} already exists", hints=("overwrite", "out"))
     if logs and not (resume or overwrite):
         raise ResultError(f"an unfinished run exists ({logs[0]})", hints=("resume", "overwrite"))
-    if resume and not overwrite and not logs:
+    if resume and not overwrite and not partial_paths(out_path):
         raise ResultError(f"no unfinished run to resume at {log_path}")
     return out_path, log_path
 
@@ -205,7 +207,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
         barrier(part)  # every rank checked the output before any writes to it
     lock_on = out_path if not part.distributed or out_path is None else partial_path(out_path, part.rank)
     with RunLock(lock_on) if lock_on is not None else contextlib.nullcontext():
-        out_path, log_path = _output_files(out_path, resume, overwrite, part=part)  # again, now that it is ours
+        # again, now that it is ours; the other ranks of a distributed run may be writing theirs by now
+        out_path, log_path = _output_files(out_path, resume, overwrite, part=part, own_log_only=part.distributed)
         synthetic = bool(data.synthetic)
         conditions = {c.id for c in plan(proto, registry, synthetic=synthetic)}
         own_exists = log_path is not None and log_path.exists()
