@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         import os
 
         # under torchrun every rank may fail: say which one
-        where = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+        where = f"rank {os.environ.get('RANK', '?')}: " if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
         click.echo(f"error: {where}{exc.advice(CLI_HINTS)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
