@@ -153,6 +153,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     # progress counts model work, not chunks: an attack chunk costs its gradient steps, so the
     # ETA does not swing between cheap corruption chunks and expensive attack ones
     cost = {c.id: pass_cost(c, ctx) for c in conditions}
+    combines = any(isinstance(c, WorstOf) for c in conditions)  # only then are a batch's results kept
     n_batches = math.ceil(n_images / batch_size)
     sizes = [min(batch_size, n_images - b * batch_size) for b in range(n_batches)]
     total = sum(cost[c.id] * sizes[b] for b in range(n_batches) for c in conditions
@@ -179,7 +180,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                              protocol, bool(dataset.synthetic))
         # what this batch already scored (a resumed run: from the log), for conditions built on it
         ctx.scored = {r["condition"]: {k: torch.tensor(r[k]) for k in ("inter", "union", "pred", "true")}
-                      for r in log.records if r["batch"] == batch.index}
+                      for r in log.records if r["batch"] == batch.index} if combines else {}
         for cond in todo:
             t0 = time.perf_counter()
             before = model.counts()
@@ -194,7 +195,8 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                     raise ModelContractError(f"the model's output has NaN or infinite values on image "
                                              f"{', '.join(bad[:3])} of {dataset_ref!r} under {cond.label}")
                 counts = overlap_counts(predict(logits), applied.target)
-            ctx.scored[cond.id] = {k: v.detach().cpu() for k, v in counts.items()}
+            if combines:
+                ctx.scored[cond.id] = {k: v.detach().cpu() for k, v in counts.items()}
             extra = dict(applied.record)
             if cond.kind != "attack" and applied.input is not None:  # the baselines, on the same input
                 extra["baselines"] = baselines.counts(applied.input, applied.target)
