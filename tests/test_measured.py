@@ -122,16 +122,23 @@ def test_noise_free_images_read_as_measured_score_like_the_built_in_data(tmp_pat
     from fmbench.export import export
 
     out = tmp_path / "exp"
-    proto = fmbench.get_protocol("quick", n_images=2, corruptions=["noise"], attacks=["none"])
-    export(fmbench.open_dataset("nucleus", "test", 256), out, n=2)
+    proto = fmbench.get_protocol("quick", n_images=4, corruptions=["noise"], attacks=["none"])
+    export(fmbench.open_dataset("nucleus", "test", 256), out, n=4)
     (out / "manifest.json").unlink()  # without its manifest, a folder of images is measured data
-    folder = fmbench.evaluate("unet-small", f"folder:{out}", proto, weights="nucleus", batch_size=2)
-    built_in = fmbench.evaluate("unet-small", "nucleus", proto, batch_size=2)
+    folder = fmbench.evaluate("unet-small", f"folder:{out}", proto, weights="nucleus", batch_size=4)
+    built_in = fmbench.evaluate("unet-small", "nucleus", proto, batch_size=4)
     assert folder["dataset"]["noise"]["left_out"] == []
     # no noise of their own: taken as expected photons and exposed by the protocol's detector
     assert folder["dataset"]["noise"]["noise_free"] == folder.per_image["ids"]
-    for a, b in zip(folder.conditions, built_in.conditions):  # measured: within 0.02 at every level
-        assert a["iou"] == pytest.approx(b["iou"], abs=0.03), a["id"]
+    # The two runs draw different noise (the folder's images are rescaled, so their photon
+    # counts differ), so each level differs by sampling alone: over protocol seeds 0-4 on this
+    # machine by at most 0.023, and another CPU's ISA moved one level of a 2-image run by 0.03.
+    # The bug this guards against was a 0.32 gap.  Each level: within 0.06; on average (where
+    # sampling cancels and a systematic shift would not): within 0.015.
+    diffs = [a["iou"] - b["iou"] for a, b in zip(folder.conditions, built_in.conditions)]
+    for a, d in zip(folder.conditions, diffs):
+        assert abs(d) < 0.06, (a["id"], d)
+    assert abs(sum(diffs) / len(diffs)) < 0.015, diffs
     assert not any(w.startswith("relative robustness above 1") for w in folder.warnings)
 
 
