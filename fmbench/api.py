@@ -82,10 +82,11 @@ def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *
 
 def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None = None,
                checkpoint: str | os.PathLike | None = None, dataset: str | None = None,
-               random_init: bool = False, weights: str | None = None) -> LoadedModel:
+               random_init: bool = False, weights: str | None = None, generation: int = 1) -> LoadedModel:
     """A model ready to evaluate: a reference (registered name, ``module:Attr``,
-    ``file.py:Attr``, ``scheme:...``; registered weights for ``dataset`` are loaded) or an
-    ``nn.Module`` you built (``checkpoint`` loads a state dict into it)."""
+    ``file.py:Attr``, ``scheme:...``; registered weights for ``dataset`` are loaded: the zoo
+    ``generation``'s first, :func:`fmbench.model.weights_for`) or an ``nn.Module`` you built
+    (``checkpoint`` loads a state dict into it)."""
     pm, registry = _registry()
     if isinstance(model, nn.Module):
         if model_args:
@@ -103,7 +104,7 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
     if not isinstance(model, str):
         raise ModelLoadError(f"model must be a reference string or a torch.nn.Module, got {type(model).__name__}")
     return _load(model, dict(model_args or {}), registry, pm, checkpoint=checkpoint, dataset=dataset,
-                 random_init=random_init, weights=weights)
+                 random_init=random_init, weights=weights, generation=generation)
 
 
 def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, exists_ok: bool = False,
@@ -179,7 +180,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     elif isinstance(model, str):
         torch.manual_seed(proto.seed)  # a model that draws random weights draws the same ones every run
         loaded = load_model(model, model_args=model_args, checkpoint=checkpoint, dataset=dataset_ref,
-                            random_init=random_init, weights=weights)
+                            random_init=random_init, weights=weights, generation=proto.version)
     else:
         loaded = load_model(model, model_args=model_args, checkpoint=checkpoint)
     try:

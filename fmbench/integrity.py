@@ -109,19 +109,33 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
 
 
 def weights_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
-    """A registered model's entry must have been made with its registered weights for that
-    dataset, where the registry pins the file's sha256."""
+    """A registered model's entry made with registered weights must have been made with those
+    weights: the entry's weights name (or, in entries that name none, the weights the protocol
+    would pick for the dataset) must be registered, and the file's sha256 and the tensors'
+    sha256 must be the ones the registry pins."""
+    from .model import weights_for
+
     ref, ds = entry["model"]["ref"], entry["dataset"]["ref"]
     spec = registry.models.get(ref)
     if spec is None or ":" in ref:
         return []
-    w = spec.weights.get(ds)
-    if w is None or not w.sha256:
+    named = entry["model"].get("weights")
+    if named is not None and named not in spec.weights:
+        return [f"model {ref!r} on {ds!r} names weights {named!r}, which are not registered "
+                f"(registered: {', '.join(sorted(spec.weights)) or 'none'})"]
+    name = named or weights_for(spec, ds, int(entry.get("protocol", {}).get("version") or 1))
+    w = spec.weights.get(name) if name else None
+    if w is None:
         return []
-    if entry["model"].get("weights_sha256") != w.sha256:
-        return [f"model {ref!r} on {ds!r} was evaluated with weights sha256 "
-                f"{str(entry['model'].get('weights_sha256'))[:12]}..., not the registered {w.sha256[:12]}..."]
-    return []
+    problems = []
+    if w.sha256 and entry["model"].get("weights_sha256") != w.sha256:
+        problems.append(f"model {ref!r} on {ds!r} was evaluated with weights sha256 "
+                        f"{str(entry['model'].get('weights_sha256'))[:12]}..., not the registered {w.sha256[:12]}...")
+    state = entry["model"].get("state_sha256")
+    if w.state_sha256 and state is not None and state != w.state_sha256:
+        problems.append(f"model {ref!r} on {ds!r} was evaluated with weights whose tensors hash to "
+                        f"{str(state)[:12]}..., not the registered {name!r} ({w.state_sha256[:12]}...)")
+    return problems
 
 
 def consistency(doc: Mapping[str, Any], registry: Registry | None = None) -> list[str]:

@@ -51,6 +51,8 @@ class LoadedModel:
     # registered weights re-made on another machine and accepted by measurement (its note, hashes
     # and validation IoUs; fmbench.weights.accept_reproduced), else None
     reproduced: dict[str, Any] | None = None
+    # the registered weights' name (``nucleus``, ``nucleus@2/v2``, ``er/v2/seed1``), else None
+    weights_name: str | None = None
 
     @property
     def n_parameters(self) -> int:
@@ -153,12 +155,25 @@ def build_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.P
     return _construct(_import_attr(ref), args, ref), None
 
 
+def weights_for(spec: ModelSpec, dataset: str | None, generation: int = 1) -> str | None:
+    """The name of ``spec``'s registered weights for ``dataset`` under a protocol of version
+    ``generation``: those the zoo of that generation trained (``DATASET/vN``: ``nucleus@2/v2``),
+    else those registered for the dataset reference (``nucleus@2``), else for its name
+    (``nucleus``: weights registered by name serve every version of the dataset); None if none."""
+    if not dataset:
+        return None
+    base = dataset.split("@", 1)[0]
+    names = ([f"{dataset}/v{generation}"] if generation >= 2 else []) + [dataset, base]
+    return next((n for n in names if n in spec.weights), None)
+
+
 def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.PluginManager, *, checkpoint: str | os.PathLike | None = None,
-               dataset: str | None = None, random_init: bool = False, weights: str | None = None) -> LoadedModel:
+               dataset: str | None = None, random_init: bool = False, weights: str | None = None,
+               generation: int = 1) -> LoadedModel:
     """Build a model and load its weights: ``checkpoint`` if given, else the registered
-    weights named ``weights`` (a dataset the model was trained on), else those for
-    ``dataset``.  A registered model that lists weights, but none that fit, is refused unless
-    ``random_init`` (an untrained model measures nothing)."""
+    weights named ``weights``, else those for ``dataset`` (:func:`weights_for`: the zoo
+    generation ``generation``'s first).  A registered model that lists weights, but none that
+    fit, is refused unless ``random_init`` (an untrained model measures nothing)."""
     module, spec = build_model(ref, args, registry, pm)
     loaded = LoadedModel(module=module, ref=ref, args=dict(args), spec=spec)
     path: Path | None = None
@@ -167,9 +182,9 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         path = Path(checkpoint)
     elif spec is not None and (spec.weights or spec.needs_weights) and not random_init:
         # a spec that lists no weights at all builds its own (its factory loads them)
-        wanted = weights or dataset
-        # weights are registered per dataset name; every version of a dataset shares them
-        w = (spec.weights.get(wanted) or spec.weights.get(wanted.split("@", 1)[0])) if wanted else None
+        name = weights_for(spec, weights or dataset, generation)
+        w = spec.weights.get(name) if name else None
+        loaded.weights_name = name
         if w is None:
             have = ", ".join(sorted(spec.weights)) or "none"
             if weights:

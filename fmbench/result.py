@@ -115,6 +115,7 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
                      "hash": protocol.hash, "content": protocol.content()},
         "model": {
             "ref": loaded.ref, "args": loaded.args, "checkpoint_sha256": loaded.weights_sha256,
+            **({"weights": loaded.weights_name} if loaded.weights_name else {}),
             "parameters": loaded.n_parameters,
             "meta": loaded.meta,
             "plugin": loaded.spec.plugin if loaded.spec else None,

@@ -78,6 +78,9 @@ class ModelSpec:
     weights: Mapping[str, Weights] = field(default_factory=dict)
     plugin: str = ""
     needs_weights: bool = False
+    # per-architecture changes to the zoo's version-2 training recipe (``{"lr": 1e-3}``),
+    # recorded in every checkpoint's recipe and in docs/zoo.md; version 1's recipe is fixed
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,55 @@ class Recipe:
     val_every: int = 250
     checkpoint_every: int = 100
     defense: str = "none"
+    # early stopping (0: off, as in version 1): stop once the best validation IoU has not risen
+    # by ``min_gain`` for ``patience`` steps (never before ``min_steps``); ``keep_best``: the
+    # checkpoint holds the weights of the best validation, not the last step's
+    patience: int = 0
+    min_gain: float = 0.002
+    min_steps: int = 0
+    keep_best: bool = False
+
+
+# The recipe of the version-2 zoo (protocols ``*-v2``): a longer budget, validation every 100
+# steps on 32 images, early stopping on a plateau and the best weights kept -- so that the
+# record says whether a model plateaued (and at what) or was still rising when the budget ended
+RECIPE_V2 = Recipe(steps=1200, n_val=32, val_every=100, patience=400, min_steps=600, keep_best=True)
+
+# a model is ``undertrained`` when its best validation IoU rose by more than this over the
+# last quarter of a budget it used up (docs/zoo.md)
+RISING = 0.01
+
+
+def recipe_for(protocol: Protocol, overrides: dict[str, Any] | None = None, **changes: Any) -> Recipe:
+    """The training recipe for a protocol's zoo: version 1's for version-1 protocols, else
+    :data:`RECIPE_V2`; ``overrides`` (a model's recorded per-architecture changes, version 2
+    on) and ``changes`` (the command line's) replace fields."""
+    base = Recipe() if protocol.version < 2 else dataclasses.replace(RECIPE_V2, **(overrides or {}))
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def convergence(history: list[dict[str, Any]], recipe: Recipe, stopped_at: int) -> dict[str, Any]:
+    """Whether a training plateaued or was still rising when its budget ended, measured on its
+    validation curve: ``{"state": "plateaued"|"rising"|"unknown", "best_val_iou", "best_step",
+    "gain_last_quarter", "stopped_at", "reason"}``."""
+    vals = [(h["step"], h["val_iou"]) for h in history if "val_iou" in h]
+    if not vals:
+        return {"state": "unknown", "stopped_at": stopped_at, "reason": "no validation"}
+    best_step, best = max(vals, key=lambda sv: (sv[1], -sv[0]))
+    cut = stopped_at - max(1, stopped_at // 4)
+    before = [v for s, v in vals if s <= cut]
+    gain = best - max(before) if before else None
+    early = stopped_at < recipe.steps
+    if early:
+        state = "plateaued"
+    elif gain is None:
+        state = "unknown"
+    else:
+        state = "rising" if gain > RISING else "plateaued"
+    return {"state": state, "best_val_iou": best, "best_step": best_step,
+            "gain_last_quarter": None if gain is None else round(gain, 6), "stopped_at": stopped_at,
+            "reason": "early stop: no gain of %g in %d steps" % (recipe.min_gain, recipe.patience) if early
+            else "budget used up"}
 
 
 DEFENSES = ("none", "noise-aug", "pgd-at")
@@ -229,6 +278,7 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start, history, seconds = 0, [], 0.0
+    best: dict[str, Any] = {"val_iou": -1.0, "step": 0, "state": None}  # keep_best: the best validation's weights
     identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,
                 "recipe": dataclasses.asdict(recipe), "protocol": protocol.id}
     levels: tuple[float, ...] = ()
@@ -248,12 +298,25 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
+        if st.get("best") is not None:
+            best = dict(st["best"])
     elif resume:
         raise CheckpointError(f"no training state to resume at {state_file}")
 
+    def plateaued(done: int) -> bool:
+        if not recipe.patience or done < max(recipe.min_steps, recipe.patience):
+            return False
+        vals = [(h["step"], h["val_iou"]) for h in history]
+        before = max((v for s, v in vals if s <= done - recipe.patience), default=None)
+        return before is not None and max(v for _, v in vals) < before + recipe.min_gain
+
     module.train()
     t0 = time.perf_counter()
+    stopped_at = recipe.steps
     for step in range(start, recipe.steps):
+        if plateaued(step):  # (re-checked first after a resume)
+            stopped_at = step
+            break
         xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels, own_tr)
         if attack is not None:
             xb = _adversarial_half(module, attack, xb, mb, seed, step)
@@ -268,13 +331,18 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
             entry = {"step": done, "loss": round(float(loss.detach()), 6),
                      "val_iou": round(validate(module, x_va, m_va, keys_va, protocol, seed, own_va), 6)}
             history.append(entry)
+            if recipe.keep_best and entry["val_iou"] > best["val_iou"]:
+                best = {"val_iou": entry["val_iou"], "step": done,
+                        "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
         if done % recipe.checkpoint_every == 0 and done < recipe.steps:
             snap = {"identity": identity, "model": module.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "step": done, "history": history,
-                    "seconds": seconds + time.perf_counter() - t0}
+                    "seconds": seconds + time.perf_counter() - t0, "best": best if recipe.keep_best else None}
             atomic_write(state_file, lambda f: torch.save(snap, f))
         if on_progress:
             on_progress(done, recipe.steps, {"loss": float(loss.detach()), **entry})
+    if recipe.keep_best and best["state"] is not None:
+        load_state(module, best["state"], "the best validation's weights")
     module.eval()
     meta = {
         **identity,
@@ -282,7 +350,10 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         "torch_version": str(torch.__version__),
         "command": command,
         "history": history,
-        "val_iou": history[-1]["val_iou"] if history else None,
+        # the weights' own validation IoU (the best one's when the recipe keeps the best)
+        "val_iou": (best["val_iou"] if recipe.keep_best and best["state"] is not None
+                    else history[-1]["val_iou"] if history else None),
+        "convergence": convergence(history, recipe, stopped_at),
         "train_seconds": round(seconds + time.perf_counter() - t0, 1),
         "half": half,
         # what training numerics depend on besides the recipe (benchmarks/train_determinism.py)

@@ -105,6 +105,34 @@ def accept_reproduced(weights: Weights, state: Mapping[str, torch.Tensor], meta:
             "val_iou": float(val), "registered_val_iou": weights.val_iou, "tolerance": REPRODUCED_VAL_TOLERANCE}
 
 
+def weights_name(dataset: str, generation: int = 1, seed: int = 0, defense: str | None = "none") -> str:
+    """The name a zoo registers weights under: the dataset reference for the version-1 zoo
+    (``nucleus``); from version 2 on, ``DATASET/vN`` plus ``/seedS`` for a seed other than 0 and
+    ``/DEFENSE`` for a defended training (``nucleus@2/v2``, ``er/v2/seed1``, ``mito/v2/pgd-at``)."""
+    if generation < 2:
+        return dataset
+    name = f"{dataset}/v{generation}"
+    if seed:
+        name += f"/seed{seed}"
+    if defense and defense != "none":
+        name += f"/{defense}"
+    return name
+
+
+def name_from_meta(meta: Mapping[str, Any]) -> str | None:
+    """The zoo weights name of a checkpoint, from its training metadata (None if it has none)."""
+    dataset, protocol = meta.get("dataset"), meta.get("protocol")
+    if not isinstance(dataset, str):
+        return None
+    try:
+        generation = int(str(protocol).split("-v", 1)[1].split("+", 1)[0]) if isinstance(protocol, str) else 1
+    except (IndexError, ValueError):
+        generation = 1
+    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), Mapping) else {}
+    seed = meta.get("seed") if isinstance(meta.get("seed"), int) else 0
+    return weights_name(dataset, generation, seed, recipe.get("defense", "none"))
+
+
 def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[tuple[Path, bool, str]]:
     """Install reference weights a user downloaded (checkpoint files, or folders of them) into
     the user cache, each checked against the registry first: ``(file, installed, what happened)``."""
@@ -118,9 +146,11 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
             continue
         model, dataset = meta.get("model"), meta.get("dataset")
         spec = registry.models.get(model) if isinstance(model, str) else None
-        w = spec.weights.get(dataset) if spec is not None and isinstance(dataset, str) else None
+        name = name_from_meta(meta)
+        w = spec.weights.get(name) if spec is not None and name else None
         if w is None:
-            out.append((f, False, f"no registered weights for model {model!r} on dataset {dataset!r}"))
+            out.append((f, False, f"no registered weights {name!r} for model {model!r} (trained on dataset "
+                                  f"{dataset!r})"))
             continue
         problem = check_weights(w, path=f, state=state)
         if problem:

@@ -1,27 +1,34 @@
 """Rebuild the reference leaderboard: train every zoo model on each dataset, then evaluate it.
 
-    python leaderboard/reproduce.py                       # everything, resumable
-    python leaderboard/reproduce.py --datasets nucleus --models unet-r18,fpn-r18
+    python leaderboard/reproduce.py                       # the quick-v1 zoo, resumable
+    python leaderboard/reproduce.py --tier quick-v2       # the version-2 zoo (its own recipe)
+    python leaderboard/reproduce.py --tier quick-v2 --datasets nucleus --seeds 1,2
+    python leaderboard/reproduce.py --tier quick-v2 --models unet-r18 --defenses noise-aug,pgd-at
     python leaderboard/reproduce.py --dry-run             # print the commands only
 
-Each (model, dataset) pair is two plain CLI commands, run as subprocesses exactly as a user
-would type them:
+Each (model, dataset, seed, defense) is two plain CLI commands, run as subprocesses exactly as a
+user would type them:
 
-    fmbench train --model M --dataset D --seed 0 --tier quick --out CACHE/weights/zoo/M__D.pt
-    fmbench eval  --model M --dataset D --tier quick --out WORK/results/M__D__quick-v1.json \
-                  --leaderboard-entry leaderboard/M__D__quick-v1.json
+    fmbench train --model M --dataset D --seed S --tier T [--defense X] --out CACHE/weights/zoo/M__NAME.pt
+    fmbench eval  --model M --dataset D --tier T [--weights NAME] --out WORK/results/ENTRY.json \
+                  --leaderboard-entry leaderboard/ENTRY.json
 
-Between the two, the checkpoint's sha256 and its training command (which does not name its
-output path, so the bytes do not depend on it) go into ``plugins/zoo_weights.json``: the zoo
-registers them, and ``eval`` finds, checks and loads the weights by model name from the user
-cache (``$FMBENCH_CACHE``; this script uses ``.work/cache`` unless it is set).  The models whose
-weights ship in the package (``unet-small``) are only evaluated.
+``NAME`` is the weights' registered name (:func:`fmbench.weights.weights_name`: ``nucleus`` in
+the version-1 zoo; ``nucleus@2/v2``, ``nucleus@2/v2/seed1``, ``er/v2/pgd-at`` from version 2
+on), and ``ENTRY`` is ``M__D__PROTOCOL`` (``M+seedS__...`` for another seed, ``M+X__...`` for a
+defence).  Between the two, the checkpoint's tensors' sha256, its training command (which does
+not name its output path, so the bytes do not depend on it) and its validation IoU go into
+``plugins/zoo_weights.json``: the zoo registers them, and ``eval`` finds, checks and loads the
+weights from the user cache (``$FMBENCH_CACHE``; this script uses ``.work/cache`` unless it is
+set).  The models whose weights ship in the package (``unet-small``) are only evaluated.
 
 Both commands are resumable (``--resume`` is added when a training state or a partial
 evaluation log exists), so the campaign can be split across sessions: kill it at any point and
-run it again; finished pairs are skipped.  After every step ``leaderboard/runs/zoo.json`` is
-rewritten from the training records and entries on disk: training minutes, validation and clean
-test IoU per pair, and both commands — nothing in it is typed by hand.
+run it again; finished pieces are skipped.  After every step ``leaderboard/runs/zoo.json``
+(``zoo-PROTOCOL.json`` for later protocols) is rewritten from the training records and entries
+on disk: training minutes, convergence, validation and clean test IoU, and both commands --
+nothing in it is typed by hand.  ``--commit`` commits each finished entry with its table and
+weights registry (git), so a session that ends mid-campaign loses at most the piece in flight.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fmbench.runlog import partial_path
@@ -59,12 +67,6 @@ def shipped(model: str, dataset: str) -> bool:
     return w is not None and w.package is not None
 
 
-def protocol_id(tier: str) -> str:
-    from fmbench.plugins import get_registry
-
-    return get_registry().protocol(tier).id
-
-
 def run(cmd: list[str], dry: bool) -> float:
     print("$ " + shlex.join(cmd), flush=True)
     if dry:
@@ -81,111 +83,176 @@ def run(cmd: list[str], dry: bool) -> float:
     return time.perf_counter() - t0
 
 
-def register_weights(model: str, dataset: str, ckpt: Path) -> None:
-    """Record the checkpoint's state sha256, training command and validation IoU in
-    plugins/zoo_weights.json (the IoU is what a reproduced checkpoint is measured against)."""
+def register_weights(model: str, name: str, ckpt: Path) -> None:
+    """Record the checkpoint's state sha256, training command and validation IoU under its
+    weights name in plugins/zoo_weights.json (the IoU is what a reproduced checkpoint is
+    measured against)."""
     from fmbench.checkpoint import read_checkpoint, state_sha256
     from fmbench_plugins.zoo import WEIGHTS_FILE
 
     state, meta = read_checkpoint(ckpt)
     table = json.loads(WEIGHTS_FILE.read_text()) if WEIGHTS_FILE.exists() else {
         "kind": "fmbench-zoo-weights", "note": "written by leaderboard/reproduce.py", "weights": {}}
-    table["weights"].setdefault(model, {})[dataset] = {"state_sha256": state_sha256(state), "command": meta["command"],
-                                                       "val_iou": meta.get("val_iou")}
+    table["weights"].setdefault(model, {})[name] = {"state_sha256": state_sha256(state), "command": meta["command"],
+                                                    "val_iou": meta.get("val_iou")}
     table["weights"] = {m: dict(sorted(d.items())) for m, d in sorted(table["weights"].items())}
     write_json(WEIGHTS_FILE, table)
 
 
-TRAIN_COLUMNS = ("train_command", "train_minutes", "val_iou", "weights_sha256")
+TRAIN_COLUMNS = ("train_command", "train_minutes", "val_iou", "weights_sha256", "convergence")
 
 
-def record(models: list[str], datasets: list[str], weights: Path, pid: str, previous: dict | None = None) -> dict:
+def entry_stem(model: str, dataset: str, pid: str, seed: int = 0, defense: str = "none") -> str:
+    """``M__D__PROTOCOL``, with ``+DEFENSE`` / ``+seedS`` after the model for other runs."""
+    suffix = (f"+{defense}" if defense != "none" else "") + (f"+seed{seed}" if seed else "")
+    return f"{model}{suffix}__{dataset}__{pid}"
+
+
+def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
     """The campaign table, rebuilt from what is on disk.
 
-    A pair's training columns come from its checkpoint's record in the cache; when that is
+    A piece's training columns come from its checkpoint's record in the cache; when that is
     gone (another machine, a cleared cache), those of the checked-in table ``previous`` are
     kept rather than lost."""
-    before = {(r["model"], r["dataset"]): r for r in (previous or {}).get("rows", [])}
+    def key(r: dict) -> tuple:
+        return r["model"], r["dataset"], r.get("seed", 0), r.get("defense", "none")
+
+    before = {key(r): r for r in (previous or {}).get("rows", [])}
     rows = []
-    for ds in datasets:
-        for m in models:
-            row = {"model": m, "dataset": ds}
-            rec = weights / f"{m}__{ds}.pt.json"
-            if rec.exists():
-                meta = json.loads(rec.read_text())
-                row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
-                           val_iou=meta.get("val_iou"), weights_sha256=meta.get("state_sha256"))
-            else:
-                old = before.get((m, ds), {})
-                row.update({k: old[k] for k in TRAIN_COLUMNS if k in old})
-            entry = HERE / f"{m}__{ds}__{pid}.json"
-            if entry.exists():
-                e = json.loads(entry.read_text())
-                row.update(eval_command=e["provenance"]["command"],
-                           eval_minutes=round((e["provenance"].get("seconds") or 0) / 60, 1),
-                           clean_iou=e["summary"]["clean_iou"],
-                           corruption_robustness=e["summary"].get("corruption_robustness"),
-                           adversarial_robustness=e["summary"].get("adversarial_robustness"),
-                           hardware=e["provenance"]["hardware"])
+    for p in pieces:
+        row = {"model": p.model, "dataset": p.dataset, "seed": p.seed, "defense": p.defense, "weights": p.name}
+        rec = Path(str(p.ckpt) + ".json")
+        if rec.exists():
+            meta = json.loads(rec.read_text())
+            row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
+                       val_iou=meta.get("val_iou"), weights_sha256=meta.get("state_sha256"),
+                       convergence=meta.get("convergence"))
+        else:
+            old = before.get(key(row), {})
+            row.update({k: old[k] for k in TRAIN_COLUMNS if k in old})
+        if p.entry.exists():
+            e = json.loads(p.entry.read_text())
+            row.update(eval_command=e["provenance"]["command"],
+                       eval_minutes=round((e["provenance"].get("seconds") or 0) / 60, 1),
+                       clean_iou=e["summary"]["clean_iou"],
+                       corruption_robustness=e["summary"].get("corruption_robustness"),
+                       adversarial_robustness=e["summary"].get("adversarial_robustness"),
+                       robust_iou=(e.get("scores") or {}).get("robust_iou", {}).get("value"),
+                       hardware=e["provenance"]["hardware"])
+        if len(row) > 5:
             rows.append(row)
     return {"kind": "fmbench-zoo-runs", "protocol": pid, "rows": rows}
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One (model, dataset, seed, defense) of the campaign and where its files go."""
+
+    model: str
+    dataset: str
+    seed: int
+    defense: str
+    name: str  # the weights' registered name
+    ckpt: Path
+    entry: Path
+    result: Path
+
+
+def git_commit(paths: list[Path], message: str) -> None:
+    """Commit ``paths`` (an entry, the campaign table, the weights registry) if they changed."""
+    files = [str(p) for p in paths if p.exists()]
+    for attempt in range(5):  # another git command (a person working in the tree) may hold the lock
+        try:
+            subprocess.run(["git", "add", "--", *files], check=True)
+            if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *files]).returncode != 0:
+                subprocess.run(["git", "commit", "-q", "-m", message, "--", *files], check=True)
+            return
+        except subprocess.CalledProcessError:
+            time.sleep(5 * (attempt + 1))
+    print(f"warning: could not commit {', '.join(files)}; commit them by hand", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tier", default=TIER, help="protocol tier or id (quick: quick-v1; quick-v2: the version-2 zoo)")
     ap.add_argument("--models", help="comma-separated zoo models (default: all)")
     ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds (version 2 on)")
+    ap.add_argument("--defenses", default="none", help="comma-separated: none, noise-aug, pgd-at (version 2 on)")
     ap.add_argument("--work", type=Path, default=Path(".work/zoo"), help="raw result files")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--commit", action="store_true", help="git-commit each finished entry")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train and register the weights; evaluate later (training does not depend on the "
+                         "protocol's corruptions and attacks)")
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args(argv)
     models = args.models.split(",") if args.models else zoo_models()
     datasets = args.datasets.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    defenses = args.defenses.split(",")
     unknown = sorted(set(models) - set(zoo_models()))
     if unknown:
         print(f"error: not zoo models: {', '.join(unknown)}", file=sys.stderr)
         return 1
     os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
-    from fmbench.weights import cache_dir
+    from fmbench.plugins import get_registry
+    from fmbench.weights import cache_dir, weights_name
+    from fmbench_plugins.zoo import WEIGHTS_FILE, weights_file
 
-    pid = protocol_id(TIER)
+    protocol = get_registry().protocol(args.tier)
+    pid, gen = protocol.id, protocol.version
+    if gen < 2 and (seeds != [0] or defenses != ["none"]):
+        print("error: the version-1 zoo has seed 0 without defences only; use --tier quick-v2", file=sys.stderr)
+        return 1
     fmbench = str(Path(sys.executable).with_name("fmbench"))
-    weights = cache_dir() / "weights" / "zoo"
-    weights.mkdir(parents=True, exist_ok=True)
     (args.work / "results").mkdir(parents=True, exist_ok=True)
-    table = HERE / "runs" / "zoo.json"  # not an entry: kept out of the entries' directory
+    table = HERE / "runs" / ("zoo.json" if pid == "quick-v1" else f"zoo-{pid}.json")  # kept out of the entries
     table.parent.mkdir(exist_ok=True)
     previous = json.loads(table.read_text()) if table.exists() else None
-    for ds in datasets:
-        for m in models:
-            ckpt = weights / f"{m}__{ds}.pt"
-            entry = HERE / f"{m}__{ds}__{pid}.json"
-            result = args.work / "results" / f"{m}__{ds}__{pid}.json"
-            ship = shipped(m, ds)
-            if entry.exists() and not ship and not ckpt.exists():
-                # done here before; its weights are pinned in zoo_weights.json, and the training
-                # command in the entry rebuilds them (deterministically) when someone needs them
-                print(f"skip {m} on {ds}: entry exists, weights not in this cache", flush=True)
-                continue
-            if not ship and not ckpt.exists():
-                cmd = ["fmbench", "train", "--model", m, "--dataset", ds, "--seed", str(args.seed),
-                       "--tier", TIER, "--out", str(ckpt), "--quiet"]
-                if Path(str(ckpt) + ".state.pt").exists():
-                    cmd.append("--resume")
-                run([fmbench, *cmd[1:]], args.dry_run)
-            if not ship and not args.dry_run:
-                register_weights(m, ds, ckpt)
-            if not entry.exists():
-                if result.exists():  # evaluated, entry lost: evaluate again from scratch
-                    result.unlink()
-                where = entry.relative_to(Path.cwd()) if entry.is_relative_to(Path.cwd()) else entry
-                cmd = ["fmbench", "eval", "--model", m, "--dataset", ds, "--tier", TIER, "--out", str(result),
-                       "--leaderboard-entry", str(where), "--quiet"]
-                if partial_path(result).exists():
-                    cmd.append("--resume")
-                run([fmbench, *cmd[1:]], args.dry_run)
-            if not args.dry_run:
-                write_json(table, record(zoo_models(), list(DATASETS), weights, pid, previous))
+
+    def piece(m: str, ds: str, seed: int, defense: str) -> Piece:
+        name = weights_name(protocol.dataset_ref(ds), gen, seed, defense)
+        stem = entry_stem(m, ds, pid, seed, defense)
+        return Piece(m, ds, seed, defense, name, cache_dir() / "weights" / weights_file(m, name),
+                     HERE / f"{stem}.json", args.work / "results" / f"{stem}.json")
+
+    wanted = [piece(m, ds, seed, d) for ds in datasets for seed in seeds for d in defenses for m in models
+              if not (shipped(m, ds) and (seed or d != "none"))]  # shipped weights: one run, evaluated only
+    every = [piece(m, ds, seed, d) for ds in DATASETS for seed in sorted({0, *seeds})
+             for d in sorted({"none", *defenses}) for m in zoo_models()]
+    for p in wanted:
+        ship = shipped(p.model, p.dataset)
+        p.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        if p.entry.exists() and not ship and not p.ckpt.exists():
+            # done here before; its weights are pinned in zoo_weights.json, and the training
+            # command in the entry rebuilds them when someone needs them
+            print(f"skip {p.entry.name}: entry exists, weights not in this cache", flush=True)
+            continue
+        if not ship and not p.ckpt.exists():
+            cmd = ["fmbench", "train", "--model", p.model, "--dataset", p.dataset, "--seed", str(p.seed),
+                   "--tier", args.tier, *(["--defense", p.defense] if p.defense != "none" else []),
+                   "--out", str(p.ckpt), "--quiet"]
+            if Path(str(p.ckpt) + ".state.pt").exists():
+                cmd.append("--resume")
+            run([fmbench, *cmd[1:]], args.dry_run)
+        if not ship and not args.dry_run:
+            register_weights(p.model, p.name, p.ckpt)
+        if not p.entry.exists() and not args.train_only:
+            if p.result.exists():  # evaluated, entry lost: evaluate again from scratch
+                p.result.unlink()
+            where = p.entry.relative_to(Path.cwd()) if p.entry.is_relative_to(Path.cwd()) else p.entry
+            default = ship or (p.seed == 0 and p.defense == "none")  # the weights eval picks by itself
+            cmd = ["fmbench", "eval", "--model", p.model, "--dataset", p.dataset, "--tier", args.tier,
+                   *([] if default else ["--weights", p.name]), "--out", str(p.result),
+                   "--leaderboard-entry", str(where), "--quiet"]
+            if partial_path(p.result).exists():
+                cmd.append("--resume")
+            run([fmbench, *cmd[1:]], args.dry_run)
+        if not args.dry_run:
+            write_json(table, record(every, pid, previous))
+            if args.commit:
+                what = p.entry.stem if p.entry.exists() else f"weights {p.model} {p.name}"
+                git_commit([p.entry, table, WEIGHTS_FILE], f"zoo {pid}: {what} (leaderboard/reproduce.py)")
     return 0
 
 

@@ -120,12 +120,18 @@ ZOO = [
 ]
 
 
+def weights_file(model: str, name: str) -> str:
+    """Where the zoo's weights ``name`` (``nucleus``, ``nucleus@2/v2/seed1``) of ``model`` live
+    in the user cache's weights folder."""
+    return f"zoo/{model}__{name.replace('/', '__')}.pt"
+
+
 def zoo_weights() -> dict[str, dict[str, Weights]]:
     """model -> dataset -> the registered (cache-resident) weights."""
     if not WEIGHTS_FILE.exists():
         return {}
     table = json.loads(WEIGHTS_FILE.read_text())["weights"]
-    return {model: {ds: Weights(path=f"zoo/{model}__{ds}.pt", sha256="", state_sha256=w["state_sha256"],
+    return {model: {ds: Weights(path=weights_file(model, ds), sha256="", state_sha256=w["state_sha256"],
                                 command=w["command"], val_iou=w.get("val_iou"))
                     for ds, w in per_ds.items()} for model, per_ds in table.items()}
 

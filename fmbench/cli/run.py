@@ -191,7 +191,7 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     from ..files import write_json
     from ..model import build_model, parse_model_args
     from ..seeding import derive_seed
-    from ..train import Recipe, train
+    from ..train import recipe_for, train
 
     pm, reg = registry()
     args = parse_model_args(model_args)
@@ -199,9 +199,10 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     out_path = Path(out)
     if out_path.exists() and not overwrite:
         raise ResultError(f"{out_path} already exists", hints=("overwrite",))
-    recipe = Recipe(defense=defense) if steps is None else Recipe(steps=steps, defense=defense)
     torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
     module, spec = build_model(model_ref, args, reg, pm)
+    # version 1's fixed recipe, or version 2's with the architecture's recorded changes
+    recipe = recipe_for(protocol, dict(spec.recipe) if spec else None, steps=steps, defense=defense)
     dataset_ref = protocol.dataset_ref(dataset_ref)  # a bare name: the version the protocol pins
     ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry=reg, pm=pm)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=reg, pm=pm)

@@ -61,6 +61,9 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
             "ref": result["model"]["ref"],
             "args": {**(meta.get("model_args") or {}), **(result["model"].get("args") or {})},
             "weights_sha256": result["model"].get("checkpoint_sha256"),
+            # the registered weights' name, and the tensors' hash the registry pins zoo weights by
+            "weights": result["model"].get("weights"),
+            "state_sha256": meta.get("state_sha256") if isinstance(meta.get("state_sha256"), str) else None,
             "parameters": result["model"].get("parameters"),
             "plugin": result["model"].get("plugin"),
             "training": {
@@ -70,6 +73,8 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
                 "dataset": meta.get("dataset"),
                 "protocol": meta.get("protocol"),
                 "val_iou": meta.get("val_iou"),
+                # plateaued or still rising when the budget ended (fmbench.train.convergence)
+                "convergence": meta.get("convergence") if isinstance(meta.get("convergence"), dict) else None,
                 "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
             },
         },
@@ -130,9 +135,14 @@ def as_entry(doc: dict[str, Any]) -> dict[str, Any]:
     return build_entry(doc, hardware="", command="")
 
 
-def model_label(entry: dict[str, Any]) -> str:
-    defense = entry["model"]["training"].get("defense")
+def model_label(entry: dict[str, Any], seed: bool = True) -> str:
+    """``unet-r18``, ``unet-r18 [pgd-at]``; with ``seed``, ``unet-r18 (seed 1)`` for a training
+    seed other than 0 (seeds of one architecture are separate entries; tables pool them)."""
+    training = entry["model"]["training"]
+    defense = training.get("defense")
     label = entry["model"]["ref"]
     if defense and defense != "none":
         label += f" [{defense}]"
+    if seed and isinstance(training.get("seed"), int) and training["seed"] != 0:
+        label += f" (seed {training['seed']})"
     return label
