@@ -18,6 +18,7 @@ BUILTINS = (
     "fmbench_plugins.artefacts",
     "fmbench_plugins.fgsm",
     "fmbench_plugins.pgd",
+    "fmbench_plugins.apgd",
     "fmbench_plugins.ensemble",
     "fmbench_plugins.universal",
     "fmbench_plugins.random_noise",
