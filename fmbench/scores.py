@@ -32,7 +32,7 @@ HEADLINE_NORM, HEADLINE_EPS = "linf", 8 / 255
 # less than this, or whose paired 95 % interval of the difference reaches 0, is degenerate
 DEGENERATE_MARGIN = 0.05
 # an entry whose clean IoU is more than this below the best entry of its table is undertrained
-UNDERTRAINED_GAP = 0.10
+UNDERTRAINED_GAP = 0.05
 HEADLINE_SCORES = ("robust_iou", "corrupted_iou", "clean_iou")
 RELATIVE_SCORES = ("adversarial_robustness", "corruption_robustness")
 TRIVIAL = ("all-foreground", "all-background")

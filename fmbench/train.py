@@ -15,7 +15,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,16 @@ from .files import atomic_write
 from .measured import MeasuredSensor, OwnNoise, own_noises
 from .metrics import iou_dice, overlap_counts, predict
 from .protocol import AttackEntry, Protocol
+from .recipe import (  # noqa: F401
+    AT_EPS,
+    AT_STEPS,
+    DEFENSES,
+    RECIPE_V2,
+    RISING,
+    Recipe,
+    convergence,
+    recipe_for,
+)
 from .seeding import derive_seed, generators
 
 if TYPE_CHECKING:  # names for annotations only
@@ -43,78 +52,6 @@ if TYPE_CHECKING:  # names for annotations only
 # training's intra-op thread count, whatever the machine: the thread count changes the weights a
 # CPU training makes (benchmarks/train_determinism.py); the reference zoo was trained with 2
 TRAIN_THREADS = 2
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that defines a training run besides the model, dataset and seed."""
-
-    steps: int = 800
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 50
-    n_train: int = 256
-    n_val: int = 16
-    val_every: int = 250
-    checkpoint_every: int = 100
-    defense: str = "none"
-    # early stopping (0: off, as in version 1): stop once the best validation IoU has not risen
-    # by ``min_gain`` for ``patience`` steps (never before ``min_steps``); ``keep_best``: the
-    # checkpoint holds the weights of the best validation, not the last step's
-    patience: int = 0
-    min_gain: float = 0.002
-    min_steps: int = 0
-    keep_best: bool = False
-
-
-# The recipe of the version-2 zoo (protocols ``*-v2``): a longer budget, validation every 100
-# steps on 32 images, early stopping on a plateau and the best weights kept -- so that the
-# record says whether a model plateaued (and at what) or was still rising when the budget ended
-RECIPE_V2 = Recipe(steps=1200, n_val=32, val_every=100, patience=400, min_steps=600, keep_best=True)
-
-# a model is ``undertrained`` when its best validation IoU rose by more than this over the
-# last quarter of a budget it used up (docs/zoo.md)
-RISING = 0.01
-
-
-def recipe_for(protocol: Protocol, overrides: dict[str, Any] | None = None, **changes: Any) -> Recipe:
-    """The training recipe for a protocol's zoo: version 1's for version-1 protocols, else
-    :data:`RECIPE_V2`; ``overrides`` (a model's recorded per-architecture changes, version 2
-    on) and ``changes`` (the command line's) replace fields."""
-    base = Recipe() if protocol.version < 2 else dataclasses.replace(RECIPE_V2, **(overrides or {}))
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
-
-
-def convergence(history: list[dict[str, Any]], recipe: Recipe, stopped_at: int) -> dict[str, Any]:
-    """Whether a training plateaued or was still rising when its budget ended, measured on its
-    validation curve: ``{"state": "plateaued"|"rising"|"unknown", "best_val_iou", "best_step",
-    "gain_last_quarter", "stopped_at", "reason"}``."""
-    vals = [(h["step"], h["val_iou"]) for h in history if "val_iou" in h]
-    if not vals:
-        return {"state": "unknown", "stopped_at": stopped_at, "reason": "no validation"}
-    best_step, best = max(vals, key=lambda sv: (sv[1], -sv[0]))
-    cut = stopped_at - max(1, stopped_at // 4)
-    before = [v for s, v in vals if s <= cut]
-    gain = best - max(before) if before else None
-    early = stopped_at < recipe.steps
-    if early:
-        state = "plateaued"
-    elif gain is None:
-        state = "unknown"
-    else:
-        state = "rising" if gain > RISING else "plateaued"
-    return {"state": state, "best_val_iou": best, "best_step": best_step,
-            "gain_last_quarter": None if gain is None else round(gain, 6), "stopped_at": stopped_at,
-            "reason": "early stop: no gain of %g in %d steps" % (recipe.min_gain, recipe.patience) if early
-            else "budget used up"}
-
-
-DEFENSES = ("none", "noise-aug", "pgd-at")
-# pgd-at's attack: the quick tier's middle L-inf budget, a few steps (each step of adversarial
-# training costs AT_STEPS extra forward+backward passes on half the batch)
-AT_EPS, AT_STEPS = 4 / 255, 3
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -128,9 +128,10 @@ def name_from_meta(meta: Mapping[str, Any]) -> str | None:
         generation = int(str(protocol).split("-v", 1)[1].split("+", 1)[0]) if isinstance(protocol, str) else 1
     except (IndexError, ValueError):
         generation = 1
-    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), Mapping) else {}
-    seed = meta.get("seed") if isinstance(meta.get("seed"), int) else 0
-    return weights_name(dataset, generation, seed, recipe.get("defense", "none"))
+    recipe = meta.get("recipe")
+    defense = recipe.get("defense", "none") if isinstance(recipe, Mapping) else "none"
+    seed = meta.get("seed")
+    return weights_name(dataset, generation, seed if isinstance(seed, int) else 0, defense)
 
 
 def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[tuple[Path, bool, str]]:

@@ -44,8 +44,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmbench.runlog import partial_path
 from fmbench.files import write_json
+from fmbench.runlog import partial_path
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("nucleus", "er", "mito")
@@ -87,8 +87,9 @@ def register_weights(model: str, name: str, ckpt: Path) -> None:
     """Record the checkpoint's state sha256, training command and validation IoU under its
     weights name in plugins/zoo_weights.json (the IoU is what a reproduced checkpoint is
     measured against)."""
-    from fmbench.checkpoint import read_checkpoint, state_sha256
     from fmbench_plugins.zoo import WEIGHTS_FILE
+
+    from fmbench.checkpoint import read_checkpoint, state_sha256
 
     state, meta = read_checkpoint(ckpt)
     table = json.loads(WEIGHTS_FILE.read_text()) if WEIGHTS_FILE.exists() else {
@@ -195,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not zoo models: {', '.join(unknown)}", file=sys.stderr)
         return 1
     os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
+    from fmbench_plugins.zoo import WEIGHTS_FILE, weights_file
+
     from fmbench.plugins import get_registry
     from fmbench.weights import cache_dir, weights_name
-    from fmbench_plugins.zoo import WEIGHTS_FILE, weights_file
 
     protocol = get_registry().protocol(args.tier)
     pid, gen = protocol.id, protocol.version

@@ -532,6 +532,27 @@ def test_a_model_trained_on_another_dataset_version_is_flagged_other_data_not_un
     assert [f["flag"] for f in flags(entry, (0.99, "best"))] == ["undertrained"]
 
 
+def test_a_model_far_below_the_best_is_undertrained_or_architecture_limited_by_its_own_curve():
+    """More than 0.05 below the best: the model's training record says which (still rising at
+    the end of the budget, or plateaued); without a record it is undertrained."""
+    from fmbench.leaderboard.rank import flags
+
+    entry = read_json(Path(__file__).resolve().parents[1] / "leaderboard" / "fcn8s-r18__er__quick-v1.json")
+    clean = entry["summary"]["clean_iou"]
+    assert flags(entry, (clean + 0.049, "best")) == []  # within 0.05: no flag
+    assert [f["flag"] for f in flags(entry, (clean + 0.06, "best"))] == ["undertrained"]  # v1: no curve
+    entry["model"]["training"]["convergence"] = {"state": "plateaued", "best_val_iou": 0.55, "best_step": 700,
+                                                 "gain_last_quarter": 0.0, "stopped_at": 1100,
+                                                 "reason": "early stop: no gain of 0.002 in 400 steps"}
+    (got,) = flags(entry, (clean + 0.3, "unet-r18"))
+    assert got["flag"] == "architecture-limited"
+    assert "plateaued at validation IoU 0.550 (best at step 700, early stop" in got["reason"]
+    entry["model"]["training"]["convergence"].update(state="rising", gain_last_quarter=0.03, stopped_at=1200,
+                                                     reason="budget used up")
+    (got,) = flags(entry, (clean + 0.3, "unet-r18"))
+    assert got["flag"] == "undertrained" and "still rising when the budget ended (+0.030" in got["reason"]
+
+
 def test_the_leaderboard_travels_with_the_package(tmp_path, cli):
     """From a folder with no leaderboard/ of its own, the installed reference entries are used."""
     import fmbench

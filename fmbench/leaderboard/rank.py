@@ -65,8 +65,28 @@ def flags(entry: dict[str, Any], best: tuple[float, str] | None) -> list[dict[st
     if best is not None and clean is not None:
         reason = scores.undertrained(clean, best[0], best[1])
         if reason:
-            out.append({"flag": "undertrained", "reason": reason})
+            out.append(convergence_flag(entry, reason))
     return out
+
+
+def convergence_flag(entry: dict[str, Any], gap: str) -> dict[str, str]:
+    """Why a model far below the best is there, from its training record's validation curve
+    (:func:`fmbench.train.convergence`): ``undertrained`` when its validation IoU was still rising
+    when the budget ended (or when nothing says otherwise), ``architecture-limited`` when it had
+    plateaued -- more of the same training would not have closed the gap."""
+    conv = ((entry.get("model") or {}).get("training") or {}).get("convergence") or {}
+    state = conv.get("state")
+    if state == "plateaued":
+        return {"flag": "architecture-limited", "reason": (
+            f"{gap.split(': its robustness')[0]}; its training plateaued at validation IoU {conv['best_val_iou']:.3f} "
+            f"(best at step {conv['best_step']}, {conv['reason']} at step {conv['stopped_at']}): the gap is the "
+            f"architecture's under this recipe, not a short budget")}
+    if state == "rising":
+        return {"flag": "undertrained", "reason": (
+            f"{gap.split(': its robustness')[0]}; its validation IoU was still rising when the budget ended "
+            f"(+{conv['gain_last_quarter']:.3f} over the last quarter, best {conv['best_val_iou']:.3f} at step "
+            f"{conv['best_step']}): its robustness measures an undertrained model")}
+    return {"flag": "undertrained", "reason": gap}
 
 
 def groups(entries: list[dict[str, Any]], sort: str = "robust",
