@@ -145,14 +145,22 @@ def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: i
     """Correlations across entries (one point per entry) of one protocol: overall corruption
     robustness and each corruption family against adversarial robustness, and the overall one
     again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
+    from .leaderboard.rank import pool_seeds, row_label
+
     entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
                and e["summary"]["corruption_robustness"] is not None]
     pid, phash = _pick_group(entries, "the entries")
+    # one point per architecture: the seeds of one are pooled (their summaries averaged), so a
+    # model trained three times neither counts three times nor by its luckiest run
+    arch: dict[tuple[str, str], list] = {}
+    for e in entries:
+        arch.setdefault((model_label(e, seed=False), e["dataset"]["ref"]), []).append(e)
+    entries = [pool_seeds(m) for m in arch.values()]
     if len(entries) < 3:
         raise ResultError(f"correlation needs at least 3 entries with corruption and adversarial scores; found "
                           f"{len(entries)}")
     multi = len({e["dataset"]["ref"] for e in entries}) > 1
-    labels = [model_label(e) + (f" · {e['dataset']['ref']}" if multi else "") for e in entries]
+    labels = [row_label(e) + (f" · {e['dataset']['ref']}" if multi else "") for e in entries]
     adv = [e["summary"]["adversarial_robustness"] for e in entries]
     xs = {"corruption (overall)": [e["summary"]["corruption_robustness"] for e in entries]}
     fams = [f for f, v in entries[0]["summary"]["families"].items() if v["kind"] == "corruption"]
@@ -254,3 +262,74 @@ def correlation_table(data: dict[str, Any]) -> Table:
             row += [f(c[k]["r"]), f"[{f(lo)}, {f(hi)}]", f(c[k]["p"], ".3g")]
         t.add_row(*row)
     return t
+
+
+def seed_agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much of a ranking is architecture and how much is training luck, from the
+    architectures trained with several seeds (one protocol and dataset): per score,
+
+    - ``icc``: the share of the variance of the score that lies between architectures (one-way
+      intraclass correlation ICC(1) over architectures x seeds; 1 = seeds agree exactly, 0 = the
+      architecture explains nothing);
+    - ``seed_rank_correlation``: Spearman's rho between the architectures' scores under two
+      seeds, averaged over the pairs of seeds (each pair over the architectures both have);
+    - ``pairs_stable``: the share of architecture pairs whose order is the same under every seed;
+    - ``sd``: the median over architectures of the seed-to-seed standard deviation.
+    """
+    from scipy import stats
+
+    from .leaderboard.rank import SPREAD_KEYS, _score
+
+    pid, _ = _pick_group(entries, "the entries")
+    datasets = sorted({e["dataset"]["ref"] for e in entries})
+    if len(datasets) != 1:
+        raise ResultError(f"seed agreement is measured on one dataset at a time; found {', '.join(datasets)}",
+                          hints=("dataset",))
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for e in entries:
+        seed = e["model"]["training"].get("seed")
+        if isinstance(seed, int):
+            runs.setdefault(model_label(e, seed=False), {})[seed] = e
+    multi = {a: r for a, r in runs.items() if len(r) >= 2}
+    if len(multi) < 3:
+        raise ResultError(f"seed agreement needs at least 3 architectures with 2 or more seeds; found {len(multi)}")
+    seeds = sorted({s for r in multi.values() for s in r})
+    out: dict[str, Any] = {"protocol_id": pid, "dataset": datasets[0], "architectures": sorted(multi),
+                           "seeds": seeds, "scores": {}}
+    for key in SPREAD_KEYS:
+        table = {a: {s: v for s, e in r.items() if (v := _score(e, key)) is not None} for a, r in multi.items()}
+        table = {a: v for a, v in table.items() if len(v) >= 2}
+        if len(table) < 3:
+            continue
+        groups_ = [np.asarray(list(v.values()), float) for v in table.values()]
+        n = sum(g.size for g in groups_)
+        k = n / len(groups_)
+        grand = np.mean(np.concatenate(groups_))
+        msb = sum(g.size * (g.mean() - grand) ** 2 for g in groups_) / (len(groups_) - 1)
+        msw = sum(((g - g.mean()) ** 2).sum() for g in groups_) / (n - len(groups_))
+        icc = (msb - msw) / (msb + (k - 1) * msw) if msb + (k - 1) * msw > 0 else None
+        rhos = []
+        for i, s in enumerate(seeds):
+            for t in seeds[i + 1:]:
+                both = [a for a, v in table.items() if s in v and t in v]
+                if len(both) >= 3:
+                    rho = stats.spearmanr([table[a][s] for a in both], [table[a][t] for a in both])[0]
+                    if np.isfinite(rho):
+                        rhos.append(float(rho))
+        archs = sorted(table)
+        stable = total = 0
+        for i, a in enumerate(archs):
+            for b in archs[i + 1:]:
+                common = sorted(set(table[a]) & set(table[b]))
+                if len(common) < 2:
+                    continue
+                total += 1
+                signs = {np.sign(table[a][s] - table[b][s]) for s in common}
+                stable += len(signs) == 1 and 0 not in signs
+        out["scores"][key] = {
+            "icc": None if icc is None else float(icc),
+            "seed_rank_correlation": float(np.mean(rhos)) if rhos else None, "n_seed_pairs": len(rhos),
+            "pairs_stable": stable / total if total else None, "n_pairs": total,
+            "sd": float(np.median([g.std(ddof=1) for g in groups_])),
+        }
+    return out

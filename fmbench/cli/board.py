@@ -172,7 +172,10 @@ def compare_cmd(result, directory, as_json):
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the correlations as JSON.")
-def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json):
+@click.option("--seeds", "seeds", is_flag=True,
+              help="Instead: how much of the ranking is architecture and how much training luck, from the "
+                   "architectures trained with several seeds (one dataset).")
+def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json, seeds):
     """Spearman and Pearson correlation between corruption robustness (overall and per family)
     and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
     p-values; writes a labelled scatter plot."""
@@ -182,6 +185,27 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
 
     _, reg = registry()
     entries = select_entries(load_entries(directory, reg), dataset_ref, tier)
+    if seeds:
+        from ..analysis import seed_agreement
+
+        agreement = seed_agreement(entries)
+        if as_json:
+            click.echo(json.dumps(agreement, indent=2))
+            return
+        from rich.table import Table
+
+        t = Table(title=f"{agreement['dataset']} · {agreement['protocol_id']}: {len(agreement['architectures'])} "
+                        f"architectures, seeds {', '.join(map(str, agreement['seeds']))}", title_justify="left")
+        for head in ("score", "between-architecture share (ICC)", "seed-to-seed rank ρ", "pairs in the same order "
+                     "under every seed", "median seed SD"):
+            t.add_column(head, justify="left" if head == "score" else "right")
+        for key, v in agreement["scores"].items():
+            t.add_row(key, "—" if v["icc"] is None else f"{v['icc']:.2f}",
+                      "—" if v["seed_rank_correlation"] is None else f"{v['seed_rank_correlation']:.2f}",
+                      "—" if v["pairs_stable"] is None else f"{v['pairs_stable']:.0%} of {v['n_pairs']}",
+                      f"{v['sd']:.3f}")
+        console().print(t)
+        return
     if within:
         hits = [e for e in entries if within in (e["model"]["ref"], model_label(e))]
         if len(hits) != 1:

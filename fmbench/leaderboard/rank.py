@@ -89,23 +89,133 @@ def convergence_flag(entry: dict[str, Any], gap: str) -> dict[str, str]:
     return {"flag": "undertrained", "reason": gap}
 
 
+SPREAD_KEYS = (*scores.HEADLINE_SCORES, *scores.RELATIVE_SCORES)
+
+
+def pool_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row's entry for an architecture trained with several seeds (same model, defence,
+    dataset and protocol): absolute scores are the mean over seeds with a 95 % bootstrap
+    interval over the images of the per-image seed mean (every seed is scored on the same
+    images); relative scores the mean of the seeds' values (no interval: a ratio of means has
+    no per-image value); ``seed_spread`` the standard deviation, range and count over seeds of
+    every score.  A single entry is returned as it is, with ``seed_spread`` empty."""
+    members = sorted(members, key=lambda e: e["model"]["training"].get("seed") or 0)
+    if len(members) == 1:
+        return {**members[0], "seed_spread": {}, "seeds": [members[0]["model"]["training"].get("seed")]}
+    base = members[0]
+    pooled_scores: dict[str, Any] = dict(base.get("scores") or {})
+    spread: dict[str, Any] = {}
+    for key in SPREAD_KEYS:
+        values = [v for e in members if (v := _score(e, key)) is not None]
+        if len(values) < 2:
+            continue
+        arr = np.asarray(values, float)
+        spread[key] = {"sd": float(arr.std(ddof=1)), "min": float(arr.min()), "max": float(arr.max()),
+                       "n": int(arr.size)}
+        got = [scores.per_image(e, key) for e in members]
+        per = [p for p in got if p is not None]
+        if len(per) == len(members) and all(p.shape == per[0].shape for p in per):
+            mean_img = np.mean(np.stack(per), axis=0)
+            pooled_scores[key] = {"value": float(np.nanmean(mean_img)),
+                                  "ci95": scores.interval(mean_img, scores.resamples(mean_img.size))}
+        else:
+            pooled_scores[key] = {"value": float(arr.mean()), "ci95": None}
+    return {**base, "scores": pooled_scores, "summary": mean_of([e["summary"] for e in members]), "seed_spread": spread,
+            "seeds": [e["model"]["training"].get("seed") for e in members], "members": members}
+
+
+def mean_of(docs: list[Any]) -> Any:
+    """The mean of numbers at the same place in every document (a summary of each seed); where
+    the documents disagree on anything else, the first's value."""
+    first = docs[0]
+    if isinstance(first, bool) or first is None:
+        return first
+    if isinstance(first, (int, float)):
+        vals = [d for d in docs if isinstance(d, (int, float)) and not isinstance(d, bool)]
+        return float(np.mean(vals)) if len(vals) == len(docs) else None
+    if isinstance(first, dict):
+        return {k: mean_of([d.get(k) if isinstance(d, dict) else None for d in docs]) for k in first}
+    return first
+
+
+def row_label(entry: dict[str, Any]) -> str:
+    """A row's model label: ``unet-r18 (3 seeds)`` for pooled seeds, else the entry's label."""
+    if entry.get("members"):
+        return f"{model_label(entry, seed=False)} ({len(entry['members'])} seeds)"
+    return model_label(entry)
+
+
+def spread_flags(units: list[dict[str, Any]], key: str, typical: dict[str, tuple[float, str]]) -> dict[str, list]:
+    """``inside-seed-spread`` on a row whose lead over the next row (by ``key``) is smaller than
+    the seed noise of the two: ``sqrt(sd_a^2 + sd_b^2)`` with each row's own seed standard
+    deviation, or, for a row with one seed, the typical one (the median over the rows with
+    several seeds under the same protocol; where it was measured is said)."""
+    out: dict[str, list] = {}
+    for a, b in zip(units, units[1:]):
+        va, vb = _score(a, key), _score(b, key)
+        if va is None or vb is None:
+            continue
+        sds, where = [], []
+        for u in (a, b):
+            own = u["seed_spread"].get(key)
+            if own:
+                sds.append(own["sd"])
+                where.append(f"{row_label(u)}")
+            elif key in typical:
+                sds.append(typical[key][0])
+                where.append(f"{row_label(u)}: one seed, typical spread {typical[key][1]}")
+        if len(sds) < 2:
+            continue
+        noise = float(np.hypot(*sds))
+        if va - vb < noise:
+            out.setdefault(row_label(a), []).append({"flag": "inside-seed-spread", "reason": (
+                f"its {key.replace('_', ' ')} lead over {row_label(b)} ({va - vb:.3f}) is inside the "
+                f"seed-to-seed spread of the two ({noise:.3f}; {'; '.join(where)}): the order of these rows is "
+                f"not a property of their architectures")})
+    return out
+
+
+def typical_spreads(units: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    """Per score: the median seed standard deviation over ``units`` with several seeds, and
+    where it was measured (``0.031, median of 11 architectures on nucleus@2``)."""
+    out = {}
+    for key in SPREAD_KEYS:
+        sds = [(u["seed_spread"][key]["sd"], u["dataset"]["ref"]) for u in units if key in u["seed_spread"]]
+        if sds:
+            where = ", ".join(sorted({d for _, d in sds}))
+            out[key] = (float(np.median([s for s, _ in sds])),
+                        f"{np.median([s for s, _ in sds]):.3f}, median of {len(sds)} architectures on {where}")
+    return out
+
+
 def groups(entries: list[dict[str, Any]], sort: str = "robust",
            baselines: dict[tuple[str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Entries grouped by (protocol hash, dataset), each group ranked by ``sort`` (higher
     first, missing scores last), with every entry's flags and the group's baselines.  Groups
-    are never merged."""
+    are never merged.  The seeds of one architecture are pooled into one row
+    (:func:`pool_seeds`), and a row whose lead is inside the seed spread is flagged."""
     key = SORT_KEYS[sort]
     by: dict[tuple[str, str], list] = {}
     for e in entries:
         by.setdefault((e["protocol"]["hash"], e["dataset"]["ref"]), []).append(e)
+    pooled: dict[tuple[str, str], list] = {}
+    for gk, es in by.items():
+        arch: dict[str, list] = {}
+        for e in es:
+            arch.setdefault(model_label(e, seed=False), []).append(e)
+        pooled[gk] = [pool_seeds(m) for m in arch.values()]
+    typical_by_protocol = {h: typical_spreads([u for (h2, _), us in pooled.items() if h2 == h for u in us])
+                           for h, _ in pooled}
     out = []
-    for (h, ds), es in sorted(by.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][0])):
-        es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), model_label(e)))
-        cleans = [(c, model_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
+    for (h, ds), es in sorted(pooled.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][0])):
+        es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), row_label(e)))
+        cleans = [(c, row_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
         best = max(cleans) if cleans else None
+        fl = {row_label(e): flags(e, best) for e in es}
+        for label, more in spread_flags(es, key, typical_by_protocol[h]).items():
+            fl[label] = fl.get(label, []) + more
         out.append({"protocol_id": es[0]["protocol"]["id"], "protocol_hash": h, "dataset": ds, "sort": sort,
-                    "entries": es, "flags": {model_label(e): flags(e, best) for e in es},
-                    "baselines": (baselines or {}).get((h, ds))})
+                    "entries": es, "flags": fl, "baselines": (baselines or {}).get((h, ds))})
     return out
 
 
@@ -114,7 +224,7 @@ def rows(group: dict[str, Any]) -> list[dict[str, Any]]:
     (each ``{"value", "ci95"}``), flags, images, weights."""
     out = []
     for rank, e in enumerate(group["entries"], 1):
-        label = model_label(e)
+        label = row_label(e)
         row: dict[str, Any] = {"rank": rank, "model": label, "dataset": e["dataset"]["ref"],
                                "protocol": e["protocol"]["id"], "protocol_hash": e["protocol"]["hash"]}
         for key in (*scores.HEADLINE_SCORES, *scores.RELATIVE_SCORES):
@@ -122,6 +232,8 @@ def rows(group: dict[str, Any]) -> list[dict[str, Any]]:
         row["flags"] = [f["flag"] for f in group["flags"].get(label, [])]
         row["n_images"] = e["dataset"]["n_images"]
         row["weights_sha256"] = e["model"].get("weights_sha256")
+        row["seeds"] = e.get("seeds") or [e["model"]["training"].get("seed")]
+        row["seed_spread"] = e.get("seed_spread") or {}
         out.append(row)
     return out
 

@@ -25,7 +25,8 @@ def _cell(row: dict[str, Any], key: str, markup: bool = True) -> str:
 
     v = row.get(key)
     if key in SCORE_KEYS:
-        return scores.fmt(v)
+        sd = (row.get("seed_spread") or {}).get(key)
+        return scores.fmt(v) + (f" ±{sd['sd']:.3f}" if sd else "")  # ± the seed-to-seed standard deviation
     if key == "flags":
         text = ", ".join(v or [])
         return f"[red]{text}[/red]" if markup and text else text
@@ -82,18 +83,20 @@ CSV_FIELDS = ["protocol", "protocol_hash", "dataset", "rank", "model"]
 def render_csv(gs: list[dict[str, Any]]) -> str:
     """One line per entry; each score as value, ci95_low, ci95_high columns."""
     buf = io.StringIO()
-    fields = CSV_FIELDS + [f"{k}{s}" for k in SCORE_KEYS for s in ("", "_ci95_low", "_ci95_high")] + \
-        ["flags", "n_images", "weights_sha256"]
+    fields = CSV_FIELDS + [f"{k}{s}" for k in SCORE_KEYS for s in ("", "_ci95_low", "_ci95_high", "_seed_sd")] + \
+        ["n_seeds", "flags", "n_images", "weights_sha256"]
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for g in gs:
         for r in rows(g):
             line = {k: r[k] for k in CSV_FIELDS} | {"flags": " ".join(r["flags"]), "n_images": r["n_images"],
-                                                   "weights_sha256": r["weights_sha256"]}
+                                                   "weights_sha256": r["weights_sha256"], "n_seeds": len(r["seeds"])}
             for k in SCORE_KEYS:
                 block = r[k] or {}
                 ci = block.get("ci95") or [None, None]
-                line |= {k: block.get("value"), f"{k}_ci95_low": ci[0], f"{k}_ci95_high": ci[1]}
+                sd = r["seed_spread"].get(k) or {}
+                line |= {k: block.get("value"), f"{k}_ci95_low": ci[0], f"{k}_ci95_high": ci[1],
+                         f"{k}_seed_sd": sd.get("sd")}
             w.writerow(line)
     return buf.getvalue()
 

@@ -1,0 +1,112 @@
+"""Seeds of one architecture: pooled into one leaderboard row with their spread, a lead inside
+that spread flagged, and the share of a ranking that is architecture rather than luck."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmbench import scores
+from fmbench.analysis import across_entries, seed_agreement
+from fmbench.files import read_json
+from fmbench.leaderboard.rank import groups, pool_seeds, rows
+
+BOARD = Path(__file__).resolve().parents[1] / "leaderboard"
+ARCHS = ("unet-r18", "fpn-r18", "segformer-b0", "lraspp-mbv3")
+
+
+def entry(model: str, dataset: str = "er") -> dict:
+    return read_json(BOARD / f"{model}__{dataset}__quick-v1.json")
+
+
+def reseeded(e: dict, seed: int, shift: float) -> dict:
+    """``e`` as if trained with another seed: every image's IoU under attack moved by ``shift``."""
+    out = copy.deepcopy(e)
+    out["model"]["training"]["seed"] = seed
+    for c in out["conditions"]:
+        if c["kind"] == "attack":
+            out["per_image"]["iou"][c["id"]] = [float(np.clip(v + shift, 0, 1)) for v in out["per_image"]["iou"][c["id"]]]
+    out["scores"] = scores.compute(out["conditions"], out["per_image"]["iou"])
+    return out
+
+
+def test_seeds_pool_into_one_row_with_their_spread():
+    e0 = entry("unet-r18")
+    runs = [e0, reseeded(e0, 1, -0.05), reseeded(e0, 2, -0.10)]
+    robust = [r["scores"]["robust_iou"]["value"] for r in runs]
+    pooled = pool_seeds(runs)
+    assert pooled["seeds"] == [0, 1, 2]
+    assert pooled["scores"]["robust_iou"]["value"] == pytest.approx(np.mean(robust))
+    assert pooled["seed_spread"]["robust_iou"]["sd"] == pytest.approx(np.std(robust, ddof=1))
+    assert pooled["seed_spread"]["clean_iou"]["sd"] == pytest.approx(0.0)  # attacks moved, clean did not
+    lo, hi = pooled["scores"]["robust_iou"]["ci95"]
+    assert lo < pooled["scores"]["robust_iou"]["value"] < hi
+    (g,) = groups(runs + [entry("fpn-r18")])
+    labels = [r["model"] for r in rows(g)]
+    assert "unet-r18 (3 seeds)" in labels and len(labels) == 2  # one row per architecture
+    row = next(r for r in rows(g) if r["model"] == "unet-r18 (3 seeds)")
+    assert row["seeds"] == [0, 1, 2] and row["seed_spread"]["robust_iou"]["n"] == 3
+
+
+def test_a_lead_inside_the_seed_spread_is_flagged():
+    a0, b0 = entry("segformer-b0", "nucleus"), entry("upernet-convnext-atto", "nucleus")
+    gap = a0["scores"]["robust_iou"]["value"] - b0["scores"]["robust_iou"]["value"]
+    assert abs(gap) < 0.02  # two architectures within 0.02 of each other on v1 nucleus
+    top, low = (a0, b0) if gap > 0 else (b0, a0)
+    # seeds that move the top one by +-0.05: its lead is noise
+    noisy = [top, reseeded(top, 1, 0.05), reseeded(top, 2, -0.05)]
+    (g,) = groups(noisy + [low])
+    first = rows(g)[0]
+    assert "inside-seed-spread" in first["flags"]
+    reason = next(f["reason"] for f in g["flags"][first["model"]] if f["flag"] == "inside-seed-spread")
+    assert "typical spread" in reason  # the other row has one seed: the measured typical spread stands in
+    # a lead far larger than the spread is not flagged
+    (g,) = groups([reseeded(top, s, 0.001 * s) for s in range(3)] + [reseeded(low, 0, -0.3)])
+    assert "inside-seed-spread" not in rows(g)[0]["flags"]
+
+
+def test_seed_agreement_separates_architecture_from_luck():
+    base = {a: entry(a) for a in ARCHS}
+    # seeds that keep each architecture's place: the ranking is the architectures'
+    steady = [reseeded(e, s, 0.002 * s) for e in base.values() for s in range(3)]
+    got = seed_agreement(steady)
+    assert got["architectures"] == sorted(ARCHS) and got["seeds"] == [0, 1, 2]
+    r = got["scores"]["robust_iou"]
+    assert r["icc"] > 0.9 and r["seed_rank_correlation"] == pytest.approx(1.0) and r["pairs_stable"] == 1.0
+    # seeds that shuffle them: luck
+    rng = np.random.default_rng(0)
+    shuffled = [reseeded(e, s, float(rng.normal(0, 0.2))) for e in base.values() for s in range(3)]
+    r = seed_agreement(shuffled)["scores"]["robust_iou"]
+    assert r["icc"] < 0.5 and r["pairs_stable"] < 1.0
+    with pytest.raises(Exception, match="at least 3 architectures"):
+        seed_agreement([base["unet-r18"], reseeded(base["unet-r18"], 1, 0.0)])
+    # analyze across entries: one point per architecture, its seeds averaged
+    data = across_entries(steady)
+    assert len(data["labels"]) == 4 and all(lab.endswith("(3 seeds)") for lab in data["labels"])
+
+
+def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
+    """Seeded entries as files (each seed a copy: an entry's every field is checked against its
+    per-image values, so only the seed changes): they validate, the table pools them into one
+    row per architecture, `analyze --seeds` measures (the statistics: the tests above)."""
+    import json
+    import shutil
+
+    shutil.copytree(BOARD / "baselines", tmp_path / "baselines")
+    for a in ARCHS[:3]:
+        for s in range(3):
+            e = entry(a)
+            e["model"]["training"]["seed"] = s
+            (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(e))
+    r = cli("leaderboard", "validate", str(tmp_path))
+    assert r.returncode == 0, r.stderr + r.stdout
+    r = cli("leaderboard", "--dir", str(tmp_path), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(3 seeds)") == 3 and ",3," in r.stdout
+    r = cli("analyze", "--dir", str(tmp_path), "--seeds", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["seeds"] == [0, 1, 2] and got["scores"]["clean_iou"]["sd"] == pytest.approx(0.0)
