@@ -64,6 +64,9 @@ class Camera:
     offset_adu: float = 100.0
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A versioned evaluation protocol.  ``id`` is ``NAME-vVERSION`` (plus ``+variant`` for
@@ -94,6 +97,10 @@ class Protocol:
     # a draft version is run by its id (``quick-v2``) but not yet by its tier name (``quick``),
     # until its reference leaderboard exists; not part of the content (flipping it changes no hash)
     draft: bool = False
+    # the model's arithmetic: "fp32", or "bf16" (autocast mixed precision, ``--amp bf16``: a
+    # variant, never ranked with fp32 results; its measured tolerance is in docs/scale.md); left
+    # out of the content at fp32, so no hash changes
+    precision: str = "fp32"
 
     @property
     def id(self) -> str:
@@ -107,6 +114,8 @@ class Protocol:
         data.pop("draft")
         if not self.data_versions:
             data.pop("data_versions")
+        if self.precision == "fp32":
+            data.pop("precision")
         if self.version >= 2:
             data.pop("metrics")
             data.pop("datasets")
@@ -130,8 +139,10 @@ class Protocol:
         if not overrides:
             return self
         for key in overrides:
-            if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks"}:
+            if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks", "precision"}:
                 raise ProtocolError(f"protocol field {key!r} cannot be overridden")
+        if overrides.get("precision", "fp32") not in PRECISIONS:
+            raise ProtocolError(f"precision must be one of {', '.join(PRECISIONS)}, got {overrides['precision']!r}")
         labels = {}
         if "corruptions" in overrides:
             overrides["corruptions"], labels["corruptions"] = self._subset(

@@ -68,3 +68,23 @@ def test_a_killed_run_resumes_its_ensemble_from_the_logged_members(tmp_path):
     resumed = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=MEMBERS, out=tmp_path / "b.json",
                                resume=True, **SMALL)
     assert resumed.per_image == full.per_image
+
+
+def test_bf16_is_a_variant_that_moves_results_within_its_tolerance(registry):
+    """``--amp bf16``: the model runs under autocast; the protocol is a variant (its own id and
+    hash, never ranked with float32), the float32 protocols' hashes do not move, and the result
+    stays close to float32's (the measured tolerance: docs/scale.md)."""
+    v2 = registry.protocol("quick-v2")
+    assert "precision" not in v2.content()  # float32 leaves the content (and every hash) as it was
+    amp = fmbench.get_protocol("quick-v2", precision="bf16")
+    assert amp.id == "quick-v2+precision=bf16" and amp.hash != v2.hash and amp.content()["precision"] == "bf16"
+    with pytest.raises(fmbench.ProtocolError, match="precision must be one of fp32, bf16"):
+        fmbench.get_protocol("quick-v2", precision="fp8")
+    small = dict(SMALL, corruptions=["noise"], attacks=["fgsm"])
+    a = fmbench.evaluate("unet-small", "nucleus", fmbench.get_protocol("quick-v2"), **small)
+    b = fmbench.evaluate("unet-small", "nucleus", amp, **small)
+    assert b["protocol"]["id"].startswith("quick-v2+precision=bf16,")
+    assert a.per_image["iou"] != b.per_image["iou"]  # bf16 really ran
+    for c in a.conditions:
+        for x, y in zip(a.per_image["iou"][c["id"]], b.per_image["iou"][c["id"]]):
+            assert abs(x - y) < 0.05, c["id"]

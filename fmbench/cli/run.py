@@ -36,6 +36,9 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--corruptions", "only_corruptions", metavar="A,B", help="Only these of the protocol's corruptions ('none' for none).")
 @click.option("--attacks", "only_attacks", metavar="A,B", help="Only these of the protocol's attack families ('none' for none).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["bf16"]),
+              help="Run the model in bfloat16 mixed precision (a protocol variant: never ranked with float32 "
+                   "results; measured tolerance in docs/scale.md).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its partial log.")
@@ -51,7 +54,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
                    "reference entries installed with fmbench).")
 def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, dataset_ref, tier, n_images, seed, image_size,
              only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
-             entry_out=None, leaderboard_dir=None, recompute=False, no_cache=False):
+             entry_out=None, leaderboard_dir=None, recompute=False, no_cache=False, amp=None):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     from ..api import evaluate, get_protocol
     from ..model import parse_model_args
@@ -59,7 +62,7 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     args = parse_model_args(model_args)
     overrides = dict(n_images=n_images, seed=seed, image_size=image_size,
                      corruptions=names(only_corruptions) if only_corruptions else None,
-                     attacks=names(only_attacks) if only_attacks else None)
+                     attacks=names(only_attacks) if only_attacks else None, precision=amp)
     protocol = get_protocol(tier, **{k: v for k, v in overrides.items() if v is not None})
     out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
     if entry_out and Path(entry_out).exists() and not overwrite:
