@@ -23,12 +23,16 @@ from . import cli, console, names, registry
 @click.option("--sort", default="robust", show_default=True,
               type=click.Choice(["robust", "corrupted", "clean", "adversarial", "corruption"]),
               help="robust, corrupted, clean: IoU (absolute); adversarial, corruption: the study's relative robustness.")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "markdown", "csv", "json"]))
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "markdown", "csv", "json", "html"]),
+              help="html: a static, sortable page with a report per entry (needs --out FOLDER).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="--format html: the folder to write index.html and reports/ into.")
 @click.option("--update-readme", is_flag=True, help="Regenerate README.md's leaderboard section from the entries.")
 @click.option("--readme", default="README.md", show_default=True, type=click.Path(dir_okay=False),
               help="README updated by --update-readme.")
 @click.pass_context
-def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readme, readme):
+def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readme, readme, out_dir=None):
     """Rank the leaderboard entries (one table per protocol and dataset: entries under
     different protocol hashes are never ranked together); `validate` checks them."""
     if ctx.invoked_subcommand is not None:
@@ -53,6 +57,12 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
         return
     gs = groups(select_entries(entries, dataset_ref, tier), sort, base)
+    if fmt == "html":
+        if not out_dir:
+            raise ResultError("--format html writes a folder (index.html and a report per entry): pass --out FOLDER")
+        index = write_site(Path(out_dir), gs, entries)
+        click.echo(f"leaderboard page written to {index} ({sum(len(g['entries']) for g in gs)} rows)")
+        return
     if fmt == "markdown":
         click.echo(render_markdown(gs), nl=False)
     elif fmt == "csv":
@@ -65,6 +75,32 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         out = console()
         for table in render_tables(gs):
             out.print(table)
+
+
+def write_site(folder: Path, gs, entries) -> Path:
+    """index.html (the sortable tables) and reports/NAME.html for every entry shown (without
+    example images: the entries' weights need not be here)."""
+    from ..files import atomic_write
+    from ..leaderboard.render import render_html
+    from ..report import report_html
+
+    from ..leaderboard.report_style import GENERATOR
+
+    index = folder / "index.html"
+    if index.exists() and GENERATOR not in index.read_text(errors="replace")[:2000]:
+        raise ResultError(f"{index} exists and was not written by fmbench; choose another --out folder")
+    (folder / "reports").mkdir(parents=True, exist_ok=True)
+    links = {}
+    for g in gs:
+        for e in g["entries"]:
+            for member in e.get("members") or [e]:
+                name = Path(str(member["_path"])).stem
+                page = report_html(member, entries)
+                atomic_write(folder / "reports" / f"{name}.html", lambda f, page=page: f.write(page), mode="w")
+                links.setdefault(str(e["_path"]), f"reports/{name}.html")
+    page = render_html(gs, links)
+    atomic_write(index, lambda f: f.write(page), mode="w")
+    return index
 
 
 def select_entries(entries, dataset_ref, tier):

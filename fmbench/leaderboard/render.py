@@ -104,3 +104,65 @@ def render_csv(gs: list[dict[str, Any]]) -> str:
 def render_json(gs: list[dict[str, Any]]) -> str:
     return json.dumps([{k: g[k] for k in ("protocol_id", "protocol_hash", "dataset", "sort")}
                        | {"rows": rows(g), "baselines": baseline_rows(g)} for g in gs], indent=2) + "\n"
+
+
+SORT_JS = """for(const t of document.querySelectorAll('table.board')){const hs=t.querySelectorAll('th');
+hs.forEach((h,i)=>h.addEventListener('click',()=>{const b=t.tBodies[0],rs=[...b.rows],d=h.dataset.dir==='a'?'d':'a';
+hs.forEach(x=>delete x.dataset.dir);h.dataset.dir=d;const k=r=>{const c=r.cells[i],v=c.dataset.v;
+return v===undefined?c.textContent:(v===''?-Infinity:parseFloat(v))};rs.sort((p,q)=>{const a=k(p),z=k(q);
+const o=typeof a==='number'?a-z:String(a).localeCompare(String(z));return d==='a'?o:-o});rs.forEach(r=>b.appendChild(r))}))}
+document.body.dataset.rendered='yes';"""
+
+
+def render_html(gs: list[dict[str, Any]], links: dict[str, str] | None = None, title: str = "fmbench leaderboard") -> str:
+    """A static page: one sortable table per (protocol, dataset) group (click a column head),
+    every score with its interval and seed spread, flags with their reasons on hover, the
+    baselines below, and each model linked to its report where ``links`` (entry path -> href)
+    has one."""
+    import html
+
+    from .report_style import GENERATOR, STYLE
+
+    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8>{GENERATOR}<title>{html.escape(title)}</title>"
+           f"<style>{STYLE}th{{cursor:pointer}}th[data-dir=a]::after{{content:' ▲'}}th[data-dir=d]::after"
+           f"{{content:' ▼'}}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if not gs:
+        out.append("<p>No entries yet.</p>")
+    for g in gs:
+        out.append(f"<h2>{html.escape(_title(g))}</h2><table class=board><thead><tr>"
+                   + "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS) + "</tr></thead><tbody>")
+        reasons = g["flags"]
+        for r, e in zip(rows(g), g["entries"]):
+            cells = []
+            for key, _ in COLUMNS:
+                text = html.escape(_cell(r, key, markup=False))
+                if key in SCORE_KEYS:
+                    v = (r.get(key) or {}).get("value")
+                    cells.append(f"<td data-v='{'' if v is None else v}'>{text}</td>")
+                elif key == "rank":
+                    cells.append(f"<td data-v='{r['rank']}'>{text}</td>")
+                elif key == "model":
+                    href = (links or {}).get(str(e.get("_path")))
+                    cells.append(f"<td><a href='{html.escape(href)}'>{text}</a></td>" if href else f"<td>{text}</td>")
+                elif key == "flags":
+                    why = " | ".join(f"{f['flag']}: {f['reason']}" for f in reasons.get(r["model"], []))
+                    cells.append(f"<td class=flag title='{html.escape(why)}'>{text}</td>")
+                else:
+                    cells.append(f"<td>{text}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody>")
+        base = baseline_rows(g)
+        if base:
+            out.append("<tfoot>" + "".join("<tr class=dim>" + "".join(
+                f"<td>{html.escape(_cell(r, k, markup=False))}</td>" for k, _ in COLUMNS) + "</tr>" for r in base)
+                + "</tfoot>")
+        out.append("</table>")
+    out.append(f"<p class=note>{html.escape(scores_note())}</p><script>{SORT_JS}</script></body></html>")
+    return "\n".join(out)
+
+
+def scores_note() -> str:
+    """What the columns mean (the README's note on the tables)."""
+    from ..readme import FLAGS_NOTE
+
+    return FLAGS_NOTE.strip()

@@ -1,0 +1,42 @@
+"""``fmbench report``: a self-contained HTML page of one result (or leaderboard entry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ResultError
+from ..leaderboard.store import default_dir
+from . import cli, registry
+
+
+@cli.command("report")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False),
+              help="Entries to show it among (default: ./leaderboard, else the reference entries installed with fmbench).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="The model's checkpoint, for the example images (registered weights are found by themselves).")
+@click.option("--no-images", is_flag=True, help="Leave out the example images (no model is loaded).")
+@click.option("--overwrite", is_flag=True)
+def report_cmd(result, out, directory, checkpoint, no_images, overwrite):
+    """Write one HTML file a person reads in a minute: headline scores with intervals, baselines
+    and flags, IoU against severity and budget beside the leaderboard's models, example images,
+    the self-checks explained, and where the model ranks."""
+    from ..files import atomic_write, read_json
+    from ..leaderboard import load_entries
+    from ..report import example_panel, report_html
+
+    out_path = Path(out)
+    if out_path.exists() and not overwrite:
+        raise ResultError(f"{out_path} already exists", hints=("overwrite",))
+    doc = read_json(result)
+    if not isinstance(doc, dict) or doc.get("kind") not in ("fmbench-result", "fmbench-leaderboard-entry"):
+        raise ResultError(f"{result}: not an fmbench result or leaderboard entry")
+    _, reg = registry()
+    entries = load_entries(directory or str(default_dir()), reg)
+    panel = None if no_images else example_panel(doc, checkpoint=checkpoint)
+    page = report_html(doc, entries, panel=panel)
+    atomic_write(out_path, lambda f: f.write(page), mode="w", replace=overwrite)
+    click.echo(f"report written to {out_path}" + ("" if panel is None or panel[0] else f" ({panel[1]})"))
