@@ -149,9 +149,10 @@ def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int
                      corruptions={n: registry.corruption(n).factory() for n in by_name},
                      attacks={e.family: registry.build_attack(e) for e in protocol.attacks
                               if strongest is not None and e.family == strongest.family})
-    cells = []
+    cells: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
     for c in shown + ([strongest] if strongest else []):
         applied = c.apply(batch, run)
+        assert applied.input is not None  # these conditions all make an input
         with torch.inference_mode():
             pred = predict(loaded.module(applied.input))[0].numpy()
         cells.append((c.label, applied.input[0, 0].numpy(), pred, applied.target[0].numpy()))
@@ -160,14 +161,14 @@ def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int
         cells.append((f"perturbation ×{0.5 / max(strongest.level, 1e-6):.0f}",
                       0.5 + delta * 0.5 / max(strongest.level, 1e-6), None, None))
     fig, axes = plt.subplots(2, len(cells), figsize=(2.2 * len(cells), 4.6), squeeze=False)
-    for j, (label, img, pred, true) in enumerate(cells):
+    for j, (label, img, guess, truth) in enumerate(cells):
         axes[0, j].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
         axes[0, j].set_title(label, fontsize=7)
-        if pred is not None:
-            over = np.zeros(pred.shape + (3,))
-            over[pred & true] = (1, 1, 1)  # right
-            over[pred & ~true] = (1, 0.2, 0.8)  # false foreground
-            over[~pred & true] = (1, 0.8, 0)  # missed
+        if guess is not None and truth is not None:
+            over = np.zeros(guess.shape + (3,))
+            over[guess & truth] = (1, 1, 1)  # right
+            over[guess & ~truth] = (1, 0.2, 0.8)  # false foreground
+            over[~guess & truth] = (1, 0.8, 0)  # missed
             axes[1, j].imshow(over)
         for ax in axes[:, j]:
             ax.axis("off")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,7 +79,11 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
             out.print(table)
 
 
-def write_site(folder: Path, gs, entries) -> Path:
+def _write_text(text: str, f: Any) -> None:
+    f.write(text)
+
+
+def write_site(folder: Path, gs: list[dict[str, Any]], entries: list[dict[str, Any]]) -> Path:
     """index.html (the sortable tables) and reports/NAME.html for every entry shown (without
     example images: the entries' weights need not be here)."""
     from ..files import atomic_write
@@ -90,13 +96,13 @@ def write_site(folder: Path, gs, entries) -> Path:
     if index.exists() and GENERATOR not in index.read_text(errors="replace")[:2000]:
         raise ResultError(f"{index} exists and was not written by fmbench; choose another --out folder")
     (folder / "reports").mkdir(parents=True, exist_ok=True)
-    links = {}
+    links: dict[str, str] = {}
     for g in gs:
         for e in g["entries"]:
             for member in e.get("members") or [e]:
                 name = Path(str(member["_path"])).stem
-                page = report_html(member, entries)
-                atomic_write(folder / "reports" / f"{name}.html", lambda f, page=page: f.write(page), mode="w")
+                atomic_write(folder / "reports" / f"{name}.html", partial(_write_text, report_html(member, entries)),
+                             mode="w")
                 links.setdefault(str(e["_path"]), f"reports/{name}.html")
     page = render_html(gs, links)
     atomic_write(index, lambda f: f.write(page), mode="w")
