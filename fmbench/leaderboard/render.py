@@ -35,9 +35,21 @@ def _cell(row: dict[str, Any], key: str, markup: bool = True) -> str:
     return escape(str(v)) if markup else str(v)  # "m [pgd-at]" is not markup
 
 
+def _draft(protocol_id: str) -> bool:
+    """Whether the protocol is a registered draft (its reference leaderboard is being built)."""
+    from ..plugins import get_registry
+
+    try:
+        return bool(get_registry().protocol(protocol_id).draft)
+    except Exception:  # noqa: BLE001 - an unknown (plugin's, variant) protocol is not a draft of ours
+        return False
+
+
 def _title(group: dict[str, Any]) -> str:
     head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
-    return (f"{group['dataset']} · {group['protocol_id']} (protocol {group['protocol_hash']}), sorted by "
+    draft = (" [draft protocol: its reference leaderboard is still being built, "
+             f"{len(group['entries'])} rows so far]" if _draft(group["protocol_id"]) else "")
+    return (f"{group['dataset']} · {group['protocol_id']}{draft} (protocol {group['protocol_hash']}), sorted by "
             f"{SORT_TEXT[group['sort']]}; robust IoU: per image the worst attack at {head}; rel.: the study's "
             f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images")
 
