@@ -209,7 +209,7 @@ def corruption_at(spec: CorruptionSpec, level: float, synthetic: bool = True,
     """The condition of a registered corruption (its spec) at one severity.  On measured
     images a noise level is reached from each image's own noise (:mod:`fmbench.measured`);
     other corruptions act on the measured image, and their labels say so."""
-    label = f"{spec.name} {spec.label(level)}"
+    label = spec.condition_label(level)
     if not synthetic and not spec.exposure:
         label += " (on the measured image)"
     return CorruptionAt(f"{spec.name}@{level:g}", "corruption", spec.name, spec.family or spec.name, float(level),

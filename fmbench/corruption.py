@@ -186,12 +186,14 @@ class Corruption:
     random parameters from ``gens`` first, then apply them, so any single image replays.
 
     The class attributes describe it to the registry (:meth:`fmbench.CorruptionSpec.of` reads
-    them): ``name``, ``levels`` (increasing severity), ``family``, ``level_label`` (formats a
-    level for people), ``geometric`` (resamples the mask), ``exposure`` (changes only the
+    them): ``name``, ``title`` (what people call it: "space-invariant blur"), ``levels``
+    (increasing severity), ``family``, ``level_label`` (formats a level for people: a condition
+    reads "TITLE, LEVEL_LABEL"), ``geometric`` (resamples the mask), ``exposure`` (changes only the
     detector's exposure; the level is the SNR) and ``summary``.
     """
 
     name: str = ""
+    title: str = ""
     levels: tuple[float, ...] = ()
     family: str = ""
     level_label: str = "{level:g}"

@@ -63,7 +63,7 @@ def render_cells(dataset: Dataset, dataset_ref: str, protocol: Protocol, registr
             applied = corruption_at(spec, level).apply(batch, run)
             assert applied.input is not None  # a corruption always makes an input
             cells.append((spec.label(level), applied.input[0, 0].numpy(), applied.target[0].numpy()))
-        rows.append((name, cells))
+        rows.append((spec.title or name, cells))
     return rows
 
 
@@ -87,7 +87,7 @@ def montage(rows: list[tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]], ou
         font = ImageFont.load_default()
     h, w = rows[0][1][0][1].shape
     n_cols = max(len(cells) for _, cells in rows)
-    label_w, label_h, gap, top = 110, 18, 4, 22 if title else 0
+    label_w, label_h, gap, top = 200, 18, 4, 22 if title else 0
     width = label_w + n_cols * (w + gap)
     height = top + len(rows) * (h + label_h + gap)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))

@@ -61,6 +61,13 @@ def _curves(doc: dict[str, Any]) -> dict[str, list[tuple[float, float, str]]]:
     return {k: sorted(v) if k in attack else v for k, v in out.items()}
 
 
+def _titles() -> dict[str, str]:
+    """Corruption names as people say them (``sib``: space-invariant blur)."""
+    from .plugins import get_registry
+
+    return {n: spec.title for n, spec in get_registry().corruptions.items() if spec.title}
+
+
 def curves_figure(doc: dict[str, Any], peers: list[dict[str, Any]]) -> str:
     """IoU against severity (corruptions) and budget (attacks), this model in colour, the
     peers in grey, the clean IoU dashed; a PNG data URI."""
@@ -88,7 +95,7 @@ def curves_figure(doc: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         ax.plot(xs, [y for _, y, _ in pts], color="C0" if kinds[key] == "corruption" else "C3", lw=2, marker="o")
         if clean is not None:
             ax.axhline(float(np.mean(clean)), color="k", ls="--", lw=0.8)
-        ax.set_title(key, fontsize=9)
+        ax.set_title(_titles().get(key, key), fontsize=9)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
         if kinds[key] == "corruption":

@@ -126,9 +126,15 @@ class CorruptionSpec:
     geometric: bool = False
     plugin: str = ""
     exposure: bool = False
+    # what people call it ("space-invariant blur"); the name when not given
+    title: str = ""
 
     def label(self, level: float) -> str:
         return self.level_label.format(level=level)
+
+    def condition_label(self, level: float) -> str:
+        """``space-invariant blur, PSF ×4``: the title and the level, as tables show it."""
+        return f"{self.title or self.name}, {self.label(level)}"
 
     @classmethod
     def of(cls, corruption: Any, summary: str | None = None, **overrides: Any) -> "CorruptionSpec":
@@ -139,7 +145,8 @@ class CorruptionSpec:
                       levels=tuple(corruption.levels), family=getattr(corruption, "family", "") or corruption.name,
                       level_label=getattr(corruption, "level_label", "{level:g}"),
                       geometric=bool(getattr(corruption, "geometric", False)),
-                      exposure=bool(getattr(corruption, "exposure", False)))
+                      exposure=bool(getattr(corruption, "exposure", False)),
+                      title=getattr(corruption, "title", "") or "")
         return cls(**{**fields, **overrides})
 
 

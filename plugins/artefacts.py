@@ -51,7 +51,8 @@ class Shading(PhysicalCorruption):
     name = "shading"
     levels = (0.8, 0.6, 0.45, 0.3, 0.2)
     family = "optical"
-    level_label = "edge {level:.0%}"
+    title = "shading"
+    level_label = "edges at {level:.0%} of the peak"
     summary = "uneven illumination (vignetting); level: corner/peak illumination"
 
     def sample(self, x, mask, level, gens):
@@ -87,7 +88,8 @@ class Background(PhysicalCorruption):
     name = "background"
     levels = (0.05, 0.15, 0.4, 1.0, 2.5)
     family = "optical"
-    level_label = "bg {level:g}x"
+    title = "autofluorescence background"
+    level_label = "{level:g}× the signal"
     summary = "smooth autofluorescence background; level: x the signal"
 
     def sample(self, x, mask, level, gens):
@@ -129,7 +131,8 @@ class OutOfFocusHaze(PhysicalCorruption):
     name = "haze"
     levels = (0.1, 0.25, 0.5, 1.0, 2.0)
     family = "optical"
-    level_label = "haze {level:g}x"
+    title = "out-of-focus haze"
+    level_label = "{level:g}× the in-focus light"
     summary = "out-of-focus light from neighbouring planes; level: x the in-focus light"
     near_sigma_px = 4.0
     far_sigma_px = 10.0
@@ -172,7 +175,8 @@ class Photobleaching(PhysicalCorruption):
     name = "bleaching"
     levels = (1.0, 2.0, 3.0, 4.0, 5.0)
     family = "optical"
-    level_label = "{level:g} t1/2"
+    title = "photobleaching"
+    level_label = "{level:g} half-lives"
     summary = "photobleaching, fewer photons; level: half-lives"
 
     def optics(self, x, mask, level, params):
@@ -197,7 +201,8 @@ class PixelSize(PhysicalCorruption):
     name = "pixel-size"
     levels = (1.25, 1.5, 2.0, 2.5, 3.0)
     family = "optical"
-    level_label = "pixel /{level:g}"
+    title = "smaller pixels"
+    level_label = "pixel size ÷{level:g}"
     summary = "smaller pixels, structures look larger (geometric; mask resampled)"
     geometric = True
 
@@ -252,7 +257,8 @@ class FixedPattern(PhysicalCorruption):
     name = "fixed-pattern"
     levels = (0.5, 1.0, 2.0, 4.0, 8.0)
     family = "detector"
-    level_label = "FPN {level:g}x"
+    title = "fixed-pattern noise"
+    level_label = "{level:g}× the read noise"
     summary = "sCMOS fixed pattern and row/column stripes; level: x read noise"
 
     def sample(self, x, mask, level, gens):
@@ -284,7 +290,8 @@ class Saturation(PhysicalCorruption):
     name = "saturation"
     levels = (0.05, 0.15, 0.3, 0.5, 0.7)
     family = "detector"
-    level_label = "{level:.0%} clipped"
+    title = "saturation"
+    level_label = "{level:.0%} of the signal clipped"
     summary = "detector saturation; level: fraction of signal clipped"
 
     def detector(self, y, expected, mask, level, params, sensor):
@@ -308,7 +315,8 @@ class HotPixels(PhysicalCorruption):
     name = "hot-pixels"
     levels = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     family = "detector"
-    level_label = "{level:.2%} hot"
+    title = "hot pixels"
+    level_label = "{level:.2%} of the pixels"
     summary = "hot pixels; level: fraction of pixels"
 
     def sample(self, x, mask, level, gens):

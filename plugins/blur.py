@@ -53,7 +53,8 @@ class SpaceInvariantBlur(PhysicalCorruption):
     name = "sib"
     levels = LEVELS
     family = "sib"
-    level_label = "PSF {level:g}x"
+    title = "space-invariant blur"
+    level_label = "PSF ×{level:g}"
     summary = "space-invariant defocus blur (Gaussian PSF k x wider), reference noise"
 
     def optics(self, x, mask, level, params):
@@ -105,7 +106,8 @@ class SpaceVariantBlur(PhysicalCorruption):
     name = "svb"
     levels = LEVELS
     family = "svb"
-    level_label = "PSF up to {level:g}x"
+    title = "space-variant blur"
+    level_label = "PSF up to ×{level:g}"
     summary = "space-variant defocus (tilted focal plane or field curvature), reference noise"
 
     def sample(self, x, mask, level, gens):

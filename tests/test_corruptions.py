@@ -303,6 +303,6 @@ def test_cli_gallery_writes_a_montage(cli, tmp_path):
     img = Image.open(out)
     # label column + the quick protocol's 5 noise levels (SNR 5-1) x (64 px + gap); title + 3 rows
     # (reference, noise, pixel-size at the protocol's 3 severities)
-    assert img.size == (110 + 5 * 68, 22 + 3 * (64 + 18 + 4))
+    assert img.size == (200 + 5 * 68, 22 + 3 * (64 + 18 + 4))
     proc = cli("corruptions", "gallery", "--dataset", "nucleus", "--out", str(out), "--index", "999999")
     assert proc.returncode == 1 and "out of range" in proc.stderr

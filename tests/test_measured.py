@@ -104,7 +104,7 @@ def test_an_image_below_an_snr_the_protocol_asks_for_is_left_out_and_said(tmp_pa
     assert all(c["n_images"] == 1 for c in r.conditions)
     assert any(w.startswith("1 of 2 images left out of every score") for w in r.warnings)
     assert r.conditions[0]["label"] == "reference (SNR 8, reached from each image's own noise)"
-    assert [c["label"] for c in r.conditions[1:3]] == ["noise SNR 5", "noise SNR 4"]
+    assert [c["label"] for c in r.conditions[1:3]] == ["noise, SNR 5", "noise, SNR 4"]
 
 
 def test_a_folder_where_no_image_reaches_the_reference_is_refused(tmp_path):
