@@ -159,6 +159,16 @@ class Piece:
     result: Path
 
 
+def ensure_baselines(fmbench: str, protocol, dataset: str, tier: str, dry: bool, board: Path = HERE) -> None:
+    """The table's baselines (trivial and Otsu, on the same inputs): an entry validates only
+    beside them, so they are measured before the table's first entry."""
+    from fmbench.leaderboard.store import load_baselines
+
+    ref = protocol.dataset_ref(dataset)
+    if (protocol.hash, ref) not in load_baselines(board)[0]:
+        run([fmbench, "leaderboard", "baselines", "--dataset", ref, "--tier", tier, "--dir", str(board)], dry)
+
+
 def git_commit(paths: list[Path], message: str) -> None:
     """Commit ``paths`` (an entry, the campaign table, the weights registry) if they changed."""
     files = [str(p) for p in paths if p.exists()]
@@ -181,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds (version 2 on)")
     ap.add_argument("--defenses", default="none", help="comma-separated: none, noise-aug, pgd-at (version 2 on)")
     ap.add_argument("--work", type=Path, default=Path(".work/zoo"), help="raw result files")
+    ap.add_argument("--board", type=Path, default=HERE, help="the entries' folder (default: this one)")
     ap.add_argument("--commit", action="store_true", help="git-commit each finished entry")
     ap.add_argument("--train-only", action="store_true",
                     help="train and register the weights; evaluate later (training does not depend on the "
@@ -208,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fmbench = str(Path(sys.executable).with_name("fmbench"))
     (args.work / "results").mkdir(parents=True, exist_ok=True)
-    table = HERE / "runs" / ("zoo.json" if pid == "quick-v1" else f"zoo-{pid}.json")  # kept out of the entries
+    board = args.board
+    table = board / "runs" / ("zoo.json" if pid == "quick-v1" else f"zoo-{pid}.json")  # kept out of the entries
     table.parent.mkdir(exist_ok=True)
     previous = json.loads(table.read_text()) if table.exists() else None
 
@@ -216,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         name = weights_name(protocol.dataset_ref(ds), gen, seed, defense)
         stem = entry_stem(m, ds, pid, seed, defense)
         return Piece(m, ds, seed, defense, name, cache_dir() / "weights" / weights_file(m, name),
-                     HERE / f"{stem}.json", args.work / "results" / f"{stem}.json")
+                     board / f"{stem}.json", args.work / "results" / f"{stem}.json")
 
     wanted = [piece(m, ds, seed, d) for ds in datasets for seed in seeds for d in defenses for m in models
               if not (shipped(m, ds) and (seed or d != "none"))]  # shipped weights: one run, evaluated only
@@ -240,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ship and not args.dry_run:
             register_weights(p.model, p.name, p.ckpt)
         if not p.entry.exists() and not args.train_only:
+            ensure_baselines(fmbench, protocol, p.dataset, args.tier, args.dry_run, board)
             if p.result.exists():  # evaluated, entry lost: evaluate again from scratch
                 p.result.unlink()
             where = p.entry.relative_to(Path.cwd()) if p.entry.is_relative_to(Path.cwd()) else p.entry
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json(table, record(every, pid, previous))
             if args.commit:
                 what = p.entry.stem if p.entry.exists() else f"weights {p.model} {p.name}"
-                git_commit([p.entry, table, WEIGHTS_FILE], f"zoo {pid}: {what} (leaderboard/reproduce.py)")
+                git_commit([p.entry, table, WEIGHTS_FILE, board / "baselines"], f"zoo {pid}: {what} (leaderboard/reproduce.py)")
     return 0
 
 

@@ -46,16 +46,19 @@ def test_record_keeps_training_columns_when_the_cache_lost_them(reproduce, tmp_p
 def test_v2_pieces_are_named_per_seed_and_defense(reproduce, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)
+    (tmp_path / "board").mkdir()
     assert reproduce.main(["--dry-run", "--tier", "quick-v2", "--models", "unet-r18,unet-small", "--datasets",
                            "nucleus", "--seeds", "0,1", "--defenses", "none,pgd-at",
-                           "--work", str(tmp_path / "work")]) == 0
+                           "--work", str(tmp_path / "work"), "--board", str(tmp_path / "board")]) == 0
     out = capsys.readouterr().out
     cache = tmp_path / "cache" / "weights" / "zoo"
     assert (f"fmbench train --model unet-r18 --dataset nucleus --seed 1 --tier quick-v2 --defense pgd-at "
             f"--out {cache}/unet-r18__nucleus@2__v2__seed1__pgd-at.pt --quiet") in out
     assert ("--tier quick-v2 --weights nucleus@2/v2/seed1/pgd-at --out "
             f"{tmp_path}/work/results/unet-r18+pgd-at+seed1__nucleus__quick-v2.json --leaderboard-entry "
-            "leaderboard/unet-r18+pgd-at+seed1__nucleus__quick-v2.json") in out
+            f"{tmp_path}/board/unet-r18+pgd-at+seed1__nucleus__quick-v2.json") in out
+    # the table's baselines first: an entry validates only beside them
+    assert f"fmbench leaderboard baselines --dataset nucleus@2 --tier quick-v2 --dir {tmp_path}/board" in out
     # seed 0 without a defence: the weights eval picks by itself, so the command names none
     assert ("fmbench eval --model unet-r18 --dataset nucleus --tier quick-v2 --out "
             f"{tmp_path}/work/results/unet-r18__nucleus__quick-v2.json") in out
