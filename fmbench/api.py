@@ -88,6 +88,8 @@ class Autocast(nn.Module):
         super().__init__()
         self.module = module
         self.dtype = {"bf16": torch.bfloat16}[precision]
+        if getattr(module, "fmbench_source", None):  # a package's identity stays visible
+            self.fmbench_source = module.fmbench_source
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):

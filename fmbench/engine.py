@@ -88,7 +88,10 @@ def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device
     images the run reads (:func:`fmbench.cache.fingerprint`)."""
     from .checkpoint import state_sha256
 
+    # a model read from a package (bioimage.io) names it: its description's hash is part of the run
+    source = getattr(loaded.module, "fmbench_source", None)
     return {
+        **({"model_source": source} if source else {}),
         "protocol_hash": protocol.hash,
         "protocol_id": protocol.id,
         "model_ref": loaded.ref,

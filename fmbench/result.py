@@ -116,6 +116,7 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
         "model": {
             "ref": loaded.ref, "args": loaded.args, "checkpoint_sha256": loaded.weights_sha256,
             **({"weights": loaded.weights_name} if loaded.weights_name else {}),
+            **({"source": src} if (src := getattr(loaded.module, "fmbench_source", None)) else {}),
             "parameters": loaded.n_parameters,
             "meta": loaded.meta,
             "plugin": loaded.spec.plugin if loaded.spec else None,

@@ -4,6 +4,8 @@
 - ``smp:ARCH/ENCODER`` — a segmentation-models-pytorch model (``smp:Unet/resnet18``,
   ``smp:FPN/tu-convnext_atto``), random encoder weights, one input channel.
 - ``timm:MODEL`` — a timm backbone (``features_only``) with a small FPN-style head.
+- ``bioimageio:PATH`` — a bioimage.io model package (folder, ``rdf.yaml`` or ``.zip``) with TorchScript
+  weights, its declared pre- and postprocessing honoured or refused (``fmbench.bioimageio``).
 - ``mmseg:CONFIG.py`` — an mmsegmentation 1.x config file, or one of mmseg's shipped configs
   (``mmseg:segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``); needs the ``mmseg`` extra.
 
@@ -28,7 +30,14 @@ __all__ = ["MMSEG_ARGS", "MMSegModel", "SCHEMES", "TimmSegmenter", "TorchScriptM
            "mmseg_model", "smp_architectures", "smp_model", "timm_model", "torchscript"]
 
 
+def _bioimageio(rest, args):
+    from fmbench.bioimageio import load_package
+
+    return load_package(rest) if not args else _no_args("bioimageio", args)
+
+
 SCHEMES = {"ts": lambda rest, args: torchscript(rest) if not args else _no_args("ts", args),
+           "bioimageio": _bioimageio,
            "smp": smp_model, "timm": timm_model, "mmseg": mmseg_model}
 
 
