@@ -62,14 +62,15 @@ from .seeding import (  # noqa: E402
     rand_per_image,
     randn_per_image,
 )
-from .specs import AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec, Weights  # noqa: E402
+from .label_noise import LabelNoise  # noqa: E402
+from .specs import AttackSpec, CorruptionSpec, DatasetSpec, LabelNoiseSpec, ModelSpec, Weights  # noqa: E402
 
 __all__ = [
     "__version__",
     # the front door
     "evaluate", "load_model", "open_dataset", "get_protocol", "list_plugins", "Result", "LoadedModel",
     # plugin registration
-    "hookimpl", "ModelSpec", "DatasetSpec", "CorruptionSpec", "AttackSpec", "Weights",
+    "hookimpl", "ModelSpec", "DatasetSpec", "CorruptionSpec", "AttackSpec", "Weights", "LabelNoiseSpec", "LabelNoise",
     "Protocol", "CorruptionEntry", "AttackEntry", "Camera",
     # data and conditions
     "Sample", "Dataset", "normalize", "Condition", "plan", "expose", "reference_input",

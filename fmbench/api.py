@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # names for annotations only
     from .data import Dataset
 
 
-PLUGIN_KINDS = ("models", "datasets", "corruptions", "attacks", "protocols")
+PLUGIN_KINDS = ("models", "datasets", "corruptions", "attacks", "protocols", "label_noises")
 
 
 def _registry():

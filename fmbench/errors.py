@@ -62,7 +62,7 @@ class UnknownNameError(FmbenchError):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         listing = ", ".join(known) if len(known) <= 12 else ", ".join(known[:12]) + ", ..."
         plural = {"dataset": "datasets", "model": "models", "corruption": "corruptions",
-                  "attack": "attacks", "protocol": "protocols"}.get(kind, kind + "s")
+                  "attack": "attacks", "protocol": "protocols", "label noise": "label-noise"}.get(kind, kind + "s")
         return cls(f"unknown {kind} {name!r}{hint} (known: {listing}; see `fmbench list {plural}`)")
 
 

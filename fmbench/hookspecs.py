@@ -47,6 +47,14 @@ def fmbench_attacks():
 
 
 @hookspec
+def fmbench_label_noises():
+    """Register label-noise models (how rough annotations differ from exact masks).
+
+    :return: a list of :class:`fmbench.specs.LabelNoiseSpec`.
+    """
+
+
+@hookspec
 def fmbench_protocols():
     """Register evaluation protocols (tiers such as ``quick`` and ``full``, each versioned).
 

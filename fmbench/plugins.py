@@ -21,7 +21,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
 from .protocol import AttackEntry
-from .specs import AttackSpec, CorruptionSpec, DatasetSpec, ModelSpec
+from .specs import AttackSpec, CorruptionSpec, DatasetSpec, LabelNoiseSpec, ModelSpec
 
 if TYPE_CHECKING:  # names for annotations only
     from .protocol import Protocol
@@ -109,6 +109,10 @@ class Registry:
     corruptions: dict[str, CorruptionSpec]
     attacks: dict[str, AttackSpec]
     protocols: dict[str, Any]  # protocol id ("quick-v1") -> Protocol
+    label_noises: dict[str, LabelNoiseSpec] = dataclasses.field(default_factory=dict)
+
+    def label_noise(self, name: str) -> LabelNoiseSpec:
+        return _lookup(self.label_noises, "label noise", name)
 
     def model(self, name: str) -> ModelSpec:
         return _lookup(self.models, "model", name)
@@ -184,4 +188,5 @@ def get_registry(pm: pluggy.PluginManager | None = None) -> Registry:
         corruptions=_collect(pm, "fmbench_corruptions", "corruption", CorruptionSpec),
         attacks=_collect(pm, "fmbench_attacks", "attack", AttackSpec),
         protocols=_collect(pm, "fmbench_protocols", "protocol", Protocol),
+        label_noises=_collect(pm, "fmbench_label_noises", "label noise", LabelNoiseSpec),
     )

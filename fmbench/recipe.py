@@ -34,6 +34,8 @@ class Recipe:
     min_gain: float = 0.002
     min_steps: int = 0
     keep_best: bool = False
+    # label noise on the training masks (fmbench.label_noise): "" none, else "KIND:RATE:SEVERITY"
+    label_noise: str = ""
 
 
 # The recipe of the version-2 zoo (protocols ``*-v2``): a longer budget, validation every 100

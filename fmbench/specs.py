@@ -151,6 +151,28 @@ class CorruptionSpec:
 
 
 @dataclass(frozen=True)
+class LabelNoiseSpec:
+    """A registered label-noise model: ``factory()`` returns a :class:`fmbench.LabelNoise`
+    (``noise(mask, severity, rng) -> mask``); ``severities`` the gallery's and the study's,
+    in increasing order; ``unit`` what a severity counts."""
+
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    severities: tuple[float, ...]
+    default_severity: float = 1.0
+    unit: str = ""
+    plugin: str = ""
+
+    @classmethod
+    def of(cls, noise: Any, **overrides: Any) -> "LabelNoiseSpec":
+        fields = dict(name=noise.name, summary=_summary(noise, getattr(noise, "summary", None) or None),
+                      factory=noise, severities=tuple(noise.severities),
+                      default_severity=float(noise.default_severity), unit=getattr(noise, "unit", ""))
+        return cls(**{**fields, **overrides})
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     """A registered attack: ``factory(**params)`` returns a :class:`fmbench.attack.Attack`.
 

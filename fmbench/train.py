@@ -198,7 +198,14 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
     torch.manual_seed(derive_seed("init", seed))
     state_file = Path(str(out) + ".state.pt")
     x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
-    x_va, m_va = _load_split(dataset_val, recipe.n_val)
+    x_va, m_va = _load_split(dataset_val, recipe.n_val)  # validation masks stay exact
+    if recipe.label_noise:  # rough annotations on the chosen training images (fmbench.label_noise)
+        from .label_noise import apply_setting, parse_setting
+
+        setting = parse_setting(recipe.label_noise, registry)
+        m_tr = torch.from_numpy(apply_setting(m_tr.numpy().astype(bool), [f"{dataset_ref}/train/{i}" for i in
+                                                                          range(m_tr.shape[0])], setting, seed,
+                                              registry)).to(m_tr.dtype)
     # measured images keep their own noise and get only what they lack (estimated once)
     measured = not getattr(dataset_train, "synthetic", True)
     own_tr = own_noises(x_tr, m_tr) if measured else None
@@ -229,7 +236,11 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         attack = registry.build_attack(AttackEntry("pgd", (AT_EPS,), params=(("steps", AT_STEPS), ("rel_step", 2.5))))
     if resume and state_file.exists():
         st = torch.load(state_file, map_location="cpu", weights_only=True)
-        if st.get("identity") != identity:
+        saved = st.get("identity")
+        if isinstance(saved, dict) and isinstance(saved.get("recipe"), dict):
+            # a state written before a recipe field existed has that field's default
+            saved = {**saved, "recipe": {**dataclasses.asdict(Recipe()), **saved["recipe"]}}
+        if saved != identity:
             raise ResultError(f"training state {state_file} belongs to a different run", hints=("overwrite",))
         load_state(module, st["model"], f"training state {state_file}")
         opt.load_state_dict(st["optimizer"])

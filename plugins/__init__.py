@@ -22,4 +22,5 @@ BUILTINS = (
     "fmbench_plugins.ensemble",
     "fmbench_plugins.universal",
     "fmbench_plugins.random_noise",
+    "fmbench_plugins.label_noise",
 )

@@ -22,7 +22,7 @@ def _params(spec: ModelSpec) -> str:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["models", "datasets", "corruptions", "attacks", "protocols"]))
+@click.argument("kind", type=click.Choice(["models", "datasets", "corruptions", "attacks", "protocols", "label-noise"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(kind, as_json):
     """List registered models, datasets, corruptions, attacks or protocols, with the plugin
@@ -33,6 +33,7 @@ def list_cmd(kind, as_json):
     from ..weights import weights_path
 
     rows = []
+    kind = "label_noises" if kind == "label-noise" else kind
     for name, spec in list_plugins(kind).items():
         row = {"name": name, "summary": getattr(spec, "summary", getattr(spec, "description", "")), "plugin": spec.plugin}
         if kind == "corruptions":
@@ -46,13 +47,16 @@ def list_cmd(kind, as_json):
         elif kind == "protocols":
             row["hash"] = spec.hash
             row["status"] = "draft (run by id)" if spec.draft else "released"
+        elif kind == "label_noises":
+            row["severities"] = ", ".join(f"{v:g}" for v in spec.severities) + f" ({spec.unit})"
+            row["default"] = f"{spec.default_severity:g}"
         elif kind == "datasets":
             row["versions"] = ", ".join(name if v == spec.versions[0] else f"{name}@{v}" for v in spec.versions)
         rows.append(row)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"registered {kind}", title_justify="left")
+    table = Table(title=f"registered {kind.replace('_', ' ')}", title_justify="left")
     for col in rows[0] if rows else ["name"]:
         table.add_column(col)
     for row in rows:
@@ -219,3 +223,31 @@ def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json):
         table.add_row(r["statistic"], cell(r["a"]), cell(r["b"]), "—" if d != d else f"{d:.2f}")
     console().print(table)
     click.echo(f"figure written to {out}")
+
+
+@cli.group("label-noise")
+def label_noise_group():
+    """Label-noise models: rough annotations for training (docs/label-noise.md)."""
+
+
+@label_noise_group.command("gallery")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the training split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The training seed the noise is drawn with.")
+def label_noise_gallery(dataset_ref, out, index, seed):
+    """Every label noise at each severity on one training image: exact and noisy outlines."""
+    import numpy as np
+
+    from ..errors import DataError
+    from ..files import atomic_write
+    from ..label_noise import gallery
+
+    _, reg = registry()
+    ds = _data_open(dataset_ref, "train", reg.protocol("quick").image_size, None)
+    if index >= len(ds):
+        raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(ds)} images)")
+    s = ds[index]
+    img = gallery(np.asarray(s.image, float), np.asarray(s.mask, bool), f"{dataset_ref}/train/{index}", reg, seed)
+    atomic_write(out, lambda f: img.save(f, format="PNG"))
+    click.echo(f"label-noise gallery written to {out}")

@@ -183,10 +183,14 @@ def _entries(directory: str) -> list | None:
 @click.option("--defense", default="none", show_default=True, type=click.Choice(["none", "noise-aug", "pgd-at"]),
               help="noise-aug: an SNR drawn per image from the protocol's noise levels; pgd-at: half of each "
                    "batch replaced by L-inf PGD examples (3 steps, eps 4/255). Recorded in the checkpoint.")
+@click.option("--label-noise", "label_noise", metavar="KIND:RATE[:SEVERITY]",
+              help="Rough annotations on RATE of the training masks (`fmbench list label-noise`; e.g. boundary:0.2:2). "
+                   "Validation and test masks stay exact; recorded in the checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue from the periodic training state.")
 @click.option("--overwrite", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, defense, resume, overwrite, quiet):
+def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, defense, resume, overwrite, quiet,
+              label_noise=None):
     """Train a model with the fixed, seeded recipe and write a checkpoint with metadata."""
     import torch
 
@@ -205,7 +209,12 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
     module, spec = build_model(model_ref, args, reg, pm)
     # version 1's fixed recipe, or version 2's with the architecture's recorded changes
-    recipe = recipe_for(protocol, dict(spec.recipe) if spec else None, steps=steps, defense=defense)
+    noise = None
+    if label_noise:
+        from ..label_noise import parse_setting
+
+        noise = parse_setting(label_noise, reg).text  # canonical: boundary:0.2 and boundary:0.2:2 are one recipe
+    recipe = recipe_for(protocol, dict(spec.recipe) if spec else None, steps=steps, defense=defense, label_noise=noise)
     dataset_ref = protocol.dataset_ref(dataset_ref)  # a bare name: the version the protocol pins
     ds_train = open_dataset(dataset_ref, "train", protocol.image_size, registry=reg, pm=pm)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=reg, pm=pm)

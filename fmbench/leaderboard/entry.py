@@ -70,6 +70,8 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
                 "recipe": recipe,
                 "seed": meta.get("seed") if isinstance(meta.get("seed"), int) else None,
                 "defense": defense if isinstance(defense, str) else None,
+                # rough training annotations (fmbench.label_noise): its own leaderboard track
+                "label_noise": (recipe or {}).get("label_noise") or None,
                 "dataset": meta.get("dataset"),
                 "protocol": meta.get("protocol"),
                 "val_iou": meta.get("val_iou"),
@@ -143,6 +145,8 @@ def model_label(entry: dict[str, Any], seed: bool = True) -> str:
     label = entry["model"]["ref"]
     if defense and defense != "none":
         label += f" [{defense}]"
+    if training.get("label_noise"):
+        label += f" [labels {training['label_noise']}]"
     if seed and isinstance(training.get("seed"), int) and training["seed"] != 0:
         label += f" (seed {training['seed']})"
     return label

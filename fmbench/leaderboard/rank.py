@@ -138,6 +138,11 @@ def mean_of(docs: list[Any]) -> Any:
     return first
 
 
+def label_noise_of(entry: dict[str, Any]) -> str:
+    """An entry's training label-noise setting ("" for exact labels)."""
+    return ((entry.get("model") or {}).get("training") or {}).get("label_noise") or ""
+
+
 def row_label(entry: dict[str, Any]) -> str:
     """A row's model label: ``unet-r18 (3 seeds)`` for pooled seeds, else the entry's label."""
     if entry.get("members"):
@@ -195,19 +200,20 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
     are never merged.  The seeds of one architecture are pooled into one row
     (:func:`pool_seeds`), and a row whose lead is inside the seed spread is flagged."""
     key = SORT_KEYS[sort]
-    by: dict[tuple[str, str], list] = {}
-    for e in entries:
-        by.setdefault((e["protocol"]["hash"], e["dataset"]["ref"]), []).append(e)
-    pooled: dict[tuple[str, str], list] = {}
+    by: dict[tuple[str, str, str], list] = {}
+    for e in entries:  # a model trained on noisy labels ranks only in its own track
+        by.setdefault((e["protocol"]["hash"], e["dataset"]["ref"], label_noise_of(e)), []).append(e)
+    pooled: dict[tuple[str, str, str], list] = {}
     for gk, es in by.items():
         arch: dict[str, list] = {}
         for e in es:
             arch.setdefault(model_label(e, seed=False), []).append(e)
         pooled[gk] = [pool_seeds(m) for m in arch.values()]
-    typical_by_protocol = {h: typical_spreads([u for (h2, _), us in pooled.items() if h2 == h for u in us])
-                           for h, _ in pooled}
+    typical_by_protocol = {h: typical_spreads([u for (h2, _, n), us in pooled.items() if h2 == h and not n for u in us])
+                           for h, _, _ in pooled}
     out = []
-    for (h, ds), es in sorted(pooled.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][0])):
+    for (h, ds, noise), es in sorted(pooled.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][2],
+                                                                      kv[0][0])):
         es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), row_label(e)))
         cleans = [(c, row_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
         best = max(cleans) if cleans else None
@@ -215,7 +221,7 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
         for label, more in spread_flags(es, key, typical_by_protocol[h]).items():
             fl[label] = fl.get(label, []) + more
         out.append({"protocol_id": es[0]["protocol"]["id"], "protocol_hash": h, "dataset": ds, "sort": sort,
-                    "entries": es, "flags": fl, "baselines": (baselines or {}).get((h, ds))})
+                    "entries": es, "flags": fl, "baselines": (baselines or {}).get((h, ds)), "label_noise": noise})
     return out
 
 

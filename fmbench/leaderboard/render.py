@@ -49,6 +49,8 @@ def _title(group: dict[str, Any]) -> str:
     head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
     draft = (" [draft protocol: its reference leaderboard is still being built, "
              f"{len(group['entries'])} rows so far]" if _draft(group["protocol_id"]) else "")
+    if group.get("label_noise"):
+        draft += f" — label-noise track: trained on {group['label_noise']} annotations"
     return (f"{group['dataset']} · {group['protocol_id']}{draft} (protocol {group['protocol_hash']}), sorted by "
             f"{SORT_TEXT[group['sort']]}; robust IoU: per image the worst attack at {head}; rel.: the study's "
             f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images")

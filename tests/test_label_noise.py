@@ -1,0 +1,128 @@
+"""Label noise: registered kinds, exact rates, severities that do what they say, determinism,
+training that records it, and a leaderboard track of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+import fmbench
+from fmbench.label_noise import apply_setting, noisy_indices, parse_setting
+
+KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
+
+
+@pytest.fixture(scope="module")
+def masks():
+    ds = fmbench.open_dataset("nucleus@2", "train", 128)
+    return np.stack([np.asarray(ds[i].mask, bool) for i in range(12)]), [f"nucleus@2/train/{i}" for i in range(12)]
+
+
+def test_kinds_are_registered_and_listed(registry, cli):
+    assert set(KINDS) <= set(registry.label_noises)
+    r = cli("list", "label-noise")
+    assert r.returncode == 0 and all(k in r.stdout for k in KINDS)
+    with pytest.raises(fmbench.ProtocolError, match="KIND:RATE"):
+        parse_setting("boundary", registry)
+    with pytest.raises(fmbench.ProtocolError, match="RATE must lie in"):
+        parse_setting("boundary:1.5", registry)
+    with pytest.raises(fmbench.UnknownNameError, match="unknown label noise 'bondary'; did you mean 'boundary'"):
+        parse_setting("bondary:0.2", registry)
+    assert parse_setting("boundary:0.2", registry).text == "boundary:0.2:2"  # the kind's default severity
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.4, 0.7, 1.0])
+def test_rates_are_exact_and_rate_zero_changes_nothing(registry, masks, rate):
+    m, keys = masks
+    chosen = noisy_indices(len(m), rate, seed=3)
+    assert chosen.sum() == round(rate * len(m))
+    out = apply_setting(m, keys, parse_setting(f"boundary:{rate}:2", registry), 3, registry)
+    changed = np.array([not np.array_equal(a, b) for a, b in zip(m, out)])
+    assert not (changed & ~chosen).any()  # only the chosen images change
+    if rate == 0:
+        assert np.array_equal(out, m)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_masks_other_seed_other_masks(registry, masks, kind):
+    m, keys = masks
+    s = parse_setting(f"{kind}:1", registry)
+    a, b, c = (apply_setting(m, keys, s, seed, registry) for seed in (0, 0, 1))
+    assert np.array_equal(a, b)
+    # coarse annotation is a function of the outline alone; the others draw from the seed
+    assert np.array_equal(a, c) if kind == "coarse" else not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("kind,severity", [("boundary", 2), ("boundary", 4), ("coarse", 2), ("coarse", 5)])
+def test_boundary_kinds_move_the_outline_no_farther_than_their_severity(registry, masks, kind, severity):
+    m, keys = masks
+    out = apply_setting(m, keys, parse_setting(f"{kind}:1:{severity}", registry), 0, registry)
+    changed = 0
+    for exact, noisy in zip(m, out):
+        edge = exact ^ ndi.binary_erosion(exact)
+        dist = ndi.distance_transform_edt(~edge)
+        moved = exact ^ noisy
+        changed += bool(moved.any())  # (boundary: an image whose objects all drew 0 px is unchanged)
+        # every pixel that changed lies within SEVERITY (+1 for the pixel grid) of the exact outline
+        if moved.any():
+            assert dist[moved].max() <= severity + 1.5, (kind, severity, dist[moved].max())
+    assert changed >= len(m) // 2
+
+
+def test_smooth_boundary_shift_has_the_stated_spread(registry, masks):
+    m, keys = masks
+    spreads = []
+    for sev in (1.0, 3.0):
+        out = apply_setting(m, keys, parse_setting(f"boundary-smooth:1:{sev}", registry), 0, registry)
+        moved = np.mean([(a ^ b).sum() / max((a ^ ndi.binary_erosion(a)).sum(), 1) for a, b in zip(m, out)])
+        spreads.append(moved)  # changed pixels per outline pixel ~ the mean |shift| in pixels
+    assert 0.4 < spreads[0] < 1.6 and spreads[1] > 2 * spreads[0]
+
+
+def test_missing_and_spurious_hit_their_rates(registry):
+    ds = fmbench.open_dataset("nucleus@2", "train", 128)
+    m = np.stack([np.asarray(ds[i].mask, bool) for i in range(40)])
+    keys = [f"k{i}" for i in range(40)]
+    n_obj = sum(ndi.label(x, structure=np.ones((3, 3)))[1] for x in m)
+    out = apply_setting(m, keys, parse_setting("missing:1:0.3", registry), 0, registry)
+    kept = sum(ndi.label(x, structure=np.ones((3, 3)))[1] for x in out)
+    assert (n_obj - kept) / n_obj == pytest.approx(0.3, abs=0.08)
+    out = apply_setting(m, keys, parse_setting("spurious:1:0.3", registry), 0, registry)
+    added = sum(ndi.label(x, structure=np.ones((3, 3)))[1] for x in out) - n_obj
+    assert added / n_obj == pytest.approx(0.3, abs=0.1)  # a few land beside each other and merge
+
+
+def test_training_records_the_noise_and_entries_rank_in_their_own_track(registry, tmp_path, cli):
+    r = cli("train", "--model", "unet-small", "--model-arg", "width=4", "--model-arg", "depth=2", "--dataset",
+            "nucleus", "--steps", "2", "--label-noise", "missing:0.4", "--out", "m.pt", "--quiet", cwd=tmp_path,
+            timeout=900)
+    assert r.returncode == 0, r.stderr
+    from fmbench.checkpoint import read_checkpoint
+
+    _, meta = read_checkpoint(tmp_path / "m.pt")
+    assert meta["recipe"]["label_noise"] == "missing:0.4:0.2"
+    assert "--label-noise missing:0.4" in meta["command"]
+    from fmbench.leaderboard.entry import build_entry, model_label
+    from fmbench.leaderboard.rank import groups
+
+    res = fmbench.evaluate("unet-small", "nucleus", fmbench.get_protocol("quick-v1", n_images=2, image_size=64,
+                                                                          corruptions=["noise"], attacks=["fgsm"]),
+                           model_args={"width": 4, "depth": 2}, checkpoint=tmp_path / "m.pt", cache=False)
+    entry = build_entry(res.document if hasattr(res, "document") else dict(res), hardware="x", command="c")
+    assert entry["model"]["training"]["label_noise"] == "missing:0.4:0.2"
+    assert model_label(entry) == "unet-small [labels missing:0.4:0.2]"
+    clean = build_entry(dict(fmbench.evaluate("unet-small", "nucleus", fmbench.get_protocol(
+        "quick-v1", n_images=2, image_size=64, corruptions=["noise"], attacks=["fgsm"]), cache=False)),
+        hardware="x", command="c")
+    gs = groups([entry, clean])
+    assert len(gs) == 2 and {g["label_noise"] for g in gs} == {"", "missing:0.4:0.2"}  # never ranked together
+
+
+def test_gallery(tmp_path, cli):
+    r = cli("label-noise", "gallery", "--dataset", "nucleus", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    img = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
+    assert ((img[..., 0] == 255) & (img[..., 1] == 0) & (img[..., 2] == 255)).sum() > 500  # noisy outlines drawn
