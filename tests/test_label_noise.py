@@ -126,3 +126,57 @@ def test_gallery(tmp_path, cli):
 
     img = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
     assert ((img[..., 0] == 255) & (img[..., 1] == 0) & (img[..., 2] == 255)).sum() > 500  # noisy outlines drawn
+
+
+def test_the_study_statistics_find_the_rate_where_loss_begins():
+    """Synthetic entries: rate 0.2 costs nothing, 0.4 and up cost clean IoU on every image; the
+    Holm-corrected Wilcoxon tests say so, and the largest safe rate is 0.2."""
+    import copy
+    from pathlib import Path
+
+    from fmbench import scores
+    from fmbench.files import read_json
+    from fmbench.noise_study import holm, rank_biserial, study
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert rank_biserial(np.array([1.0, 2.0, -0.5])) == pytest.approx((2 + 3 - 1) / 6)
+    base = read_json(Path(__file__).resolve().parents[1] / "leaderboard" / "unet-small__er__quick-v1.json")
+    rng = np.random.default_rng(0)
+
+    def at(rate, loss):
+        e = copy.deepcopy(base)
+        e["model"]["training"]["label_noise"] = f"boundary:{rate}:2"
+        for c in e["conditions"]:  # every condition of every image moved by `loss` (plus a little noise)
+            e["per_image"]["iou"][c["id"]] = [float(np.clip(v - loss + rng.normal(0, 0.002), 0, 1))
+                                              for v in e["per_image"]["iou"][c["id"]]]
+        e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
+        return e
+
+    got = study([base, at(0.2, 0.0), at(0.4, 0.05), at(0.7, 0.1), at(1.0, 0.2)], "unet-small", "er")
+    (kind,) = got["kinds"]
+    assert kind["kind"] == "boundary" and [r["rate"] for r in kind["rows"]] == [0.0, 0.2, 0.4, 0.7, 1.0]
+    tests = [r["clean_iou_test"] for r in kind["rows"][1:]]
+    assert [t["significant_loss"] for t in tests] == [False, True, True, True]
+    assert tests[1]["diff"] == pytest.approx(-0.05, abs=0.005) and tests[1]["effect"] < -0.9
+    assert kind["max_safe_rate"]["clean_iou"] == 0.2
+
+
+def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
+    """The study's command on a folder of track entries (copies of one entry, as the statistics
+    were tested above): a table per kind and the plot."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    (tmp_path / "label-noise").mkdir()
+    shutil.copytree(root / "baselines", tmp_path / "label-noise" / "baselines")
+    e = json.loads((root / "unet-small__er__quick-v1.json").read_text())
+    (tmp_path / "label-noise" / "exact.json").write_text(json.dumps(e))
+    for rate in (0.2, 0.4):
+        e["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"
+        (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(e))
+    r = cli("analyze", "--label-noise", "--dir", str(tmp_path), "--dataset", "er", "--out", str(tmp_path / "ln.png"))
+    assert r.returncode == 0, r.stderr
+    assert "missing noise, severity 0.2" in r.stdout and "largest rate with no significant loss: clean iou 40%" in r.stdout
+    assert (tmp_path / "ln.png").stat().st_size > 10_000

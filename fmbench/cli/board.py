@@ -214,10 +214,15 @@ def compare_cmd(result, directory, as_json):
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the correlations as JSON.")
+@click.option("--label-noise", "label_noise", is_flag=True,
+              help="Instead: the label-noise study of --model on --dataset (each rate against exact labels; "
+                   "entries in leaderboard/label-noise).")
+@click.option("--model", "model_name", default="unet-small", show_default=True, help="With --label-noise.")
 @click.option("--seeds", "seeds", is_flag=True,
               help="Instead: how much of the ranking is architecture and how much training luck, from the "
                    "architectures trained with several seeds (one dataset).")
-def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json, seeds):
+def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json, seeds, label_noise=False,
+                model_name="unet-small"):
     """Spearman and Pearson correlation between corruption robustness (overall and per family)
     and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
     p-values; writes a labelled scatter plot."""
@@ -226,6 +231,11 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
     from ..leaderboard import load_entries, model_label
 
     _, reg = registry()
+    if label_noise:
+        from .report import label_noise_study
+
+        label_noise_study(directory, model_name, dataset_ref, tier, out, as_json)
+        return
     entries = select_entries(load_entries(directory, reg), dataset_ref, tier)
     if seeds:
         from ..analysis import seed_agreement

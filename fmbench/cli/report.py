@@ -8,7 +8,7 @@ import click
 
 from ..errors import ResultError
 from ..leaderboard.store import default_dir
-from . import cli, registry
+from . import cli, console, registry
 
 
 @cli.command("report")
@@ -40,3 +40,47 @@ def report_cmd(result, out, directory, checkpoint, no_images, overwrite):
     page = report_html(doc, entries, panel=panel)
     atomic_write(out_path, lambda f: f.write(page), mode="w", replace=overwrite)
     click.echo(f"report written to {out_path}" + ("" if panel is None or panel[0] else f" ({panel[1]})"))
+
+
+def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier: str | None, out: str,
+                       as_json: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    from ..leaderboard import load_entries
+    from .board import select_entries
+    from ..noise_study import SCORES, plot, study
+
+    if not dataset_ref:
+        raise ResultError("--label-noise needs --dataset (one dataset at a time)")
+    folder = Path(directory) / "label-noise" if (Path(directory) / "label-noise").is_dir() else Path(directory)
+    _, reg = registry()
+    entries = select_entries(load_entries(str(folder), reg), dataset_ref, tier)
+    data = study(entries, model, dataset_ref)
+    png = plot(data, out)
+    if as_json:
+        click.echo(json.dumps(data | {"png": png}, indent=2))
+        return
+    for kind in data["kinds"]:
+        t = Table(title=f"{model} on {dataset_ref} · {data['protocol_id']}: {kind['kind']} noise, severity "
+                        f"{kind['severity']:g}; Δ against exact labels [paired 95 % interval], Wilcoxon p "
+                        f"Holm-corrected over rates, effect = rank-biserial r", title_justify="left")
+        t.add_column("rate", justify="right")
+        for k in SCORES:
+            t.add_column(k.replace("_", " "), justify="right")
+        for row in kind["rows"]:
+            cells = []
+            for k in SCORES:
+                v = f"{row[k]['value']:.3f}"
+                test = row.get(f"{k}_test")
+                if test:
+                    mark = " [red]loss[/red]" if test["significant_loss"] else ""
+                    v += (f" (Δ {test['diff']:+.3f} [{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}], "
+                          f"p {test['p_holm']:.2g}, r {test['effect']:+.2f}){mark}")
+                cells.append(v)
+            t.add_row(f"{row['rate']:.0%}", *cells)
+        console().print(t)
+        safe = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in kind["max_safe_rate"].items())
+        click.echo(f"largest rate with no significant loss: {safe}")
+    click.echo(f"plot written to {png}")
