@@ -28,6 +28,7 @@ from .errors import ModelContractError, ModelLoadError, ResultError
 from .files import atomic_write, dumps
 from .model import LoadedModel, probe
 from .model import load_model as _load
+from .precision import in_precision
 from .protocol import Protocol
 from .result import Result
 from .runlog import PartialLog, RunLock, partial_path, partial_paths
@@ -78,23 +79,6 @@ def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *
     pm, registry = _registry()
     size = image_size if image_size is not None else registry.protocol("quick").image_size
     return _open(ref, split, size, seed=seed, registry=registry, pm=pm)
-
-
-class Autocast(nn.Module):
-    """``module`` run under ``torch.autocast`` in ``precision`` (``"bf16"``) on its input's
-    device, its logits returned as float32 (metrics and losses stay in float32)."""
-
-    def __init__(self, module: nn.Module, precision: str):
-        super().__init__()
-        self.module = module
-        self.dtype = {"bf16": torch.bfloat16}[precision]
-        if getattr(module, "fmbench_source", None):  # a package's identity stays visible
-            self.fmbench_source = module.fmbench_source
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
-            out = self.module(x)
-        return out.float() if isinstance(out, torch.Tensor) else out
 
 
 def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None = None,
@@ -240,18 +224,14 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
 
         if resume:
             log.adopt(others())
-        fp32_module = loaded.module
-        if proto.precision != "fp32":  # the protocol's arithmetic, for this run only
-            loaded.module = Autocast(fp32_module, proto.precision)
         try:
-            done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
-                       on_progress=progress, train_dataset=train_dataset, shard=part, gather=others)
+            with in_precision(loaded, proto.precision):  # the protocol's arithmetic, for this run only
+                done = run(loaded, data, dataset_ref, proto, registry, device=dev, batch_size=batch_size, log=log,
+                           on_progress=progress, train_dataset=train_dataset, shard=part, gather=others)
         except BaseException:
             if not log.records and not log.resumed:
                 log.remove()  # a run that failed before its first chunk leaves nothing behind
             raise
-        finally:
-            loaded.module = fp32_module
         if done is None:  # another rank than 0 of a distributed run: rank 0 writes the result
             barrier(part)
             assert out_path is not None

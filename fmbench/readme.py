@@ -11,7 +11,7 @@ from typing import Any
 from .errors import ResultError
 from .files import atomic_write
 from .leaderboard.rank import groups
-from .leaderboard.render import render_markdown
+from .leaderboard.render import FLAGS_NOTE, render_markdown
 
 README_START = "<!-- leaderboard:start -->"
 README_END = "<!-- leaderboard:end -->"
@@ -23,17 +23,6 @@ def readme_section(entries: list[dict[str, Any]], baselines: dict[tuple[str, str
             "do not edit by hand -->\n")
     gs = groups(entries, "robust", baselines)
     return note + render_markdown(gs) + FLAGS_NOTE + (correlation_markdown(gs) if gs else "")
-
-
-FLAGS_NOTE = ("\nRobust IoU is each test image's lowest IoU over every attack at the headline budget, averaged; "
-              "corrupted IoU each image's mean IoU over every corruption, averaged; intervals are 95 % bootstrap "
-              "intervals over the test images (docs/metrics.md). The study's relative robustness (IoU under a "
-              "condition divided by clean IoU) rewards a model that fails at the reference and is shown beside, "
-              "never ranked by default. *undertrained*: clean IoU more than 0.05 below the best of its table, so "
-              "its robustness says little about its architecture (*architecture-limited* instead where its own "
-              "training record shows it had plateaued). *other-data*: trained on another version of the "
-              "dataset (the shipped `unet-small` learns from the realistic `nucleus@2`). Baseline rows (all foreground, all background, "
-              "Otsu's threshold) are measured on the same inputs and never attacked.\n")
 
 
 def correlation_markdown(gs: list[dict[str, Any]]) -> str:

@@ -265,9 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             run([fmbench, *cmd[1:]], args.dry_run)
         if not args.dry_run:
             write_json(table, record(every, pid, previous))
+            readme = Path("README.md")
+            if p.entry.exists() and board == HERE and readme.exists():  # its generated tables stay current
+                run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(board)], False)
             if args.commit:
                 what = p.entry.stem if p.entry.exists() else f"weights {p.model} {p.name}"
-                git_commit([p.entry, table, WEIGHTS_FILE, board / "baselines"], f"zoo {pid}: {what} (leaderboard/reproduce.py)")
+                git_commit([p.entry, table, WEIGHTS_FILE, board / "baselines", readme],
+                           f"zoo {pid}: {what} (leaderboard/reproduce.py)")
     return 0
 
 

@@ -19,6 +19,33 @@ def masks():
     return np.stack([np.asarray(ds[i].mask, bool) for i in range(12)]), [f"nucleus@2/train/{i}" for i in range(12)]
 
 
+def test_fmbench_label_noises(pm):
+    """A third-party label noise registers through the hook like the built-in ones."""
+    from fmbench import LabelNoise, LabelNoiseSpec, hookimpl
+    from fmbench.plugins import get_registry
+
+    class Flip(LabelNoise):
+        name = "flip"
+        severities = (1.0,)
+        summary = "the mask mirrored"
+
+        def __call__(self, mask, severity, rng):
+            return mask[:, ::-1].copy()
+
+    class Plugin:
+        @hookimpl
+        def fmbench_label_noises(self):
+            return [LabelNoiseSpec.of(Flip)]
+
+    pm.register(Plugin(), name="flip-plugin")
+    reg = get_registry(pm)
+    assert reg.label_noise("flip").plugin == "flip-plugin" and reg.label_noise("boundary").plugin.endswith("label_noise")
+    m = np.zeros((1, 8, 8), bool)
+    m[0, :, :2] = True
+    out = apply_setting(m, ["k"], parse_setting("flip:1:1", reg), 0, reg)
+    assert out[0, :, -2:].all() and not out[0, :, :2].any()
+
+
 def test_kinds_are_registered_and_listed(registry, cli):
     assert set(KINDS) <= set(registry.label_noises)
     r = cli("list", "label-noise")

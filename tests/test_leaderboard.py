@@ -150,7 +150,7 @@ def test_eval_writes_complete_leaderboard_entry(real):
     assert prov["torch_version"] and prov["fmbench_version"]
     assert e["model"]["ref"] == "mymod:Thresh" and e["model"]["training"] == {
         "recipe": None, "seed": None, "defense": None, "dataset": None, "protocol": None, "val_iou": None,
-        "command": None, "convergence": None}
+        "command": None, "convergence": None, "label_noise": None}
     assert e["summary"] == summarize(e["conditions"])
     # an existing entry is refused before anything runs
     assert real["again"].returncode == 1

@@ -107,8 +107,19 @@ def test_zoo_models_need_weights_and_read_the_generated_table(registry):
     assert {m: set(d) for m, d in got.items()} == {m: set(d) for m, d in table.items()}
     for model, per_ds in got.items():
         for ds, w in per_ds.items():
-            assert w.path == f"zoo/{model}__{ds}.pt" and w.package is None and len(w.state_sha256) == 64
-            assert w.command.startswith(f"fmbench train --model {model} --dataset {ds} ") and "--out" not in w.command
+            assert w.path == f"zoo/{model}__{ds.replace('/', '__')}.pt" and w.package is None and len(w.state_sha256) == 64
+            # a weights name is the dataset (v1) or DATASET/vN[/seedS][/DEFENCE]: the command trains on it
+            base = ds.split("/")[0].split("@")[0]
+            assert w.command.startswith(f"fmbench train --model {model} --dataset {base} ") and "--out" not in w.command
+            if "/v" in ds:
+                from fmbench.weights import weights_name
+
+                parts = ds.split("/")
+                gen = int(parts[1][1:])
+                seed = int(next((p[4:] for p in parts[2:] if p.startswith("seed")), 0))
+                defense = next((p for p in parts[2:] if not p.startswith("seed")), "none")
+                assert f"--tier quick-v{gen}" in w.command and f"--seed {seed}" in w.command
+                assert weights_name(parts[0], gen, seed, defense) == ds
 
 
 def test_state_sha256_pins_the_tensors_not_the_file_bytes(cached_net, registry, pm, monkeypatch):

@@ -48,15 +48,14 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
 
     from rich.table import Table
 
-    from ..leaderboard import load_entries
-    from .board import select_entries
+    from ..leaderboard import load_entries, select
     from ..noise_study import SCORES, plot, study
 
     if not dataset_ref:
         raise ResultError("--label-noise needs --dataset (one dataset at a time)")
     folder = Path(directory) / "label-noise" if (Path(directory) / "label-noise").is_dir() else Path(directory)
     _, reg = registry()
-    entries = select_entries(load_entries(str(folder), reg), dataset_ref, tier)
+    entries = select(load_entries(str(folder), reg), dataset=dataset_ref, tier=tier)
     data = study(entries, model, dataset_ref)
     png = plot(data, out)
     if as_json:

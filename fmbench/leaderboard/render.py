@@ -177,6 +177,16 @@ def render_html(gs: list[dict[str, Any]], links: dict[str, str] | None = None, t
 
 def scores_note() -> str:
     """What the columns mean (the README's note on the tables)."""
-    from ..readme import FLAGS_NOTE
-
     return FLAGS_NOTE.strip()
+
+
+FLAGS_NOTE = ("\nRobust IoU is each test image's lowest IoU over every attack at the headline budget, averaged; "
+              "corrupted IoU each image's mean IoU over every corruption, averaged; intervals are 95 % bootstrap "
+              "intervals over the test images (docs/metrics.md). The study's relative robustness (IoU under a "
+              "condition divided by clean IoU) rewards a model that fails at the reference and is shown beside, "
+              "never ranked by default. *undertrained*: clean IoU more than 0.05 below the best of its table, so "
+              "its robustness says little about its architecture (*architecture-limited* instead where its own "
+              "training record shows it had plateaued). *other-data*: trained on another version of the "
+              "dataset (the shipped `unet-small` learns from the realistic `nucleus@2`). Baseline rows (all foreground, all background, "
+              "Otsu's threshold) are measured on the same inputs and never attacked.\n")
+

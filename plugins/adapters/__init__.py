@@ -31,7 +31,7 @@ __all__ = ["MMSEG_ARGS", "MMSegModel", "SCHEMES", "TimmSegmenter", "TorchScriptM
 
 
 def _bioimageio(rest, args):
-    from fmbench.bioimageio import load_package
+    from .bioimageio import load_package
 
     return load_package(rest) if not args else _no_args("bioimageio", args)
 
