@@ -221,7 +221,12 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
         out.append(f"<tr><td>{key.replace('_', ' ')}</td><td id={key}>{_fmt(s.get(key))}</td>"
                    f"<td class=dim>{html.escape(text)}</td></tr>")
     out.append("</table>")
+    from .leaderboard.rank import flags as table_flags
+
+    # the result's own flags, and those its table would give it (other-data, undertrained, ...)
+    cleans = [(c, model_label(e)) for e in peers + [mine] if (c := (e.get("scores") or {}).get("clean_iou", {}).get("value")) is not None]
     flags = list(doc.get("flags") or [])
+    flags += [f for f in table_flags(mine, max(cleans) if cleans else None) if f["flag"] not in {g["flag"] for g in flags}]
     data = None
     if peers:
         try:

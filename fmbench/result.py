@@ -327,8 +327,9 @@ def result_table(result: Mapping[str, Any]) -> Table:
         table.add_row("[b]corrupted IoU[/b] (mean over every corruption)", "", scores.fmt(s["corrupted_iou"]), "", "", "")
         table.add_row("[b]clean IoU[/b] (reference condition)", "", scores.fmt(s["clean_iou"]),
                       _f(result["summary"]["clean_dice"]), "", "")
+        titles = _family_titles(result)
         for name, fam in s["families"].items():
-            table.add_row(f"  {name} (mean)", fam["kind"], scores.fmt(fam["iou"]), "",
+            table.add_row(f"  {titles.get(name, name)} (mean)", fam["kind"], scores.fmt(fam["iou"]), "",
                           _f(result["summary"]["families"][name]["robustness"]), "")
         table.add_row("relative robustness (study): corruption", "", "", "", scores.fmt(s["corruption_robustness"]), "")
         table.add_row("relative robustness (study): adversarial", "", "", "", scores.fmt(s["adversarial_robustness"]), "")
@@ -339,3 +340,9 @@ def result_table(result: Mapping[str, Any]) -> Table:
             table.add_row(f"[dim]baseline: {name}[/dim]", "", f"[dim]clean {_f(b['clean_iou'])}[/dim]", "",
                           f"[dim]corrupted {_f(b['corrupted_iou'])}[/dim]", "")
     return table
+
+
+def _family_titles(result: Mapping[str, Any]) -> dict[str, str]:
+    """A one-corruption family by its title (``sib``: space-invariant blur), from labels "TITLE, LEVEL"."""
+    return {c["family"]: c["label"].split(", ", 1)[0] for c in reversed(result["conditions"])
+            if c["kind"] == "corruption" and c["family"] == c["name"] and ", " in c["label"]}
