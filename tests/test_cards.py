@@ -47,7 +47,7 @@ def test_info_json_and_unknown_model(cli):
 
     assert [w["dataset"] for w in card["weights"]] == sorted(zoo_weights().get("fpn-r18", {}))
     for w in card["weights"]:
-        assert w["path"].endswith(f"weights/zoo/fpn-r18__{w['dataset']}.pt") and len(w["state_sha256"]) == 64
+        assert w["path"].endswith(f"weights/zoo/fpn-r18__{w['dataset'].replace('/', '__')}.pt") and len(w["state_sha256"]) == 64
         assert w["status"] in ("present", "missing") and w["sha256"] is None
     bad = cli("info", "fpn-r1")
     assert bad.returncode == 1
