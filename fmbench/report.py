@@ -84,6 +84,7 @@ def curves_figure(doc: dict[str, Any], peers: list[dict[str, Any]]) -> str:
     rows = max(1, -(-len(keys) // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
     clean = scores.per_image(doc, "clean_iou")
+    titles = _titles()
     for ax, key in zip(axes.flat, keys):
         for p in peers:
             pts = _curves(p).get(key)
@@ -95,7 +96,7 @@ def curves_figure(doc: dict[str, Any], peers: list[dict[str, Any]]) -> str:
         ax.plot(xs, [y for _, y, _ in pts], color="C0" if kinds[key] == "corruption" else "C3", lw=2, marker="o")
         if clean is not None:
             ax.axhline(float(np.mean(clean)), color="k", ls="--", lw=0.8)
-        ax.set_title(_titles().get(key, key), fontsize=9)
+        ax.set_title(titles.get(key, key), fontsize=9)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
         if kinds[key] == "corruption":

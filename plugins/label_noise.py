@@ -103,6 +103,7 @@ class Spurious(LabelNoise):
         h, w = mask.shape
         yy, xx = np.mgrid[:h, :w]
         k = int(rng.binomial(n, min(severity, 1.0))) + (int(severity) - 1 if severity > 1 else 0)
+        near = ndi.binary_dilation(mask, iterations=2)  # real objects and their margin: no blob there
         for _ in range(k):
             for _attempt in range(20):  # in the background, not on a real object
                 cy, cx = rng.uniform(0, h), rng.uniform(0, w)
@@ -111,7 +112,7 @@ class Spurious(LabelNoise):
                 dy, dx = yy - cy, xx - cx
                 u, v = dx * np.cos(t) + dy * np.sin(t), -dx * np.sin(t) + dy * np.cos(t)
                 blob = (u / a) ** 2 + (v / b) ** 2 <= 1
-                if blob.any() and not (blob & ndi.binary_dilation(mask, iterations=2)).any():
+                if blob.any() and not (blob & near).any():
                     out |= blob
                     break
         return out
