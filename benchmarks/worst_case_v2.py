@@ -14,6 +14,7 @@ lose what a second random start would have found).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 
@@ -24,11 +25,26 @@ import fmbench
 MEMBERS = ["fgsm", "pgd", "segpgd", "cospgd", "worst-case"]
 
 
+def variant(tier: str, n_images: int):
+    base, _, refine = tier.partition("+refine=")
+    proto = fmbench.get_protocol(base, n_images=n_images, corruptions=["none"], attacks=MEMBERS)
+    if not refine:
+        return proto
+    name, _, rel = refine.partition(":")
+    params = (("steps", 5), ("rel_step", float(rel or 2.5)))
+    return dataclasses.replace(proto, attacks=tuple(
+        dataclasses.replace(e, params=(*e.params, ("refine", (name, params)))) if e.name == "worst-case" else e
+        for e in proto.attacks))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="unet-small")
     ap.add_argument("--dataset", default="nucleus@2")
     ap.add_argument("--n-images", type=int, default=16)
+    ap.add_argument("--variants", default="quick-v1,quick-v2",
+                    help="tiers, or TIER+refine=ATTACK[:REL_STEP] (the ensemble continued from each image's worst "
+                         "member by ATTACK, 5 steps), comma-separated")
     args = ap.parse_args()
     print(f"# {platform.machine()}, {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
           f"{args.dataset}, {args.n_images} images, attacks {', '.join(MEMBERS)} at 8/255")
@@ -39,8 +55,8 @@ def main() -> None:
     for name in args.models.split(","):
         v2 = f"{args.dataset}/v2"  # the same weights under both tiers: the v2 zoo's where it has them
         weights = v2 if v2 in reg.model(name).weights else None
-        for tier in ("quick-v1", "quick-v2"):
-            proto = fmbench.get_protocol(tier, n_images=args.n_images, corruptions=["none"], attacks=MEMBERS)
+        for tier in args.variants.split(","):
+            proto = variant(tier, args.n_images)
             r = fmbench.evaluate(name, args.dataset, proto, weights=weights, cache=False, batch_size=8)
             wc = r.condition("worst-case@8/255")
             members = [f"{m}@8/255" for m in MEMBERS[:-1]]

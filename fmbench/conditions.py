@@ -96,6 +96,11 @@ class RunContext:
     attacks: dict[str, Any]
     # this batch's overlap counts per finished condition (what a WorstOf condition combines)
     scored: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # this batch's adversarial inputs per finished attack condition (where a WorstOf refines from)
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the run's conditions by id: a member whose input this process does not hold (a resumed
+    # run) is applied again, deterministically
+    plan: dict[str, Condition] = field(default_factory=dict)
 
 
 @dataclass
@@ -181,7 +186,42 @@ class WorstOf(AttackAt):
         pick = iou.argmin(0)  # ties: the first member in protocol order
         counts = {k: torch.stack([run.scored[m][k] for m in self.members]).gather(0, pick[None])[0]
                   for k in ("inter", "union", "pred", "true")}
-        return Applied(None, batch.mask, {"worst_of": [self.members[i] for i in pick.tolist()]}, counts)
+        names = [self.members[i] for i in pick.tolist()]
+        refiner = getattr(run.attacks.get(self.family), "refiner", None)
+        if refiner is None:
+            return Applied(None, batch.mask, {"worst_of": names}, counts)
+        return self._refine(batch, run, refiner, pick, iou.gather(0, pick[None])[0], counts, names)
+
+    def _member_input(self, member: str, batch: BatchInputs, run: RunContext) -> torch.Tensor:
+        if member not in run.inputs:  # scored by an earlier process (resume): apply it again
+            run.inputs[member] = run.plan[member].apply(batch, run).input.detach()
+        return run.inputs[member]
+
+    def _refine(self, batch: BatchInputs, run: RunContext, refiner: Any, pick: torch.Tensor, best_iou: torch.Tensor,
+                counts: dict[str, torch.Tensor], names: list[str]) -> Applied:
+        """Continue from each image's worst member input with the ensemble's refine attack and
+        keep its result where the IoU is strictly lower (one more attack run, in the pass counts)."""
+        from .metrics import overlap_counts, predict
+
+        assert run.model is not None, "a refined ensemble needs the model"
+        x_ref = batch.reference()
+        inputs = torch.stack([self._member_input(m, batch, run) for m in self.members])
+        start = inputs[pick.to(inputs.device), torch.arange(inputs.shape[1], device=inputs.device)]
+        gens = batch.gens(f"{self.id}/refine")
+        with frozen_params(run.model), track_gradients() as tracker:
+            x_adv = refiner(run.model, x_ref, batch.mask, self.level, gens, start=start)
+            check_adversarial(x_adv, x_ref, f"attack {self.family!r} (refine)")
+            x_adv = x_adv.detach()
+            checks = attack_checks(run.model, refiner, tracker, x_ref, x_adv, batch.mask, self.norm, self.level)
+        checks.update(role="ensemble", members=[*self.members, "refine"])
+        with torch.inference_mode():
+            refined = {k: v.detach().cpu() for k, v in overlap_counts(predict(run.model(x_adv)), batch.mask).items()}
+        r_iou = torch.where(refined["union"] > 0, refined["inter"].double() / refined["union"].double().clamp_min(1),
+                            torch.ones_like(refined["union"], dtype=torch.float64))
+        better = r_iou < best_iou
+        counts = {k: torch.where(better, refined[k], counts[k]) for k in counts}
+        names = ["refine" if b else n for b, n in zip(better.tolist(), names)]
+        return Applied(None, batch.mask, {"worst_of": names, "checks": checks}, counts)
 
 
 def _covering_members(entry: Any, protocol: Protocol) -> dict[float, tuple[str, ...]] | None:

@@ -113,8 +113,11 @@ def pass_cost(cond: Condition, ctx: RunContext) -> int:
     scored from other conditions' results."""
     if cond.kind != "attack":
         return 1
-    if cond.family not in ctx.attacks or isinstance(cond, WorstOf):
+    if cond.family not in ctx.attacks:
         return 0
+    if isinstance(cond, WorstOf):  # scored from its members, plus its refinement if any
+        refine = getattr(ctx.attacks[cond.family], "refine_iterations", lambda eps: 0)(cond.level)
+        return 2 + 3 * int(refine) if refine else 0
     steps = ctx.attacks[cond.family].iterations(cond.level)
     return 2 + 3 * int(steps)
 
@@ -151,7 +154,8 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     model = PassCounter(loaded.module.to(device).eval())
     ctx = RunContext(model=model,
                      corruptions={e.name: registry.build_corruption(e.name) for e in protocol.corruptions},
-                     attacks={e.family: registry.build_attack(e) for e in protocol.attacks})
+                     attacks={e.family: registry.build_attack(e) for e in protocol.attacks},
+                     plan={c.id: c for c in conditions})
     n_images = min(protocol.n_images, len(dataset))
     # progress counts model work, not chunks: an attack chunk costs its gradient steps, so the
     # ETA does not swing between cheap corruption chunks and expensive attack ones
@@ -184,6 +188,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
         # what this batch already scored (a resumed run: from the log), for conditions built on it
         ctx.scored = {r["condition"]: {k: torch.tensor(r[k]) for k in ("inter", "union", "pred", "true")}
                       for r in log.records if r["batch"] == batch.index} if combines else {}
+        ctx.inputs = {}
         for cond in todo:
             t0 = time.perf_counter()
             before = model.counts()
@@ -200,6 +205,8 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                 counts = overlap_counts(predict(logits), applied.target)
             if combines:
                 ctx.scored[cond.id] = {k: v.detach().cpu() for k, v in counts.items()}
+                if cond.kind == "attack" and applied.input is not None:
+                    ctx.inputs[cond.id] = applied.input.detach()
             extra = dict(applied.record)
             if cond.kind != "attack" and applied.input is not None:  # the baselines, on the same input
                 extra["baselines"] = baselines.counts(applied.input, applied.target)

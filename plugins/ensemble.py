@@ -10,6 +10,8 @@ Members are looked up by name in the registry the host passes, so a third-party 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from fmbench import (
@@ -42,7 +44,11 @@ class WorstCase(Attack):
     ``reuse=True`` (the v2 protocols): where the protocol itself runs every member at the
     ensemble's budget, norm and parameters, the engine scores the ensemble as the per-image
     worst of those results (:class:`fmbench.conditions.WorstOf`) instead of running the members
-    again with fresh random starts; this class runs only where they are not all there."""
+    again with fresh random starts; this class runs only where they are not all there.
+    ``refine``: ``(name, params)`` of a gradient attack that accepts a ``start`` (the PGD
+    family) run once more from each image's worst member result, and kept where it is worse
+    still: a continuation from the strongest point found, where a second random start of every
+    member would begin again from scratch (docs/attacks.md has the measurement)."""
 
     name = "worst-case"
     role = "ensemble"
@@ -50,9 +56,19 @@ class WorstCase(Attack):
     norms = ("linf", "l2")
     summary = "per image, the strongest of several attacks (SEA-style)"
 
-    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS, reuse: bool = False, *, registry):
+    def __init__(self, norm: str = "linf", members=DEFAULT_MEMBERS, reuse: bool = False, refine=None, *, registry):
         self.norm = check_norm(norm, self.name)
         self.reuse = bool(reuse)
+        self.refiner = None
+        if refine is not None:
+            name, params = (refine, ()) if isinstance(refine, str) else refine
+            spec = registry.attack(name)
+            if norm not in spec.norms:
+                raise ProtocolError(f"attack {self.name!r}: refine attack {name!r} does not support norm {norm!r}")
+            self.refiner = spec.build(registry, norm, **dict(params))
+            if "start" not in inspect.signature(self.refiner.__call__).parameters:
+                raise ProtocolError(f"attack {self.name!r}: refine attack {name!r} cannot continue from a given "
+                                    f"start (its __call__ takes no 'start')")
         self.attacks = []
         labels = []
         for item in members:
@@ -70,7 +86,10 @@ class WorstCase(Attack):
         self.members = tuple(labels)
 
     def iterations(self, eps: float) -> int:
-        return sum(a.iterations(eps) for a in self.attacks)
+        return sum(a.iterations(eps) for a in self.attacks) + self.refine_iterations(eps)
+
+    def refine_iterations(self, eps: float) -> int:
+        return 0 if self.refiner is None else int(self.refiner.iterations(eps))
 
     def __call__(self, model, x, target, eps, gens):
         best = best_iou = best_loss = None
@@ -87,7 +106,22 @@ class WorstCase(Attack):
             best = torch.where(better.reshape(-1, 1, 1, 1), x_adv, best)
             best_iou = torch.where(better, iou, best_iou)
             best_loss = torch.where(better, loss, best_loss)
+        if self.refiner is not None:
+            best = self.refine(model, x, target, eps, gens, best, best_iou, best_loss)
         return best
+
+    def refine(self, model, x, target, eps, gens, best, best_iou, best_loss=None):
+        """Continue from ``best`` (each image's strongest result so far, with its IoU) with the
+        refine attack; keep, per image, whichever of the two leaves the lower IoU."""
+        x_ref = self.refiner(model, x, target, eps, _member_gens(gens, "refine"), start=best).detach()
+        with torch.no_grad():
+            logits = model(x_ref)
+            iou = per_image_iou(predict(logits), target, torch.float32)
+            loss = segmentation_loss(logits.float(), target).flatten(1).mean(1)
+        better = iou < best_iou
+        if best_loss is not None:
+            better |= (iou == best_iou) & (loss > best_loss)
+        return torch.where(better.reshape(-1, 1, 1, 1), x_ref, best)
 
 
 @hookimpl

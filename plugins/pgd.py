@@ -117,9 +117,11 @@ class PGD(Attack):
     def start(self, x: torch.Tensor, eps: float, gens) -> torch.Tensor:
         return random_start(x, eps, self.norm, gens) if self.random_start else x.clone()
 
-    def __call__(self, model, x, target, eps, gens):
+    def __call__(self, model, x, target, eps, gens, start=None):
+        """``start``: an adversarial input inside the budget to continue from (a worst-case
+        ensemble's refinement) instead of the attack's own start."""
         steps, alpha = self.iterations(eps), self.step_size(eps)
-        x_adv = self.start(x, eps, gens)
+        x_adv = self.start(x, eps, gens) if start is None else project(start.detach().clone(), x, eps, self.norm)
         for t in range(steps):
             grad, _ = input_gradient(model, x_adv, target, self.loss_at(t, steps), where=f"attack {self.name!r}")
             x_adv = project(ascend(x_adv, grad, alpha, self.norm), x, eps, self.norm)
