@@ -27,7 +27,8 @@ evaluation log exists), so the campaign can be split across sessions: kill it at
 run it again; finished pieces are skipped.  After every step ``leaderboard/runs/zoo.json``
 (``zoo-PROTOCOL.json`` for later protocols) is rewritten from the training records and entries
 on disk: training minutes, convergence, validation and clean test IoU, and both commands --
-nothing in it is typed by hand.  ``--commit`` commits each finished entry with its table and
+nothing in it is typed by hand; docs/zoo.md's tables are generated from it
+(``leaderboard/zoo_tables.py``).  ``--commit`` commits each finished entry with its table and
 weights registry (git), so a session that ends mid-campaign loses at most the piece in flight.
 """
 
@@ -46,6 +47,9 @@ from pathlib import Path
 
 from fmbench.files import write_json
 from fmbench.runlog import partial_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import zoo_tables  # noqa: E402  (beside this script)
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("nucleus", "er", "mito")
@@ -265,12 +269,14 @@ def main(argv: list[str] | None = None) -> int:
             run([fmbench, *cmd[1:]], args.dry_run)
         if not args.dry_run:
             write_json(table, record(every, pid, previous))
+            if board == HERE and gen >= 2:  # docs/zoo.md's generated tables stay current
+                zoo_tables.main(["--runs", str(table)])
             readme = Path("README.md")
             if p.entry.exists() and board == HERE and readme.exists():  # its generated tables stay current
                 run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(board)], False)
             if args.commit:
                 what = p.entry.stem if p.entry.exists() else f"weights {p.model} {p.name}"
-                git_commit([p.entry, table, WEIGHTS_FILE, board / "baselines", readme],
+                git_commit([p.entry, table, WEIGHTS_FILE, board / "baselines", readme, zoo_tables.DOC],
                            f"zoo {pid}: {what} (leaderboard/reproduce.py)")
     return 0
 

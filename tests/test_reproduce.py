@@ -78,3 +78,35 @@ def test_finished_pairs_are_not_retrained_on_a_machine_without_their_weights(rep
     out = capsys.readouterr().out
     assert "skip unet-r18__nucleus__quick-v1.json: entry exists, weights not in this cache" in out
     assert "fmbench train" not in out and "fmbench eval" not in out
+
+
+@pytest.fixture(scope="module")
+def zoo_tables():
+    sys.path.insert(0, str(ROOT / "leaderboard"))
+    import zoo_tables as mod
+
+    return mod
+
+
+def _row(model, seed=0, defense="none", clean=0.9, rob=0.3):
+    return {"model": model, "dataset": "nucleus", "seed": seed, "defense": defense, "train_minutes": 10.0,
+            "clean_iou": clean, "corruption_robustness": 0.8, "adversarial_robustness": 0.5, "robust_iou": rob,
+            "convergence": {"state": "plateaued", "best_val_iou": clean, "best_step": 1200, "gain_last_quarter": 0.001}}
+
+
+def test_zoo_tables_compute_seed_spread_and_defence_cost(zoo_tables):
+    rows = [_row("a", 0, clean=0.90, rob=0.30), _row("a", 1, clean=0.88, rob=0.20), _row("a", 2, clean=0.86, rob=0.40),
+            _row("b"), _row("a", 0, "pgd-at", clean=0.85, rob=0.45)]
+    seeds = zoo_tables.seed_table(rows)
+    assert "| `a` | nucleus | 3 (0, 1, 2) | 0.880 ± 0.020 (0.860–0.900) |" in seeds
+    assert "0.300 ± 0.100 (0.200–0.400)" in seeds and "`b`" not in seeds  # one seed: no spread
+    defence = zoo_tables.defence_table(rows)
+    assert "| `a` | nucleus | pgd-at | 0.850 (-0.050) |" in defence and "0.450 (+0.150)" in defence
+    training = zoo_tables.training_table(rows)
+    assert training.count("\n| `") == 2  # seed 0, undefended only: a and b
+    assert "plateaued, +0.001 over the last quarter" in training
+
+
+def test_the_zoo_docs_tables_are_current(zoo_tables):
+    """docs/zoo.md's generated section is what the checked-in campaign table gives."""
+    assert zoo_tables.main(["--check"]) == 0

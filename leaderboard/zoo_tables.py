@@ -1,0 +1,148 @@
+"""docs/zoo.md's generated tables, from a campaign's run table (``leaderboard/runs/zoo-*.json``).
+
+    python leaderboard/zoo_tables.py                   # rewrite the section in docs/zoo.md
+    python leaderboard/zoo_tables.py --check           # exit 1 if it is not current
+
+Three tables, all computed from the rows that ``leaderboard/reproduce.py`` writes (nothing typed
+by hand): training and test scores per model x dataset (seed 0, no defence); the spread over
+training seeds for every architecture with more than one; the clean-accuracy cost and the
+robustness gain of each defence against the same architecture undefended.  A piece that has not
+been run is not in the table; a piece trained but not evaluated shows its training only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "zoo.md"
+START, END = "<!-- zoo-v2-tables:start (leaderboard/zoo_tables.py) -->", "<!-- zoo-v2-tables:end -->"
+SCORES = (("clean_iou", "clean IoU"), ("corruption_robustness", "corruption rob."),
+          ("adversarial_robustness", "adversarial rob."), ("robust_iou", "robust IoU"))
+
+
+def _f(v, digits: int = 3) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _convergence(c: dict | None) -> str:
+    if not c:
+        return ""
+    gain = c.get("gain_last_quarter")
+    out = c.get("state", "")
+    if gain is not None:
+        out += f", {gain:+.3f} over the last quarter"
+    if c.get("stopped_at") and c.get("reason") and c["reason"] != "budget used up":
+        out += f"; stopped at {c['stopped_at']} ({c['reason']})"
+    return out
+
+
+def training_table(rows: list[dict]) -> str:
+    lines = ["| model | dataset | training min | best val IoU (step) | convergence | clean IoU (test) | "
+             "corruption rob. | adversarial rob. | robust IoU | evaluation min |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in sorted((r for r in rows if r.get("seed", 0) == 0 and r.get("defense", "none") == "none"),
+                    key=lambda r: (r["dataset"], -(r.get("clean_iou") or 0), r["model"])):
+        c = r.get("convergence") or {}
+        val = f"{c['best_val_iou']:.3f} ({c.get('best_step')})" if c.get("best_val_iou") is not None else (
+            _f(r.get("val_iou")) or "shipped weights")
+        lines.append(f"| `{r['model']}` | {r['dataset']} | {_f(r.get('train_minutes'), 1)} | {val} | "
+                     f"{_convergence(c)} | {_f(r.get('clean_iou'))} | {_f(r.get('corruption_robustness'))} | "
+                     f"{_f(r.get('adversarial_robustness'))} | {_f(r.get('robust_iou'))} | "
+                     f"{_f(r.get('eval_minutes'), 1)} |")
+    return "\n".join(lines)
+
+
+def seed_table(rows: list[dict]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("defense", "none") == "none" and r.get("clean_iou") is not None:
+            groups.setdefault((r["model"], r["dataset"]), []).append(r)
+    lines = ["| model | dataset | seeds | " + " | ".join(f"{t} mean ± SD (range)" for _, t in SCORES) + " |",
+             "|---|---|---:|" + "---:|" * len(SCORES)]
+    for (model, ds), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if len(rs) < 2:
+            continue
+        cells = []
+        for key, _ in SCORES:
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} "
+                         f"({min(vals):.3f}–{max(vals):.3f})" if len(vals) > 1 else "")
+        lines.append(f"| `{model}` | {ds} | {len(rs)} ({', '.join(str(r.get('seed', 0)) for r in rs)}) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "No architecture has two evaluated seeds yet."
+
+
+def defence_table(rows: list[dict]) -> str:
+    base = {(r["model"], r["dataset"]): r for r in rows
+            if r.get("seed", 0) == 0 and r.get("defense", "none") == "none" and r.get("clean_iou") is not None}
+    lines = ["| model | dataset | defence | clean IoU (cost) | corruption rob. (gain) | adversarial rob. (gain) | "
+             "robust IoU (gain) | training min |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["model"], r.get("defense", "none"))):
+        d = r.get("defense", "none")
+        b = base.get((r["model"], r["dataset"]))
+        if d == "none" or r.get("clean_iou") is None or b is None:
+            continue
+        cells = []
+        for key, _ in SCORES:
+            v, v0 = r.get(key), b.get(key)
+            cells.append("" if v is None or v0 is None else f"{v:.3f} ({v - v0:+.3f})")
+        lines.append(f"| `{r['model']}` | {r['dataset']} | {d} | " + " | ".join(cells)
+                     + f" | {_f(r.get('train_minutes'), 1)} |")
+    return "\n".join(lines) if len(lines) > 2 else "No defended model is evaluated yet."
+
+
+def section(table: dict) -> str:
+    rows = table.get("rows", [])
+    return "\n\n".join([
+        START,
+        f"Generated from `leaderboard/runs/zoo-{table.get('protocol', 'quick-v2')}.json` "
+        "(`python leaderboard/zoo_tables.py`). Scores are the entries' means over the protocol's test "
+        "images; minutes are wall time on the machine named in each row (`hardware`).",
+        "**Training and test, seed 0** (sorted by clean IoU within each dataset):",
+        training_table(rows),
+        "**Over training seeds** (the standard deviation is over seeds, not images):",
+        seed_table(rows),
+        "**Defences** (against the same architecture undefended, seed 0):",
+        defence_table(rows),
+        END,
+    ])
+
+
+def render(doc: str, table: dict) -> str:
+    new = section(table)
+    if START in doc and END in doc:
+        a, b = doc.index(START), doc.index(END) + len(END)
+        return doc[:a] + new + doc[b:]
+    return doc.rstrip("\n") + "\n\n" + new + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=Path, default=ROOT / "leaderboard" / "runs" / "zoo-quick-v2.json")
+    ap.add_argument("--doc", type=Path, default=DOC)
+    ap.add_argument("--check", action="store_true", help="exit 1 if the section is not current")
+    args = ap.parse_args(argv)
+    table = json.loads(args.runs.read_text())
+    doc = args.doc.read_text()
+    new = render(doc, table)
+    if args.check:
+        if new != doc:
+            print(f"{args.doc}: the generated zoo tables are not current; run python leaderboard/zoo_tables.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if new != doc:
+        tmp = args.doc.with_suffix(".md.tmp")
+        tmp.write_text(new)
+        tmp.replace(args.doc)
+        print(f"{args.doc} updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
