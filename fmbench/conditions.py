@@ -194,7 +194,9 @@ class WorstOf(AttackAt):
 
     def _member_input(self, member: str, batch: BatchInputs, run: RunContext) -> torch.Tensor:
         if member not in run.inputs:  # scored by an earlier process (resume): apply it again
-            run.inputs[member] = run.plan[member].apply(batch, run).input.detach()
+            again = run.plan[member].apply(batch, run).input
+            assert again is not None, f"{member}: an attack condition gives an input"
+            run.inputs[member] = again.detach()
         return run.inputs[member]
 
     def _refine(self, batch: BatchInputs, run: RunContext, refiner: Any, pick: torch.Tensor, best_iou: torch.Tensor,

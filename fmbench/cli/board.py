@@ -221,8 +221,11 @@ def compare_cmd(result, directory, as_json):
 @click.option("--seeds", "seeds", is_flag=True,
               help="Instead: how much of the ranking is architecture and how much training luck, from the "
                    "architectures trained with several seeds (one dataset).")
+@click.option("--families", "families", is_flag=True,
+              help="Instead: each corruption group (noise, blur, artefacts) against each attack, plain and with "
+                   "clean IoU held fixed (one dataset, at least 4 models).")
 def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json, seeds, label_noise=False,
-                model_name="unet-small"):
+                model_name="unet-small", families=False):
     """Spearman and Pearson correlation between corruption robustness (overall and per family)
     and adversarial robustness across entries of one protocol, with bootstrap 95 % CIs and
     p-values; writes a labelled scatter plot."""
@@ -257,6 +260,15 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
                       "—" if v["pairs_stable"] is None else f"{v['pairs_stable']:.0%} of {v['n_pairs']}",
                       f"{v['sd']:.3f}")
         console().print(t)
+        return
+    if families:
+        from ..analysis import family_matrix, family_table
+
+        matrix = family_matrix(entries, n_boot=n_boot, seed=seed)
+        if as_json:
+            click.echo(json.dumps(matrix, indent=2))
+        else:
+            console().print(family_table(matrix))
         return
     if within:
         hits = [e for e in entries if within in (e["model"]["ref"], model_label(e))]
