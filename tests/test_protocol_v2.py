@@ -108,3 +108,11 @@ def test_a_refine_attack_must_be_able_to_continue_from_a_start(registry):
     entry = dataclasses.replace(proto.attacks[0], params=(("refine", ("fgsm", ())),))
     with pytest.raises(ProtocolError, match="cannot continue from a given start"):
         registry.build_attack(entry)
+
+
+def test_an_ensemble_run_on_its_own_refines_too():
+    """Where the protocol lacks the members (a custom attack list), the ensemble runs them and
+    then continues from each image's worst, as the engine's WorstOf does."""
+    r = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=["worst-case"], **SMALL)
+    wc = r.condition("worst-case@8/255")
+    assert wc["passes"]["backward_images"] == 2 * (1 + 5 + 5 + 5 + 5)  # FGSM, PGD/SegPGD/CosPGD-5, refine
