@@ -179,13 +179,21 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
         e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
         return e
 
-    got = study([base, at(0.2, 0.0), at(0.4, 0.05), at(0.7, 0.1), at(1.0, 0.2)], "unet-small", "er")
+    track = [base, at(0.2, 0.0), at(0.4, 0.05), at(0.7, 0.1), at(1.0, 0.2)]
+    got = study(track, "unet-small", "er")
     (kind,) = got["kinds"]
     assert kind["kind"] == "boundary" and [r["rate"] for r in kind["rows"]] == [0.0, 0.2, 0.4, 0.7, 1.0]
     tests = [r["clean_iou_test"] for r in kind["rows"][1:]]
     assert [t["significant_loss"] for t in tests] == [False, True, True, True]
     assert tests[1]["diff"] == pytest.approx(-0.05, abs=0.005) and tests[1]["effect"] < -0.9
     assert kind["max_safe_rate"]["clean_iou"] == 0.2
+    # the README's generated summary reads the same numbers, and compares them with Yu et al.'s 20 %
+    from fmbench.readme import label_noise_markdown
+
+    text = label_noise_markdown(track)
+    assert "| unet-small | er | quick-v1 | boundary (2) | 0%, 20%, 40%, 70%, 100% | 20% |" in text
+    assert "in 1 of 1 kind × dataset settings" in text
+    assert "No label-noise entries yet" in label_noise_markdown([base])
 
 
 def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):

@@ -55,7 +55,9 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
     entries = load_entries(directory, reg)
     base = load_baselines(directory)[0]
     if update_readme:
-        changed = upd(readme, entries, base)
+        track = Path(directory) / "label-noise"
+        noise = load_entries(str(track), reg) if track.is_dir() else []
+        changed = upd(readme, entries, base, noise)
         click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
         return
     gs = groups(select_entries(entries, dataset_ref, tier), sort, base)
