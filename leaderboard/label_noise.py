@@ -100,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         if partial_path(result).exists():
             cmd.append("--resume")
         rep.run(cmd, args.dry_run)
+        readme = Path("README.md")
+        if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
+            rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
         if args.commit and not args.dry_run:
-            rep.git_commit([entry, args.board / "baselines"], f"label-noise study: {stem} (leaderboard/label_noise.py)")
+            rep.git_commit([entry, args.board / "baselines", readme],
+                           f"label-noise study: {stem} (leaderboard/label_noise.py)")
     return 0
 
 
