@@ -83,7 +83,10 @@ def recheck(entry: dict[str, Any], positions: Sequence[int], registry: Registry,
         if pos >= len(dataset) or subset[k].id != ids[pos]:
             raise ResultError(f"image {ids[pos]!r} of the entry is not image {pos} of {ds_ref!r} as it opens here")
     args = dict(entry["model"].get("args") or {})  # plain JSON values, passed as keyword arguments
+    # a registered model's entry names its weights (a seed or a defence: er/v2/seed1, mito/v2/pgd-at)
+    name = entry["model"].get("weights") if checkpoint is None and ":" not in ref else None
     result = api.evaluate(ref, subset, protocol, model_args=args, checkpoint=checkpoint, device="cpu",
+                          weights=name if isinstance(name, str) else None,
                           batch_size=int(entry["provenance"].get("batch_size") or 8))
     return result.document
 
