@@ -180,6 +180,10 @@ def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: i
 # invariant and space-variant), and the microscopy artefacts (optical and detector)
 CORRUPTION_GROUPS = {"noise": ("noise",), "blur": ("sib", "svb"), "artefacts": ("optical", "detector")}
 OVERALL_ATTACK = "adversarial (overall)"
+# below this many models the percentile bootstrap of a (partial) rank correlation is close to
+# degenerate: with n = 4, every resample with the four distinct points a partial correlation
+# needs is a permutation of the data, so its "interval" is the point itself
+MIN_RELIABLE_MODELS = 8
 
 
 def _pooled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,7 +234,8 @@ def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: in
                  for c, y in cols.items()} for r, x in rows.items()}
     n_cells = len(rows) * len(cols)
     return {"scope": "family matrix", "protocol_id": pid, "protocol_hash": phash, "dataset": datasets[0],
-            "n_models": len(entries), "models": [model_label(e, seed=False) for e in entries],
+            "n_models": len(entries), "reliable": len(entries) >= MIN_RELIABLE_MODELS,
+            "models": [model_label(e, seed=False) for e in entries],
             "rows": list(rows), "cols": list(cols), "cells": cells, "n_cells": n_cells,
             "chance_cells": round(0.05 * n_cells, 1)}
 
@@ -239,15 +244,17 @@ def family_table(m: dict[str, Any]) -> Table:
     from rich.table import Table
 
     t = Table(title=(f"corruption groups vs attacks · {m['protocol_id']} ({m['protocol_hash']}) · {m['dataset']} · "
-                     f"{m['n_models']} models: Spearman ρ / partial ρ with clean IoU fixed; * 95 % CI excludes 0 "
-                     f"(no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by chance)"),
+                     f"{m['n_models']} models: Spearman ρ / partial ρ with clean IoU fixed; "
+                     + (f"* 95 % CI excludes 0 (no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by "
+                        f"chance)" if m["reliable"] else
+                        f"fewer than {MIN_RELIABLE_MODELS} models: no interval is reliable, none is marked")),
               title_justify="left")
     t.add_column("corruption")
     for c in m["cols"]:
         t.add_column(c, justify="right")
 
     def f(c):
-        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if excludes_zero(c) else "")
+        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if m["reliable"] and excludes_zero(c) else "")
 
     for r in m["rows"]:
         t.add_row(r, *(f"{f(m['cells'][r][c]['spearman'])} / {f(m['cells'][r][c]['partial'])}" for c in m["cols"]))

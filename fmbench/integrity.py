@@ -108,16 +108,34 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     return problems
 
 
-def weights_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
+def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, Any] | None) -> bool:
+    """Whether a track's own weights registry (``FOLDER/weights/registry.json``: the study's
+    trainings, by entry name, with their file and tensor hashes) lists the entry's weights for
+    its model and dataset: both hashes must match."""
+    if not track_weights:
+        return False
+    model, ds = entry["model"], entry["dataset"]["ref"]
+    for w in (track_weights.get(model["ref"]) or {}).values():
+        if isinstance(w, Mapping) and w.get("dataset") == ds and w.get("sha256") == model.get("weights_sha256") \
+                and w.get("state_sha256") is not None and w.get("state_sha256") == model.get("state_sha256"):
+            return True
+    return False
+
+
+def weights_problems(entry: Mapping[str, Any], registry: Registry,
+                     track_weights: Mapping[str, Any] | None = None) -> list[str]:
     """A registered model's entry made with registered weights must have been made with those
     weights: the entry's weights name (or, in entries that name none, the weights the protocol
     would pick for the dataset) must be registered, and the file's sha256 and the tensors'
-    sha256 must be the ones the registry pins."""
+    sha256 must be the ones the registry pins.  In a track folder with its own weights registry
+    (the label-noise study's trainings), weights listed there with both hashes are accepted too."""
     from .model import weights_for
 
     ref, ds = entry["model"]["ref"], entry["dataset"]["ref"]
     spec = registry.models.get(ref)
     if spec is None or ":" in ref:
+        return []
+    if entry["model"].get("weights") is None and track_weight_listed(entry, track_weights):
         return []
     named = entry["model"].get("weights")
     if named is not None and named not in spec.weights:
@@ -138,7 +156,8 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
     return problems
 
 
-def consistency(doc: Mapping[str, Any], registry: Registry | None = None) -> list[str]:
+def consistency(doc: Mapping[str, Any], registry: Registry | None = None,
+                track_weights: Mapping[str, Any] | None = None) -> list[str]:
     """Every internal-consistency problem of a result or entry (empty when consistent)."""
     if not isinstance(doc, Mapping):
         return [f"not a result or entry (a JSON {type(doc).__name__})"]
@@ -157,5 +176,5 @@ def consistency(doc: Mapping[str, Any], registry: Registry | None = None) -> lis
         if protocol is not None:
             problems += plan_problems(doc, protocol, registry)
         if doc.get("kind") == "fmbench-leaderboard-entry":
-            problems += weights_problems(doc, registry)
+            problems += weights_problems(doc, registry, track_weights)
     return problems

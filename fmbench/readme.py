@@ -35,16 +35,23 @@ def _version(protocol_id: str) -> int:
 
 
 def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
-    """Per table of a version-2 protocol with at least 4 models: every corruption group against
+    """Per table of a version-2 protocol with at least ``MIN_RELIABLE_MODELS`` models: every corruption group against
     every attack (:func:`fmbench.analysis.family_matrix`), and what it shows, written from the
     numbers (nothing here is typed by hand)."""
-    from .analysis import OVERALL_ATTACK, excludes_zero, family_matrix
+    from .analysis import MIN_RELIABLE_MODELS, OVERALL_ATTACK, excludes_zero, family_matrix
 
     out: list[str] = []
     for g in gs:
         es = [e for e in g["entries"] if e["summary"]["adversarial_robustness"] is not None
               and e["summary"]["corruption_robustness"] is not None]
-        if _version(g["protocol_id"]) < min_version or len({model_label(e, seed=False) for e in es}) < 4:
+        n_models = len({model_label(e, seed=False) for e in es})
+        if _version(g["protocol_id"]) < min_version:
+            continue
+        if n_models < MIN_RELIABLE_MODELS:
+            out += ["", f"*{g['dataset']} · {g['protocol_id']}, each corruption group against each attack:* waits for "
+                    f"{MIN_RELIABLE_MODELS} models ({n_models} so far); with fewer, bootstrap intervals of rank "
+                    "correlations across models are close to degenerate. `fmbench analyze --families` shows the "
+                    "coefficients meanwhile."]
             continue
         m = family_matrix(es)
         cols = m["cols"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -39,6 +40,27 @@ def _reproduce():
     sys.modules[spec.name] = mod  # type: ignore[union-attr]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
+
+
+def register(board: Path, model: str, stem: str, dataset: str, ckpt: Path) -> None:
+    """Record a training of the study in the track's weights registry (``BOARD/weights/
+    registry.json``): file and tensor sha256, command, validation IoU and label-noise setting.
+    Validation accepts the track's entries of a registered model only with weights listed here
+    (``fmbench.integrity.weights_problems``), as the main board accepts only registered weights."""
+    from fmbench.checkpoint import read_checkpoint, state_sha256
+    from fmbench.files import sha256_file, write_json
+
+    path = board / "weights" / "registry.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = json.loads(path.read_text()) if path.exists() else {
+        "kind": "fmbench-track-weights", "note": "written by leaderboard/label_noise.py", "weights": {}}
+    state, meta = read_checkpoint(ckpt)
+    table["weights"].setdefault(model, {})[stem] = {
+        "dataset": dataset, "sha256": sha256_file(ckpt), "state_sha256": state_sha256(state),
+        "command": meta.get("command"), "val_iou": meta.get("val_iou"),
+        "label_noise": (meta.get("recipe") or {}).get("label_noise") or None}
+    table["weights"] = {m: dict(sorted(d.items())) for m, d in sorted(table["weights"].items())}
+    write_json(path, table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             if Path(str(ckpt) + ".state.pt").exists():
                 cmd.append("--resume")
             rep.run(cmd, args.dry_run)
+        if not args.dry_run:
+            register(args.board, m, stem, protocol.dataset_ref(ds), ckpt)
         rep.ensure_baselines(fmbench, protocol, ds, args.tier, args.dry_run, args.board)
         if result.exists():
             result.unlink()
@@ -104,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
             rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
         if args.commit and not args.dry_run:
-            rep.git_commit([entry, args.board / "baselines", readme],
+            rep.git_commit([entry, args.board / "baselines", args.board / "weights", readme],
                            f"label-noise study: {stem} (leaderboard/label_noise.py)")
     return 0
 

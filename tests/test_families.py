@@ -15,7 +15,8 @@ from fmbench.files import read_json
 from fmbench.readme import family_markdown
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard"
-ARCHS = ("unet-r18", "fpn-r18", "segformer-b0", "lraspp-mbv3", "pspnet-r18", "fcn8s-r18", "dpt-vit-tiny")
+ARCHS = ("unet-r18", "fpn-r18", "segformer-b0", "lraspp-mbv3", "pspnet-r18", "fcn8s-r18", "dpt-vit-tiny",
+         "unetpp-mbv2", "deeplabv3plus-r18")
 
 
 def entries(link: float) -> list[dict]:
@@ -59,10 +60,13 @@ def test_the_matrix_needs_one_dataset_and_four_models():
 def test_the_readme_reads_the_matrix_for_version_2_tables_only():
     es = entries(1.0)
     text = family_markdown([{"protocol_id": "quick-v2", "dataset": "er", "entries": es}])
-    assert "**er · quick-v2: each corruption group against each attack** (7 models" in text
+    assert "**er · quick-v2: each corruption group against each attack** (9 models" in text
     assert "| blur |" in text and "*What it shows (er):*" in text
     assert "expected by chance alone" in text
     row = next(line for line in text.splitlines() if line.startswith("| blur |"))
     assert "1.00*" in row  # the linked cell, its CI excluding zero
     assert family_markdown([{"protocol_id": "quick-v1", "dataset": "er", "entries": es}]) == ""
-    assert family_markdown([{"protocol_id": "quick-v2", "dataset": "er", "entries": es[:3]}]) == ""
+    # too few models for intervals that mean something: it says so instead of marking cells
+    few = family_markdown([{"protocol_id": "quick-v2", "dataset": "er", "entries": es[:5]}])
+    assert "waits for 8 models (5 so far)" in few and "|" not in few  # no matrix, no marked cells
+    assert not family_matrix(es[:5], n_boot=200)["reliable"]

@@ -215,3 +215,31 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     assert "missing noise, severity 0.2" in r.stdout and "largest rate with no significant loss: clean iou 40%" in r.stdout
     assert (tmp_path / "ln.png").stat().st_size > 10_000
+
+
+def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists(tmp_path, registry):
+    """The study trains registered architectures itself: its entries' weights are not the
+    registered ones, so the main board would reject them; the track's own registry
+    (``weights/registry.json``, written by the runner) lists them by both hashes."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fmbench.leaderboard.store import validate_dir
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    shutil.copytree(root / "baselines", tmp_path / "baselines")
+    e = json.loads((root / "unet-small__nucleus__quick-v2.json").read_text())
+    e["model"].pop("weights")
+    e["model"]["weights_sha256"], e["model"]["state_sha256"] = "a" * 64, "b" * 64  # trained by the study
+    (tmp_path / "exact.json").write_text(json.dumps(e))
+    _, n, problems = validate_dir(tmp_path, registry)
+    assert n == 1 and any("not the registered" in p for p in problems)
+    reg = {"kind": "fmbench-track-weights", "weights": {"unet-small": {"exact": {
+        "dataset": e["dataset"]["ref"], "sha256": "a" * 64, "state_sha256": "b" * 64}}}}
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "registry.json").write_text(json.dumps(reg))
+    assert validate_dir(tmp_path, registry)[2] == []
+    reg["weights"]["unet-small"]["exact"]["state_sha256"] = "c" * 64  # listed, but other tensors
+    (tmp_path / "weights" / "registry.json").write_text(json.dumps(reg))
+    assert any("not the registered" in p for p in validate_dir(tmp_path, registry)[2])

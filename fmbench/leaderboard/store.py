@@ -128,9 +128,24 @@ def _compare(expected: Any, found: Any, where: str) -> list[str]:
     return [] if expected == found else [f"{where} is {found!r} but the conditions give {expected!r}"]
 
 
+TRACK_WEIGHTS = Path("weights") / "registry.json"  # a track folder's own weights registry
+
+
+def track_weights(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """``DIR/weights/registry.json`` (model -> entry name -> dataset, sha256, state_sha256,
+    command), where a track's runner records the weights it trained; None where there is none."""
+    path = Path(directory) / TRACK_WEIGHTS
+    if not path.is_file():
+        return None
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("kind") != "fmbench-track-weights" or not isinstance(doc.get("weights"), dict):
+        raise ResultError(f"{path}: not a track weights registry (kind fmbench-track-weights)")
+    return doc["weights"]
+
+
 def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], list[str]],
                 baselines: dict[tuple[str, str], dict[str, Any]] | None = None,
-                require_baselines: bool = True) -> list[str]:
+                require_baselines: bool = True, track: dict[str, Any] | None = None) -> list[str]:
     """Every problem with one entry: schema, protocol hash, summaries against the conditions,
     scores against the per-image IoU, and (given the folder's ``baselines``) the degenerate
     check; without baselines for its table that check cannot run, a problem when
@@ -147,7 +162,7 @@ def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], li
     elif known[proto["hash"]].id != proto["id"]:
         problems.append(f"protocol id {proto['id']!r} does not match its hash {proto['hash']}, "
                         f"which is {known[proto['hash']].id!r}")
-    consistency = integrity.consistency(entry, registry)
+    consistency = integrity.consistency(entry, registry, track)
     if consistency:  # the per-image values are what every other number is checked against
         return problems + consistency
     try:
@@ -230,6 +245,7 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
     name, schema_check = schema_validator()
     paths = entry_paths(directory)
     base, problems = load_baselines(directory)
+    track = track_weights(directory)
     loaded = []
     for path in paths:
         try:
@@ -238,7 +254,7 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
             where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             problems.append(f"{path}: not valid JSON{where}")
             continue
-        found = check_entry(entry, registry, schema_check, base)
+        found = check_entry(entry, registry, schema_check, base, track=track)
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
@@ -252,10 +268,11 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
     entries = []
     schema_check = schema_validator()[1] if registry is not None else None
     base = load_baselines(directory)[0] if registry is not None else None
+    track = track_weights(directory) if registry is not None else None
     for path in entry_paths(directory):
         entry = read_json(path)
         if registry is not None and schema_check is not None:
-            problems = check_entry(entry, registry, schema_check, base, require_baselines=False)
+            problems = check_entry(entry, registry, schema_check, base, require_baselines=False, track=track)
             if problems:
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
