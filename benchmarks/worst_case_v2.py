@@ -1,14 +1,17 @@
 """quick-v1's worst case (members run again) against quick-v2's (the per-image worst of the members'
-own results), side by side on the same model, images and member results.
+own results, continued from that worst input by one more CosPGD run), side by side on the same
+model, images and member results.
 
     FMBENCH_CACHE=.work/cache python benchmarks/worst_case_v2.py --models unet-r18,unetpp-mbv2 --dataset nucleus@2
+    python benchmarks/worst_case_v2.py --variants quick-v2+refine=pgd:1,quick-v2+refine=cospgd:2.5
 
 Both runs evaluate FGSM, PGD-5, SegPGD-5 and CosPGD-5 at 8/255 and the worst-case ensemble on the
 same test images of the same dataset with the same weights; quick-v1's ensemble runs its members
-a second time with fresh random starts, quick-v2's takes each image's worst member result.  For
-each model: the gradient (backward) and forward image passes of the ensemble and of the whole
-attack set, and the ensemble's mean IoU under each (quick-v2's must not be higher: it may only
-lose what a second random start would have found).
+a second time with fresh random starts, quick-v2's takes each image's worst member result and
+refines it.  ``TIER+refine=ATTACK[:REL_STEP]`` tries another continuation (5 steps of ATTACK with
+step REL_STEP * eps / 5).  For each model: the gradient (backward) and forward image passes of the
+ensemble and of the whole attack set, the ensemble's mean IoU, and the mean of the per-image worst
+member (quick-v2's must not be higher than quick-v1's).
 """
 
 from __future__ import annotations
