@@ -203,8 +203,11 @@ def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: in
     Spearman rho with its bootstrap CI and permutation p, and the partial Spearman rho with clean
     IoU held fixed.  No correction for the number of cells: with 32 cells at 95 %, one or two
     exclude zero by chance alone (``chance_cells``)."""
+    # architectures as trained by the recipe: defended and noisy-label variants are other models
     entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
-               and e["summary"]["corruption_robustness"] is not None]
+               and e["summary"]["corruption_robustness"] is not None
+               and ((e["model"].get("training") or {}).get("defense") or "none") == "none"
+               and not (e["model"].get("training") or {}).get("label_noise")]
     pid, phash = _pick_group(entries, "the entries")
     datasets = sorted({e["dataset"]["ref"] for e in entries})
     if len(datasets) > 1:

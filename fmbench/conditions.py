@@ -167,6 +167,14 @@ class AttackAt(Condition):
                                    control)
         return Applied(x_adv, batch.mask, {"checks": checks})
 
+    def adversarial(self, batch: BatchInputs, run: RunContext) -> torch.Tensor:
+        """The adversarial input alone, exactly as :meth:`apply` makes it (the same generators),
+        without its checks: what a refining ensemble needs from a member an earlier process ran."""
+        assert run.model is not None, "an attack condition needs the model"
+        with frozen_params(run.model):
+            return run.attacks[self.family](run.model, batch.reference(), batch.mask, self.level,
+                                            batch.gens(self.id)).detach()
+
 
 @dataclass(frozen=True)
 class WorstOf(AttackAt):
@@ -192,11 +200,21 @@ class WorstOf(AttackAt):
             return Applied(None, batch.mask, {"worst_of": names}, counts)
         return self._refine(batch, run, refiner, pick, iou.gather(0, pick[None])[0], counts, names)
 
+    def materialize(self, batch: BatchInputs, run: RunContext) -> None:
+        """Before this condition is applied (and its passes counted): remake the inputs of
+        members an earlier process ran (a resumed run), so the refinement starts where an
+        unbroken run's would and the result file is the same (the remade passes are not the
+        protocol's and are not counted)."""
+        if getattr(run.attacks.get(self.family), "refiner", None) is None:
+            return
+        for member in self.members:
+            cond = run.plan.get(member)
+            if member not in run.inputs and isinstance(cond, AttackAt):
+                run.inputs[member] = cond.adversarial(batch, run)
+
     def _member_input(self, member: str, batch: BatchInputs, run: RunContext) -> torch.Tensor:
-        if member not in run.inputs:  # scored by an earlier process (resume): apply it again
-            again = run.plan[member].apply(batch, run).input
-            assert again is not None, f"{member}: an attack condition gives an input"
-            run.inputs[member] = again.detach()
+        if member not in run.inputs:
+            self.materialize(batch, run)
         return run.inputs[member]
 
     def _refine(self, batch: BatchInputs, run: RunContext, refiner: Any, pick: torch.Tensor, best_iou: torch.Tensor,

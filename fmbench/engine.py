@@ -117,7 +117,7 @@ def pass_cost(cond: Condition, ctx: RunContext) -> int:
         return 0
     if isinstance(cond, WorstOf):  # scored from its members, plus its refinement if any
         refine = getattr(ctx.attacks[cond.family], "refine_iterations", lambda eps: 0)(cond.level)
-        return 2 + 3 * int(refine) if refine else 0
+        return 1 + 3 * int(refine) if refine else 0
     steps = ctx.attacks[cond.family].iterations(cond.level)
     return 2 + 3 * int(steps)
 
@@ -191,6 +191,8 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
         ctx.inputs = {}
         for cond in todo:
             t0 = time.perf_counter()
+            if isinstance(cond, WorstOf):  # a resumed run: remake what it refines from, outside its counts
+                cond.materialize(inputs, ctx)
             before = model.counts()
             applied = cond.apply(inputs, ctx)
             if applied.counts is not None:  # scored from other conditions' results, no model pass

@@ -110,14 +110,17 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
 
 def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, Any] | None) -> bool:
     """Whether a track's own weights registry (``FOLDER/weights/registry.json``: the study's
-    trainings, by entry name, with their file and tensor hashes) lists the entry's weights for
-    its model and dataset: both hashes must match."""
+    trainings, by entry name, with their file and tensor hashes; the caller passes the records
+    of the entry's own file name) lists the entry's weights for its model, dataset and
+    label-noise setting: both hashes must match."""
     if not track_weights:
         return False
     model, ds = entry["model"], entry["dataset"]["ref"]
+    setting = (model.get("training") or {}).get("label_noise") or None
     for w in (track_weights.get(model["ref"]) or {}).values():
         if isinstance(w, Mapping) and w.get("dataset") == ds and w.get("sha256") == model.get("weights_sha256") \
-                and w.get("state_sha256") is not None and w.get("state_sha256") == model.get("state_sha256"):
+                and w.get("state_sha256") is not None and w.get("state_sha256") == model.get("state_sha256") \
+                and (w.get("label_noise") or None) == setting:
             return True
     return False
 

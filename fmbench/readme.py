@@ -44,7 +44,8 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
     for g in gs:
         es = [e for e in g["entries"] if e["summary"]["adversarial_robustness"] is not None
               and e["summary"]["corruption_robustness"] is not None]
-        n_models = len({model_label(e, seed=False) for e in es})
+        plain = [e for e in es if ((e["model"].get("training") or {}).get("defense") or "none") == "none"]
+        n_models = len({model_label(e, seed=False) for e in plain})
         if _version(g["protocol_id"]) < min_version:
             continue
         if n_models < MIN_RELIABLE_MODELS:
@@ -86,14 +87,23 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
             return (f"{len(found)} of {m['n_cells']} cells ({pos} positive, {len(found) - pos} negative)"
                     if found else f"none of the {m['n_cells']} cells")
 
-        verdict = ("a connection between the two kinds of robustness, as the study reports one"
-                   if excludes_zero(o) and o["r"] > 0 else
-                   "no measurable positive connection between the two kinds of robustness, where the study reports "
-                   "connections between them")
+        plain_pos = excludes_zero(o) and o["r"] is not None and o["r"] > 0
+        partial_pos = excludes_zero(op) and op["r"] is not None and op["r"] > 0
+        if plain_pos and partial_pos:
+            verdict = ("a positive connection between the two kinds of robustness that holds among models of equal "
+                       "clean IoU — as the study reports connections between them")
+        elif plain_pos:
+            verdict = ("a positive connection that does not survive holding clean IoU fixed: it runs through clean "
+                       "accuracy, which the study's ratio divides by")
+        else:
+            verdict = ("no measurable positive connection between the two kinds of robustness, where the study "
+                       "reports connections between them")
         out += ["", f"*What it shows ({g['dataset']}):* overall, {fmt(o)}; with clean IoU held fixed, {fmt(op)}. "
-                f"Across the models of this table that is {verdict}. Plain ρ excludes zero in {pairs(sig_plain)}; "
-                f"with clean IoU fixed, in {pairs(sig_partial)} — against about {m['chance_cells']:g} expected by "
-                f"chance alone at 95 % (no correction for the number of cells)."]
+                f"Across the architectures of this table that is {verdict}. Plain ρ excludes zero in "
+                f"{pairs(sig_plain)}; with clean IoU fixed, in {pairs(sig_partial)}. The cells are not independent "
+                f"tests (the overall row and column average the others, and the PGD-type attacks rank models "
+                f"almost alike), so these counts are a guide, not a test; about {m['chance_cells']:g} would "
+                f"exclude zero by chance if they were."]
     return ("\n".join(out) + "\n") if out else ""
 
 
@@ -173,13 +183,23 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
             lines.append(f"| {model} | {dataset} | {pid} | {kind['kind']} ({kind['severity']:g}) | "
                          f"{', '.join(f'{r:.0%}' for r in rates)} | "
                          + " | ".join(f"{safe[k]:.0%}" for k in SCORES) + f" | {delta} |")
-            if len(rates) > 1:
-                verdicts.append(safe["clean_iou"] >= YU_SAFE_RATE)
+            # agree: no significant loss up to a measured rate of at least 20 %; disagree: a loss at a
+            # rate of 20 % or less; otherwise the rates measured cannot say
+            losses = [r["rate"] for r in kind["rows"][1:] if r["clean_iou_test"]["significant_loss"]]
+            if safe["clean_iou"] >= YU_SAFE_RATE - 1e-9:
+                verdicts.append("agree")
+            elif losses and losses[0] <= YU_SAFE_RATE + 1e-9:
+                verdicts.append("disagree")
+            else:
+                verdicts.append("undetermined")
     if verdicts:
-        agree = sum(verdicts)
-        lines += ["", f"*Against Yu et al.'s 20 %* (no significant loss of accuracy up to about 20 % noisy cases): "
-                  f"here the clean IoU shows no significant loss up to at least 20 % in {agree} of {len(verdicts)} "
-                  f"kind × dataset settings, and a significant loss at or below 20 % in {len(verdicts) - agree}."]
+        n = len(verdicts)
+        lines += ["", f"*Against Yu et al.'s 20 %* (no significant loss of accuracy up to about 20 % noisy cases), "
+                  f"over {n} model × dataset × noise settings: the clean IoU shows no significant loss up to at "
+                  f"least 20 % in {verdicts.count('agree')}, a significant loss at 20 % or less in "
+                  f"{verdicts.count('disagree')}"
+                  + (f", and the rates measured cannot tell in {verdicts.count('undetermined')}"
+                     if verdicts.count("undetermined") else "") + "."]
     return note + "\n".join(lines) + "\n"
 
 

@@ -80,9 +80,9 @@ def seed_table(rows: list[dict]) -> str:
 def defence_table(rows: list[dict]) -> str:
     base = {(r["model"], r["dataset"]): r for r in rows
             if r.get("seed", 0) == 0 and r.get("defense", "none") == "none" and r.get("clean_iou") is not None}
-    lines = ["| model | dataset | defence | clean IoU (cost) | corruption rob. (gain) | adversarial rob. (gain) | "
-             "robust IoU (gain) | training min |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["model"], r.get("defense", "none"))):
+    lines = ["| model | dataset | defence | seed | clean IoU (cost) | corruption rob. (gain) | "
+             "adversarial rob. (gain) | robust IoU (gain) | training min |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["model"], r.get("defense", "none"), r.get("seed", 0))):
         d = r.get("defense", "none")
         b = base.get((r["model"], r["dataset"]))
         if d == "none" or r.get("clean_iou") is None or b is None:
@@ -91,7 +91,7 @@ def defence_table(rows: list[dict]) -> str:
         for key, _ in SCORES:
             v, v0 = r.get(key), b.get(key)
             cells.append("" if v is None or v0 is None else f"{v:.3f} ({v - v0:+.3f})")
-        lines.append(f"| `{r['model']}` | {r['dataset']} | {d} | " + " | ".join(cells)
+        lines.append(f"| `{r['model']}` | {r['dataset']} | {d} | {r.get('seed', 0)} | " + " | ".join(cells)
                      + f" | {_f(r.get('train_minutes'), 1)} |")
     return "\n".join(lines) if len(lines) > 2 else "No defended model is evaluated yet."
 
@@ -107,7 +107,7 @@ def section(table: dict) -> str:
         training_table(rows),
         "**Over training seeds** (the standard deviation is over seeds, not images):",
         seed_table(rows),
-        "**Defences** (against the same architecture undefended, seed 0):",
+        "**Defences** (against the same architecture undefended, seed 0, whatever the defended row's seed):",
         defence_table(rows),
         END,
     ])

@@ -62,7 +62,7 @@ def test_the_readme_reads_the_matrix_for_version_2_tables_only():
     text = family_markdown([{"protocol_id": "quick-v2", "dataset": "er", "entries": es}])
     assert "**er · quick-v2: each corruption group against each attack** (9 models" in text
     assert "| blur |" in text and "*What it shows (er):*" in text
-    assert "expected by chance alone" in text
+    assert "a guide, not a test" in text and "by chance if they were" in text
     row = next(line for line in text.splitlines() if line.startswith("| blur |"))
     assert "1.00*" in row  # the linked cell, its CI excluding zero
     assert family_markdown([{"protocol_id": "quick-v1", "dataset": "er", "entries": es}]) == ""

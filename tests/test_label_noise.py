@@ -192,7 +192,11 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
 
     text = label_noise_markdown(track)
     assert "| unet-small | er | quick-v1 | boundary (2) | 0%, 20%, 40%, 70%, 100% | 20% |" in text
-    assert "in 1 of 1 kind × dataset settings" in text
+    assert "over 1 model × dataset × noise settings: the clean IoU shows no significant loss up to at least " \
+           "20 % in 1, a significant loss at 20 % or less in 0." in text
+    # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
+    assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
+    assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
     assert "No label-noise entries yet" in label_noise_markdown([base])
 
 
@@ -228,18 +232,33 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     from fmbench.leaderboard.store import validate_dir
 
     root = Path(__file__).resolve().parents[1] / "leaderboard"
-    shutil.copytree(root / "baselines", tmp_path / "baselines")
+    track = tmp_path / "label-noise"
+    shutil.copytree(root / "baselines", track / "baselines")
     e = json.loads((root / "unet-small__nucleus__quick-v2.json").read_text())
     e["model"].pop("weights")
     e["model"]["weights_sha256"], e["model"]["state_sha256"] = "a" * 64, "b" * 64  # trained by the study
-    (tmp_path / "exact.json").write_text(json.dumps(e))
-    _, n, problems = validate_dir(tmp_path, registry)
+    (track / "exact.json").write_text(json.dumps(e))
+    _, n, problems = validate_dir(track, registry)
     assert n == 1 and any("not the registered" in p for p in problems)
     reg = {"kind": "fmbench-track-weights", "weights": {"unet-small": {"exact": {
-        "dataset": e["dataset"]["ref"], "sha256": "a" * 64, "state_sha256": "b" * 64}}}}
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "registry.json").write_text(json.dumps(reg))
-    assert validate_dir(tmp_path, registry)[2] == []
-    reg["weights"]["unet-small"]["exact"]["state_sha256"] = "c" * 64  # listed, but other tensors
-    (tmp_path / "weights" / "registry.json").write_text(json.dumps(reg))
-    assert any("not the registered" in p for p in validate_dir(tmp_path, registry)[2])
+        "dataset": e["dataset"]["ref"], "sha256": "a" * 64, "state_sha256": "b" * 64, "label_noise": None}}}}
+    (track / "weights").mkdir()
+    (track / "weights" / "registry.json").write_text(json.dumps(reg))
+    assert validate_dir(track, registry)[2] == []
+
+    def problems_after(edit):
+        r = json.loads(json.dumps(reg))
+        edit(r["weights"]["unet-small"])
+        (track / "weights" / "registry.json").write_text(json.dumps(r))
+        return validate_dir(track, registry)[2]
+
+    assert any("not the registered" in p for p in problems_after(lambda d: d["exact"].update(state_sha256="c" * 64)))
+    # listed under another entry's name, or as another label-noise setting: not this entry's weights
+    assert any("not the registered" in p for p in problems_after(lambda d: d.update(other=d.pop("exact"))))
+    assert any("not the registered" in p for p in problems_after(
+        lambda d: d["exact"].update(label_noise="boundary:0.7:2")))
+    # the main board never honours such a file: a registry beside its entries changes nothing
+    board = tmp_path / "board"
+    shutil.copytree(track, board)
+    (board / "weights" / "registry.json").write_text(json.dumps(reg))
+    assert any("not the registered" in p for p in validate_dir(board, registry)[2])

@@ -101,7 +101,7 @@ def test_zoo_tables_compute_seed_spread_and_defence_cost(zoo_tables):
     assert "| `a` | nucleus | 3 (0, 1, 2) | 0.880 ± 0.020 (0.860–0.900) |" in seeds
     assert "0.300 ± 0.100 (0.200–0.400)" in seeds and "`b`" not in seeds  # one seed: no spread
     defence = zoo_tables.defence_table(rows)
-    assert "| `a` | nucleus | pgd-at | 0.850 (-0.050) |" in defence and "0.450 (+0.150)" in defence
+    assert "| `a` | nucleus | pgd-at | 0 | 0.850 (-0.050) |" in defence and "0.450 (+0.150)" in defence
     training = zoo_tables.training_table(rows)
     assert training.count("\n| `") == 2  # seed 0, undefended only: a and b
     assert "plateaued, +0.001 over the last quarter" in training

@@ -129,18 +129,29 @@ def _compare(expected: Any, found: Any, where: str) -> list[str]:
 
 
 TRACK_WEIGHTS = Path("weights") / "registry.json"  # a track folder's own weights registry
+TRACKS = ("label-noise",)  # the folders whose own weights registry is honoured
 
 
 def track_weights(directory: str | os.PathLike) -> dict[str, Any] | None:
     """``DIR/weights/registry.json`` (model -> entry name -> dataset, sha256, state_sha256,
-    command), where a track's runner records the weights it trained; None where there is none."""
+    command, label-noise setting), where a track's runner records the weights it trained; None
+    where there is none, and for every folder that is not a track (``TRACKS``): the main board
+    accepts registered weights only, whatever files sit beside its entries."""
     path = Path(directory) / TRACK_WEIGHTS
-    if not path.is_file():
+    if Path(directory).resolve().name not in TRACKS or not path.is_file():
         return None
     doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("kind") != "fmbench-track-weights" or not isinstance(doc.get("weights"), dict):
         raise ResultError(f"{path}: not a track weights registry (kind fmbench-track-weights)")
     return doc["weights"]
+
+
+def for_entry(track: dict[str, Any] | None, path: str | os.PathLike) -> dict[str, Any] | None:
+    """The records of a track registry that belong to one entry file (keyed by its stem)."""
+    if not track:
+        return None
+    stem = Path(path).stem
+    return {m: {stem: d[stem]} for m, d in track.items() if isinstance(d, dict) and stem in d}
 
 
 def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], list[str]],
@@ -254,7 +265,7 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
             where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             problems.append(f"{path}: not valid JSON{where}")
             continue
-        found = check_entry(entry, registry, schema_check, base, track=track)
+        found = check_entry(entry, registry, schema_check, base, track=for_entry(track, path))
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
@@ -272,7 +283,8 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
     for path in entry_paths(directory):
         entry = read_json(path)
         if registry is not None and schema_check is not None:
-            problems = check_entry(entry, registry, schema_check, base, require_baselines=False, track=track)
+            problems = check_entry(entry, registry, schema_check, base, require_baselines=False,
+                                   track=for_entry(track, path))
             if problems:
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
