@@ -233,7 +233,10 @@ class WorstOf(AttackAt):
             check_adversarial(x_adv, x_ref, f"attack {self.family!r} (refine)")
             x_adv = x_adv.detach()
             checks = attack_checks(run.model, refiner, tracker, x_ref, x_adv, batch.mask, self.norm, self.level)
-        checks.update(role="ensemble", members=[*self.members, "refine"])
+        # members by attack name, as an ensemble run on its own records them (the self-check that an
+        # ensemble is no weaker than each member reads them)
+        names_ = [run.plan[m].name if m in run.plan else m for m in self.members]
+        checks.update(role="ensemble", members=[*names_, f"{getattr(refiner, 'name', 'refine')}#refine"])
         with torch.inference_mode():
             refined = {k: v.detach().cpu() for k, v in overlap_counts(predict(run.model(x_adv)), batch.mask).items()}
         r_iou = torch.where(refined["union"] > 0, refined["inter"].double() / refined["union"].double().clamp_min(1),
