@@ -10,8 +10,8 @@ from typing import Any
 
 from .errors import ResultError
 from .files import atomic_write
-from .leaderboard.rank import groups
 from .leaderboard.entry import model_label
+from .leaderboard.rank import groups
 from .leaderboard.render import FLAGS_NOTE, render_markdown
 
 README_START = "<!-- leaderboard:start -->"
@@ -38,7 +38,12 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
     """Per table of a version-2 protocol with at least ``MIN_RELIABLE_MODELS`` models: every corruption group against
     every attack (:func:`fmbench.analysis.family_matrix`), and what it shows, written from the
     numbers (nothing here is typed by hand)."""
-    from .analysis import MIN_RELIABLE_MODELS, OVERALL_ATTACK, excludes_zero, family_matrix
+    from .families import (
+        MIN_RELIABLE_MODELS,
+        OVERALL_ATTACK,
+        excludes_zero,
+        family_matrix,
+    )
 
     out: list[str] = []
     for g in gs:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmbench.analysis import family_matrix
+from fmbench.families import family_matrix
 from fmbench.errors import ResultError
 from fmbench.files import read_json
 from fmbench.readme import family_markdown

@@ -266,7 +266,7 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
         console().print(t)
         return
     if families:
-        from ..analysis import family_matrix, family_table
+        from ..families import family_matrix, family_table
 
         matrix = family_matrix(entries, n_boot=n_boot, seed=seed)
         if as_json:

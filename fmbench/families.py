@@ -1,0 +1,109 @@
+"""Each corruption group against each attack, across the architectures of one protocol and
+dataset: the study's corruption-adversarial connection broken down by family (``fmbench analyze
+--families`` and the README's generated reading of it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .analysis import _pick_group, correlate, partial_correlate
+from .errors import ResultError
+from .leaderboard.entry import model_label
+
+if TYPE_CHECKING:  # names for annotations only
+    from rich.table import Table
+
+
+# the corruption families grouped as the study groups its corruptions: noise, blur (space-
+# invariant and space-variant), and the microscopy artefacts (optical and detector)
+CORRUPTION_GROUPS = {"noise": ("noise",), "blur": ("sib", "svb"), "artefacts": ("optical", "detector")}
+OVERALL_ATTACK = "adversarial (overall)"
+# below this many models the percentile bootstrap of a (partial) rank correlation is close to
+# degenerate: with n = 4, every resample with the four distinct points a partial correlation
+# needs is a permutation of the data, so its "interval" is the point itself
+MIN_RELIABLE_MODELS = 8
+
+
+def _pooled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per architecture and dataset: the seeds of one are pooled."""
+    from .leaderboard.rank import pool_seeds
+
+    arch: dict[tuple[str, str], list] = {}
+    for e in entries:
+        arch.setdefault((model_label(e, seed=False), e["dataset"]["ref"]), []).append(e)
+    return [pool_seeds(m) for m in arch.values()]
+
+
+def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Every corruption group (noise, blur, artefacts; each the mean robustness of its families,
+    and the overall corruption robustness) against every attack family's robustness (and the
+    overall adversarial robustness), across the architectures of one protocol and dataset:
+    Spearman rho with its bootstrap CI and permutation p, and the partial Spearman rho with clean
+    IoU held fixed.  No correction for the number of cells: with 32 cells at 95 %, one or two
+    exclude zero by chance alone (``chance_cells``)."""
+    # architectures as trained by the recipe: defended and noisy-label variants are other models
+    entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
+               and e["summary"]["corruption_robustness"] is not None
+               and ((e["model"].get("training") or {}).get("defense") or "none") == "none"
+               and not (e["model"].get("training") or {}).get("label_noise")]
+    pid, phash = _pick_group(entries, "the entries")
+    datasets = sorted({e["dataset"]["ref"] for e in entries})
+    if len(datasets) > 1:
+        raise ResultError(f"the family matrix is per dataset; the entries span {', '.join(datasets)}", hints=("dataset",))
+    entries = _pooled(entries)
+    if len(entries) < 4:
+        raise ResultError(f"the family matrix needs at least 4 models (a partial correlation); found {len(entries)}")
+
+    def fam(e, f):
+        return (e["summary"]["families"].get(f) or {}).get("robustness")
+
+    rows: dict[str, list[float]] = {}
+    for group, fams in CORRUPTION_GROUPS.items():
+        present = [f for f in fams if all(fam(e, f) is not None for e in entries)]
+        if present:  # a group is the mean robustness of its families every model was scored on
+            rows[group] = [float(np.mean([fam(e, f) for f in present])) for e in entries]
+    rows["corruption (overall)"] = [e["summary"]["corruption_robustness"] for e in entries]
+    cols: dict[str, list[float]] = {}
+    for f, v in entries[0]["summary"]["families"].items():
+        vals = [fam(e, f) for e in entries]
+        if v["kind"] == "attack" and all(x is not None for x in vals):
+            cols[f] = vals
+    cols[OVERALL_ATTACK] = [e["summary"]["adversarial_robustness"] for e in entries]
+    clean = [e["summary"]["clean_iou"] for e in entries]
+    cells = {r: {c: {"spearman": correlate(x, y, n_boot=n_boot, seed=seed)["spearman"],
+                     "partial": partial_correlate(x, y, clean, n_boot=n_boot, seed=seed)["spearman"]}
+                 for c, y in cols.items()} for r, x in rows.items()}
+    n_cells = len(rows) * len(cols)
+    return {"scope": "family matrix", "protocol_id": pid, "protocol_hash": phash, "dataset": datasets[0],
+            "n_models": len(entries), "reliable": len(entries) >= MIN_RELIABLE_MODELS,
+            "models": [model_label(e, seed=False) for e in entries],
+            "rows": list(rows), "cols": list(cols), "cells": cells, "n_cells": n_cells,
+            "chance_cells": round(0.05 * n_cells, 1)}
+
+
+def family_table(m: dict[str, Any]) -> Table:
+    from rich.table import Table
+
+    t = Table(title=(f"corruption groups vs attacks · {m['protocol_id']} ({m['protocol_hash']}) · {m['dataset']} · "
+                     f"{m['n_models']} models: Spearman ρ / partial ρ with clean IoU fixed; "
+                     + (f"* 95 % CI excludes 0 (no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by "
+                        f"chance)" if m["reliable"] else
+                        f"fewer than {MIN_RELIABLE_MODELS} models: no interval is reliable, none is marked")),
+              title_justify="left")
+    t.add_column("corruption")
+    for c in m["cols"]:
+        t.add_column(c, justify="right")
+
+    def f(c):
+        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if m["reliable"] and excludes_zero(c) else "")
+
+    for r in m["rows"]:
+        t.add_row(r, *(f"{f(m['cells'][r][c]['spearman'])} / {f(m['cells'][r][c]['partial'])}" for c in m["cols"]))
+    return t
+
+
+def excludes_zero(c: dict[str, Any]) -> bool:
+    lo, hi = c.get("ci95") or (None, None)
+    return lo is not None and hi is not None and (lo > 0 or hi < 0)
