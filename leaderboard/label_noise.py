@@ -2,7 +2,7 @@
 
     python leaderboard/label_noise.py                                     # the whole grid, resumable
     python leaderboard/label_noise.py --datasets nucleus --kinds boundary --rates 0,0.2 --dry-run
-    python leaderboard/label_noise.py --models fpn-r18 --datasets nucleus --kinds boundary --commit
+    python leaderboard/label_noise.py --models lraspp-mbv3 --datasets nucleus --kinds boundary --commit
 
 Each point is two plain CLI commands, as a user would type them:
 
