@@ -88,7 +88,7 @@ def family_table(m: dict[str, Any]) -> Table:
 
     t = Table(title=(f"corruption groups vs attacks · {m['protocol_id']} ({m['protocol_hash']}) · {m['dataset']} · "
                      f"{m['n_models']} models: Spearman ρ / partial ρ with clean IoU fixed; "
-                     + (f"* 95 % CI excludes 0 (no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by "
+                     + (f"* p < 0.05 and the 95 % CI excludes 0 (no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by "
                         f"chance)" if m["reliable"] else
                         f"fewer than {MIN_RELIABLE_MODELS} models: no interval is reliable, none is marked")),
               title_justify="left")
@@ -97,11 +97,19 @@ def family_table(m: dict[str, Any]) -> Table:
         t.add_column(c, justify="right")
 
     def f(c):
-        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if m["reliable"] and excludes_zero(c) else "")
+        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if m["reliable"] and significant(c) else "")
 
     for r in m["rows"]:
         t.add_row(r, *(f"{f(m['cells'][r][c]['spearman'])} / {f(m['cells'][r][c]['partial'])}" for c in m["cols"]))
     return t
+
+
+def significant(c: dict[str, Any], alpha: float = 0.05) -> bool:
+    """A coefficient to mark: its test's p below ``alpha`` (Spearman: permutation; partial: t on
+    n - 3 degrees of freedom) *and* its percentile bootstrap interval excluding zero.  Either
+    alone misleads with a handful of models: with 8, a partial rank correlation's bootstrap
+    interval can exclude zero at p = 0.7 (measured on the nucleus@2 quick-v2 table)."""
+    return c.get("p") is not None and c["p"] < alpha and excludes_zero(c)
 
 
 def excludes_zero(c: dict[str, Any]) -> bool:

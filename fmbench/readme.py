@@ -41,8 +41,8 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
     from .families import (
         MIN_RELIABLE_MODELS,
         OVERALL_ATTACK,
-        excludes_zero,
         family_matrix,
+        significant,
     )
 
     out: list[str] = []
@@ -64,7 +64,7 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
         out += ["", f"**{g['dataset']} · {g['protocol_id']}: each corruption group against each attack** "
                 f"({m['n_models']} models, seeds pooled; `fmbench analyze --families --dataset {g['dataset']} "
                 f"--tier {g['protocol_id']}`). Each cell: Spearman ρ across the models / the partial ρ with clean "
-                "IoU held fixed; * where that coefficient's 95 % bootstrap CI excludes zero.", "",
+                "IoU held fixed; * where that coefficient's test gives p < 0.05 and its 95 % bootstrap CI excludes zero.", "",
                 "| corruption | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
         sig_plain, sig_partial = [], []
         for r in m["rows"]:
@@ -72,12 +72,12 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
             for c in cols:
                 cell = m["cells"][r][c]
                 a, b = cell["spearman"], cell["partial"]
-                fa = "—" if a["r"] is None else f"{a['r']:.2f}" + ("*" if excludes_zero(a) else "")
-                fb = "—" if b["r"] is None else f"{b['r']:.2f}" + ("*" if excludes_zero(b) else "")
+                fa = "—" if a["r"] is None else f"{a['r']:.2f}" + ("*" if significant(a) else "")
+                fb = "—" if b["r"] is None else f"{b['r']:.2f}" + ("*" if significant(b) else "")
                 cells.append(f"{fa} / {fb}")
-                if excludes_zero(a):
+                if significant(a):
                     sig_plain.append((r, c, a["r"]))
-                if excludes_zero(b):
+                if significant(b):
                     sig_partial.append((r, c, b["r"]))
             out.append(f"| {r} | " + " | ".join(cells) + " |")
         overall = m["cells"]["corruption (overall)"][OVERALL_ATTACK]
@@ -92,8 +92,8 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
             return (f"{len(found)} of {m['n_cells']} cells ({pos} positive, {len(found) - pos} negative)"
                     if found else f"none of the {m['n_cells']} cells")
 
-        plain_pos = excludes_zero(o) and o["r"] is not None and o["r"] > 0
-        partial_pos = excludes_zero(op) and op["r"] is not None and op["r"] > 0
+        plain_pos = significant(o) and o["r"] is not None and o["r"] > 0
+        partial_pos = significant(op) and op["r"] is not None and op["r"] > 0
         if plain_pos and partial_pos:
             verdict = ("a positive connection between the two kinds of robustness that holds among models of equal "
                        "clean IoU — as the study reports connections between them")
@@ -104,11 +104,11 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
             verdict = ("no measurable positive connection between the two kinds of robustness, where the study "
                        "reports connections between them")
         out += ["", f"*What it shows ({g['dataset']}):* overall, {fmt(o)}; with clean IoU held fixed, {fmt(op)}. "
-                f"Across the architectures of this table that is {verdict}. Plain ρ excludes zero in "
-                f"{pairs(sig_plain)}; with clean IoU fixed, in {pairs(sig_partial)}. The cells are not independent "
+                f"Across the architectures of this table that is {verdict}. Plain ρ is marked in "
+                f"{pairs(sig_plain)}; the partial ρ, in {pairs(sig_partial)}. The cells are not independent "
                 f"tests (the overall row and column average the others, and the PGD-type attacks rank models "
                 f"almost alike), so these counts are a guide, not a test; about {m['chance_cells']:g} would "
-                f"exclude zero by chance if they were."]
+                f"be marked by chance if they were."]
     return ("\n".join(out) + "\n") if out else ""
 
 
