@@ -141,21 +141,27 @@ def _pick_group(entries: list[dict[str, Any]], what: str) -> tuple[str | None, s
 PARTIAL = "corruption (overall), clean IoU held fixed"
 
 
+def pooled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per architecture and dataset: the seeds of one are pooled (their summaries
+    averaged), so a model trained three times neither counts three times nor by its luckiest run."""
+    from .leaderboard.rank import pool_seeds
+
+    arch: dict[tuple[str, str], list] = {}
+    for e in entries:
+        arch.setdefault((model_label(e, seed=False), e["dataset"]["ref"]), []).append(e)
+    return [pool_seeds(m) for m in arch.values()]
+
+
 def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Correlations across entries (one point per entry) of one protocol: overall corruption
     robustness and each corruption family against adversarial robustness, and the overall one
     again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
-    from .leaderboard.rank import pool_seeds, row_label
+    from .leaderboard.rank import row_label
 
     entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
                and e["summary"]["corruption_robustness"] is not None]
     pid, phash = _pick_group(entries, "the entries")
-    # one point per architecture: the seeds of one are pooled (their summaries averaged), so a
-    # model trained three times neither counts three times nor by its luckiest run
-    arch: dict[tuple[str, str], list] = {}
-    for e in entries:
-        arch.setdefault((model_label(e, seed=False), e["dataset"]["ref"]), []).append(e)
-    entries = [pool_seeds(m) for m in arch.values()]
+    entries = pooled(entries)
     if len(entries) < 3:
         raise ResultError(f"correlation needs at least 3 entries with corruption and adversarial scores; found "
                           f"{len(entries)}")

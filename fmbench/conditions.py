@@ -188,9 +188,8 @@ class WorstOf(AttackAt):
         missing = [m for m in self.members if m not in run.scored]
         if missing:
             raise RuntimeError(f"{self.id}: member conditions {missing} were not scored on this batch first")
-        inter = torch.stack([run.scored[m]["inter"] for m in self.members]).double()
-        union = torch.stack([run.scored[m]["union"] for m in self.members]).double()
-        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+        iou = _iou(torch.stack([run.scored[m]["inter"] for m in self.members]),
+                   torch.stack([run.scored[m]["union"] for m in self.members]))
         pick = iou.argmin(0)  # ties: the first member in protocol order
         counts = {k: torch.stack([run.scored[m][k] for m in self.members]).gather(0, pick[None])[0]
                   for k in ("inter", "union", "pred", "true")}
@@ -212,11 +211,6 @@ class WorstOf(AttackAt):
             if member not in run.inputs and isinstance(cond, AttackAt):
                 run.inputs[member] = cond.adversarial(batch, run)
 
-    def _member_input(self, member: str, batch: BatchInputs, run: RunContext) -> torch.Tensor:
-        if member not in run.inputs:
-            self.materialize(batch, run)
-        return run.inputs[member]
-
     def _refine(self, batch: BatchInputs, run: RunContext, refiner: Any, pick: torch.Tensor, best_iou: torch.Tensor,
                 counts: dict[str, torch.Tensor], names: list[str]) -> Applied:
         """Continue from each image's worst member input with the ensemble's refine attack and
@@ -225,7 +219,8 @@ class WorstOf(AttackAt):
 
         assert run.model is not None, "a refined ensemble needs the model"
         x_ref = batch.reference()
-        inputs = torch.stack([self._member_input(m, batch, run) for m in self.members])
+        self.materialize(batch, run)  # (the engine has already; here for a caller that has not)
+        inputs = torch.stack([run.inputs[m] for m in self.members])
         start = inputs[pick.to(inputs.device), torch.arange(inputs.shape[1], device=inputs.device)]
         gens = batch.gens(f"{self.id}/refine")
         with frozen_params(run.model), track_gradients() as tracker:
@@ -239,12 +234,16 @@ class WorstOf(AttackAt):
         checks.update(role="ensemble", members=[*names_, f"{getattr(refiner, 'name', 'refine')}#refine"])
         with torch.inference_mode():
             refined = {k: v.detach().cpu() for k, v in overlap_counts(predict(run.model(x_adv)), batch.mask).items()}
-        r_iou = torch.where(refined["union"] > 0, refined["inter"].double() / refined["union"].double().clamp_min(1),
-                            torch.ones_like(refined["union"], dtype=torch.float64))
-        better = r_iou < best_iou
+        better = _iou(refined["inter"], refined["union"]) < best_iou
         counts = {k: torch.where(better, refined[k], counts[k]) for k in counts}
         names = ["refine" if b else n for b, n in zip(better.tolist(), names)]
         return Applied(None, batch.mask, {"worst_of": names, "checks": checks}, counts)
+
+
+def _iou(inter: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU from overlap counts, in float64; 1 where both masks are empty."""
+    inter, union = inter.double(), union.double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
 def _covering_members(entry: Any, protocol: Protocol) -> dict[float, tuple[str, ...]] | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .analysis import _pick_group, correlate, partial_correlate
+from .analysis import _pick_group, correlate, partial_correlate, pooled
 from .errors import ResultError
 from .leaderboard.entry import model_label
 
@@ -26,14 +26,13 @@ OVERALL_ATTACK = "adversarial (overall)"
 MIN_RELIABLE_MODELS = 8
 
 
-def _pooled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per architecture and dataset: the seeds of one are pooled."""
-    from .leaderboard.rank import pool_seeds
-
-    arch: dict[tuple[str, str], list] = {}
-    for e in entries:
-        arch.setdefault((model_label(e, seed=False), e["dataset"]["ref"]), []).append(e)
-    return [pool_seeds(m) for m in arch.values()]
+def architectures(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of architectures as the recipe trains them, with both robustness scores:
+    defended and noisy-label variants are other models."""
+    return [e for e in entries if e["summary"]["adversarial_robustness"] is not None
+            and e["summary"]["corruption_robustness"] is not None
+            and ((e["model"].get("training") or {}).get("defense") or "none") == "none"
+            and not (e["model"].get("training") or {}).get("label_noise")]
 
 
 def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -43,16 +42,12 @@ def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: in
     Spearman rho with its bootstrap CI and permutation p, and the partial Spearman rho with clean
     IoU held fixed.  No correction for the number of cells: with 32 cells at 95 %, one or two
     exclude zero by chance alone (``chance_cells``)."""
-    # architectures as trained by the recipe: defended and noisy-label variants are other models
-    entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
-               and e["summary"]["corruption_robustness"] is not None
-               and ((e["model"].get("training") or {}).get("defense") or "none") == "none"
-               and not (e["model"].get("training") or {}).get("label_noise")]
+    entries = architectures(entries)
     pid, phash = _pick_group(entries, "the entries")
     datasets = sorted({e["dataset"]["ref"] for e in entries})
     if len(datasets) > 1:
         raise ResultError(f"the family matrix is per dataset; the entries span {', '.join(datasets)}", hints=("dataset",))
-    entries = _pooled(entries)
+    entries = pooled(entries)
     if len(entries) < 4:
         raise ResultError(f"the family matrix needs at least 4 models (a partial correlation); found {len(entries)}")
 
@@ -96,12 +91,17 @@ def family_table(m: dict[str, Any]) -> Table:
     for c in m["cols"]:
         t.add_column(c, justify="right")
 
-    def f(c):
-        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if m["reliable"] and significant(c) else "")
-
     for r in m["rows"]:
-        t.add_row(r, *(f"{f(m['cells'][r][c]['spearman'])} / {f(m['cells'][r][c]['partial'])}" for c in m["cols"]))
+        t.add_row(r, *(cell_text(m["cells"][r][c], mark=m["reliable"]) for c in m["cols"]))
     return t
+
+
+def cell_text(cell: dict[str, Any], mark: bool = True) -> str:
+    """``plain / partial``, each with * where :func:`significant` (and ``mark``)."""
+    def f(c):
+        return "—" if c["r"] is None else f"{c['r']:.2f}" + ("*" if mark and significant(c) else "")
+
+    return f"{f(cell['spearman'])} / {f(cell['partial'])}"
 
 
 def significant(c: dict[str, Any], alpha: float = 0.05) -> bool:

@@ -41,16 +41,16 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
     from .families import (
         MIN_RELIABLE_MODELS,
         OVERALL_ATTACK,
+        architectures,
+        cell_text,
         family_matrix,
         significant,
     )
 
     out: list[str] = []
     for g in gs:
-        es = [e for e in g["entries"] if e["summary"]["adversarial_robustness"] is not None
-              and e["summary"]["corruption_robustness"] is not None]
-        plain = [e for e in es if ((e["model"].get("training") or {}).get("defense") or "none") == "none"]
-        n_models = len({model_label(e, seed=False) for e in plain})
+        es = architectures(g["entries"])
+        n_models = len({model_label(e, seed=False) for e in es})
         if _version(g["protocol_id"]) < min_version:
             continue
         if n_models < MIN_RELIABLE_MODELS:
@@ -72,9 +72,7 @@ def family_markdown(gs: list[dict[str, Any]], min_version: int = 2) -> str:
             for c in cols:
                 cell = m["cells"][r][c]
                 a, b = cell["spearman"], cell["partial"]
-                fa = "—" if a["r"] is None else f"{a['r']:.2f}" + ("*" if significant(a) else "")
-                fb = "—" if b["r"] is None else f"{b['r']:.2f}" + ("*" if significant(b) else "")
-                cells.append(f"{fa} / {fb}")
+                cells.append(cell_text(cell))
                 if significant(a):
                     sig_plain.append((r, c, a["r"]))
                 if significant(b):

@@ -110,7 +110,7 @@ class WorstCase(Attack):
             best = self.refine(model, x, target, eps, gens, best, best_iou, best_loss)
         return best
 
-    def refine(self, model, x, target, eps, gens, best, best_iou, best_loss=None):
+    def refine(self, model, x, target, eps, gens, best, best_iou, best_loss):
         """Continue from ``best`` (each image's strongest result so far, with its IoU) with the
         refine attack; keep, per image, whichever of the two leaves the lower IoU."""
         x_ref = self.refiner(model, x, target, eps, _member_gens(gens, "refine"), start=best).detach()
@@ -118,9 +118,7 @@ class WorstCase(Attack):
             logits = model(x_ref)
             iou = per_image_iou(predict(logits), target, torch.float32)
             loss = segmentation_loss(logits.float(), target).flatten(1).mean(1)
-        better = iou < best_iou
-        if best_loss is not None:
-            better |= (iou == best_iou) & (loss > best_loss)
+        better = (iou < best_iou) | ((iou == best_iou) & (loss > best_loss))
         return torch.where(better.reshape(-1, 1, 1, 1), x_ref, best)
 
 
