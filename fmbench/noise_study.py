@@ -20,8 +20,30 @@ import numpy as np
 from . import scores
 from .errors import ResultError
 
-SCORES = ("clean_iou", "corrupted_iou", "robust_iou")
+SCORES = ("clean_iou", "clean_dice", "corrupted_iou", "robust_iou")
+TESTED = ("clean_iou", "corrupted_iou", "robust_iou")  # the README's columns; Dice is a function of IoU
 ALPHA = 0.05
+LABELS = {"clean_iou": "clean IoU", "clean_dice": "clean Dice", "corrupted_iou": "corrupted IoU",
+          "robust_iou": "robust IoU"}
+
+
+def _per_image(entry: dict[str, Any], key: str) -> np.ndarray:
+    """Per-image values of a study score.  Entries keep per-image IoU only; for one binary mask
+    Dice = 2 IoU / (1 + IoU) exactly, so per-image clean Dice is computed from it."""
+    if key == "clean_dice":
+        j = scores.per_image(entry, "clean_iou")
+        assert j is not None
+        return 2 * j / (1 + j)
+    v = scores.per_image(entry, key)
+    assert v is not None
+    return v
+
+
+def _score(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    if key in entry["scores"]:
+        return entry["scores"][key]
+    v = _per_image(entry, key)
+    return {"value": float(v.mean()), "ci95": [round(c, 6) for c in scores.interval(v, scores.resamples(v.size))]}
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -77,16 +99,15 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
                            "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "kinds": []}
     for (kind, severity), es in sorted(kinds.items()):
         es = sorted(es, key=lambda e: setting_of(e)[1])  # type: ignore[index]
-        rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: ref["scores"][k] for k in SCORES}}]
+        rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) for k in SCORES}}]
         tests: dict[str, list[dict[str, Any]]] = {k: [] for k in SCORES}
         for e in es:
             if e["per_image"]["ids"] != ref["per_image"]["ids"]:
                 raise ResultError(f"{model} on {dataset}: the {kind} entries were scored on other images than rate 0")
             row: dict[str, Any] = {"rate": setting_of(e)[1]}  # type: ignore[index]
             for k in SCORES:
-                row[k] = e["scores"][k]
-                a, b = scores.per_image(e, k), scores.per_image(ref, k)
-                assert a is not None and b is not None
+                row[k] = _score(e, k)
+                a, b = _per_image(e, k), _per_image(ref, k)
                 d = a - b
                 paired = scores.paired_difference(a, b)
                 p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
@@ -112,32 +133,74 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
 
 def plot(data: dict[str, Any], out: str) -> str:
     """Accuracy and robustness against the rate of noisy training masks, one line per kind (a
-    PNG); a filled marker where the loss against rate 0 is significant (Holm, p < 0.05)."""
+    PNG). Top row: each score with its 95 % interval over images; bottom row: the paired
+    difference to exact labels with its 95 % interval (what the tests judge; on its own scale, so a
+    loss of 0.01 is visible); a filled marker where the loss is significant (Holm, p < 0.05)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(4.2 * len(SCORES), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], SCORES):
+    fig, axes = plt.subplots(2, len(SCORES), figsize=(4.0 * len(SCORES), 6.0), squeeze=False, sharex=True)
+    for col, k in enumerate(SCORES):
+        top, bottom = axes[0][col], axes[1][col]
         for i, kind in enumerate(data["kinds"]):
-            rates = [r["rate"] for r in kind["rows"]]
-            vals = [r[k]["value"] for r in kind["rows"]]
-            lo = [r[k]["ci95"][0] if r[k].get("ci95") else v for r, v in zip(kind["rows"], vals)]
-            hi = [r[k]["ci95"][1] if r[k].get("ci95") else v for r, v in zip(kind["rows"], vals)]
-            ax.plot(rates, vals, marker="o", color=f"C{i}", label=f"{kind['kind']} (severity {kind['severity']:g})",
-                    mfc="white")
-            ax.fill_between(rates, lo, hi, color=f"C{i}", alpha=0.12)
-            sig = [(r["rate"], r[k]["value"]) for r in kind["rows"][1:] if r[f"{k}_test"]["significant_loss"]]
+            rows = kind["rows"]
+            rates = [r["rate"] for r in rows]
+            vals = [r[k]["value"] for r in rows]
+            lo = [r[k]["ci95"][0] if r[k].get("ci95") else v for r, v in zip(rows, vals)]
+            hi = [r[k]["ci95"][1] if r[k].get("ci95") else v for r, v in zip(rows, vals)]
+            label = f"{kind['kind']} (severity {kind['severity']:g})"
+            top.plot(rates, vals, marker="o", color=f"C{i}", label=label, mfc="white")
+            top.fill_between(rates, lo, hi, color=f"C{i}", alpha=0.12)
+            tests = [r[f"{k}_test"] for r in rows[1:]]
+            d = [0.0] + [t["diff"] for t in tests]
+            dlo = [0.0] + [t["ci95"][0] for t in tests]
+            dhi = [0.0] + [t["ci95"][1] for t in tests]
+            bottom.plot(rates, d, marker="o", color=f"C{i}", mfc="white")
+            bottom.fill_between(rates, dlo, dhi, color=f"C{i}", alpha=0.15)
+            sig = [(r["rate"], r[k]["value"], t["diff"]) for r, t in zip(rows[1:], tests) if t["significant_loss"]]
             if sig:
-                ax.plot(*zip(*sig), "o", color=f"C{i}")
-        ax.set_title(k.replace("_", " "), fontsize=10)
-        ax.set_xlabel("fraction of training masks with noise")
-        ax.set_ylim(0, 1)
+                top.plot([x for x, _, _ in sig], [v for _, v, _ in sig], "o", color=f"C{i}")
+                bottom.plot([x for x, _, _ in sig], [v for _, _, v in sig], "o", color=f"C{i}")
+        top.set_title(LABELS[k], fontsize=10)
+        top.set_ylim(0, 1)
+        bottom.axhline(0, color="0.5", lw=0.8)
+        bottom.set_xlabel("fraction of training masks with noise")
+        if col == 0:
+            top.set_ylabel("score (95 % interval over images)", fontsize=8)
+            bottom.set_ylabel("Δ against exact labels (paired 95 %)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images): "
-                 f"filled = significant loss against exact labels (Wilcoxon, Holm)", fontsize=9)
+                 f"filled = significant loss against exact labels (Wilcoxon, Holm, p < 0.05)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The study's table for one model and dataset (from :func:`study`), per noise kind: each
+    score with its 95 % interval per rate, and against exact labels the paired difference [95 %
+    interval], the Holm-corrected Wilcoxon p and the rank-biserial effect; a significant loss in
+    bold."""
+    out = [f"**{data['model']} on {data['dataset']}** ({data['protocol_id']}, {data['n_images']} test images)", ""]
+    for kind in data["kinds"]:
+        safe = ", ".join(f"{LABELS[k]} {v:.0%}" for k, v in kind["max_safe_rate"].items())
+        out += [f"*{kind['kind']}*, severity {kind['severity']:g} — largest rate with no significant loss: {safe}", "",
+                "| rate | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---:|" + "---|" * len(SCORES)]
+        for row in kind["rows"]:
+            cells = []
+            for k in SCORES:
+                s = row[k]
+                ci = s.get("ci95")
+                cell = f"{s['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                t = row.get(f"{k}_test")
+                if t:
+                    test = (f"Δ {t['diff']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}], "
+                            f"p {t['p_holm']:.2g}, r {t['effect']:+.2f}")
+                    cell += "<br>" + (f"**{test}**" if t["significant_loss"] else test)
+                cells.append(cell)
+            out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)

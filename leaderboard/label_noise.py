@@ -30,6 +30,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BOARD = HERE / "label-noise"
+DOC = HERE.parent / "docs" / "label-noise.md"
+START, END = "<!-- label-noise-study:start (leaderboard/label_noise.py --docs) -->", "<!-- label-noise-study:end -->"
 KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
 RATES = (0.0, 0.2, 0.4, 0.7, 1.0)
 
@@ -63,6 +65,61 @@ def register(board: Path, model: str, stem: str, dataset: str, ckpt: Path) -> No
     write_json(path, table)
 
 
+def docs_section(board: Path, img: Path | None = None) -> str:
+    """docs/label-noise.md's measured tables, one per model x dataset x protocol of the track's
+    entries (:func:`fmbench.noise_study.markdown`); with ``img``, also draws each study's plot
+    there (``label-noise-study-MODEL-DATASET.png``, linked from the section)."""
+    from fmbench.errors import ResultError
+    from fmbench.leaderboard import load_entries
+    from fmbench.noise_study import markdown, plot, setting_of, study
+    from fmbench.plugins import get_registry
+
+    entries = load_entries(str(board), get_registry())
+    keys = sorted({(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries
+                   if setting_of(e) is not None})
+    parts = [START, "Generated from the entries in `leaderboard/label-noise/` by `python leaderboard/label_noise.py "
+             "--docs` (the runner regenerates it after each point). Each cell: the score's mean over the test "
+             "images [95 % bootstrap interval]; below it, against the same model trained on exact labels, the "
+             "paired mean difference Δ [95 % bootstrap interval], the two-sided Wilcoxon signed-rank p "
+             "Holm-corrected over the rates of the kind, and the rank-biserial effect r (−1: every image "
+             "worse). **Bold**: a significant loss (p < 0.05, Δ < 0). Clean Dice is computed per image from "
+             "clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
+    if not keys:
+        parts.append("No point of the study has been run yet.")
+    for model, dataset, pid in keys:
+        mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset
+                and e["protocol"]["id"] == pid]
+        try:
+            data = study(mine, model, dataset)
+        except ResultError as err:
+            parts.append(f"**{model} on {dataset}** ({pid}): {err}")
+            continue
+        name = f"label-noise-study-{model}-{dataset.replace('@', '')}-{pid}.png"
+        if img is not None:
+            img.mkdir(parents=True, exist_ok=True)
+            plot(data, str(img / name))
+        parts.append(markdown(data).rstrip("\n"))
+        parts.append(f"![{model} on {dataset}: scores against the rate of noisy training masks](img/{name})")
+    parts.append(END)
+    return "\n\n".join(parts)
+
+
+def update_docs(board: Path, doc: Path = DOC, check: bool = False) -> bool:
+    """Rewrite (or with ``check``, compare) docs/label-noise.md's generated section; True when current."""
+    text = doc.read_text()
+    new_section = docs_section(board, None if check else doc.parent / "img")
+    if START in text and END in text:
+        new = text[:text.index(START)] + new_section + text[text.index(END) + len(END):]
+    else:
+        new = text.rstrip("\n") + "\n\n" + new_section + "\n"
+    if check or new == text:
+        return new == text
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(doc)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="unet-small")
@@ -76,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--board", type=Path, default=BOARD)
     ap.add_argument("--commit", action="store_true")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--docs", action="store_true", help="only regenerate docs/label-noise.md's tables and plots")
+    ap.add_argument("--check", action="store_true", help="with --docs: exit 1 if they are not current")
     args = ap.parse_args(argv)
+    if args.docs:
+        if update_docs(args.board, check=args.check) or not args.check:
+            return 0
+        print(f"{DOC}: the label-noise tables are not current; run python leaderboard/label_noise.py --docs",
+              file=sys.stderr)
+        return 1
     os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
     rep = _reproduce()
     from fmbench.label_noise import parse_setting
@@ -127,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path("README.md")
         if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
             rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
+            update_docs(args.board)
         if args.commit and not args.dry_run:
-            rep.git_commit([entry, args.board / "baselines", args.board / "weights", readme],
+            rep.git_commit([entry, args.board / "baselines", args.board / "weights", readme, DOC, DOC.parent / "img"],
                            f"label-noise study: {stem} (leaderboard/label_noise.py)")
     return 0
 

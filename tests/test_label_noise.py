@@ -187,6 +187,17 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert [t["significant_loss"] for t in tests] == [False, True, True, True]
     assert tests[1]["diff"] == pytest.approx(-0.05, abs=0.005) and tests[1]["effect"] < -0.9
     assert kind["max_safe_rate"]["clean_iou"] == 0.2
+    # clean Dice comes from per-image IoU (2J / (1 + J) for one mask) and matches the entry's own mean
+    assert kind["rows"][0]["clean_dice"]["value"] == pytest.approx(base["summary"]["clean_dice"], abs=1e-9)
+    assert kind["rows"][2]["clean_dice"]["value"] < kind["rows"][0]["clean_dice"]["value"]
+    # the docs' table: every rate, the loss in bold, the safe rates stated
+    from fmbench.noise_study import markdown
+
+    md = markdown(got)
+    assert "largest rate with no significant loss: clean IoU 20%" in md
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"| 0%", "| 20%", "| 40%", "| 70%", "| 100%"}
+    assert "**" not in rows["| 20%"] and rows["| 70%"].count("**Δ -0.") == 4
     # the README's generated summary reads the same numbers, and compares them with Yu et al.'s 20 %
     from fmbench.readme import label_noise_markdown
 
@@ -262,3 +273,15 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     shutil.copytree(track, board)
     (board / "weights" / "registry.json").write_text(json.dumps(reg))
     assert any("not the registered" in p for p in validate_dir(board, registry)[2])
+
+
+def test_the_docs_study_tables_are_current():
+    """docs/label-noise.md's generated tables are the ones the track's entries give."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "leaderboard" / "label_noise.py"
+    spec = importlib.util.spec_from_file_location("label_noise_runner", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--docs", "--check"]) == 0
