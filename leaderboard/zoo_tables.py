@@ -96,7 +96,37 @@ def defence_table(rows: list[dict]) -> str:
     return "\n".join(lines) if len(lines) > 2 else "No defended model is evaluated yet."
 
 
-def section(table: dict) -> str:
+def agreement_table(entries: list[dict]) -> str:
+    """How much of each dataset's ranking is architecture (``fmbench.analysis.seed_agreement``
+    over the undefended entries with seeds), one row per dataset x score."""
+    from fmbench.analysis import seed_agreement
+    from fmbench.errors import ResultError
+
+    lines = ["| dataset | score | architectures × seeds | ICC (share between architectures) | "
+             "seed-to-seed rank ρ | pairs in the same order under every seed | median seed SD |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    notes = []
+    for ds in sorted({e["dataset"]["ref"] for e in entries}):
+        mine = [e for e in entries if e["dataset"]["ref"] == ds
+                and (e["model"]["training"].get("defense") or "none") == "none"]
+        try:
+            got = seed_agreement(mine)
+        except ResultError as err:
+            notes.append(f"{ds}: {err}.")
+            continue
+        for key, label in SCORES:
+            g = got["scores"].get(key)
+            if not g:
+                continue
+            stable = "" if g["pairs_stable"] is None else f"{g['pairs_stable']:.0%} of {g['n_pairs']}"
+            lines.append(f"| {ds} | {label} | {len(got['architectures'])} × {len(got['seeds'])} | "
+                         f"{_f(g['icc'], 2)} | {_f(g['seed_rank_correlation'], 2)} ({g['n_seed_pairs']} seed pairs) | "
+                         f"{stable} | {_f(g['sd'])} |")
+    body = "\n".join(lines) if len(lines) > 2 else ""
+    return "\n\n".join(x for x in (body, " ".join(notes)) if x)
+
+
+def section(table: dict, entries: list[dict] | None = None) -> str:
     rows = table.get("rows", [])
     return "\n\n".join([
         START,
@@ -107,14 +137,25 @@ def section(table: dict) -> str:
         training_table(rows),
         "**Over training seeds** (the standard deviation is over seeds, not images):",
         seed_table(rows),
+        "**How much of the ranking is architecture** (`fmbench analyze --seeds`, from the entries of the "
+        "architectures with two or more seeds; ICC: the share of a score's variance between architectures, "
+        "1 = seeds agree exactly, 0 = the architecture explains nothing):",
+        agreement_table(entries or []) or "No dataset has three architectures with two or more seeds yet.",
         "**Defences** (against the same architecture undefended, seed 0, whatever the defended row's seed):",
         defence_table(rows),
         END,
     ])
 
 
+def board_entries(protocol_id: str) -> list[dict]:
+    """The checked-in entries of one protocol (not validated here: CI validates them)."""
+    from fmbench.leaderboard import load_entries
+
+    return [e for e in load_entries(str(ROOT / "leaderboard")) if e["protocol"]["id"] == protocol_id]
+
+
 def render(doc: str, table: dict) -> str:
-    new = section(table)
+    new = section(table, board_entries(table.get("protocol", "quick-v2")))
     if START in doc and END in doc:
         a, b = doc.index(START), doc.index(END) + len(END)
         return doc[:a] + new + doc[b:]

@@ -110,3 +110,19 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["seeds"] == [0, 1, 2] and got["scores"]["clean_iou"]["sd"] == pytest.approx(0.0)
+
+
+def test_the_zoo_docs_agreement_table_reads_seed_agreement():
+    """docs/zoo.md's 'how much of the ranking is architecture' table: one row per score with the
+    measured ICC, rank correlation and stable pairs; a dataset short of seeds says why."""
+    import sys
+
+    sys.path.insert(0, str(BOARD))
+    import zoo_tables
+
+    base = {a: entry(a) for a in ARCHS}
+    steady = [reseeded(e, s, 0.002 * s) for e in base.values() for s in range(3)]
+    text = zoo_tables.agreement_table(steady + [entry("unet-r18", "nucleus")])
+    got = seed_agreement(steady)["scores"]["robust_iou"]
+    assert f"| er | robust IoU | 4 × 3 | {got['icc']:.2f} | 1.00 (3 seed pairs) | 100% of 6 |" in text
+    assert "nucleus: seed agreement needs at least 3 architectures with 2 or more seeds; found 0." in text
