@@ -7,8 +7,9 @@ the same test images: per rate, each headline score with its 95 % bootstrap inte
 each score the paired difference to rate 0 (mean, its bootstrap interval), a two-sided Wilcoxon
 signed-rank test, its p-value Holm-corrected over the rates of the kind, and the matched-pairs
 rank-biserial correlation as the effect size.  ``max_safe_rate`` is the largest rate up to which
-no rate shows a significant loss (Holm-corrected p < 0.05 with a negative mean difference) —
-the study's "how much noise makes no difference".
+no rate shows a significant loss (Holm-corrected p < 0.05, the difference's interval below 0, and
+larger than the training-noise floor where it is measured; :func:`study`) — the study's "how much
+noise makes no difference".
 """
 
 from __future__ import annotations
@@ -78,45 +79,74 @@ def setting_of(entry: dict[str, Any]) -> tuple[str, float, float] | None:
     return kind, float(rate), float(severity)
 
 
-def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, Any]:
-    """The study's table for ``model`` on ``dataset`` (one protocol), per noise kind (module docstring)."""
+def _test(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """Paired comparison of per-image values ``a`` against ``b``: mean difference [95 % bootstrap],
+    two-sided Wilcoxon signed-rank p (zero differences split) and the rank-biserial effect."""
     from scipy.stats import wilcoxon
 
+    d = a - b
+    paired = scores.paired_difference(a, b)
+    p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
+    return {"diff": paired["diff"], "ci95": paired["ci95"], "p": p, "effect": rank_biserial(d)}
+
+
+def _seed(e: dict[str, Any]) -> int:
+    return int(e["model"]["training"].get("seed") or 0)
+
+
+def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, Any]:
+    """The study's table for ``model`` on ``dataset`` (one protocol), per noise kind (module docstring).
+
+    A per-image test compares two *trained models*; with one training per rate it cannot tell the
+    label noise from training luck (two trainings on the same exact labels with other seeds also
+    differ, image by image).  Entries trained on exact labels with other seeds than the study's
+    measure that: their paired differences to the reference are the *training-noise floor* (per
+    score, the largest |Δ|), and a rate's loss counts as significant only when its Holm-corrected p
+    is below 0.05, its bootstrap interval lies below 0, and it is larger than the floor.  Without
+    such entries ``floor`` is ``None`` and the result says the floor was not measured."""
     mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset]
     hashes = {e["protocol"]["hash"] for e in mine}
     if len(hashes) > 1:
         raise ResultError(f"{model} on {dataset}: entries under {len(hashes)} protocols; choose one with --tier")
     base = [e for e in mine if setting_of(e) is None and (e["model"]["training"].get("defense") or "none") == "none"]
-    if not base:
-        raise ResultError(f"{model} on {dataset}: no entry trained on exact labels (rate 0) to compare with")
-    ref = base[0]
-    kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    noisy = [e for e in mine if setting_of(e) is not None]
+    seeds = sorted({_seed(e) for e in noisy}) or [0]
+    if len(seeds) > 1:
+        raise ResultError(f"{model} on {dataset}: noisy-label entries trained with seeds {seeds}; the study "
+                          "compares one seed's trainings")
+    refs = [e for e in base if _seed(e) == seeds[0]]
+    if not refs:
+        raise ResultError(f"{model} on {dataset}: no entry trained on exact labels (rate 0) with seed {seeds[0]} "
+                          "to compare with")
+    ref = refs[0]
     for e in mine:
+        if e["per_image"]["ids"] != ref["per_image"]["ids"]:
+            raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
+    null = sorted((e for e in base if _seed(e) != seeds[0]), key=_seed)
+    floor_tests = [{"seed": _seed(e), **{k: _test(_per_image(e, k), _per_image(ref, k)) for k in SCORES}}
+                   for e in null]
+    floor = {k: max(abs(t[k]["diff"]) for t in floor_tests) for k in SCORES} if floor_tests else None
+    kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for e in noisy:
         s = setting_of(e)
-        if s is not None:
-            kinds.setdefault((s[0], s[2]), []).append(e)
+        assert s is not None
+        kinds.setdefault((s[0], s[2]), []).append(e)
     out: dict[str, Any] = {"model": model, "dataset": dataset, "protocol_id": ref["protocol"]["id"],
-                           "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "kinds": []}
+                           "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "seed": seeds[0],
+                           "training_noise": floor_tests, "floor": floor, "kinds": []}
     for (kind, severity), es in sorted(kinds.items()):
         es = sorted(es, key=lambda e: setting_of(e)[1])  # type: ignore[index]
         rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) for k in SCORES}}]
         tests: dict[str, list[dict[str, Any]]] = {k: [] for k in SCORES}
         for e in es:
-            if e["per_image"]["ids"] != ref["per_image"]["ids"]:
-                raise ResultError(f"{model} on {dataset}: the {kind} entries were scored on other images than rate 0")
-            row: dict[str, Any] = {"rate": setting_of(e)[1]}  # type: ignore[index]
+            rows.append({"rate": setting_of(e)[1], **{k: _score(e, k) for k in SCORES}})  # type: ignore[index]
             for k in SCORES:
-                row[k] = _score(e, k)
-                a, b = _per_image(e, k), _per_image(ref, k)
-                d = a - b
-                paired = scores.paired_difference(a, b)
-                p = float(wilcoxon(d, zero_method="zsplit").pvalue) if np.any(d != 0) else 1.0
-                tests[k].append({"diff": paired["diff"], "ci95": paired["ci95"], "p": p, "effect": rank_biserial(d)})
-            rows.append(row)
+                tests[k].append(_test(_per_image(e, k), _per_image(ref, k)))
         for k in SCORES:
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"] = adj
-                t["significant_loss"] = adj < ALPHA and t["diff"] < 0
+                t["beyond_floor"] = None if floor is None else bool(-t["diff"] > floor[k])
+                t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False)
             for row, t in zip(rows[1:], tests[k]):
                 row[f"{k}_test"] = t
         safe = {}
@@ -166,6 +196,11 @@ def plot(data: dict[str, Any], out: str) -> str:
         top.set_title(LABELS[k], fontsize=10)
         top.set_ylim(0, 1)
         bottom.axhline(0, color="0.5", lw=0.8)
+        if data.get("floor"):
+            bottom.axhspan(-data["floor"][k], data["floor"][k], color="0.85", zorder=0,
+                           label="training noise (exact labels, other seeds)")
+            if col == 0:
+                bottom.legend(fontsize=7)
         bottom.set_xlabel("fraction of training masks with noise")
         if col == 0:
             top.set_ylabel("score (95 % interval over images)", fontsize=8)
@@ -179,12 +214,30 @@ def plot(data: dict[str, Any], out: str) -> str:
     return out
 
 
+def _test_text(t: dict[str, Any], p_key: str = "p_holm") -> str:
+    return (f"Δ {t['diff']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}], p {t[p_key]:.2g}, "
+            f"r {t['effect']:+.2f}")
+
+
 def markdown(data: dict[str, Any]) -> str:
-    """The study's table for one model and dataset (from :func:`study`), per noise kind: each
-    score with its 95 % interval per rate, and against exact labels the paired difference [95 %
-    interval], the Holm-corrected Wilcoxon p and the rank-biserial effect; a significant loss in
-    bold."""
-    out = [f"**{data['model']} on {data['dataset']}** ({data['protocol_id']}, {data['n_images']} test images)", ""]
+    """The study's table for one model and dataset (from :func:`study`): the training-noise
+    floor, then per noise kind each score with its 95 % interval per rate, and against exact
+    labels the paired difference [95 % interval], the Holm-corrected Wilcoxon p and the
+    rank-biserial effect; a significant loss in bold."""
+    out = [f"**{data['model']} on {data['dataset']}** ({data['protocol_id']}, {data['n_images']} test images, "
+           f"training seed {data['seed']})", ""]
+    if data["floor"] is None:
+        out += ["*Training noise not measured* (no exact-label training with another seed): a difference below "
+                "may be training luck rather than label noise; read it as a lead.", ""]
+    else:
+        out += [f"*Training noise*: the same model trained on exact labels with seed(s) "
+                f"{', '.join(str(t['seed']) for t in data['training_noise'])}, against seed {data['seed']} "
+                "(uncorrected p). A loss must exceed the largest of these |Δ| (the floor) to count.", "",
+                "| exact labels | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---|" + "---|" * len(SCORES)]
+        for t in data["training_noise"]:
+            out.append(f"| seed {t['seed']} | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
+        out.append("| floor | " + " | ".join(f"{data['floor'][k]:.3f}" for k in SCORES) + " |")
+        out.append("")
     for kind in data["kinds"]:
         safe = ", ".join(f"{LABELS[k]} {v:.0%}" for k, v in kind["max_safe_rate"].items())
         out += [f"*{kind['kind']}*, severity {kind['severity']:g} — largest rate with no significant loss: {safe}", "",
@@ -192,14 +245,15 @@ def markdown(data: dict[str, Any]) -> str:
         for row in kind["rows"]:
             cells = []
             for k in SCORES:
-                s = row[k]
-                ci = s.get("ci95")
-                cell = f"{s['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                sc = row[k]
+                ci = sc.get("ci95")
+                cell = f"{sc['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
                 t = row.get(f"{k}_test")
                 if t:
-                    test = (f"Δ {t['diff']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}], "
-                            f"p {t['p_holm']:.2g}, r {t['effect']:+.2f}")
+                    test = _test_text(t)
                     cell += "<br>" + (f"**{test}**" if t["significant_loss"] else test)
+                    if t.get("beyond_floor") is False and t["p_holm"] < ALPHA:
+                        cell += " (within training noise)"
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
         out.append("")

@@ -163,12 +163,14 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     lines = ["The label-noise track (docs/label-noise.md): each model trained with a fraction of its training "
              "masks noisy, compared image by image with the same model trained on exact masks (Wilcoxon "
              "signed-rank, Holm-corrected over the rates of a kind). *Largest safe rate*: the largest rate "
-             "before the first significant loss (p < 0.05) of that score; a kind measured only at some rates "
-             "can say no more than its largest rate.", "",
+             "before the first significant loss of that score (p < 0.05, its paired interval below 0, and larger "
+             "than the training noise where that is measured); a kind measured only at some rates can say no more "
+             "than its largest rate.", "",
              "| model | dataset | protocol | noise (severity) | rates measured | largest safe rate: clean IoU "
              "| corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     verdicts = []
+    floors: dict[bool, list[str]] = {True: [], False: []}
     for model, dataset, pid in keys:
         mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset
                 and e["protocol"]["id"] == pid]
@@ -177,6 +179,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
         except ResultError as err:
             lines.append(f"| {model} | {dataset} | {pid} | — | — | {err} | | | |")
             continue
+        floors[data["floor"] is not None].append(f"{model} on {dataset}")
         for kind in data["kinds"]:
             rates = [r["rate"] for r in kind["rows"]]
             last = kind["rows"][-1]
@@ -203,6 +206,12 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"{verdicts.count('disagree')}"
                   + (f", and the rates measured cannot tell in {verdicts.count('undetermined')}"
                      if verdicts.count("undetermined") else "") + "."]
+    if floors[True] or floors[False]:
+        lines += ["", "A loss counts only beyond the *training noise*: how much the same model trained on exact labels "
+                  "with other seeds differs from the reference, image by image"
+                  + (f" (measured for {', '.join(floors[True])})" if floors[True] else "") + "."
+                  + (f" Not measured yet for {', '.join(floors[False])}: there a significant difference may be "
+                     "training luck, so read it as a lead." if floors[False] else "")]
     return note + "\n".join(lines) + "\n"
 
 

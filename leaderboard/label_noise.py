@@ -10,7 +10,9 @@ Each point is two plain CLI commands, as a user would type them:
     fmbench eval  --model M --dataset D --tier T --checkpoint CACHE/... --out WORK/NAME.json \\
                   --leaderboard-entry leaderboard/label-noise/NAME.json
 
-Rate 0 is one training on exact masks per model and dataset, shared by every kind.  Entries
+Rate 0 is one training on exact masks per model and dataset, shared by every kind; two more
+exact-label trainings with other seeds (``--null-seeds``) measure how much two trainings differ
+without any label noise (the training-noise floor a loss must exceed).  Entries
 go to ``leaderboard/label-noise/`` (the label-noise track: validated like the others, never ranked
 with clean-label models), with the track's baselines; ``fmbench analyze --label-noise --dir
 leaderboard/label-noise --model M --dataset D`` tests each rate against rate 0.  Finished points
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--severity", type=float, help="one severity for every kind (default: each kind's default)")
     ap.add_argument("--tier", default="quick-v2")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--null-seeds", default="1,2",
+                    help="exact-label trainings with these other seeds measure the training-noise floor ('' for none)")
     ap.add_argument("--work", type=Path, default=Path(".work/label-noise"))
     ap.add_argument("--board", type=Path, default=BOARD)
     ap.add_argument("--commit", action="store_true")
@@ -156,24 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     args.board.mkdir(parents=True, exist_ok=True)
     weights = cache_dir() / "weights" / "label-noise"
     weights.mkdir(parents=True, exist_ok=True)
-    points: list[tuple[str, str, str | None]] = []
+    points: list[tuple[str, str, str | None, int]] = []
+    null_seeds = [int(x) for x in args.null_seeds.split(",") if x.strip()]
     for m in args.models.split(","):
         for ds in args.datasets.split(","):
             rates = [float(r) for r in args.rates.split(",")]
-            if 0.0 in rates:
-                points.append((m, ds, None))
+            if 0.0 in rates:  # exact labels: the reference, then other seeds for the training-noise floor
+                points += [(m, ds, None, args.seed)] + [(m, ds, None, s) for s in null_seeds if s != args.seed]
             for kind in args.kinds.split(","):
                 for rate in (r for r in rates if r > 0):
                     text = f"{kind}:{rate:g}" + (f":{args.severity:g}" if args.severity else "")
-                    points.append((m, ds, parse_setting(text, reg).text))
-    for m, ds, setting in points:
+                    points.append((m, ds, parse_setting(text, reg).text, args.seed))
+    for m, ds, setting, seed in points:
         tag = "exact" if setting is None else setting.replace(":", "-")
-        stem = f"{m}+labels-{tag}__{ds}__{protocol.id}"
+        stem = f"{m}+labels-{tag}{'' if seed == 0 else f'+seed{seed}'}__{ds}__{protocol.id}"
         ckpt, entry, result = weights / f"{stem}.pt", args.board / f"{stem}.json", args.work / f"{stem}.json"
         if entry.exists():
             continue
         if not ckpt.exists():
-            cmd = [fmbench, "train", "--model", m, "--dataset", ds, "--seed", str(args.seed), "--tier", args.tier,
+            cmd = [fmbench, "train", "--model", m, "--dataset", ds, "--seed", str(seed), "--tier", args.tier,
                    *(["--label-noise", setting] if setting else []), "--out", str(ckpt), "--quiet"]
             if Path(str(ckpt) + ".state.pt").exists():
                 cmd.append("--resume")

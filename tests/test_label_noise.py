@@ -179,6 +179,11 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
         e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
         return e
 
+    def at_seed(seed, loss):  # exact labels, another training seed
+        e = at(0.0, loss)
+        e["model"]["training"].update(label_noise=None, seed=seed)
+        return e
+
     track = [base, at(0.2, 0.0), at(0.4, 0.05), at(0.7, 0.1), at(1.0, 0.2)]
     got = study(track, "unet-small", "er")
     (kind,) = got["kinds"]
@@ -198,6 +203,21 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"| 0%", "| 20%", "| 40%", "| 70%", "| 100%"}
     assert "**" not in rows["| 20%"] and rows["| 70%"].count("**Δ -0.") == 4
+    assert got["floor"] is None and "*Training noise not measured*" in md
+    # exact-label trainings with other seeds that differ by up to 0.06: the loss of 0.05 at 40 % is
+    # inside that training noise and no longer counts; 0.1 at 70 % still does
+    null = [at_seed(1, 0.06), at_seed(2, -0.01)]
+    floored = study(track + null, "unet-small", "er")
+    assert floored["floor"]["clean_iou"] == pytest.approx(0.06, abs=0.005)
+    t40 = floored["kinds"][0]["rows"][2]["clean_iou_test"]
+    assert t40["p_holm"] < 0.05 and t40["beyond_floor"] is False and not t40["significant_loss"]
+    assert floored["kinds"][0]["rows"][3]["clean_iou_test"]["significant_loss"]
+    assert floored["kinds"][0]["max_safe_rate"]["clean_iou"] == 0.4
+    md = markdown(floored)
+    assert "| seed 1 | Δ -0.06" in md and "(within training noise)" in md
+    with pytest.raises(Exception, match="seeds"):
+        study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
+                                                  "label_noise": "missing:0.2:0.2", "seed": 1}}}], "unet-small", "er")
     # the README's generated summary reads the same numbers, and compares them with Yu et al.'s 20 %
     from fmbench.readme import label_noise_markdown
 
