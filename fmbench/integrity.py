@@ -108,19 +108,33 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     return problems
 
 
+def _flag(command: str, name: str) -> str | None:
+    words = command.split()
+    return words[words.index(name) + 1] if name in words[:-1] else None
+
+
 def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, Any] | None) -> bool:
     """Whether a track's own weights registry (``FOLDER/weights/registry.json``: the study's
-    trainings, by entry name, with their file and tensor hashes; the caller passes the records
-    of the entry's own file name) lists the entry's weights for its model, dataset and
-    label-noise setting: both hashes must match."""
+    trainings, by entry name, with their file and tensor hashes and training command; the caller
+    passes the records of the entry's own file name) lists the entry's weights for its model,
+    dataset and label-noise setting: both hashes must match, the entry's training command must
+    be the record's, and that command's ``--seed`` and ``--label-noise`` must be the entry's
+    training seed and setting (so a training cannot be relabelled as another seed or setting)."""
     if not track_weights:
         return False
     model, ds = entry["model"], entry["dataset"]["ref"]
-    setting = (model.get("training") or {}).get("label_noise") or None
+    training = model.get("training") or {}
+    setting = training.get("label_noise") or None
+    command = training.get("command")
     for w in (track_weights.get(model["ref"]) or {}).values():
-        if isinstance(w, Mapping) and w.get("dataset") == ds and w.get("sha256") == model.get("weights_sha256") \
-                and w.get("state_sha256") is not None and w.get("state_sha256") == model.get("state_sha256") \
-                and (w.get("label_noise") or None) == setting:
+        if not (isinstance(w, Mapping) and w.get("dataset") == ds and w.get("sha256") == model.get("weights_sha256")
+                and w.get("state_sha256") is not None and w.get("state_sha256") == model.get("state_sha256")
+                and (w.get("label_noise") or None) == setting):
+            continue
+        if not isinstance(command, str) or w.get("command") != command:
+            continue
+        if str(_flag(command, "--seed") or "0") == str(training.get("seed") or 0) \
+                and _flag(command, "--label-noise") == setting:
             return True
     return False
 

@@ -109,7 +109,8 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     if len(hashes) > 1:
         raise ResultError(f"{model} on {dataset}: entries under {len(hashes)} protocols; choose one with --tier")
     base = [e for e in mine if setting_of(e) is None and (e["model"]["training"].get("defense") or "none") == "none"]
-    noisy = [e for e in mine if setting_of(e) is not None]
+    noisy = [e for e in mine if setting_of(e) is not None
+             and (e["model"]["training"].get("defense") or "none") == "none"]
     seeds = sorted({_seed(e) for e in noisy}) or [0]
     if len(seeds) > 1:
         raise ResultError(f"{model} on {dataset}: noisy-label entries trained with seeds {seeds}; the study "
@@ -118,6 +119,8 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     if not refs:
         raise ResultError(f"{model} on {dataset}: no entry trained on exact labels (rate 0) with seed {seeds[0]} "
                           "to compare with")
+    if len(refs) > 1:
+        raise ResultError(f"{model} on {dataset}: {len(refs)} exact-label entries with seed {seeds[0]}; keep one")
     ref = refs[0]
     for e in mine:
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
@@ -145,8 +148,9 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         for k in SCORES:
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"] = adj
-                t["beyond_floor"] = None if floor is None else bool(-t["diff"] > floor[k])
+                t["beyond_floor"] = None if floor is None else bool(abs(t["diff"]) > floor[k])
                 t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False)
+                t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False)
             for row, t in zip(rows[1:], tests[k]):
                 row[f"{k}_test"] = t
         safe = {}
@@ -189,10 +193,11 @@ def plot(data: dict[str, Any], out: str) -> str:
             dhi = [0.0] + [t["ci95"][1] for t in tests]
             bottom.plot(rates, d, marker="o", color=f"C{i}", mfc="white")
             bottom.fill_between(rates, dlo, dhi, color=f"C{i}", alpha=0.15)
-            sig = [(r["rate"], r[k]["value"], t["diff"]) for r, t in zip(rows[1:], tests) if t["significant_loss"]]
-            if sig:
-                top.plot([x for x, _, _ in sig], [v for _, v, _ in sig], "o", color=f"C{i}")
-                bottom.plot([x for x, _, _ in sig], [v for _, _, v in sig], "o", color=f"C{i}")
+            for flag, marker in (("significant_loss", "o"), ("significant_gain", "^")):
+                sig = [(r["rate"], r[k]["value"], t["diff"]) for r, t in zip(rows[1:], tests) if t[flag]]
+                if sig:
+                    top.plot([x for x, _, _ in sig], [v for _, v, _ in sig], marker, color=f"C{i}")
+                    bottom.plot([x for x, _, _ in sig], [v for _, _, v in sig], marker, color=f"C{i}")
         top.set_title(LABELS[k], fontsize=10)
         top.set_ylim(0, 1)
         bottom.axhline(0, color="0.5", lw=0.8)
@@ -207,7 +212,9 @@ def plot(data: dict[str, Any], out: str) -> str:
             bottom.set_ylabel("Δ against exact labels (paired 95 %)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images): "
-                 f"filled = significant loss against exact labels (Wilcoxon, Holm, p < 0.05)", fontsize=9)
+                 f"filled circle = significant loss, filled triangle = significant gain against exact labels (Holm-"
+                 f"corrected Wilcoxon p < 0.05, paired interval excluding 0, beyond the grey training-noise band)",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
@@ -232,7 +239,10 @@ def markdown(data: dict[str, Any]) -> str:
     else:
         out += [f"*Training noise*: the same model trained on exact labels with seed(s) "
                 f"{', '.join(str(t['seed']) for t in data['training_noise'])}, against seed {data['seed']} "
-                "(uncorrected p). A loss must exceed the largest of these |Δ| (the floor) to count.", "",
+                "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count. The floor "
+                f"is an estimate from {len(data['training_noise'])} trainings: a label noise with no effect would "
+                f"still exceed it about {1 / (len(data['training_noise']) + 1):.0%} of the time, so the floor removes "
+                "differences of the size training luck produces; it is not a calibrated test.", "",
                 "| exact labels | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---|" + "---|" * len(SCORES)]
         for t in data["training_noise"]:
             out.append(f"| seed {t['seed']} | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
@@ -251,8 +261,9 @@ def markdown(data: dict[str, Any]) -> str:
                 t = row.get(f"{k}_test")
                 if t:
                     test = _test_text(t)
-                    cell += "<br>" + (f"**{test}**" if t["significant_loss"] else test)
-                    if t.get("beyond_floor") is False and t["p_holm"] < ALPHA:
+                    cell += "<br>" + (f"**{test}**" if t["significant_loss"] else
+                                      f"*{test}* (gain)" if t["significant_gain"] else test)
+                    if t.get("beyond_floor") is False and t["p_holm"] < ALPHA and not t["ci95"][0] <= 0 <= t["ci95"][1]:
                         cell += " (within training noise)"
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")

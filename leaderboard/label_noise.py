@@ -84,7 +84,8 @@ def docs_section(board: Path, img: Path | None = None) -> str:
              "images [95 % bootstrap interval]; below it, against the same model trained on exact labels, the "
              "paired mean difference Δ [95 % bootstrap interval], the two-sided Wilcoxon signed-rank p "
              "Holm-corrected over the rates of the kind, and the rank-biserial effect r (−1: every image "
-             "worse). **Bold**: a significant loss (p < 0.05, Δ < 0). Clean Dice is computed per image from "
+             "worse). **Bold**: a significant loss, *italic (gain)*: a significant gain — p < 0.05, the paired "
+             "interval excluding 0, and larger than the training-noise floor where it is measured. Clean Dice is computed per image from "
              "clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
     if not keys:
         parts.append("No point of the study has been run yet.")

@@ -197,6 +197,7 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert kind["rows"][2]["clean_dice"]["value"] < kind["rows"][0]["clean_dice"]["value"]
     # the docs' table: every rate, the loss in bold, the safe rates stated
     from fmbench.noise_study import markdown
+    from fmbench.readme import label_noise_markdown
 
     md = markdown(got)
     assert "largest rate with no significant loss: clean IoU 20%" in md
@@ -204,6 +205,13 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert set(rows) >= {"| 0%", "| 20%", "| 40%", "| 70%", "| 100%"}
     assert "**" not in rows["| 20%"] and rows["| 70%"].count("**Δ -0.") == 4
     assert got["floor"] is None and "*Training noise not measured*" in md
+    # a gain is shown as one, never hidden nor called a loss
+    gain = at(0.2, -0.05)
+    gain["model"]["training"]["label_noise"] = "missing:0.2:0.2"
+    both = study(track + [gain], "unet-small", "er")
+    g = next(k for k in both["kinds"] if k["kind"] == "missing")["rows"][1]["clean_iou_test"]
+    assert g["significant_gain"] and not g["significant_loss"]
+    assert "(gain)" in markdown(both) and "| clean IoU at 20%; corrupted IoU at 20%; robust IoU at 20% |" in label_noise_markdown(track + [gain])
     # exact-label trainings with other seeds that differ by up to 0.06: the loss of 0.05 at 40 % is
     # inside that training noise and no longer counts; 0.1 at 70 % still does
     null = [at_seed(1, 0.06), at_seed(2, -0.01)]
@@ -219,12 +227,12 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
                                                   "label_noise": "missing:0.2:0.2", "seed": 1}}}], "unet-small", "er")
     # the README's generated summary reads the same numbers, and compares them with Yu et al.'s 20 %
-    from fmbench.readme import label_noise_markdown
 
     text = label_noise_markdown(track)
     assert "| unet-small | er | quick-v1 | boundary (2) | 0%, 20%, 40%, 70%, 100% | 20% |" in text
-    assert "over 1 model × dataset × noise settings: the clean IoU shows no significant loss up to at least " \
-           "20 % in 1, a significant loss at 20 % or less in 0." in text
+    assert "over 1 model × dataset × noise settings: the clean IoU shows no detected loss up to at least " \
+           "20 % in 1, a significant loss at 20 % or less in 0. No detected loss is consistent with Yu et al., not " \
+           "proof of no effect: at 20 % the paired 95 % intervals still allow a loss of clean IoU of up to 0.00" in text
     # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
@@ -272,7 +280,8 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     _, n, problems = validate_dir(track, registry)
     assert n == 1 and any("not the registered" in p for p in problems)
     reg = {"kind": "fmbench-track-weights", "weights": {"unet-small": {"exact": {
-        "dataset": e["dataset"]["ref"], "sha256": "a" * 64, "state_sha256": "b" * 64, "label_noise": None}}}}
+        "dataset": e["dataset"]["ref"], "sha256": "a" * 64, "state_sha256": "b" * 64, "label_noise": None,
+        "command": e["model"]["training"]["command"]}}}}
     (track / "weights").mkdir()
     (track / "weights" / "registry.json").write_text(json.dumps(reg))
     assert validate_dir(track, registry)[2] == []
@@ -288,6 +297,20 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     assert any("not the registered" in p for p in problems_after(lambda d: d.update(other=d.pop("exact"))))
     assert any("not the registered" in p for p in problems_after(
         lambda d: d["exact"].update(label_noise="boundary:0.7:2")))
+    # the same training under a second name (a noisy model passed off as another exact-label seed)
+    dup = json.loads(json.dumps(reg))
+    dup["weights"]["unet-small"]["exact+seed2"] = dict(dup["weights"]["unet-small"]["exact"])
+    (track / "weights" / "registry.json").write_text(json.dumps(dup))
+    with pytest.raises(Exception, match="one training cannot be two entries"):
+        validate_dir(track, registry)
+    # an entry relabelled as another seed than its registered command trained
+    (track / "weights" / "registry.json").write_text(json.dumps(reg))
+    e2 = json.loads(json.dumps(e))
+    e2["model"]["training"]["seed"] = 2
+    (track / "exact.json").write_text(json.dumps(e2))
+    assert any("not the registered" in p for p in validate_dir(track, registry)[2])
+    (track / "exact.json").write_text(json.dumps(e))
+    assert any("not the registered" in p for p in problems_after(lambda d: d["exact"].update(command="fmbench train")))
     # the main board never honours such a file: a registry beside its entries changes nothing
     board = tmp_path / "board"
     shutil.copytree(track, board)

@@ -61,9 +61,16 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
     if as_json:
         click.echo(json.dumps(data | {"png": png}, indent=2))
         return
+    if data["floor"] is None:
+        click.echo("training noise not measured (no exact-label training with another seed): a difference may be "
+                   "training luck; read it as a lead")
+    else:
+        click.echo("training-noise floor (largest |Δ| of exact-label seeds "
+                   + ", ".join(str(t["seed"]) for t in data["training_noise"]) + f" against seed {data['seed']}): "
+                   + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in data["floor"].items()))
     for kind in data["kinds"]:
         t = Table(title=f"{model} on {dataset_ref} · {data['protocol_id']}: {kind['kind']} noise, severity "
-                        f"{kind['severity']:g}; Δ against exact labels [paired 95 % interval], Wilcoxon p "
+                        f"{kind['severity']:g}; Δ against exact labels \\[paired 95 % interval], Wilcoxon p "
                         f"Holm-corrected over rates, effect = rank-biserial r", title_justify="left")
         t.add_column("rate", justify="right")
         for k in SCORES:
@@ -74,7 +81,8 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
                 v = f"{row[k]['value']:.3f}"
                 test = row.get(f"{k}_test")
                 if test:
-                    mark = " [red]loss[/red]" if test["significant_loss"] else ""
+                    mark = " [red]loss[/red]" if test["significant_loss"] else (
+                        " [green]gain[/green]" if test["significant_gain"] else "")
                     v += (f" (Δ {test['diff']:+.3f} [{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}], "
                           f"p {test['p_holm']:.2g}, r {test['effect']:+.2f}){mark}")
                 cells.append(v)

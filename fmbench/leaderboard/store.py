@@ -143,6 +143,14 @@ def track_weights(directory: str | os.PathLike) -> dict[str, Any] | None:
     doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("kind") != "fmbench-track-weights" or not isinstance(doc.get("weights"), dict):
         raise ResultError(f"{path}: not a track weights registry (kind fmbench-track-weights)")
+    seen: dict[str, str] = {}
+    for model, records in doc["weights"].items():
+        for stem, w in (records.items() if isinstance(records, dict) else ()):
+            for key in ("sha256", "state_sha256"):
+                h = w.get(key) if isinstance(w, dict) else None
+                if isinstance(h, str) and seen.setdefault(h, stem) != stem:
+                    raise ResultError(f"{path}: {model} {stem!r} lists the same weights ({key} {h[:12]}…) as "
+                                      f"{seen[h]!r}; one training cannot be two entries")
     return doc["weights"]
 
 
