@@ -126,7 +126,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
             raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
     null = sorted((e for e in base if _seed(e) != seeds[0]), key=_seed)
-    floor_tests = [{"seed": _seed(e), **{k: _test(_per_image(e, k), _per_image(ref, k)) for k in SCORES}}
+    floor_tests: list[dict[str, Any]] = [{"seed": _seed(e), **{k: _test(_per_image(e, k), _per_image(ref, k)) for k in SCORES}}
                    for e in null]
     floor = {k: max(abs(t[k]["diff"]) for t in floor_tests) for k in SCORES} if floor_tests else None
     kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
