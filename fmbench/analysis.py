@@ -309,7 +309,7 @@ def seed_agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         groups_ = [np.asarray(list(v.values()), float) for v in table.values()]
         n = sum(g.size for g in groups_)
-        k = n / len(groups_)
+        k = (n - sum(g.size ** 2 for g in groups_) / n) / (len(groups_) - 1)  # k0: equals n_i when balanced
         grand = np.mean(np.concatenate(groups_))
         msb = sum(g.size * (g.mean() - grand) ** 2 for g in groups_) / (len(groups_) - 1)
         msw = sum(((g - g.mean()) ** 2).sum() for g in groups_) / (n - len(groups_))
