@@ -78,22 +78,45 @@ def seed_table(rows: list[dict]) -> str:
 
 
 def defence_table(rows: list[dict]) -> str:
+    """Each defended row against the same architecture undefended (seed 0): the clean-accuracy cost
+    and the robustness gains.  A defended model is one training, so a difference is read against the
+    undefended architecture's seed-to-seed range where it has several seeds: a difference inside
+    that range is marked ``≈`` (training luck could make it), and without seeds the table says the
+    range is not measured."""
     base = {(r["model"], r["dataset"]): r for r in rows
             if r.get("seed", 0) == 0 and r.get("defense", "none") == "none" and r.get("clean_iou") is not None}
+    seeds: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r.get("defense", "none") == "none" and r.get("clean_iou") is not None:
+            seeds.setdefault((r["model"], r["dataset"]), []).append(r)
     lines = ["| model | dataset | defence | seed | clean IoU (cost) | corruption rob. (gain) | "
              "adversarial rob. (gain) | robust IoU (gain) | training min |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    unmeasured = set()
     for r in sorted(rows, key=lambda r: (r["dataset"], r["model"], r.get("defense", "none"), r.get("seed", 0))):
         d = r.get("defense", "none")
         b = base.get((r["model"], r["dataset"]))
         if d == "none" or r.get("clean_iou") is None or b is None:
             continue
+        runs = seeds.get((r["model"], r["dataset"]), [])
         cells = []
         for key, _ in SCORES:
             v, v0 = r.get(key), b.get(key)
-            cells.append("" if v is None or v0 is None else f"{v:.3f} ({v - v0:+.3f})")
+            vals = [x[key] for x in runs if x.get(key) is not None]
+            spread = max(vals) - min(vals) if len(vals) >= 2 else None
+            if spread is None:
+                unmeasured.add(f"`{r['model']}` on {r['dataset']}")
+            inside = spread is not None and v is not None and v0 is not None and abs(v - v0) <= spread
+            cells.append("" if v is None or v0 is None else f"{v:.3f} ({'≈ ' if inside else ''}{v - v0:+.3f})")
         lines.append(f"| `{r['model']}` | {r['dataset']} | {d} | {r.get('seed', 0)} | " + " | ".join(cells)
                      + f" | {_f(r.get('train_minutes'), 1)} |")
-    return "\n".join(lines) if len(lines) > 2 else "No defended model is evaluated yet."
+    if len(lines) == 2:
+        return "No defended model is evaluated yet."
+    note = ("≈: the difference is inside the undefended architecture's seed-to-seed range, so one training's "
+            "luck could make it.")
+    if unmeasured:
+        note += (" Seed range not measured for " + ", ".join(sorted(unmeasured))
+                 + ": there a difference is one training against one training.")
+    return "\n".join(lines) + "\n\n" + note
 
 
 def agreement_table(entries: list[dict]) -> str:
