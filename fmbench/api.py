@@ -155,12 +155,11 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     and probed), then after every (batch, condition) chunk.  ``command`` is recorded in the result's
     ``run`` section (the CLI passes its reproducing command line).
 
-    Re-running is free (:mod:`fmbench.cache`): when a finished result of the same identity
-    exists -- at ``out``, or in the user cache -- it is returned at once (``result.reused`` says
-    where it was found; with ``out`` it is also written there) unless ``recompute=True``; every
-    finished run is cached unless ``cache=False``.  An ``out`` holding a different run's result
-    is an error, or with ``unique_out=True`` (the CLI's default file name) the result goes to the
-    next free name (``NAME-2.json``...) and ``result.displaced`` says which file was kept and why.
+    Re-running is free (:mod:`fmbench.cache`): a finished result of the same identity -- at ``out`` or in the
+    user cache -- is returned at once (``result.reused`` says where; with ``out`` it is also written there)
+    unless ``recompute=True``; every finished run is cached unless ``cache=False``.  An ``out`` holding
+    another run's result is an error, or with ``unique_out=True`` (the CLI's default file name) the result
+    goes to the next free name (``NAME-2.json``...) and ``result.displaced`` says which file was kept and why.
     """
     pm, registry = _registry()
     proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
@@ -197,6 +196,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     if reuse:
         found = _reusable(identity, out_path)
         if found is not None:
+            if loaded.state_sha256 and "state_sha256" not in found.document["model"]:  # an older result
+                found.document["model"]["state_sha256"] = loaded.state_sha256
             return found
     if out_path is not None and unique_out and not overwrite:
         out_path, displaced = _unique(out_path, identity, resume)

@@ -34,16 +34,28 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict and metadata of a checkpoint, loaded with ``weights_only=True``.
+# tensor types a checkpoint may hold: dense tensors of these dtypes (what the hash and numpy read)
+DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
+                    torch.int16, torch.int32, torch.int64, torch.bool})
+
+
+def read_checkpoint(path: str | os.PathLike | io.BytesIO,
+                    name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and metadata of a checkpoint, loaded with ``weights_only=True`` (``name``:
+    what messages call bytes given as a ``BytesIO``).
 
     Accepts an fmbench checkpoint (``{"format", "state_dict", "meta"}``), a
-    ``{"state_dict": ...}`` wrapper, or a bare state dict.
+    ``{"state_dict": ...}`` wrapper, or a bare state dict: string keys and dense tensors of
+    :data:`DTYPES`; metadata must be a mapping of plain JSON (no NaN), since results and entries
+    carry it.  Anything else is one :class:`CheckpointError` that says what and where.
     """
+    where = name or ("the checkpoint bytes" if isinstance(path, io.BytesIO) else str(path))
     if not isinstance(path, io.BytesIO):
         path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint {where} does not exist")
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
+            raise CheckpointError(f"checkpoint {where} is not a regular file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -52,14 +64,29 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO) -> tuple[dict[str, tor
         if unsafe:  # say what it pickles instead of torch's generic first line
             first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
                      f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
-        raise CheckpointError(f"checkpoint {path} could not be read as a weights-only torch file: {first}") from exc
-    meta: dict[str, Any] = {}
+        elif "weights_only" in str(exc):  # never pass on torch's advice to unpickle with weights_only=False
+            first = ("it is not a weights-only torch file (an old-format or foreign pickle, or not a torch file); "
+                     "fmbench does not unpickle arbitrary objects: save just the state dict with torch.save")
+        raise CheckpointError(f"checkpoint {where} could not be read as a weights-only torch file: {first}") from exc
+    meta: Any = {}
     if isinstance(obj, Mapping) and "state_dict" in obj:
-        meta = dict(obj.get("meta") or {})
+        meta = obj.get("meta") or {}
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path} holds no state dict (a mapping of names to tensors)")
-    return dict(obj), meta
+        raise CheckpointError(f"checkpoint {where} holds no state dict (a mapping of names to tensors)")
+    for key, t in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"checkpoint {where}: state dict key {key!r} is not a string")
+        if t.layout != torch.strided or t.is_quantized or t.dtype not in DTYPES:
+            raise CheckpointError(f"checkpoint {where}: tensor {key!r} is a {t.layout} {t.dtype} tensor; fmbench "
+                                  f"reads dense tensors of {', '.join(sorted(str(d) for d in DTYPES))}")
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"checkpoint {where}: its metadata is a {type(meta).__name__}, not a mapping")
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {where}: its metadata is not plain JSON ({exc})") from None
+    return dict(obj), dict(meta)
 
 
 def _unsafe_globals(path: str | os.PathLike | io.BytesIO) -> list[str]:

@@ -167,7 +167,11 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
         problems.append(f"model {ref!r} on {ds!r} was evaluated with weights sha256 "
                         f"{str(entry['model'].get('weights_sha256'))[:12]}..., not the registered {w.sha256[:12]}...")
     state = entry["model"].get("state_sha256")
-    if w.state_sha256 and state is not None and state != w.state_sha256:
+    # a missing tensor hash passes only where the registry pins the file's bytes and they match, or in
+    # a version-1 entry (made before entries recorded the hash of the tensors they were evaluated with)
+    legacy = int(entry.get("protocol", {}).get("version") or 1) < 2
+    file_pinned = bool(w.sha256) and entry["model"].get("weights_sha256") == w.sha256
+    if w.state_sha256 and state != w.state_sha256 and not (state is None and (file_pinned or legacy)):
         problems.append(f"model {ref!r} on {ds!r} was evaluated with weights whose tensors hash to "
                         f"{str(state)[:12]}..., not the registered {name!r} ({w.state_sha256[:12]}...)")
     return problems

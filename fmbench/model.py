@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .checkpoint import load_state, read_checkpoint
+from .checkpoint import load_state, read_checkpoint, state_sha256
 from .errors import CheckpointError, ModelContractError, ModelLoadError
 from .files import sha256_file
 from .specs import ModelSpec, Weights
@@ -51,6 +51,9 @@ class LoadedModel:
     # registered weights re-made on another machine and accepted by measurement (its note, hashes
     # and validation IoUs; fmbench.weights.accept_reproduced), else None
     reproduced: dict[str, Any] | None = None
+    # sha256 of the checkpoint's tensors as read (fmbench.checkpoint.state_sha256), computed here:
+    # what an entry records, never the hash a checkpoint's metadata claims for itself
+    state_sha256: str | None = None
     # the registered weights' name (``nucleus``, ``nucleus@2/v2``, ``er/v2/seed1``), else None
     weights_name: str | None = None
 
@@ -205,13 +208,20 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         state, meta = read_checkpoint(path)
         problem = check_weights(w, path=path, state=state) if w is not None else None
         if problem and w is not None:
-            verdict = accept_reproduced(w, state, meta, path)
+            def measure() -> float:
+                from .train import measure_val_iou
+
+                load_state(module, state, f"checkpoint {path}")
+                return measure_val_iou(module, str(w.command), registry, pm)
+
+            verdict = accept_reproduced(w, state, meta, path, measure)
             if isinstance(verdict, str):
                 raise CheckpointError(f"weights {path} are not the registered ones: {problem}; {verdict}")
             loaded.reproduced = verdict
         load_state(module, state, f"checkpoint {path}")
         loaded.checkpoint = str(path)
         loaded.weights_sha256 = sha256_file(path)
+        loaded.state_sha256 = state_sha256(state)
         loaded.meta = meta
     module.eval()
     return loaded

@@ -115,6 +115,7 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
                      "hash": protocol.hash, "content": protocol.content()},
         "model": {
             "ref": loaded.ref, "args": loaded.args, "checkpoint_sha256": loaded.weights_sha256,
+            **({"state_sha256": loaded.state_sha256} if loaded.state_sha256 else {}),
             **({"weights": loaded.weights_name} if loaded.weights_name else {}),
             **({"source": src} if (src := getattr(loaded.module, "fmbench_source", None)) else {}),
             "parameters": loaded.n_parameters,

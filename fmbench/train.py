@@ -158,6 +158,35 @@ def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: 
     return float(iou.mean())
 
 
+def measure_val_iou(module: nn.Module, command: str, registry: Registry, pm: Any) -> float:
+    """``module``'s validation IoU measured exactly as the training ``command`` (an ``fmbench
+    train`` command line) measured it: its protocol's reference condition, its dataset's validation
+    split and count, its seed.  How reproduced zoo weights are accepted by measurement
+    (:func:`fmbench.weights.accept_reproduced`) rather than on a checkpoint's own word."""
+    from .datasets import open_dataset
+
+    words = command.split()
+
+    def flag(*names: str, default: str | None = None) -> str | None:
+        for n in names:
+            if n in words[:-1]:
+                return words[words.index(n) + 1]
+        return default
+
+    protocol = registry.protocol(flag("--tier", "--protocol") or "quick")
+    dataset_ref = protocol.dataset_ref(flag("--dataset") or "")
+    spec = registry.models.get(flag("--model") or "")
+    recipe = recipe_for(protocol, dict(spec.recipe) if spec else None)
+    ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=registry, pm=pm)
+    x_va, m_va = _load_split(ds_val, recipe.n_val)
+    own = own_noises(x_va, m_va) if not getattr(ds_val, "synthetic", True) else None
+    keys = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
+    try:
+        return validate(module, x_va, m_va, keys, protocol, int(flag("--seed", default="0") or 0), own)
+    finally:
+        module.eval()
+
+
 def train_threads() -> int:
     """The intra-op threads training uses: :data:`TRAIN_THREADS`, or ``$FMBENCH_TRAIN_THREADS``."""
     value = os.environ.get("FMBENCH_TRAIN_THREADS", "")

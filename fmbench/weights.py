@@ -5,8 +5,10 @@ reference files, and fetching them from a URL a plugin names."""
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,28 +81,31 @@ REPRODUCED_VAL_TOLERANCE = 0.01
 
 
 def accept_reproduced(weights: Weights, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
-                      path: Path) -> dict[str, Any] | str:
+                      path: Path, measure: Callable[[], float]) -> dict[str, Any] | str:
     """Registered weights whose tensors differ: accepted by measurement (a record with the note a
-    result carries) when they were made by the registered command and their validation IoU is
-    within :data:`REPRODUCED_VAL_TOLERANCE` of the registered one; otherwise why not, and what to
-    do (a string)."""
+    result carries) when they were made by the registered command and their validation IoU,
+    *measured now* by ``measure`` (the weights loaded, the registered command's validation split,
+    condition and seed: :func:`fmbench.train.measure_val_iou`), is within
+    :data:`REPRODUCED_VAL_TOLERANCE` of the registered one; otherwise why not, and what to do (a
+    string).  The validation IoU a checkpoint records about itself is not trusted."""
     exact = ("install the exact file with `fmbench zoo install PATH` (docs/zoo.md), or remake them with: "
              f"{reproduce_hint(weights, path)}")
-    if weights.val_iou is None or not weights.state_sha256:
+    if weights.val_iou is None or not weights.state_sha256 or not weights.command:
         return f"remake them with: {reproduce_hint(weights, path)}"
-    command, val = meta.get("command"), meta.get("val_iou")
+    command = meta.get("command")
     if command != weights.command:
         return f"they were made by {command!r}, not by the registered {weights.command!r}; {exact}"
-    if not isinstance(val, (int, float)) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:
-        return (f"they were made by the registered command, but their validation IoU {val} is not within "
-                f"{REPRODUCED_VAL_TOLERANCE} of the registered {weights.val_iou}; {exact}")
+    val = measure()
+    if not math.isfinite(val) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:
+        return (f"they were made by the registered command, but their validation IoU, measured now, is {val:.4f}: "
+                f"not within {REPRODUCED_VAL_TOLERANCE} of the registered {weights.val_iou}; {exact}")
     got = state_sha256(state)
     note = (f"reproduced weights: {path} were re-made by the registered command (state sha256 {got[:12]}..., "
-            f"registered {weights.state_sha256[:12]}...) and accepted by measurement: validation IoU {val:.4f} "
-            f"against the registered {weights.val_iou:.4f} (tolerance {REPRODUCED_VAL_TOLERANCE}); training differs "
-            f"across CPU types, and one training run's robustness can differ from the registered run's far more "
-            f"than its clean IoU (docs/zoo.md), so compare robustness with the leaderboard's seed spread, not its "
-            f"single entry")
+            f"registered {weights.state_sha256[:12]}...) and accepted by measurement: validation IoU {val:.4f}, "
+            f"measured now, against the registered {weights.val_iou:.4f} (tolerance {REPRODUCED_VAL_TOLERANCE}); "
+            f"training differs across CPU types, and one training run's robustness can differ from the registered "
+            f"run's far more than its clean IoU (docs/zoo.md), so compare robustness with the leaderboard's seed "
+            f"spread, not its single entry")
     return {"note": note, "state_sha256": got, "registered_state_sha256": weights.state_sha256,
             "val_iou": float(val), "registered_val_iou": weights.val_iou, "tolerance": REPRODUCED_VAL_TOLERANCE}
 
@@ -140,8 +145,14 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
     files = [q for p in paths for q in (sorted(p.glob("*.pt")) if p.is_dir() else [p])]
     out = []
     for f in files:
-        try:
-            state, meta = read_checkpoint(f)
+        try:  # read once: the bytes checked are the bytes installed
+            data = f.read_bytes() if f.is_file() else None
+            if data is None:
+                raise CheckpointError(f"checkpoint {f} is not a readable file")
+            state, meta = read_checkpoint(io.BytesIO(data), name=str(f))
+        except OSError as exc:
+            out.append((f, False, f"checkpoint {f} could not be read: {exc.strerror or exc}"))
+            continue
         except CheckpointError as exc:
             out.append((f, False, str(exc)))
             continue
@@ -153,7 +164,7 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
             out.append((f, False, f"no registered weights {name!r} for model {model!r} (trained on dataset "
                                   f"{dataset!r})"))
             continue
-        problem = check_weights(w, path=f, state=state)
+        problem = check_weights(w, data=data, state=state)
         if problem:
             out.append((f, False, f"not the registered weights of {model} on {dataset}: {problem}"))
             continue
@@ -167,7 +178,6 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
         if target.exists() and not overwrite:
             out.append((f, False, f"{target} holds other weights (yours?); pass --overwrite to replace them"))
             continue
-        data = f.read_bytes()
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, lambda fh: fh.write(data), replace=overwrite)
         out.append((f, True, f"installed {model} on {dataset} at {target}"))

@@ -168,6 +168,14 @@ def test_entry_carries_training_provenance_from_checkpoint_meta(real):
     assert e["model"]["training"]["seed"] == 3 and e["model"]["training"]["defense"] == "none"
     assert e["model"]["training"]["recipe"]["steps"] == 800 and e["model"]["args"] == {"width": 4}
     assert e["provenance"]["hardware"] == "test"
+    # the tensors' hash is the one computed when the model was loaded, never the checkpoint's own claim
+    result["model"]["meta"]["state_sha256"] = "f" * 64
+    result["model"]["state_sha256"] = "a" * 64
+    assert build_entry(result)["model"]["state_sha256"] == "a" * 64
+    del result["model"]["state_sha256"]
+    assert build_entry(result)["model"]["state_sha256"] is None
+    result["model"]["meta"]["model_args"] = "width=4"  # not a mapping: left out, no crash
+    assert build_entry(result)["model"]["args"] == (result["model"].get("args") or {})
 
 
 def test_validate_passes_on_real_entry_cli(real):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -107,6 +109,35 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
     with pytest.raises(CheckpointError, match=r"could not be read as a weights-only torch file: it pickles "
                                               r"builtins.print, which fmbench does not unpickle; save just"):
         read_checkpoint(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"state_dict": {"w": torch.zeros(1)}, "meta": "rm -rf ~"}, "its metadata is a str, not a mapping"),
+    ({"state_dict": {"w": torch.zeros(1)}, "meta": {"val_iou": float("nan")}}, "its metadata is not plain JSON"),
+    ({"state_dict": {"w": torch.zeros(1)}, "meta": {"t": torch.zeros(1)}}, "its metadata is not plain JSON"),
+    ({"state_dict": {3: torch.zeros(1)}}, "state dict key 3 is not a string"),
+    ({"state_dict": {"w": torch.zeros(2, 2).to_sparse()}}, "tensor 'w' is a torch.sparse_coo"),
+    ({"state_dict": {"w": torch.zeros(2, dtype=torch.complex64)}}, "tensor 'w' is a torch.strided torch.complex64"),
+])
+def test_checkpoint_contents_are_checked_in_one_line(tmp_path, content, message):
+    """What a checkpoint holds reaches results and entries, and its tensors are hashed: anything
+    but string-keyed dense tensors and plain-JSON metadata is refused when read, saying what."""
+    torch.save(content, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+        read_checkpoint(tmp_path / "odd.pt")
+    assert str(tmp_path / "odd.pt") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_foreign_pickle_gets_fmbench_advice_not_torchs(tmp_path):
+    import pickle
+
+    (tmp_path / "old.pt").write_bytes(pickle.dumps({"w": [1, 2]}))
+    with pytest.raises(CheckpointError, match="not a weights-only torch file") as info:
+        read_checkpoint(tmp_path / "old.pt")
+    assert "weights_only set to False" not in str(info.value) and "weights_only=False" not in str(info.value)
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        read_checkpoint(tmp_path / "dir.pt")
 
 
 def test_probe_reports_every_violation_in_plain_words():

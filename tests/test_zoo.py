@@ -218,6 +218,18 @@ def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
     r = cli(*evaluate)
     assert r.returncode == 0, r.stderr
     assert "reproduced-weights" in r.stdout and "accepted by measurement" in " ".join(r.stdout.split())
+    # the same claims (command, validation IoU) over other tensors: the IoU a file records about itself is
+    # not believed but measured, and these are refused
+    cached = tmp_path / "cache" / "weights" / "zoo" / "tinyzoo__nucleus.pt"
+    made = cached.read_bytes()
+    made_state, made_meta = read_checkpoint(cached)
+    g = torch.Generator().manual_seed(0)
+    torch.save({"format": "fmbench-checkpoint", "meta": made_meta,
+                "state_dict": {k: v + torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                               for k, v in made_state.items()}}, cached)
+    r = cli(*evaluate, "--recompute")
+    assert r.returncode == 1 and "measured now" in r.stderr and "not within 0.01" in r.stderr, r.stderr
+    cached.write_bytes(made)
     # a reproduction whose validation IoU differs is refused, saying what to do
     registered.write_text(json.dumps({"state_sha256": "f" * 64, "val_iou": meta["val_iou"] - 0.05,
                                       "command": command}))
@@ -228,7 +240,6 @@ def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
                                       "command": command}))
     r = cli("zoo", "install", "reference.pt")  # this machine reproduced them exactly: nothing to do
     assert r.returncode == 0 and "already installed" in r.stdout, r.stdout + r.stderr
-    cached = tmp_path / "cache" / "weights" / "zoo" / "tinyzoo__nucleus.pt"
     torch.save({"format": "fmbench-checkpoint", "state_dict": {k: v + 1 for k, v in state.items()}, "meta": meta},
                cached)  # weights of the user's own making at the same place
     r = cli("zoo", "install", "reference.pt")
@@ -237,3 +248,27 @@ def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
     assert r.returncode == 0 and "installed tinyzoo on nucleus" in r.stdout, r.stdout + r.stderr
     r = cli(*evaluate, "--recompute")
     assert r.returncode == 0 and "reproduced-weights" not in r.stdout, r.stderr
+
+
+def test_a_v2_entry_must_record_the_tensors_it_was_evaluated_with(registry):
+    """Version-2 zoo entries are pinned by the hash of their tensors: an entry that drops it (or
+    claims other tensors) is not accepted; version-1 entries, made before entries recorded it,
+    still are."""
+    import copy
+    from pathlib import Path
+
+    from fmbench.files import read_json
+    from fmbench.integrity import weights_problems
+
+    board = Path(__file__).resolve().parents[1] / "leaderboard"
+    v2 = read_json(board / "lraspp-mbv3__nucleus__quick-v2.json")
+    assert weights_problems(v2, registry) == []
+    dropped = copy.deepcopy(v2)
+    dropped["model"]["state_sha256"] = None
+    assert any("tensors hash to None" in p for p in weights_problems(dropped, registry))
+    other = copy.deepcopy(v2)
+    other["model"]["state_sha256"] = "0" * 64
+    assert any("not the registered" in p for p in weights_problems(other, registry))
+    v1 = read_json(board / "lraspp-mbv3__nucleus__quick-v1.json")
+    v1["model"]["state_sha256"] = None
+    assert weights_problems(v1, registry) == []

@@ -163,9 +163,9 @@ def leaderboard_recheck_cmd(entry, n_images, image_ids, seed, trust, checkpoint,
     if not isinstance(doc, dict) or doc.get("kind") != "fmbench-leaderboard-entry":
         raise ResultError(f"{entry}: not a leaderboard entry (kind {doc.get('kind') if isinstance(doc, dict) else None!r})")
     _, reg = registry()
-    from ..leaderboard.store import for_entry, track_weights
+    from ..leaderboard.store import for_entry, schema_validator, track_weights
 
-    problems = consistency(doc, reg, for_entry(track_weights(Path(entry).parent), entry))
+    problems = schema_validator()[1](doc) or consistency(doc, reg, for_entry(track_weights(Path(entry).parent), entry))
     if problems:
         raise ResultError(f"{entry}: {problems[0]} (the entry is inconsistent; `fmbench leaderboard validate` lists all)")
     positions = choose_images(doc, n_images, names(image_ids) if image_ids else None, seed)

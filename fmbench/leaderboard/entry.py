@@ -59,11 +59,13 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
         "kind": ENTRY_KIND,
         "model": {
             "ref": result["model"]["ref"],
-            "args": {**(meta.get("model_args") or {}), **(result["model"].get("args") or {})},
+            "args": {**(meta["model_args"] if isinstance(meta.get("model_args"), dict) else {}),
+                     **(result["model"].get("args") or {})},
             "weights_sha256": result["model"].get("checkpoint_sha256"),
             # the registered weights' name, and the tensors' hash the registry pins zoo weights by
             "weights": result["model"].get("weights"),
-            "state_sha256": meta.get("state_sha256") if isinstance(meta.get("state_sha256"), str) else None,
+            # computed from the tensors when the model was loaded, never the checkpoint's own claim
+            "state_sha256": result["model"].get("state_sha256"),
             "parameters": result["model"].get("parameters"),
             "plugin": result["model"].get("plugin"),
             "training": {
