@@ -240,7 +240,7 @@ def markdown(data: dict[str, Any]) -> str:
         out += [f"*Training noise*: the same model trained on exact labels with seed(s) "
                 f"{', '.join(str(t['seed']) for t in data['training_noise'])}, against seed {data['seed']} "
                 "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count. The floor "
-                f"is an estimate from {len(data['training_noise'])} trainings: a label noise with no effect would "
+                f"is an estimate from {len(data['training_noise'])} training{'s' * (len(data['training_noise']) > 1)}: a label noise with no effect would "
                 f"still exceed it about {1 / (len(data['training_noise']) + 1):.0%} of the time, so the floor removes "
                 "differences of the size training luck produces; it is not a calibrated test.", "",
                 "| exact labels | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---|" + "---|" * len(SCORES)]
