@@ -181,7 +181,9 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
         except ResultError as err:
             lines.append(f"| {model} | {dataset} | {pid} | — | — | {err} | | | | |")
             continue
-        floors[data["floor"] is not None].append(f"{model} on {dataset}")
+        fl = data["floor"]
+        floors[fl is not None].append(f"{model} on {dataset}" + ("" if fl is None else " — " + ", ".join(
+            f"{k.replace('_iou', ' IoU')} {fl[k]:.3f}" for k in TESTED)))
         for kind in data["kinds"]:
             rates = [r["rate"] for r in kind["rows"]]
             last = kind["rows"][-1]
@@ -220,7 +222,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     if floors[True] or floors[False]:
         lines += ["", "A loss counts only beyond the *training noise*: how much the same model trained on exact labels "
                   "with other seeds differs from the reference, image by image"
-                  + (f" (measured for {', '.join(floors[True])})" if floors[True] else "") + "."
+                  + (f"; the largest such |Δ|, measured for {'; '.join(floors[True])}" if floors[True] else "") + "."
                   + (f" Not measured yet for {', '.join(floors[False])}: there a significant difference may be "
                      "training luck, so read it as a lead." if floors[False] else "")]
     return note + "\n".join(lines) + "\n"
