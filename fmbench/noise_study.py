@@ -165,6 +165,22 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     return out
 
 
+def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any] | ResultError]]:
+    """Every study in a set of track entries, one per model, dataset and protocol with noisy-label
+    entries: ``(model, dataset, protocol id, the study or why it cannot be made)``."""
+    keys = sorted({(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries
+                   if setting_of(e) is not None})
+    out: list[tuple[str, str, str, dict[str, Any] | ResultError]] = []
+    for model, dataset, pid in keys:
+        mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset
+                and e["protocol"]["id"] == pid]
+        try:
+            out.append((model, dataset, pid, study(mine, model, dataset)))
+        except ResultError as err:
+            out.append((model, dataset, pid, err))
+    return out
+
+
 def plot(data: dict[str, Any], out: str) -> str:
     """Accuracy and robustness against the rate of noisy training masks, one line per kind (a
     PNG). Top row: each score with its 95 % interval over images; bottom row: the paired

@@ -73,29 +73,24 @@ def docs_section(board: Path, img: Path | None = None) -> str:
     there (``label-noise-study-MODEL-DATASET.png``, linked from the section)."""
     from fmbench.errors import ResultError
     from fmbench.leaderboard import load_entries
-    from fmbench.noise_study import markdown, plot, setting_of, study
+    from fmbench.noise_study import markdown, plot, studies
     from fmbench.plugins import get_registry
 
     entries = load_entries(str(board), get_registry())
-    keys = sorted({(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries
-                   if setting_of(e) is not None})
     parts = [START, "Generated from the entries in `leaderboard/label-noise/` by `python leaderboard/label_noise.py "
              "--docs` (the runner regenerates it after each point). Each cell: the score's mean over the test "
              "images [95 % bootstrap interval]; below it, against the same model trained on exact labels, the "
              "paired mean difference Δ [95 % bootstrap interval], the two-sided Wilcoxon signed-rank p "
              "Holm-corrected over the rates of the kind, and the rank-biserial effect r (−1: every image "
              "worse). **Bold**: a significant loss, *italic (gain)*: a significant gain — p < 0.05, the paired "
-             "interval excluding 0, and larger than the training-noise floor where it is measured. Clean Dice is computed per image from "
-             "clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
-    if not keys:
+             "interval excluding 0, and larger than the training-noise floor where it is measured. Clean Dice is "
+             "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
+    found = studies(entries)
+    if not found:
         parts.append("No point of the study has been run yet.")
-    for model, dataset, pid in keys:
-        mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset
-                and e["protocol"]["id"] == pid]
-        try:
-            data = study(mine, model, dataset)
-        except ResultError as err:
-            parts.append(f"**{model} on {dataset}** ({pid}): {err}")
+    for model, dataset, pid, data in found:
+        if isinstance(data, ResultError):
+            parts.append(f"**{model} on {dataset}** ({pid}): {data}")
             continue
         name = f"label-noise-study-{model}-{dataset.replace('@', '')}-{pid}.png"
         if img is not None:
