@@ -175,7 +175,7 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
         if target.exists() and check_weights(w, path=target) is None:
             out.append((f, True, f"already installed at {target}"))
             continue
-        if target.exists() and not overwrite:
+        if (target.exists() or target.is_symlink()) and not overwrite:  # a dangling link too
             out.append((f, False, f"{target} holds other weights (yours?); pass --overwrite to replace them"))
             continue
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -244,6 +244,13 @@ def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
                cached)  # weights of the user's own making at the same place
     r = cli("zoo", "install", "reference.pt")
     assert r.returncode == 1 and "holds other weights" in r.stdout  # kept, never replaced unasked
+    kept = cached.read_bytes()
+    cached.unlink()
+    cached.symlink_to(tmp_path / "nowhere.pt")  # a dangling link of the user's: reported, not a crash
+    r = cli("zoo", "install", "reference.pt")
+    assert r.returncode == 1 and "holds other weights" in r.stdout, r.stdout + r.stderr
+    cached.unlink()
+    cached.write_bytes(kept)
     r = cli("zoo", "install", "reference.pt", "--overwrite")
     assert r.returncode == 0 and "installed tinyzoo on nucleus" in r.stdout, r.stdout + r.stderr
     r = cli(*evaluate, "--recompute")
