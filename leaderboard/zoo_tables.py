@@ -162,7 +162,9 @@ def section(table: dict, entries: list[dict] | None = None) -> str:
         seed_table(rows),
         "**How much of the ranking is architecture** (`fmbench analyze --seeds`, from the entries of the "
         "architectures with two or more seeds; ICC: the share of a score's variance between architectures, "
-        "1 = seeds agree exactly, 0 = the architecture explains nothing):",
+        "1 = seeds agree exactly, 0 = the architecture explains nothing, below 0 = seeds differ more than the "
+        "architectures do). With few architectures and two seeds these are rough readings, not estimates to "
+        "quote (a rank ρ over four architectures and one seed pair can take only a handful of values):",
         agreement_table(entries or []) or "No dataset has three architectures with two or more seeds yet.",
         "**Defences** (against the same architecture undefended, seed 0, whatever the defended row's seed):",
         defence_table(rows),
