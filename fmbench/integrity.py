@@ -108,11 +108,6 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     return problems
 
 
-def _flag(command: str, name: str) -> str | None:
-    words = command.split()
-    return words[words.index(name) + 1] if name in words[:-1] else None
-
-
 def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, Any] | None) -> bool:
     """Whether a track's own weights registry (``FOLDER/weights/registry.json``: the study's
     trainings, by entry name, with their file and tensor hashes and training command; the caller
@@ -120,6 +115,8 @@ def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, An
     dataset and label-noise setting: both hashes must match, the entry's training command must
     be the record's, and that command's ``--seed`` and ``--label-noise`` must be the entry's
     training seed and setting (so a training cannot be relabelled as another seed or setting)."""
+    from .weights import command_flag
+
     if not track_weights:
         return False
     model, ds = entry["model"], entry["dataset"]["ref"]
@@ -133,8 +130,8 @@ def track_weight_listed(entry: Mapping[str, Any], track_weights: Mapping[str, An
             continue
         if not isinstance(command, str) or w.get("command") != command:
             continue
-        if str(_flag(command, "--seed") or "0") == str(training.get("seed") or 0) \
-                and _flag(command, "--label-noise") == setting:
+        if str(command_flag(command, "--seed") or "0") == str(training.get("seed") or 0) \
+                and command_flag(command, "--label-noise") == setting:
             return True
     return False
 

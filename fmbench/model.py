@@ -206,7 +206,8 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
                                   f"{reproduce_hint(w, path)}")
     if path is not None:
         state, meta = read_checkpoint(path)
-        problem = check_weights(w, path=path, state=state) if w is not None else None
+        loaded.state_sha256 = state_sha256(state)  # hashed once: checked here, recorded by results
+        problem = check_weights(w, path=path, digest=loaded.state_sha256) if w is not None else None
         if problem and w is not None:
             def measure() -> float:
                 from .train import measure_val_iou
@@ -214,14 +215,13 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
                 load_state(module, state, f"checkpoint {path}")
                 return measure_val_iou(module, str(w.command), registry, pm)
 
-            verdict = accept_reproduced(w, state, meta, path, measure)
+            verdict = accept_reproduced(w, loaded.state_sha256, meta, path, measure)
             if isinstance(verdict, str):
                 raise CheckpointError(f"weights {path} are not the registered ones: {problem}; {verdict}")
             loaded.reproduced = verdict
         load_state(module, state, f"checkpoint {path}")
         loaded.checkpoint = str(path)
         loaded.weights_sha256 = sha256_file(path)
-        loaded.state_sha256 = state_sha256(state)
         loaded.meta = meta
     module.eval()
     return loaded

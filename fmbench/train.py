@@ -164,25 +164,18 @@ def measure_val_iou(module: nn.Module, command: str, registry: Registry, pm: Any
     split and count, its seed.  How reproduced zoo weights are accepted by measurement
     (:func:`fmbench.weights.accept_reproduced`) rather than on a checkpoint's own word."""
     from .datasets import open_dataset
+    from .weights import command_flag
 
-    words = command.split()
-
-    def flag(*names: str, default: str | None = None) -> str | None:
-        for n in names:
-            if n in words[:-1]:
-                return words[words.index(n) + 1]
-        return default
-
-    protocol = registry.protocol(flag("--tier", "--protocol") or "quick")
-    dataset_ref = protocol.dataset_ref(flag("--dataset") or "")
-    spec = registry.models.get(flag("--model") or "")
+    protocol = registry.protocol(command_flag(command, "--tier", "--protocol") or "quick")
+    dataset_ref = protocol.dataset_ref(command_flag(command, "--dataset") or "")
+    spec = registry.models.get(command_flag(command, "--model") or "")
     recipe = recipe_for(protocol, dict(spec.recipe) if spec else None)
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=registry, pm=pm)
     x_va, m_va = _load_split(ds_val, recipe.n_val)
     own = own_noises(x_va, m_va) if not getattr(ds_val, "synthetic", True) else None
     keys = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
     try:
-        return validate(module, x_va, m_va, keys, protocol, int(flag("--seed", default="0") or 0), own)
+        return validate(module, x_va, m_va, keys, protocol, int(command_flag(command, "--seed") or 0), own)
     finally:
         module.eval()
 

@@ -50,8 +50,18 @@ def reproduce_hint(weights: Weights, path: Path) -> str:
     return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
 
 
+def command_flag(command: str, *names: str) -> str | None:
+    """The value of the first of ``names`` (``--seed``, ``--tier``/``--protocol``...) in a recorded
+    command line, or None where it is not given."""
+    words = command.split()
+    for name in names:
+        if name in words[:-1]:
+            return words[words.index(name) + 1]
+    return None
+
+
 def check_weights(weights: Weights, data: bytes | None = None, path: Path | None = None,
-                  state: Mapping[str, torch.Tensor] | None = None) -> str | None:
+                  state: Mapping[str, torch.Tensor] | None = None, digest: str | None = None) -> str | None:
     """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
     or ``None`` when they are: the file's sha256 and/or its state's sha256."""
     import io
@@ -63,14 +73,14 @@ def check_weights(weights: Weights, data: bytes | None = None, path: Path | None
         if digest != weights.sha256:
             return f"sha256 {digest[:12]}..., expected {weights.sha256[:12]}..."
     if weights.state_sha256:
-        if state is None:  # ``state``: already read from ``path`` by the caller
+        if digest is None and state is None:  # ``state`` / ``digest``: already read / hashed by the caller
             try:
                 state, _ = read_checkpoint(io.BytesIO(data) if data is not None else path)  # type: ignore[arg-type]
             except CheckpointError as exc:
                 return str(exc)
-        digest = state_sha256(state)
-        if digest != weights.state_sha256:
-            return f"state sha256 {digest[:12]}..., expected {weights.state_sha256[:12]}..."
+        got = digest or state_sha256(state)  # type: ignore[arg-type]
+        if got != weights.state_sha256:
+            return f"state sha256 {got[:12]}..., expected {weights.state_sha256[:12]}..."
     return None
 
 
@@ -80,14 +90,15 @@ def check_weights(weights: Weights, data: bytes | None = None, path: Path | None
 REPRODUCED_VAL_TOLERANCE = 0.01
 
 
-def accept_reproduced(weights: Weights, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+def accept_reproduced(weights: Weights, got: str, meta: Mapping[str, Any],
                       path: Path, measure: Callable[[], float]) -> dict[str, Any] | str:
     """Registered weights whose tensors differ: accepted by measurement (a record with the note a
     result carries) when they were made by the registered command and their validation IoU,
     *measured now* by ``measure`` (the weights loaded, the registered command's validation split,
     condition and seed: :func:`fmbench.train.measure_val_iou`), is within
     :data:`REPRODUCED_VAL_TOLERANCE` of the registered one; otherwise why not, and what to do (a
-    string).  The validation IoU a checkpoint records about itself is not trusted."""
+    string; ``got``: the state sha256 of the weights).  The validation IoU a checkpoint records about
+    itself is not trusted."""
     exact = ("install the exact file with `fmbench zoo install PATH` (docs/zoo.md), or remake them with: "
              f"{reproduce_hint(weights, path)}")
     if weights.val_iou is None or not weights.state_sha256 or not weights.command:
@@ -99,7 +110,6 @@ def accept_reproduced(weights: Weights, state: Mapping[str, torch.Tensor], meta:
     if not math.isfinite(val) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:
         return (f"they were made by the registered command, but their validation IoU, measured now, is {val:.4f}: "
                 f"not within {REPRODUCED_VAL_TOLERANCE} of the registered {weights.val_iou}; {exact}")
-    got = state_sha256(state)
     note = (f"reproduced weights: {path} were re-made by the registered command (state sha256 {got[:12]}..., "
             f"registered {weights.state_sha256[:12]}...) and accepted by measurement: validation IoU {val:.4f}, "
             f"measured now, against the registered {weights.val_iou:.4f} (tolerance {REPRODUCED_VAL_TOLERANCE}); "
@@ -146,9 +156,9 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
     out = []
     for f in files:
         try:  # read once: the bytes checked are the bytes installed
-            data = f.read_bytes() if f.is_file() else None
-            if data is None:
+            if not f.is_file():
                 raise CheckpointError(f"checkpoint {f} is not a readable file")
+            data = f.read_bytes()
             state, meta = read_checkpoint(io.BytesIO(data), name=str(f))
         except OSError as exc:
             out.append((f, False, f"checkpoint {f} could not be read: {exc.strerror or exc}"))
