@@ -62,8 +62,9 @@ def per_image_problems(doc: Mapping[str, Any]) -> list[str]:
 
 
 def condition_problems(doc: Mapping[str, Any]) -> list[str]:
-    """Each condition's mean IoU (and Dice, where per-image Dice is kept), image count and
-    relative robustness against its per-image lists."""
+    """Each condition's mean IoU, Dice (from per-image Dice where it is kept, else from each
+    image's IoU: 2J/(1+J) for one binary mask), image count and relative robustness against its
+    per-image lists."""
     per = doc["per_image"]
     n = len(per["ids"])
     ref = per["iou"].get("reference")
@@ -76,6 +77,9 @@ def condition_problems(doc: Mapping[str, Any]) -> list[str]:
                     "robustness": relative(values, ref)[1]}
         if per.get("dice"):
             expected["dice"] = math.fsum(per["dice"][c["id"]]) / n if n else None
+        elif c.get("dice") is not None and all(_number(v) and v > -1 for v in values):
+            # one binary mask per image: its Dice is 2J / (1 + J) of its IoU J, exactly
+            expected["dice"] = math.fsum(2 * v / (1 + v) for v in values) / n if n else None
         for key, want in expected.items():
             got = c.get(key)
             same = (want is None and got is None) or (
@@ -91,8 +95,11 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     from .conditions import plan
 
     synthetic = bool(doc["dataset"].get("synthetic", True))
-    planned = [(c.id, c.kind, c.family, c.norm) for c in plan(protocol, registry, synthetic=synthetic)]
-    found = [(c.get("id"), c.get("kind"), c.get("family"), c.get("norm")) for c in doc["conditions"]]
+    planned = [(c.id, c.kind, c.name, c.family, float(c.level), c.norm)
+               for c in plan(protocol, registry, synthetic=synthetic)]
+    found = [(c.get("id"), c.get("kind"), c.get("name"), c.get("family"),
+              float(c["level"]) if _number(c.get("level")) else c.get("level"), c.get("norm"))
+             for c in doc["conditions"]]
     problems = []
     if found != planned:
         missing = [p[0] for p in planned if p not in found]
@@ -171,6 +178,47 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     if w.state_sha256 and state != w.state_sha256 and not (state is None and (file_pinned or legacy)):
         problems.append(f"model {ref!r} on {ds!r} was evaluated with weights whose tensors hash to "
                         f"{str(state)[:12]}..., not the registered {name!r} ({w.state_sha256[:12]}...)")
+    if w.command:
+        problems += [f"model {ref!r} on {ds!r}: {p}"
+                     for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy)]
+    return problems
+
+
+def _without_out(command: str) -> list[str]:
+    words = command.split()
+    if "--out" in words[:-1]:
+        k = words.index("--out")
+        del words[k : k + 2]
+    return words
+
+
+def training_problems(training: Any, command: str, name: str, legacy: bool = False) -> list[str]:
+    """An entry made with registered weights must describe *their* training: its recorded training
+    command must be the registered one (``--out`` aside), and its seed, defence and label noise
+    (and its recipe's) must be that command's -- so that the registered weights of one training
+    cannot be relabelled as another seed, a defended model or a label-noise setting (their
+    numbers would recheck exactly: the weights are the registered ones).  ``legacy``: a version-1
+    entry, whose weights may predate checkpoints recording their command (the rest is checked)."""
+    from .weights import command_flag
+
+    if not isinstance(training, Mapping):
+        return [f"the entry records no training for the registered weights {name!r}"]
+    recorded = training.get("command")
+    if not (recorded is None and legacy) and (not isinstance(recorded, str) or _without_out(recorded) != _without_out(command)):
+        return [f"its training command {recorded!r} is not the registered weights' {name!r} ({command!r})"]
+    found = training.get("recipe")
+    recipe: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    want: dict[str, Any] = {"seed": int(command_flag(command, "--seed") or 0),
+            "defense": command_flag(command, "--defense") or "none",
+            "label_noise": command_flag(command, "--label-noise")}
+    got = {"seed": training.get("seed", 0), "defense": training.get("defense") or "none",
+           "label_noise": training.get("label_noise") or None}
+    problems = [f"training.{k} is {got[k]!r}, but the registered weights {name!r} were trained with {want[k]!r}"
+                for k in want if got[k] != want[k]]
+    for k, none in (("defense", "none"), ("label_noise", None)):
+        if k in recipe and (recipe[k] or none) != want[k]:
+            problems.append(f"training.recipe.{k} is {recipe[k]!r}, but the registered weights {name!r} were "
+                            f"trained with {want[k]!r}")
     return problems
 
 

@@ -105,6 +105,9 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     is below 0.05, its bootstrap interval lies below 0, and it is larger than the floor.  Without
     such entries ``floor`` is ``None`` and the result says the floor was not measured."""
     mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset]
+    if not mine:
+        here = sorted({e["model"]["ref"] for e in entries if e["dataset"]["ref"] == dataset})
+        raise ResultError(f"no entries of {model} on {dataset} here (models: {', '.join(here) or 'none'})")
     hashes = {e["protocol"]["hash"] for e in mine}
     if len(hashes) > 1:
         raise ResultError(f"{model} on {dataset}: entries under {len(hashes)} protocols; choose one with --tier")

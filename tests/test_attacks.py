@@ -262,7 +262,9 @@ def test_checks_stay_quiet_on_a_normal_model(registry, trained, tmp_path):
     assert result["warnings"] == []
     checks = result["checks"]
     assert checks["pgd@8/255"]["gradients"] == {"evaluations": 80, "images": 16, "zero": 0, "nonfinite": 0}
-    assert checks["pgd@8/255"]["random_iou"] > checks["pgd@8/255"]["iterations"] * 0  # the control ran
+    pgd = next(c for c in result["conditions"] if c["id"] == "pgd@8/255")
+    # the control ran: random noise of the same budget is no stronger than the attack
+    assert pgd["iou"] <= checks["pgd@8/255"]["random_iou"] <= 1
     assert checks["pgd@2/255"]["random_iou"] is None  # only at the family's largest budget
     uni = next(c for c in result["conditions"] if c["id"] == "universal@8/255")
     assert checks["universal@8/255"]["preparation"] == {"forward_calls": 2, "forward_images": 16,

@@ -79,6 +79,51 @@ def test_entry_checks_return_problems_never_raise(doc):
         assert consistency(doc, REGISTRY) == []
 
 
+def _numbers(node, prefix=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numbers(v, prefix + (i,))
+    elif isinstance(node, float):
+        yield prefix
+
+
+def _kinds_of_number():
+    """One numeric leaf of each kind (its path with list positions blanked) of the entry's
+    conditions, summary, scores and per-image values, at a position drawn with a fixed seed."""
+    import random
+
+    by_kind: dict = {}
+    for p in _numbers(ENTRY):
+        if p[0] in ("conditions", "summary", "scores", "per_image"):
+            by_kind.setdefault(tuple("#" if isinstance(k, int) else k for k in p), []).append(p)
+    rng = random.Random(0)
+    return [rng.choice(paths) for _, paths in sorted(by_kind.items(), key=lambda kv: str(kv[0]))]
+
+
+def test_every_kind_of_number_an_entry_reports_is_checked():
+    """Moving any one number of the results by 0.05 -- a condition's IoU, Dice, level or
+    robustness, a summary or score value or bound, one image's IoU -- leaves a problem."""
+    from fmbench.leaderboard.store import check_entry, schema_validator
+
+    validator = schema_validator()[1]
+    assert check_entry(ENTRY, REGISTRY, validator) == []
+    kinds = _kinds_of_number()
+    assert len(kinds) > 20
+    missed = []
+    for path in kinds:
+        doc = copy.deepcopy(ENTRY)
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] += -0.05 if node[path[-1]] > 0.5 else 0.05
+        if not check_entry(doc, REGISTRY, validator):
+            missed.append(path)
+    assert missed == []
+
+
 @SETTINGS
 @given(mutated())
 def test_compare_is_one_error_or_an_answer(doc):

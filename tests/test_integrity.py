@@ -36,7 +36,7 @@ def _registry():
 
 def _board(tmp_path: Path, entry: dict) -> Path:
     d = tmp_path / "lb"
-    d.mkdir()
+    d.mkdir(parents=True)
     (d / "forged.json").write_text(json.dumps(entry))  # as a forger writes it: NaN allowed
     shutil.copytree(ROOT / "leaderboard" / "baselines", d / "baselines")
     return d
@@ -49,6 +49,7 @@ def _recompute(e: dict) -> dict:
     for c in e["conditions"]:
         values = e["per_image"]["iou"][c["id"]]
         c["iou"] = math.fsum(values) / len(values)
+        c["dice"] = math.fsum(2 * v / (1 + v) for v in values) / len(values)
         c["robustness"] = relative(values, ref)[1]
     e["summary"] = summarize(e["conditions"])
     e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
@@ -67,6 +68,56 @@ def test_a_consistently_forged_entry_is_caught(tmp_path):
     _, _, problems = validate_dir(_board(tmp_path, e), _registry())
     assert problems and all("forged.json" in p for p in problems)
     assert any("fgsm@1/255].iou is" in p and "its per-image values give" in p for p in problems)
+
+
+@pytest.mark.parametrize("field, forge", [
+    ("robustness", lambda c: c["robustness"] + 0.1),
+    ("n_images", lambda c: c["n_images"] + 16),
+])
+def test_each_condition_field_is_checked_against_its_per_image_values(tmp_path, field, forge):
+    """Not only the IoU: a condition's relative robustness or image count raised alone (and the
+    summary recomputed to agree) is caught, by name."""
+    e = read_json(ENTRY)
+    c = next(c for c in e["conditions"] if c["id"] == "pgd@8/255")
+    c[field] = forge(c)
+    e["summary"] = summarize(e["conditions"])
+    _, _, problems = validate_dir(_board(tmp_path, e), _registry())
+    assert any(f"[pgd@8/255].{field} is" in p and "its per-image values give" in p for p in problems), problems
+
+
+def test_a_protocol_id_that_does_not_match_its_hash_is_refused(tmp_path):
+    e = read_json(ENTRY)
+    e["protocol"]["id"] = "quick-v2"  # quick-v1's hash kept
+    _, _, problems = validate_dir(_board(tmp_path, e), _registry())
+    assert any("protocol id 'quick-v2' does not match its hash 93c8a1db79edd95e" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("entry, key, value", [
+    ("unet-r18__nucleus__quick-v2.json", "seed", 2),
+    ("unet-r18__nucleus__quick-v2.json", "defense", "pgd-at"),
+    ("unet-r18+seed1__nucleus__quick-v2.json", "seed", 0),
+    ("unet-small__nucleus__quick-v2.json", "label_noise", "boundary:0.4:2"),
+    ("unet-small__er__quick-v1.json", "defense", "noise-aug"),  # a v1 entry without a recorded command
+])
+def test_registered_weights_cannot_be_relabelled_as_another_training(tmp_path, entry, key, value):
+    """An entry evaluated with registered weights re-checks exactly whatever it says about their
+    training, so what it says is checked against the registered training command: one training
+    cannot pass for another seed, a defended model or a label-noise setting -- on the main board
+    or in the label-noise track."""
+    e = read_json(ROOT / "leaderboard" / entry)
+    assert validate_dir(_board(tmp_path / "ok", e), _registry())[2] == []
+    e["model"]["training"][key] = value
+    for where in ("main", "track"):
+        d = _board(tmp_path / where, e)
+        if where == "track":
+            d = d.rename(d.parent / "label-noise")
+        _, _, problems = validate_dir(d, _registry())
+        assert any(f"training.{key} is {value!r}, but the registered weights" in p for p in problems), problems
+    e = read_json(ROOT / "leaderboard" / entry)
+    if e["model"]["training"].get("command"):
+        e["model"]["training"]["command"] += " --defense pgd-at"
+        _, _, problems = validate_dir(_board(tmp_path / "cmd", e), _registry())
+        assert any("is not the registered weights'" in p for p in problems), problems
 
 
 def test_dropping_the_hardest_attack_is_caught(tmp_path):
@@ -142,6 +193,24 @@ def test_recheck_draws_images_at_random_and_catches_edited_ones(tmp_path, cli):
     assert any(p.startswith("fgsm@8/255: mean IoU") for p in problems)
     rows, problems = recheck_compare(e, result)
     assert problems == [] and max(abs(r[3]) for r in rows) == 0
+
+
+def test_recheck_refuses_an_entry_whose_training_is_not_its_weights(tmp_path):
+    """Weights relabelled as another training re-evaluate to the same numbers; recheck compares
+    what the entry says about the training with what the weights it loaded record."""
+    from fmbench.leaderboard import recheck_compare
+
+    e = read_json(ROOT / "leaderboard" / "unet-r18+seed1__nucleus__quick-v2.json")
+    ids = e["per_image"]["ids"]
+    result = {"model": copy.deepcopy(e["model"]),
+              "per_image": {"ids": ids[:2], "iou": {c: v[:2] for c, v in e["per_image"]["iou"].items()}}}
+    assert recheck_compare(e, result)[1] == []
+    for key, value in (("seed", 2), ("defense", "pgd-at"), ("label_noise", "missing:0.4:1")):
+        forged = copy.deepcopy(e)
+        forged["model"]["training"][key] = value
+        problems = recheck_compare(forged, result)[1]
+        assert problems == [f"model.training.{key}: the entry says {value!r}, its weights "
+                            f"{e['model']['training'][key]!r}"], problems
 
 
 def test_resume_refuses_duplicated_junk_and_foreign_chunks(tmp_path):

@@ -67,6 +67,7 @@ def test_rates_are_exact_and_rate_zero_changes_nothing(registry, masks, rate):
     out = apply_setting(m, keys, parse_setting(f"boundary:{rate}:2", registry), 3, registry)
     changed = np.array([not np.array_equal(a, b) for a, b in zip(m, out)])
     assert not (changed & ~chosen).any()  # only the chosen images change
+    assert np.array_equal(changed, chosen & np.array([bool(a.any()) for a in m]))  # and every chosen one with objects
     if rate == 0:
         assert np.array_equal(out, m)
 
@@ -250,11 +251,15 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     (tmp_path / "label-noise").mkdir()
     shutil.copytree(root / "baselines", tmp_path / "label-noise" / "baselines")
     e = json.loads((root / "unet-small__er__quick-v1.json").read_text())
+    e["model"]["ref"] = "mynets:UNet"  # a user's model: registered weights cannot be relabelled (test_integrity)
     (tmp_path / "label-noise" / "exact.json").write_text(json.dumps(e))
     for rate in (0.2, 0.4):
         e["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"
         (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(e))
     r = cli("analyze", "--label-noise", "--dir", str(tmp_path), "--dataset", "er", "--out", str(tmp_path / "ln.png"))
+    assert r.returncode == 1 and "no entries of unet-small on er here (models: mynets:UNet)" in r.stderr, r.stderr
+    r = cli("analyze", "--label-noise", "--model", "mynets:UNet", "--dir", str(tmp_path), "--dataset", "er",
+            "--out", str(tmp_path / "ln.png"))
     assert r.returncode == 0, r.stderr
     assert "missing noise, severity 0.2" in r.stdout and "largest rate with no significant loss: clean iou 40%" in r.stdout
     assert (tmp_path / "ln.png").stat().st_size > 10_000

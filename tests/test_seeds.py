@@ -90,8 +90,10 @@ def test_seed_agreement_separates_architecture_from_luck():
 
 def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
     """Seeded entries as files (each seed a copy: an entry's every field is checked against its
-    per-image values, so only the seed changes): they validate, the table pools them into one
-    row per architecture, `analyze --seeds` measures (the statistics: the tests above)."""
+    per-image values, so only the seed changes; the copies are of a user's model -- a registered
+    model's entry must describe its registered training, test_integrity): they validate, the table
+    pools them into one row per architecture, `analyze --seeds` measures (the statistics: the
+    tests above)."""
     import json
     import shutil
 
@@ -100,6 +102,7 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
         for s in range(3):
             e = entry(a)
             e["model"]["training"]["seed"] = s
+            e["model"]["ref"] = f"mynets:{a.replace('-', '_')}"
             (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(e))
     r = cli("leaderboard", "validate", str(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout

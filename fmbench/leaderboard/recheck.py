@@ -111,7 +111,7 @@ def recheck_compare(entry: dict[str, Any], result: dict[str, Any], tolerance: fl
     old = entry["per_image"]
     where = {image: k for k, image in enumerate(old["ids"])}
     missing = [image for image in new["ids"] if image not in where]
-    problems = [f"image {image} is not in the entry" for image in missing]
+    problems = [f"image {image} is not in the entry" for image in missing] + training_mismatch(entry, result)
     rows = []
     for cond, values in new["iou"].items():
         if cond not in old["iou"]:
@@ -127,3 +127,26 @@ def recheck_compare(entry: dict[str, Any], result: dict[str, Any], tolerance: fl
             problems.append(f"{cond}: mean IoU {b:.4f} over {len(pairs)} images, entry has {a:.4f} "
                             f"(difference {b - a:+.4f} > tolerance {tolerance})")
     return rows, problems
+
+
+# what an entry says about its model's training that the weights it re-runs with must say too
+TRAINING_IDENTITY = ("seed", "defense", "label_noise", "dataset", "command")
+
+
+def training_mismatch(entry: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """The training the entry claims against the one its weights record (the re-evaluation's
+    ``model.training``, read from the checkpoint): same numbers from relabelled weights are not
+    the same entry."""
+    def training(doc: Any) -> dict[str, Any] | None:
+        model = doc.get("model") if isinstance(doc, dict) else None
+        found = model.get("training") if isinstance(model, dict) else None
+        return found if isinstance(found, dict) else None
+
+    claimed, loaded = training(entry), training(result)
+    if claimed is None and loaded is None:
+        return []
+    claimed, loaded = claimed or {}, loaded or {}
+    norm = {"seed": lambda v: v or 0, "defense": lambda v: v or "none"}
+    return [f"model.training.{k}: the entry says {claimed.get(k)!r}, its weights {loaded.get(k)!r}"
+            for k in TRAINING_IDENTITY
+            if norm.get(k, lambda v: v or None)(claimed.get(k)) != norm.get(k, lambda v: v or None)(loaded.get(k))]
