@@ -24,9 +24,9 @@ from .datasets import canonical_ref
 from .datasets import open_dataset as _open
 from .distributed import SINGLE, Shard, barrier, device_for, shard
 from .engine import Run, resolve_device, run, run_header
-from .errors import ModelContractError, ModelLoadError, ResultError
+from .errors import DataError, ModelContractError, ModelLoadError, ResultError
 from .files import atomic_write, dumps
-from .model import LoadedModel, probe
+from .model import LoadedModel, check_image_sizes, probe
 from .model import load_model as _load
 from .precision import in_precision
 from .protocol import Protocol
@@ -168,6 +168,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     dataset_ref: str = (canonical_ref(dataset, registry) if isinstance(dataset, str)
                         else str(getattr(dataset, "ref", None) or getattr(dataset, "name", type(dataset).__name__)))
     data = _open(dataset, proto.split, proto.image_size, registry=registry, pm=pm) if isinstance(dataset, str) else dataset
+    _check_size_override(data, dataset_ref, proto.image_size if "image_size=" in (proto.variant or "") else None)
     if train_dataset is None and isinstance(dataset, str) and ":" in dataset:
         def train_dataset():  # opened only if an attack learns on it
             return _open(dataset, "train", proto.image_size, registry=registry, pm=pm)
@@ -188,7 +189,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     except Exception as exc:
         raise ModelContractError(f"the model cannot be moved to {dev}: {type(exc).__name__}: {exc}") from None
     probe(loaded.module, proto.image_size, dev)
-    notes = _check_image_size(loaded.module, data, proto, dev)
+    notes = check_image_sizes(loaded.module, data, proto, dev)
     identity = run_header(loaded, dataset_ref, proto, dev, batch_size,
                           dataset_sha256=result_cache.fingerprint(data, min(proto.n_images, len(data))))
     out_path = Path(out) if out is not None else None
@@ -318,33 +319,18 @@ def _finish(document: dict[str, Any], done: Run, started: datetime, command: str
     return result
 
 
-LARGE = 4  # an image with more than this many times the protocol's pixels gets a warning
-
-
-def _check_image_size(module: nn.Module, data: Any, protocol: Protocol, device: torch.device) -> list[str]:
-    """Probe the model at the dataset's own image size where it differs from the protocol's,
-    and warn, before anything runs, about images far larger than the protocol's."""
-    import logging
-    import time
-
+def _check_size_override(data: Any, dataset_ref: str, side: int | None) -> None:
+    """An image size asked for must be the one the images have: a generated dataset draws them at
+    that size, a folder of images is evaluated at their own (nothing resizes them)."""
+    if side is None:
+        return
     try:
         shape = tuple(int(s) for s in data[0].image.shape)
     except Exception:  # an empty or broken dataset is reported by the run itself, with its name
-        return []
-    side = protocol.image_size
-    if len(shape) != 2 or shape == (side, side):
-        return []
-    t0 = time.perf_counter()
-    probe(module, (shape[0], shape[1]), device, batch=1)
-    seconds = time.perf_counter() - t0
-    ratio = shape[0] * shape[1] / side**2
-    if ratio <= LARGE:
-        return []
-    note = (f"image {data[0].id} is {shape[0]}x{shape[1]}, {ratio:.0f} times the protocol's {side}x{side} pixels: "
-            f"every forward and backward pass costs about {ratio:.0f} times as much time and memory (the contract "
-            f"probe alone took {seconds:.1f} s per image); consider tiles of about {side}x{side}")
-    logging.getLogger("fmbench").warning(note)
-    return [note]
+        return
+    if shape != (side, side):
+        raise DataError(f"image size {side} was asked for, but the images of {dataset_ref!r} are their own size "
+                        f"({shape[0]}x{shape[-1]} for the first): nothing resizes them; leave out --image-size")
 
 
 __all__: Sequence[str] = ("evaluate", "load_model", "open_dataset", "get_protocol", "list_plugins")

@@ -146,7 +146,13 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     if not dataset.synthetic:  # measured images: only those that reach every SNR the protocol asks for
         measured = screen(dataset, protocol.n_images, targets(protocol, registry))
         if not measured.kept:
-            worst = max((r["own_snr"] or 0.0) for r in measured.left_out) if measured.left_out else 0.0
+            defined = [r["own_snr"] for r in measured.left_out if r["own_snr"] is not None]
+            if not defined:
+                raise DataError(f"no image of {dataset_ref!r} can be scored: "
+                                f"{measured.left_out[0]['reason'] if measured.left_out else 'no images'} "
+                                f"(every image: {', '.join(r['id'] for r in measured.left_out[:3])}"
+                                f"{', ...' if len(measured.left_out) > 3 else ''})")
+            worst = max(defined)
             raise DataError(f"no image of {dataset_ref!r} reaches the SNRs protocol {protocol.id} asks for "
                             f"({', '.join(f'{v:g}' for v in targets(protocol, registry))}); the best own SNR is "
                             f"{worst:.2f}, and noise cannot be removed")
@@ -198,8 +204,14 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:
-                with torch.inference_mode():
-                    logits = model(applied.input)
+                try:
+                    with torch.inference_mode():
+                        logits = model(applied.input)
+                except Exception as exc:  # e.g. an image size the model cannot take (probed up to a limit)
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise ModelContractError(f"the model failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
+                                             f"({'x'.join(str(s) for s in batch.image.shape[-2:])}) under "
+                                             f"{cond.label}: {type(exc).__name__}: {first}") from exc
                 if not torch.isfinite(logits).all():
                     bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
                     raise ModelContractError(f"the model's output has NaN or infinite values on image "

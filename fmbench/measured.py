@@ -176,7 +176,9 @@ class Screen:
     noise_free: list[str]
 
     def record(self) -> dict[str, Any]:
-        return {"own_snr": {k: round(v, 4) for k, v in self.own_snr.items()}, "left_out": self.left_out,
+        # no measurable noise at all (a clipped or simulated image): its SNR is unbounded, written null
+        return {"own_snr": {k: round(v, 4) if math.isfinite(v) else None for k, v in self.own_snr.items()},
+                "left_out": self.left_out,
                 "noise_free": self.noise_free, "tolerance": TOLERANCE}
 
 

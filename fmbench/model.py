@@ -289,3 +289,42 @@ def probe(module: nn.Module, image_size: int | tuple[int, int], device: torch.de
     return int(out1.shape[1])
 
 
+
+
+LARGE = 4  # an image with more than this many times the protocol's pixels gets a warning
+MAX_PROBED_SIZES = 8  # distinct image sizes probed before a run (the rest fail, if at all, in one line mid-run)
+
+
+def check_image_sizes(module: nn.Module, data: Any, protocol: Any, device: torch.device) -> list[str]:
+    """Probe the model at each of the dataset's own image sizes that differ from the protocol's
+    (a dataset that lists them, ``image_shapes``: ``{id: (H, W)}``, as a folder does; else its
+    first image's), the largest first, and warn, before anything runs, about images far larger
+    than the protocol's.  A size the model cannot take is one error naming an image of that size."""
+    import logging
+    import time
+
+    try:
+        listed = getattr(data, "image_shapes", None)
+        by_shape: dict[tuple[int, ...], str] = {}
+        for image_id, shape in (listed.items() if listed else [(data[0].id, data[0].image.shape)]):
+            by_shape.setdefault(tuple(int(s) for s in shape), str(image_id))
+    except Exception:  # an empty or broken dataset is reported by the run itself, with its name
+        return []
+    side = protocol.image_size
+    todo = sorted((s for s in by_shape if len(s) == 2 and s != (side, side)), key=lambda s: (-s[0] * s[1], s))
+    notes = []
+    for k, shape in enumerate(todo[:MAX_PROBED_SIZES]):
+        t0 = time.perf_counter()
+        try:
+            probe(module, (shape[0], shape[1]), device, batch=1)
+        except ModelContractError as exc:
+            raise ModelContractError(f"image {by_shape[shape]} is {shape[0]}x{shape[1]}: {exc}") from exc
+        ratio = shape[0] * shape[1] / side**2
+        if k == 0 and ratio > LARGE:
+            note = (f"image {by_shape[shape]} is {shape[0]}x{shape[1]}, {ratio:.0f} times the protocol's {side}x{side} "
+                    f"pixels: every forward and backward pass costs about {ratio:.0f} times as much time and memory "
+                    f"(the contract probe alone took {time.perf_counter() - t0:.1f} s per image); consider tiles of "
+                    f"about {side}x{side}")
+            logging.getLogger("fmbench").warning(note)
+            notes.append(note)
+    return notes

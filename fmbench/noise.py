@@ -22,6 +22,21 @@ from scipy import ndimage
 _KERNEL = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], float) / np.sqrt(20.0)
 N_BINS = 16
 SMOOTH_SHARE = 0.5  # the flattest half of the pixels carry the estimate
+TIES = 0.25  # a bin whose residuals sit on their median this often is quantised (see _binned_variance)
+CLIPPED_SHARE = 0.005  # an image's extreme value held by this share of its pixels is a clip level
+
+
+def unclipped(y: np.ndarray) -> np.ndarray:
+    """The pixels whose 3x3 neighbourhood holds no clipped value: a saturated foreground or a
+    background clipped at zero has no noise left to measure there, and would read as noise-free.
+    A value is clipped when it is the image's minimum or maximum and at least
+    :data:`CLIPPED_SHARE` of the pixels hold it."""
+    clip = np.zeros(y.shape, bool)
+    for v in (y.min(), y.max()):
+        at = y == v
+        if at.mean() >= CLIPPED_SHARE and at.sum() >= 20:
+            clip |= at
+    return ~ndimage.binary_dilation(clip, np.ones((3, 3), bool)) if clip.any() else np.ones(y.shape, bool)
 
 
 @dataclass(frozen=True)
@@ -47,8 +62,12 @@ def _binned_variance(local: np.ndarray, resid: np.ndarray, n_bins: int,
         if sel.sum() < min_count:
             continue
         rr = resid[sel]
+        dev = np.abs(rr - np.median(rr))
         xs.append(local[sel].mean())
-        vs.append((1.4826 * np.median(np.abs(rr - np.median(rr)))) ** 2)
+        if np.mean(dev == 0) > TIES:  # integer pixels with noise of a grey level or two: the MAD is
+            vs.append((1.2533 * dev.mean()) ** 2)  # 0 or one step; the mean absolute deviation is not
+        else:
+            vs.append((1.4826 * np.median(dev)) ** 2)
         ws.append(float(sel.sum()))
     return np.array(xs), np.array(vs), np.array(ws, float)
 
@@ -63,7 +82,8 @@ def estimate(y: np.ndarray) -> NoiseModel:
     # flatness: the gradient of a smoothed copy; edges leak structure into the residual
     smooth = ndimage.gaussian_filter(y, 2.0, mode="reflect")
     grad = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))
-    keep = grad <= np.quantile(grad, SMOOTH_SHARE)
+    ok = unclipped(y)
+    keep = (grad <= np.quantile(grad[ok], SMOOTH_SHARE)) & ok if ok.any() else np.zeros(y.shape, bool)
     inner = np.zeros_like(keep)
     inner[2:-2, 2:-2] = True
     keep &= inner
@@ -92,7 +112,7 @@ def foreground_std(y: np.ndarray, mask: np.ndarray) -> float:
     extrapolated from the background."""
     y = np.asarray(y, float)
     mask = np.asarray(mask, bool)
-    inner = ndimage.binary_erosion(mask, iterations=1)
+    inner = ndimage.binary_erosion(mask, iterations=1) & unclipped(y)
     if inner.sum() < 100:
         return float(estimate(y).std(y[mask].mean()))
     r = ndimage.convolve(y, _HAAR, mode="reflect", origin=(-1, -1))[inner]

@@ -158,6 +158,12 @@ def validate(module: nn.Module, x_val: torch.Tensor, m_val: torch.Tensor, keys: 
     return float(iou.mean())
 
 
+def _key_name(dataset: Any, dataset_ref: str) -> str:
+    """What per-image randomness is keyed by: a folder's ``seed_name`` (never its path), else the
+    dataset's reference."""
+    return getattr(dataset, "seed_name", None) or dataset_ref
+
+
 def measure_val_iou(module: nn.Module, command: str, registry: Registry, pm: Any) -> float:
     """``module``'s validation IoU measured exactly as the training ``command`` (an ``fmbench
     train`` command line) measured it: its protocol's reference condition, its dataset's validation
@@ -173,7 +179,7 @@ def measure_val_iou(module: nn.Module, command: str, registry: Registry, pm: Any
     ds_val = open_dataset(dataset_ref, "val", protocol.image_size, registry=registry, pm=pm)
     x_va, m_va = _load_split(ds_val, recipe.n_val)
     own = own_noises(x_va, m_va) if not getattr(ds_val, "synthetic", True) else None
-    keys = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
+    keys = [f"{_key_name(ds_val, dataset_ref)}/val/{i}" for i in range(x_va.shape[0])]
     try:
         return validate(module, x_va, m_va, keys, protocol, int(command_flag(command, "--seed") or 0), own)
     finally:
@@ -221,19 +227,20 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
     state_file = Path(str(out) + ".state.pt")
     x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
     x_va, m_va = _load_split(dataset_val, recipe.n_val)  # validation masks stay exact
+    key = _key_name(dataset_train, dataset_ref)
     if recipe.label_noise:  # rough annotations on the chosen training images (fmbench.label_noise)
         from .label_noise import apply_setting, parse_setting
 
         setting = parse_setting(recipe.label_noise, registry)
-        m_tr = torch.from_numpy(apply_setting(m_tr.numpy().astype(bool), [f"{dataset_ref}/train/{i}" for i in
+        m_tr = torch.from_numpy(apply_setting(m_tr.numpy().astype(bool), [f"{key}/train/{i}" for i in
                                                                           range(m_tr.shape[0])], setting, seed,
                                               registry)).to(m_tr.dtype)
     # measured images keep their own noise and get only what they lack (estimated once)
     measured = not getattr(dataset_train, "synthetic", True)
     own_tr = own_noises(x_tr, m_tr) if measured else None
     own_va = own_noises(x_va, m_va) if measured else None
-    keys_tr = [f"{dataset_ref}/train/{i}" for i in range(x_tr.shape[0])]
-    keys_va = [f"{dataset_ref}/val/{i}" for i in range(x_va.shape[0])]
+    keys_tr = [f"{key}/train/{i}" for i in range(x_tr.shape[0])]
+    keys_va = [f"{key}/val/{i}" for i in range(x_va.shape[0])]
     opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
     def lr_at(step: int) -> float:

@@ -349,3 +349,50 @@ def test_cli_bad_input_is_one_line_and_exit_1(cli, tmp_path, case):
     assert r.returncode == 1
     assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "p.png").exists()
+
+
+def test_two_images_with_one_name_are_an_error_not_one_image(tmp_path):
+    root = _tree(tmp_path / "d")
+    Image.fromarray(_img(dtype=np.uint8)).save(root / "images" / "a.png")  # a.tif is there too
+    with pytest.raises(DataError, match=r"^images images/a.png and images/a.tif have the same name 'a'|"
+                                        r"^images images/a.tif and images/a.png have the same name 'a'"):
+        _open(f"folder:{root}")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for ext in ("tif", "png"):
+        Image.fromarray(_img(dtype=np.uint8)).save(flat / f"x.{ext}")
+    tifffile.imwrite(flat / "x_mask.tif", _mask())
+    with pytest.raises(DataError, match=r"have the same name 'x'"):
+        _open(f"folder:{flat}")
+
+
+def test_a_four_plane_stack_saved_without_axes_is_four_channels_not_rgba(tmp_path):
+    """tifffile reads a plain (4, H, W) array as four samples; the fourth is kept (it is a plane
+    of the stack, not alpha: alpha is dropped only where it is constant), so every plane can be
+    chosen."""
+    root = _tree(tmp_path / "d", names=("s",))
+    planes = [_img(seed=k) for k in range(4)]
+    tifffile.imwrite(root / "images" / "s.tif", np.stack(planes), photometric="rgb", planarconfig="separate")
+    with pytest.raises(DataError, match=r"has 4 channels \(shape 4x32x32\).*\?channel=N \(N from 0 to 3\)$"):
+        _open(f"folder:{root}")[0]
+    opt = "channel"
+    single = tmp_path / "one"
+    _tree(single, names=("s",))
+    tifffile.imwrite(single / "images" / "s.tif", planes[3])
+    np.testing.assert_array_equal(_open(f"folder:{root}?{opt}=3")[0].image, _open(f"folder:{single}")[0].image)
+    # an RGBA image of a grey one (constant alpha) needs no option
+    rgba = np.stack([planes[0] // 16] * 3 + [np.full_like(planes[0], 255)], -1).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(root / "images" / "s.png")
+    (root / "images" / "s.tif").unlink()
+    assert _open(f"folder:{root}")[0].image.shape == (32, 32)
+
+
+@pytest.mark.parametrize("case", ["sparse", "constant"])
+def test_normalisation_of_a_nearly_black_or_constant_image_is_finite(tmp_path, case):
+    root = _tree(tmp_path / "d", names=("z",))
+    arr = np.zeros((32, 32), np.uint16) if case == "sparse" else np.full((32, 32), 7, np.uint16)
+    if case == "sparse":
+        arr[10, 10] = 900  # one bright pixel: the 1st and 99.8th percentiles are both 0
+    tifffile.imwrite(root / "images" / "z.tif", arr)
+    image = _open(f"folder:{root}")[0].image
+    assert np.isfinite(image).all() and (image.max() == pytest.approx(1.0) if case == "sparse" else True)

@@ -154,3 +154,115 @@ def test_training_on_measured_images_adds_only_the_noise_they_lack():
         (y, m, _, _), = known(own_snr, n=1)
         xb, mb = _step_batch(y.float(), m, ["k"], recipe, PROTO, 0, 0, own=own_noises(y, m))
         assert measured_snr(xb[0, 0].double().numpy(), mb[0].numpy()) == pytest.approx(expected, rel=0.1)
+
+
+def _disks(h=128, w=128):
+    yy, xx = np.mgrid[:h, :w]
+    m = np.zeros((h, w), bool)
+    for cy, cx, r in [(30, 30, 14), (80, 90, 18), (100, 30, 12), (40, 95, 10)]:
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return m
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.5])
+def test_integer_images_with_noise_of_a_grey_level_are_not_taken_for_noise_free(sigma):
+    """8-bit pixels whose noise is a grey level or two: most residuals tie at their median, so
+    the median absolute deviation reads 0 -- the image looked noise-free and got the protocol's
+    whole noise on top of its own.  The estimate now holds within 15 %."""
+    m = _disks()
+    y = np.round(np.where(m, 40.0, 10.0) + np.random.default_rng(0).normal(0, sigma, m.shape)).astype(np.uint8)
+    own = own_noise(y.astype(float), m)
+    truth = 30 / np.sqrt(sigma**2 + 1 / 12)  # rounding adds a variance of 1/12
+    assert not own.noise_free and own.snr == pytest.approx(truth, rel=0.15)
+
+
+@pytest.mark.parametrize("case", ["saturated", "background-clipped"])
+def test_clipped_pixels_do_not_make_an_image_noise_free(case):
+    m = _disks()
+    rng = np.random.default_rng(1)
+    if case == "saturated":  # the foreground clipped at 255: no noise left there to measure
+        y = (np.where(m, 300.0, 20.0) + rng.normal(0, 5, m.shape)).clip(0, 255).round()
+    else:  # a dark background clipped at 0
+        y = (np.where(m, 60.0, 2.0) + rng.normal(0, 4, m.shape)).clip(0, 255).round()
+        assert own_noise(y, m).snr == pytest.approx(58 / 4, rel=0.1)
+    own = own_noise(y, m)
+    assert np.isfinite(own.snr) and not own.noise_free
+
+
+def test_awkward_real_images_run_or_are_left_out_with_a_reason(tmp_path):
+    """A saturated image (its foreground's noise unmeasurable), a nearly black one (a few bright
+    pixels: the 1st and 99.8th percentiles are equal) and a constant one, beside a normal one:
+    the run finishes, writes a valid file, and says why each left-out image is left out."""
+    import json
+
+    m = _disks()
+    rng = np.random.default_rng(2)
+    normal = np.where(m, 60.0, 10.0) + rng.normal(0, 2, m.shape)
+    saturated = (np.where(m, 300.0, 20.0) + rng.normal(0, 5, m.shape)).clip(0, 255).round()
+    sparse = np.zeros(m.shape)
+    sparse[60:63, 60:65] = 100.0
+    constant = np.full(m.shape, 7.0)
+    write_folder(tmp_path / "d", [(normal, m), (saturated, m), (sparse, sparse > 0), (constant, m)])
+    proto = fmbench.get_protocol("quick", n_images=4, corruptions=["noise"], attacks=["none"])
+    r = fmbench.evaluate("unet-small", f"folder:{tmp_path / 'd'}", proto, weights="nucleus", batch_size=4,
+                         out=tmp_path / "r.json")
+    doc = json.loads((tmp_path / "r.json").read_text())  # strict JSON: no Infinity
+    noise = doc["dataset"]["noise"]
+    assert all(v is None or np.isfinite(v) for v in noise["own_snr"].values())
+    left = {x["id"]: x["reason"] for x in noise["left_out"]}
+    assert "img3" in left and left["img3"].startswith("SNR undefined")  # constant: no brighter foreground
+    assert set(r.per_image["ids"]) | set(left) == {"img0", "img1", "img2", "img3"}
+    assert "img0" in r.per_image["ids"] and "img1" in r.per_image["ids"]
+    write_folder(tmp_path / "c", [(constant, m)])
+    with pytest.raises(DataError, match=r"^no image of .* can be scored: SNR undefined.*\(every image: img0\)$"):
+        fmbench.evaluate("unet-small", f"folder:{tmp_path / 'c'}", fmbench.get_protocol(
+            "quick", n_images=1, corruptions=["noise"], attacks=["none"]), weights="nucleus")
+
+
+def test_a_folders_numbers_do_not_depend_on_how_its_path_is_written(tmp_path, monkeypatch):
+    """Per-image noise is keyed by the images' names, not the folder's path: the same images
+    typed as a relative path, an absolute one, or copied elsewhere give the same result."""
+    import shutil
+
+    (y, m, _, _), = known(12.0, n=1)
+    write_folder(tmp_path / "a", [(y[0, 0].numpy(), m[0].numpy())])
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    monkeypatch.chdir(tmp_path)
+    proto = fmbench.get_protocol("quick", n_images=1, corruptions=["noise"], attacks=["none"])
+    runs = [fmbench.evaluate("unet-small", f"folder:{ref}", proto, weights="nucleus", cache=False).per_image["iou"]
+            for ref in ("a", "./a", str(tmp_path / "a"), "elsewhere/b")]
+    assert all(r == runs[0] for r in runs[1:])
+
+
+def test_an_image_size_a_folder_does_not_have_is_refused(tmp_path):
+    (y, m, _, _), = known(12.0, n=1)
+    write_folder(tmp_path / "a", [(y[0, 0].numpy(), m[0].numpy())])
+    with pytest.raises(DataError, match=r"image size 64 was asked for, but the images of .* are their own size "
+                                        r"\(256x256 for the first\): nothing resizes them"):
+        fmbench.evaluate("unet-small", f"folder:{tmp_path / 'a'}", fmbench.get_protocol(
+            "quick", n_images=1, image_size=64, corruptions=["noise"], attacks=["none"]), weights="nucleus")
+
+
+def test_every_image_size_of_a_folder_is_probed_before_the_run(tmp_path):
+    """A model that takes only sizes divisible by 4, on a folder of 128x128 and 126x126 images:
+    one error naming an image of the size it cannot take, before anything runs, no partial file."""
+    from torch import nn
+
+    from fmbench.errors import ModelContractError
+
+    class Div4(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return nn.functional.interpolate(nn.functional.avg_pool2d(self.conv(x), 4), scale_factor=4)
+
+    m = _disks()
+    rng = np.random.default_rng(3)
+    big = np.where(m, 60.0, 10.0) + rng.normal(0, 2, m.shape)
+    write_folder(tmp_path / "d", [(big, m), (big[:126, :126], m[:126, :126])])
+    proto = fmbench.get_protocol("quick", n_images=2, image_size=128, corruptions=["noise"], attacks=["none"])
+    with pytest.raises(ModelContractError, match=r"^image img1 is 126x126: model breaks the fmbench contract"):
+        fmbench.evaluate(Div4(), f"folder:{tmp_path / 'd'}", proto, out=tmp_path / "r.json")
+    assert list(tmp_path.glob("r.json*")) == []

@@ -20,7 +20,10 @@ class FolderDataset:
     written and the engine exposes them, drawing the same noise the built-in dataset draws."""
 
     synthetic = False
-    seed_name: str | None = None  # whose per-image randomness the images take (an export's origin)
+    # whose per-image randomness the images take: an export's origin, else "folder" -- never the
+    # path, so a copy of the folder elsewhere, or the same folder typed another way, draws the
+    # same noise for the same image names
+    seed_name: str | None = "folder"
     raw = False  # images as written, not normalised on reading
     ids: dict[str, str] = {}
 
@@ -44,6 +47,12 @@ class FolderDataset:
             raise DataError(f"no mask in {layout.ref} (split {split!r}, {len(pairs)} masks, e.g. "
                             f"{layout.rel(pairs[0].masks[0])}) has any foreground; masks must mark the "
                             f"structure with non-zero values")
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every image's size, ``{id: (H, W)}`` (from its mask, which it must match): the run
+        probes the model at each distinct size before it starts."""
+        return {self.ids.get(k, k): v for k, v in self._shapes.items()}
 
     def _mask(self, pair: Pair) -> np.ndarray:
         merged = None
@@ -96,6 +105,9 @@ class FolderDataset:
                 return
             files = {Path(f["image"]).stem: f for f in manifest["files"]}
             origin = str(manifest["dataset"]["name"])
+            version = manifest["dataset"].get("generator_version")
+            if isinstance(version, int) and version > 1:  # the built-in run's canonical reference
+                origin = f"{origin}@{version}"
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{self.layout.ref}: manifest.json is not an fmbench export manifest ({exc})") from None
         for p in self.pairs:

@@ -76,6 +76,7 @@ def _pairs_dirs(layout: Layout, images: Path, masks: Path) -> list[Pair]:
             by_stem.setdefault(key, []).append(m)
     used: set[Path] = set()
     pairs = []
+    _unique_stems(layout, [f for f in _files(images, layout)])
     for img in _files(images, layout):
         found = by_stem.get(img.stem, [])
         if not found:
@@ -103,6 +104,7 @@ def _pairs_flat(layout: Layout, folder: Path) -> list[Pair]:
                 raise DataError(f"image {base} has several masks: {layout.rel(masks[base])}, {layout.rel(f)}; keep one")
             masks[base] = f
     pairs = []
+    _unique_stems(layout, [f for f in files if _strip_mask_suffix(f.stem) is None])
     for f in files:
         if _strip_mask_suffix(f.stem) is not None:
             continue
@@ -113,6 +115,17 @@ def _pairs_flat(layout: Layout, folder: Path) -> list[Pair]:
     for base, m in masks.items():
         raise DataError(f"mask {layout.rel(m)} has no image {base}.tif/.png beside it")
     return pairs
+
+
+def _unique_stems(layout: Layout, images: list[Path]) -> None:
+    """An image's name without its extension is its id (and finds its mask): two images that
+    share it (``a.tif`` and ``a.png``) would silently be one."""
+    seen: dict[str, Path] = {}
+    for f in images:
+        if f.stem in seen:
+            raise DataError(f"images {layout.rel(seen[f.stem])} and {layout.rel(f)} have the same name {f.stem!r}; "
+                            f"an image's name is its id: keep one or rename it")
+        seen[f.stem] = f
 
 
 def _mask_dir(folder: Path, names: tuple[str, ...]) -> Path | None:

@@ -73,8 +73,11 @@ def _to_2d(arr: np.ndarray, axes: str, path: Path, layout: Layout, kind: str) ->
     if chan:
         c = chan[0]
         n = arr.shape[c]
-        if axes[c] == "S" and n in (2, 4):
-            arr = np.take(arr, range(n - 1), axis=c)  # drop alpha
+        last = np.take(arr, n - 1, axis=c)
+        if axes[c] == "S" and n in (2, 4) and last.min() == last.max():
+            # an alpha sample (grey + alpha, RGBA) carries no image where it is constant; a
+            # non-constant fourth sample may be a fourth channel or plane: the user chooses
+            arr = np.take(arr, range(n - 1), axis=c)
             n -= 1
         if kind == "image" and opts.channel is not None:
             if opts.channel >= n:
@@ -114,4 +117,10 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     order = np.sort(arr, axis=None)
     lo = order[min(max(int(round(1.0 / 100 * (n - 1))) + 1, 1), n) - 1]
     hi = order[min(max(int(round(99.8 / 100 * (n - 1))) + 1, 1), n) - 1]
-    return (arr / max(hi - lo, np.finfo(np.float64).tiny)).astype(np.float32)
+    # a sparse image (fewer than 0.2 % of its pixels above the 1st percentile) has no spread
+    # between those percentiles: its full range stands in; a constant image keeps its values
+    # (its SNR is undefined, and the run leaves it out and says why)
+    spread = hi - lo if hi > lo else order[-1] - order[0]
+    if not spread > 0:
+        spread = abs(order[0]) or 1.0
+    return (arr / spread).astype(np.float32)
