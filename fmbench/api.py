@@ -109,7 +109,8 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
 
 
 def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, exists_ok: bool = False,
-                  part: Shard = SINGLE, own_log_only: bool = False) -> tuple[Path | None, Path | None]:
+                  part: Shard = SINGLE, own_log_only: bool = False, logs_ok: bool = False
+                  ) -> tuple[Path | None, Path | None]:
     """The result path and this process's chunk log, after the checks that nothing is
     overwritten unasked (``exists_ok``: an existing result is looked at later, once the run's
     identity is known).  Every chunk log of the output counts, a distributed run's ranks' too
@@ -127,7 +128,7 @@ def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, 
     logs = ([log_path] if log_path.exists() else []) if own_log_only else partial_paths(out_path)
     if out_path.exists() and not overwrite and not exists_ok:
         raise ResultError(f"{out_path} already exists", hints=("overwrite", "out"))
-    if logs and not (resume or overwrite):
+    if logs and not (resume or overwrite or logs_ok):  # logs_ok: the default name; _unique decides
         raise ResultError(f"an unfinished run exists ({logs[0]})", hints=("resume", "overwrite"))
     if resume and not overwrite and not partial_paths(out_path):
         raise ResultError(f"no unfinished run to resume at {log_path}")
@@ -174,7 +175,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
             return _open(dataset, "train", proto.image_size, registry=registry, pm=pm)
     part = shard()  # a distributed run under torchrun (fmbench.distributed), else rank 0 of 1
     reuse = cache and not (recompute or overwrite or resume or part.distributed)
-    _output_files(out, resume, overwrite, exists_ok=reuse or unique_out, part=part)  # fail fast
+    _output_files(out, resume, overwrite, exists_ok=reuse or unique_out, part=part, logs_ok=unique_out)  # fail fast
     dev = resolve_device(device_for(str(device), part) if isinstance(device, str) else device)
     if isinstance(model, LoadedModel):
         loaded = model
@@ -194,6 +195,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
                           dataset_sha256=result_cache.fingerprint(data, min(proto.n_images, len(data))))
     out_path = Path(out) if out is not None else None
     displaced = None
+    reuse = reuse and identity["model_source_sha256"] is not None  # code that cannot be hashed is never reused
     if reuse:
         found = _reusable(identity, out_path)
         if found is not None:
@@ -241,7 +243,8 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
         document = done.document
         document["warnings"] = notes + document["warnings"]
         document["identity"] = result_cache.stamped(identity)
-        result = _finish(document, done, started, command, resume, out_path, overwrite, cache, part.world)
+        result = _finish(document, done, started, command, resume, out_path, overwrite,
+                         cache and identity["model_source_sha256"] is not None, part.world)
         result.displaced = displaced
         log.remove()
         if out_path is not None:
@@ -287,6 +290,9 @@ def _unique(out_path: Path, identity: dict[str, Any], resume: bool) -> tuple[Pat
             if log.exists() and result_cache.key(PartialLog.header_of(log) or {}) == result_cache.key(identity):
                 return path, None
             continue
+        if path == out_path and log.exists() and \
+                result_cache.key(PartialLog.header_of(log) or {}) == result_cache.key(identity):
+            raise ResultError(f"an unfinished run of this same run exists ({log})", hints=("resume", "overwrite"))
         if not path.exists() and not log.exists():
             if path == out_path:
                 return path, None

@@ -34,6 +34,11 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+# where training scripts put the state dict beside an optimiser's (besides fmbench's "state_dict")
+WRAPPERS = ("model_state_dict", "model", "net")
+# key prefixes wrappers add: DataParallel / DDP, Lightning, torch.compile
+PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
+
 # tensor types a checkpoint may hold: dense tensors of these dtypes (what the hash and numpy read)
 DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8,
                     torch.int16, torch.int32, torch.int64, torch.bool})
@@ -72,8 +77,17 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO,
     if isinstance(obj, Mapping) and "state_dict" in obj:
         meta = obj.get("meta") or {}
         obj = obj["state_dict"]
+    elif isinstance(obj, Mapping):  # a training script's {"model_state_dict": ..., "optimizer": ...}
+        for key in WRAPPERS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {where} holds no state dict (a mapping of names to tensors)")
+        found = (f" (its top-level keys: {', '.join(repr(k) for k in list(obj)[:6])}; the state dict is read from "
+                 f"the file itself or from one of {', '.join(repr(k) for k in ('state_dict', *WRAPPERS))})"
+                 if isinstance(obj, Mapping) else f" (it holds a {type(obj).__name__})")
+        raise CheckpointError(f"checkpoint {where} holds no state dict (a mapping of names to tensors){found}")
     for key, t in obj.items():
         if not isinstance(key, str):
             raise CheckpointError(f"checkpoint {where}: state dict key {key!r} is not a string")
@@ -114,7 +128,11 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str)
             k = shapes[0]
             parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint "
                          f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(parts))
+        hint = next((f"; every key of the checkpoint starts with {p!r} (saved from a wrapped model): save "
+                     f"the inner model's state dict, or strip the prefix" for p in PREFIXES
+                     if state and all(k.startswith(p) for k in state)
+                     and {k[len(p):] for k in state} == set(own)), "")
+        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(parts) + hint)
     module.load_state_dict(state, strict=True)
 
 

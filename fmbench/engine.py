@@ -64,20 +64,56 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return dev
 
 
-def source_sha256(module: torch.nn.Module) -> str | None:
-    """The sha256 of the file that defines the model's class (``None`` where there is none,
-    such as a class defined in a notebook): a resumed run refuses a model whose code changed."""
+def _settings(module: torch.nn.Module) -> dict[str, Any]:
+    """A module's settings that are not tensors (``Thresh(t=0.3)``'s ``t``, a conv's stride):
+    plain values as they are, anything else by its type's name."""
+    def plain(v: Any) -> bool:
+        return v is None or isinstance(v, (bool, int, float, str)) or (
+            isinstance(v, (tuple, list)) and all(plain(x) for x in v))
+
+    return {k: v if plain(v) else f"<{type(v).__module__}.{type(v).__qualname__}>"
+            for k, v in sorted(vars(module).items()) if not k.startswith("_") and k != "training"}
+
+
+def source_sha256(module: torch.nn.Module, ref: str | None = None) -> str | None:
+    """The sha256 of the model's code and settings: the files that define the class of every
+    submodule (a factory's ``Sequential(A())`` included), TorchScript code, each submodule's
+    non-tensor settings, and the file a ``module:Attr`` reference names.  ``None`` where some
+    class has no source file (a class defined in a notebook or on stdin): such a run is never
+    reused from the cache, and a resumed run cannot tell whether the code changed."""
     import hashlib
     import inspect
+    import json
+    import sys
 
-    try:
-        path = inspect.getsourcefile(type(module))
-    except TypeError:
-        return None
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    h = hashlib.sha256()
+    files: set[str] = set()
+    for name, sub in module.named_modules():
+        cls = type(sub)
+        h.update(f"{name}={cls.__module__}.{cls.__qualname__};".encode())
+        h.update(json.dumps(_settings(sub), sort_keys=True, default=str).encode())
+        code = getattr(sub, "code", None)  # a TorchScript module's compiled code
+        if isinstance(code, str):
+            h.update(code.encode())
+        try:
+            path = inspect.getsourcefile(cls)
+        except TypeError:
+            path = None
+        if path and os.path.isfile(path):
+            files.add(path)
+        elif not isinstance(code, str):
+            return None
+    target = (ref or "").rpartition(":")[0]
+    if target.endswith(".py") and os.path.isfile(target):
+        files.add(target)
+    elif target in sys.modules:  # the module a reference named, imported when the model was loaded
+        origin = getattr(sys.modules[target], "__file__", None)
+        if origin and os.path.isfile(origin):
+            files.add(origin)
+    for path in sorted(files):
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
 
 
 def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device: torch.device, batch_size: int,
@@ -98,7 +134,7 @@ def run_header(loaded: LoadedModel, dataset_ref: str, protocol: Protocol, device
         "model_args": loaded.args,
         "weights_sha256": loaded.weights_sha256,
         "model_state_sha256": state_sha256(loaded.module.state_dict()),
-        "model_source_sha256": source_sha256(loaded.module),
+        "model_source_sha256": source_sha256(loaded.module, loaded.ref),
         "dataset": dataset_ref,
         "dataset_sha256": dataset_sha256,
         "device": device.type,
@@ -200,7 +236,15 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if isinstance(cond, WorstOf):  # a resumed run: remake what it refines from, outside its counts
                 cond.materialize(inputs, ctx)
             before = model.counts()
-            applied = cond.apply(inputs, ctx)
+            try:
+                applied = cond.apply(inputs, ctx)
+            except FmbenchError:
+                raise
+            except Exception as exc:  # in the model's forward or backward pass of an attack, or the condition
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ModelContractError(f"{cond.label} failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
+                                         f"({'x'.join(str(s) for s in batch.image.shape[-2:])}): "
+                                         f"{type(exc).__name__}: {first} (--debug shows where)") from exc
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:

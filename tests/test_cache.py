@@ -129,3 +129,42 @@ def test_cache_ls_and_clear(cli):
     assert r.returncode == 0 and json.loads(r.stdout)[0]["key"] == row["key"]
     r = cli("cache", "clear", row["key"][:8])
     assert r.returncode == 0 and "removed 1 cached result" in r.stdout and cache.listing() == []
+
+
+class Thresh(torch.nn.Module):
+    """A fixed threshold whose setting is a plain attribute, not a tensor."""
+
+    def __init__(self, t: float = 0.5):
+        super().__init__()
+        self.t = t
+        self.scale = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        return self.scale * (x - self.t)
+
+
+def test_a_model_that_differs_only_in_settings_or_in_a_submodules_code_is_never_reused(tmp_path, cli):
+    """The cache's identity covers every submodule's class file and non-tensor settings: the same
+    class with another threshold, a factory's Sequential around an edited class, and a class
+    without a source file (a notebook's) are never taken for an earlier run."""
+    a = fmbench.evaluate(Thresh(0.5), "nucleus", **TINY)
+    b = fmbench.evaluate(Thresh(0.3), "nucleus", **TINY)
+    assert b.reused is None and b.per_image["iou"] != a.per_image["iou"]
+    assert fmbench.evaluate(Thresh(0.3), "nucleus", **TINY).reused is not None  # the same one is
+
+    code = "import torch\nclass A(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+           "        self.s = torch.nn.Parameter(torch.tensor(20.0))\n    def forward(self, x):\n" \
+           "        return self.s * (x - {t})\ndef make():\n    return torch.nn.Sequential(A())\n"
+    (tmp_path / "seqmod.py").write_text(code.format(t=0.5))
+    args = ("eval", "--model", "seqmod:make", "--dataset", "nucleus", "--n-images", "1", "--image-size", "64",
+            "--corruptions", "noise", "--attacks", "none", "--quiet", "--random-init")
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    (tmp_path / "seqmod.py").write_text(code.format(t=0.3))
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "reused" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+    namespace: dict = {}
+    exec(code.format(t=0.5), namespace)  # a class with no source file, as in a notebook
+    first = fmbench.evaluate(namespace["make"](), "nucleus", **TINY)
+    assert first["identity"]["model_source_sha256"] is None
+    assert fmbench.evaluate(namespace["make"](), "nucleus", **TINY).reused is None

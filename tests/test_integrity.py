@@ -26,6 +26,7 @@ from .helpers import write_mymod
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "leaderboard" / "unet-small__nucleus__quick-v1.json"
 TINY = dict(n_images=4, image_size=64, corruptions=["noise"], attacks=["fgsm"], batch_size=2)
+FOLDER = {k: v for k, v in TINY.items() if k != "image_size"}  # a folder's images keep their own size
 
 
 def _registry():
@@ -345,7 +346,7 @@ def test_models_that_break_on_real_images_fail_in_one_line(tmp_path):
         fmbench.evaluate(ZeroChannels(), "nucleus", **TINY)
     ref = _folder(tmp_path)
     with pytest.raises(ModelContractError, match=r"probe batch of shape \(1, 1, 80, 120\).*only takes square"):
-        fmbench.evaluate(OnlySquare(), ref, **TINY)
+        fmbench.evaluate(OnlySquare(), ref, **FOLDER)
 
 
 def test_nan_logits_on_one_batch_name_the_image():
@@ -388,5 +389,45 @@ def test_unwritable_outputs_and_one_file_for_two_are_one_line(tmp_path, cli):
 
 def test_a_far_larger_image_is_announced_before_the_run(tmp_path):
     ref = _folder(tmp_path, shape=(600, 600), n=1)
-    r = fmbench.evaluate(nn.Conv2d(1, 2, 3, padding=1), ref, **TINY)
-    assert any("times the protocol's 64x64 pixels" in w and "600x600" in w for w in r.warnings)
+    r = fmbench.evaluate(nn.Conv2d(1, 2, 3, padding=1), ref, **FOLDER)
+    assert any("5 times the protocol's 256x256 pixels" in w and "600x600" in w for w in r.warnings)
+
+
+LATE = '''import torch
+
+
+class Late(torch.nn.Module):
+    """Fine until its n-th forward pass with gradients (the probe makes one), then it fails -- as
+    a model that runs out of memory in an attack's backward pass does."""
+
+    def __init__(self, n=2):
+        super().__init__()
+        self.n, self.calls = n, 0
+        self.s = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.calls += 1
+            if self.calls >= self.n:
+                raise RuntimeError("out of memory (simulated)")
+        return self.s * (x - 0.5)
+'''
+
+
+def test_a_model_failing_inside_an_attack_is_one_line_and_a_different_run_takes_the_next_name(tmp_path, cli):
+    (tmp_path / "late.py").write_text(LATE)
+    args = ("eval", "--model", "late:Late", "--random-init", "--dataset", "nucleus", "--n-images", "1",
+            "--image-size", "64", "--corruptions", "noise", "--attacks", "fgsm", "--quiet")
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: fgsm ε=1/255 failed on image test/00000") and \
+        "RuntimeError: out of memory (simulated)" in line, line
+    kept = list((tmp_path / "fmbench-results").glob("*.partial.jsonl"))
+    assert len(kept) == 1  # the chunks done so far, for --resume
+    # the same run again: told to resume; another run (the model fixed): the next free name
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 1 and "an unfinished run of this same run exists" in r.stderr, r.stderr
+    r = cli(*args, "--model-arg", "n=1000", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "fmbench-results").glob("*-2.json"))) == 1

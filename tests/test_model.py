@@ -186,3 +186,23 @@ def test_registered_model_without_weights_is_refused(cli, tmp_path):
             "--out", str(tmp_path / "r.json"), cwd=tmp_path)
     assert r.returncode == 1
     assert "has no trained weights for dataset 'nucleus'" in r.stderr or "does not fit the model" in r.stderr
+
+
+def test_a_training_scripts_checkpoint_layouts_load_or_say_what_to_do(tmp_path):
+    """The state dict beside an optimiser's ({"model_state_dict": ...}) loads; keys a wrapper
+    prefixed ("module." from DataParallel) or a dict with no state dict say what to do."""
+    from fmbench.checkpoint import load_state
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1))
+    sd = net.state_dict()
+    for key in ("model_state_dict", "model"):
+        torch.save({key: sd, "optimizer": {"lr": 0.1}, "epoch": 3}, tmp_path / "c.pt")
+        state, _ = read_checkpoint(tmp_path / "c.pt")
+        assert state.keys() == sd.keys()
+    torch.save({"optimizer": {"lr": 0.1}, "epoch": 3}, tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match=r"holds no state dict .*its top-level keys: 'optimizer', 'epoch'"):
+        read_checkpoint(tmp_path / "none.pt")
+    prefixed = {f"module.{k}": v for k, v in sd.items()}
+    with pytest.raises(CheckpointError, match=r"every key of the checkpoint starts with 'module.' \(saved from a "
+                                              r"wrapped model\)"):
+        load_state(net, prefixed, "checkpoint c.pt")
