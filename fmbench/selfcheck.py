@@ -39,6 +39,7 @@ from .attack import Attack, GradientTracker, random_noise
 from .metrics import per_image_iou, predict
 
 ABS_TOL = 0.01  # the smallest IoU difference a check reports
+SMALL_EFFECT, SMALL_EFFECT_EPS = 0.01, 4 / 255  # check 6: an IoU drop below this at a budget of at least this
 RANDOM_SHARE = 0.5  # random noise may cost at most this share of the attack's IoU drop
 
 
@@ -148,6 +149,13 @@ def review(result: dict[str, Any], records: list[dict[str, Any]],
                 warnings.append(f"{cid}: random noise of the same budget lowers IoU by {drop_random:.3f}, the "
                                 f"attack only by {drop_attack:.3f}; the attack is not much stronger than noise "
                                 f"(gradient masking?)")
+            # 6. an attack that barely moves a working model at a large budget: its gradients may be
+            # masked (outputs saturated, as by a steep sigmoid), which the controls above can miss
+            elif first["role"] == "gradient" and c["level"] >= SMALL_EFFECT_EPS and _mean(clean) > SMALL_EFFECT \
+                    and drop_attack < SMALL_EFFECT:
+                warnings.append(f"{cid}: the attack lowers IoU by only {drop_attack:.3f} at this budget; a model "
+                                f"this robust is rare, and saturated outputs (a steep sigmoid, probabilities for "
+                                f"logits) hide the gradient from it (gradient masking?)")
 
     def weaker(strong: str, weak: str, why: str) -> None:
         a, b = per_image[strong], per_image[weak]

@@ -413,3 +413,29 @@ def test_apgd_spends_one_gradient_per_step_and_keeps_its_lowest_iou_iterate(regi
         make(registry, "apgd", loss="dice")
     with pytest.raises(fmbench.ProtocolError, match="unsupported norm"):
         make(registry, "apgd", "l2")
+
+
+class _Thresh(torch.nn.Module):
+    def __init__(self, steep: bool = False):
+        super().__init__()
+        self.steep = steep
+        self.s = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        if self.steep:  # the same predictions, its gradient saturated to exactly zero almost everywhere
+            return self.s * (2 * torch.sigmoid(1e3 * (x - 0.5)) - 1)
+        return self.s * (x - 0.5)
+
+
+def test_an_attack_that_barely_moves_a_model_at_a_large_budget_is_flagged():
+    """A steep sigmoid predicts what a plain threshold predicts but hides the gradient: the attacks
+    lower its IoU by almost nothing and the random control does not notice (noise raises IoU on
+    these images).  The plain threshold is not flagged."""
+    import fmbench
+
+    kw = dict(n_images=2, image_size=64, corruptions=["none"], attacks=["fgsm", "pgd"], cache=False)
+    plain = fmbench.evaluate(_Thresh(), "nucleus", **kw)
+    steep = fmbench.evaluate(_Thresh(steep=True), "nucleus", **kw)
+    assert steep.per_image["iou"]["reference"] == plain.per_image["iou"]["reference"]
+    assert not any("lowers IoU by only" in w for w in plain.warnings), plain.warnings
+    assert any(w.startswith("fgsm@8/255: the attack lowers IoU by only") for w in steep.warnings), steep.warnings
