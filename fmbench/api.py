@@ -92,7 +92,11 @@ def load_model(model: str | nn.Module, *, model_args: Mapping[str, Any] | None =
     if isinstance(model, nn.Module):
         if model_args:
             raise ModelLoadError("model_args apply to a model reference, not to a module already built")
-        loaded = LoadedModel(module=model, ref=f"{type(model).__module__}:{type(model).__qualname__}", args={})
+        inner: Any = model  # named by what it wraps: DataParallel / DDP's .module, torch.compile's ._orig_mod
+        while isinstance(getattr(inner, "_orig_mod", None), nn.Module) or \
+                isinstance(inner, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            inner = getattr(inner, "_orig_mod", None) or inner.module
+        loaded = LoadedModel(module=model, ref=f"{type(inner).__module__}:{type(inner).__qualname__}", args={})
         if checkpoint is not None:
             from .checkpoint import load_state, read_checkpoint
             from .files import sha256_file

@@ -145,3 +145,15 @@ def test_progress_counts_model_work_and_a_log_gets_plain_lines(tmp_path, cli):
             "--corruptions", "noise", "--attacks", "pgd", "--no-cache", "--out", str(tmp_path / "r.json"))
     lines = [line for line in r.stderr.splitlines() if "% of the model work" in line]
     assert r.returncode == 0 and len(lines) >= 5 and "100 % of the model work (80/80" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_a_wrapped_module_is_named_by_the_model_it_wraps():
+    import torch
+
+    import fmbench
+
+    from .test_attacks import _Thresh
+
+    kw = dict(n_images=1, image_size=64, corruptions=["none"], attacks=["none"], cache=False)
+    for wrapped in (torch.nn.DataParallel(_Thresh()), torch.compile(_Thresh(), backend="eager")):
+        assert fmbench.evaluate(wrapped, "nucleus", **kw).document["model"]["ref"] == "tests.test_attacks:_Thresh"
