@@ -252,7 +252,8 @@ def scatter(data: dict[str, Any], out: str | Path) -> Path:
 def correlation_table(data: dict[str, Any]) -> Table:
     from rich.table import Table
 
-    t = Table(title=(f"corruption vs adversarial robustness · {data['protocol_id']} ({data['protocol_hash']}) · "
+    t = Table(title=(f"relative corruption vs relative adversarial robustness (the study's ratios: IoU under a "
+                     f"condition / clean IoU) · {data['protocol_id']} ({data['protocol_hash']}) · "
                      f"{', '.join(data['datasets'])} · across {data['scope']} (n = {len(data['labels'])})"),
               title_justify="left")
     for col in ("corruption robustness", "Pearson r", "95 % CI", "p", "Spearman ρ", "95 % CI", "p"):

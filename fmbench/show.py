@@ -9,9 +9,31 @@ from typing import Any
 from . import scores
 
 
+FEW_IMAGES = 10  # below this many test images, intervals and self-checks are rough (a line says so)
+
+
 def flag_lines(result: Mapping[str, Any]) -> list[str]:
-    """One rich-markup line per flag, in red."""
-    return [f"[bold red]{f['flag']}:[/bold red] [red]{f['reason']}[/red]" for f in result.get("flags", [])]
+    """One rich-markup line per flag, in red: the result's own and those the leaderboard's table
+    would give it without peers (``other-data``); and a line when it rests on few images."""
+    from rich.markup import escape
+
+    from .leaderboard.rank import flags as table_flags
+
+    doc: Any = getattr(result, "document", result)
+    found = list(doc.get("flags", []))
+    try:
+        model = doc.get("model") or {}
+        if "training" not in model and isinstance(model.get("meta"), Mapping):  # a result: its checkpoint's record
+            doc = {**doc, "model": {**model, "training": {"dataset": model["meta"].get("dataset")}}}
+        found += [f for f in table_flags(doc, None) if f["flag"] not in {g["flag"] for g in found}]
+    except (KeyError, TypeError, AttributeError):  # a document without a model or dataset record
+        pass
+    lines = [f"[bold red]{f['flag']}:[/bold red] [red]{escape(f['reason'])}[/red]" for f in found]
+    n = (doc.get("dataset") or {}).get("n_images")
+    if isinstance(n, int) and n < FEW_IMAGES:
+        lines.append(f"[yellow]few images:[/yellow] {n} test image{'s' * (n != 1)}: each 95 % interval and every "
+                     f"self-check rests on them; read the scores as a smoke test, not a measurement")
+    return lines
 
 
 def standing(result: Mapping[str, Any], entries: list[dict[str, Any]] | None, result_path: str,

@@ -118,3 +118,24 @@ def test_an_ensemble_run_on_its_own_refines_too():
     r = fmbench.evaluate("unet-small", "nucleus", "quick-v2", attacks=["worst-case"], **SMALL)
     wc = r.condition("worst-case@8/255")
     assert wc["passes"]["backward_images"] == 2 * (1 + 5 + 5 + 5 + 5)  # FGSM, PGD/SegPGD/CosPGD-5, refine
+
+
+def test_the_terminal_leaderboard_says_the_v2_table_is_a_draft(cli):
+    """The caption's '[draft protocol: ...]' is text: rich markup must not swallow it."""
+    r = cli("leaderboard", "--tier", "quick-v2")
+    assert r.returncode == 0, r.stderr
+    flat = " ".join(r.stdout.split())
+    assert "[draft protocol: its reference leaderboard is still being built" in flat
+    assert "± the standard deviation over an architecture's training seeds" in flat
+
+
+def test_eval_prints_the_flags_its_table_would_give_and_says_when_images_are_few(cli, tmp_path):
+    """The shipped unet-small learned from nucleus@2; on version 1 its clean IoU is not that of a
+    model trained there (other-data), which eval now says as the report does; 2 images: a smoke test."""
+    r = cli("eval", "--model", "unet-small", "--dataset", "nucleus", "--tier", "quick-v1", "--n-images", "2",
+            "--image-size", "64", "--corruptions", "noise", "--attacks", "none", "--no-cache", "--out",
+            str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    flat = " ".join(r.stdout.split())
+    assert "other-data: trained on nucleus@2, evaluated on nucleus" in flat
+    assert "few images: 2 test images" in flat

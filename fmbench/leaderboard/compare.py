@@ -105,7 +105,7 @@ def _neighbour(x: dict[str, Any] | None) -> str:
     if x is None:
         return "—"
     ci = x.get("ci95")
-    diff = f"{x['diff']:+.3f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+    diff = f"{x['diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
     noise = " ≈ noise" if x.get("within_noise") else ""
     flags = "".join(f" [red]{f}[/red]" for f in x.get("flags") or [])
     return f"{escape(x['model'])}{flags} {x['score']['value']:.3f} ({diff}){noise}"

@@ -53,7 +53,9 @@ def _title(group: dict[str, Any]) -> str:
         draft += f" — label-noise track: trained on {group['label_noise']} annotations"
     return (f"{group['dataset']} · {group['protocol_id']}{draft} (protocol {group['protocol_hash']}), sorted by "
             f"{SORT_TEXT[group['sort']]}; robust IoU: per image the worst attack at {head}; rel.: the study's "
-            f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images")
+            f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images"
+            + ("; ± the standard deviation over an architecture's training seeds (n seeds: its row)"
+               if any(len(r.get("seeds") or []) > 1 for r in rows(group)) else ""))
 
 
 def render_tables(gs: list[dict[str, Any]]) -> list[Table]:
@@ -62,7 +64,9 @@ def render_tables(gs: list[dict[str, Any]]) -> list[Table]:
 
     tables = []
     for g in gs:
-        t = Table(title=_title(g), title_justify="left")
+        from rich.markup import escape
+
+        t = Table(title=escape(_title(g)), title_justify="left")  # "[draft protocol: ...]" is text, not markup
         for key, head in COLUMNS:
             t.add_column(head, justify="left" if key in ("model", "flags") else "right")
         for r in rows(g):
