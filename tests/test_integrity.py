@@ -203,7 +203,10 @@ def test_recheck_refuses_an_entry_whose_training_is_not_its_weights(tmp_path):
 
     e = read_json(ROOT / "leaderboard" / "unet-r18+seed1__nucleus__quick-v2.json")
     ids = e["per_image"]["ids"]
-    result = {"model": copy.deepcopy(e["model"]),
+    t = e["model"]["training"]
+    meta = {k: t[k] for k in ("recipe", "seed", "dataset", "protocol", "val_iou", "convergence", "command")}
+    # what a re-evaluation records: the loaded checkpoint's own metadata
+    result = {"kind": "fmbench-result", "model": {"ref": e["model"]["ref"], "meta": meta},
               "per_image": {"ids": ids[:2], "iou": {c: v[:2] for c, v in e["per_image"]["iou"].items()}}}
     assert recheck_compare(e, result)[1] == []
     for key, value in (("seed", 2), ("defense", "pgd-at"), ("label_noise", "missing:0.4:1")):

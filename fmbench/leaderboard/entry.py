@@ -34,6 +34,28 @@ def describe_hardware(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()}"
 
 
+def training_record(meta: Any) -> dict[str, Any]:
+    """An entry's ``model.training``: what a checkpoint's metadata says about its training."""
+    meta = meta if isinstance(meta, dict) else {}
+    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
+    defense = meta.get("defense")
+    if defense is None and recipe is not None:
+        defense = recipe.get("defense")
+    return {
+        "recipe": recipe,
+        "seed": meta.get("seed") if isinstance(meta.get("seed"), int) else None,
+        "defense": defense if isinstance(defense, str) else None,
+        # rough training annotations (fmbench.label_noise): its own leaderboard track
+        "label_noise": (recipe or {}).get("label_noise") or None,
+        "dataset": meta.get("dataset"),
+        "protocol": meta.get("protocol"),
+        "val_iou": meta.get("val_iou"),
+        # plateaued or still rising when the budget ended (fmbench.train.convergence)
+        "convergence": meta.get("convergence") if isinstance(meta.get("convergence"), dict) else None,
+        "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
+    }
+
+
 def build_entry(result: dict[str, Any], *, hardware: str | None = None, command: str | None = None) -> dict[str, Any]:
     """A leaderboard entry from a result document: provenance, every condition's scores, the
     summary (recomputed from those conditions) and the per-image IoU.  Training recipe, seed
@@ -45,10 +67,6 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
                           "re-made on another machine and accepted by measurement; install the exact file "
                           "(`fmbench zoo install PATH`) or submit your own checkpoint (--checkpoint)")
     meta = result["model"].get("meta") or {}
-    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else None
-    defense = meta.get("defense")
-    if defense is None and recipe is not None:
-        defense = recipe.get("defense")
     run = result.get("run") or {}
     conditions = [{k: c[k] for k in CONDITION_FIELDS} for c in result["conditions"]]
     per_image = result.get("per_image") or {}
@@ -68,19 +86,7 @@ def build_entry(result: dict[str, Any], *, hardware: str | None = None, command:
             "state_sha256": result["model"].get("state_sha256"),
             "parameters": result["model"].get("parameters"),
             "plugin": result["model"].get("plugin"),
-            "training": {
-                "recipe": recipe,
-                "seed": meta.get("seed") if isinstance(meta.get("seed"), int) else None,
-                "defense": defense if isinstance(defense, str) else None,
-                # rough training annotations (fmbench.label_noise): its own leaderboard track
-                "label_noise": (recipe or {}).get("label_noise") or None,
-                "dataset": meta.get("dataset"),
-                "protocol": meta.get("protocol"),
-                "val_iou": meta.get("val_iou"),
-                # plateaued or still rising when the budget ended (fmbench.train.convergence)
-                "convergence": meta.get("convergence") if isinstance(meta.get("convergence"), dict) else None,
-                "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
-            },
+            "training": training_record(meta),
         },
         "dataset": dict(result["dataset"]),
         "protocol": {k: result["protocol"][k] for k in ("id", "name", "version", "hash")},

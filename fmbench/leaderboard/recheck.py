@@ -137,9 +137,15 @@ def training_mismatch(entry: dict[str, Any], result: dict[str, Any]) -> list[str
     """The training the entry claims against the one its weights record (the re-evaluation's
     ``model.training``, read from the checkpoint): same numbers from relabelled weights are not
     the same entry."""
+    from .entry import training_record
+
     def training(doc: Any) -> dict[str, Any] | None:
         model = doc.get("model") if isinstance(doc, dict) else None
-        found = model.get("training") if isinstance(model, dict) else None
+        if not isinstance(model, dict):
+            return None
+        if "training" not in model and "meta" in model:  # a result: its checkpoint's metadata, as an entry records it
+            return training_record(model["meta"])
+        found = model.get("training")
         return found if isinstance(found, dict) else None
 
     claimed, loaded = training(entry), training(result)
