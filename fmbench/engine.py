@@ -87,7 +87,7 @@ def source_sha256(module: torch.nn.Module, ref: str | None = None) -> str | None
     import sys
 
     h = hashlib.sha256()
-    files: set[str] = set()
+    sources: dict[type, str | None] = {}  # each class's file, looked up once
     for name, sub in module.named_modules():
         cls = type(sub)
         h.update(f"{name}={cls.__module__}.{cls.__qualname__};".encode())
@@ -95,14 +95,15 @@ def source_sha256(module: torch.nn.Module, ref: str | None = None) -> str | None
         code = getattr(sub, "code", None)  # a TorchScript module's compiled code
         if isinstance(code, str):
             h.update(code.encode())
-        try:
-            path = inspect.getsourcefile(cls)
-        except TypeError:
-            path = None
-        if path and os.path.isfile(path):
-            files.add(path)
-        elif not isinstance(code, str):
+        if cls not in sources:
+            try:
+                path = inspect.getsourcefile(cls)
+            except TypeError:
+                path = None
+            sources[cls] = path if path and os.path.isfile(path) else None
+        if sources[cls] is None and not isinstance(code, str):
             return None
+    files = {p for p in sources.values() if p}
     target = (ref or "").rpartition(":")[0]
     if target.endswith(".py") and os.path.isfile(target):
         files.add(target)
@@ -236,11 +237,14 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if isinstance(cond, WorstOf):  # a resumed run: remake what it refines from, outside its counts
                 cond.materialize(inputs, ctx)
             before = model.counts()
-            try:
+            try:  # the model's passes (an attack's backward ones too): a failure is one line naming the image
                 applied = cond.apply(inputs, ctx)
+                if applied.counts is None:
+                    with torch.inference_mode():
+                        logits = model(applied.input)
             except FmbenchError:
                 raise
-            except Exception as exc:  # in the model's forward or backward pass of an attack, or the condition
+            except Exception as exc:  # out of memory, an image size the model cannot take (probed up to a limit)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise ModelContractError(f"{cond.label} failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
                                          f"({'x'.join(str(s) for s in batch.image.shape[-2:])}): "
@@ -248,14 +252,6 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:
-                try:
-                    with torch.inference_mode():
-                        logits = model(applied.input)
-                except Exception as exc:  # e.g. an image size the model cannot take (probed up to a limit)
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    raise ModelContractError(f"the model failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
-                                             f"({'x'.join(str(s) for s in batch.image.shape[-2:])}) under "
-                                             f"{cond.label}: {type(exc).__name__}: {first}") from exc
                 if not torch.isfinite(logits).all():
                     bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
                     raise ModelContractError(f"the model's output has NaN or infinite values on image "

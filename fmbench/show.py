@@ -17,6 +17,7 @@ def flag_lines(result: Mapping[str, Any]) -> list[str]:
     would give it without peers (``other-data``); and a line when it rests on few images."""
     from rich.markup import escape
 
+    from .leaderboard.entry import training_record
     from .leaderboard.rank import flags as table_flags
 
     doc: Any = getattr(result, "document", result)
@@ -24,7 +25,7 @@ def flag_lines(result: Mapping[str, Any]) -> list[str]:
     try:
         model = doc.get("model") or {}
         if "training" not in model and isinstance(model.get("meta"), Mapping):  # a result: its checkpoint's record
-            doc = {**doc, "model": {**model, "training": {"dataset": model["meta"].get("dataset")}}}
+            doc = {**doc, "model": {**model, "training": training_record(model["meta"])}}
         found += [f for f in table_flags(doc, None) if f["flag"] not in {g["flag"] for g in found}]
     except (KeyError, TypeError, AttributeError):  # a document without a model or dataset record
         pass

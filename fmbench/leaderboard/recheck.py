@@ -152,7 +152,7 @@ def training_mismatch(entry: dict[str, Any], result: dict[str, Any]) -> list[str
     if claimed is None and loaded is None:
         return []
     claimed, loaded = claimed or {}, loaded or {}
-    norm = {"seed": lambda v: v or 0, "defense": lambda v: v or "none"}
+    unset = {"seed": 0, "defense": "none"}  # what an unrecorded value means; else None
     return [f"model.training.{k}: the entry says {claimed.get(k)!r}, its weights {loaded.get(k)!r}"
             for k in TRAINING_IDENTITY
-            if norm.get(k, lambda v: v or None)(claimed.get(k)) != norm.get(k, lambda v: v or None)(loaded.get(k))]
+            if (claimed.get(k) or unset.get(k)) != (loaded.get(k) or unset.get(k))]
