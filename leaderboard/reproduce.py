@@ -104,6 +104,13 @@ def register_weights(model: str, name: str, ckpt: Path) -> None:
     write_json(WEIGHTS_FILE, table)
 
 
+def registered(model: str) -> dict:
+    """The weights names plugins/zoo_weights.json pins for ``model``."""
+    from fmbench_plugins.zoo import WEIGHTS_FILE
+
+    return json.loads(WEIGHTS_FILE.read_text())["weights"].get(model, {}) if WEIGHTS_FILE.exists() else {}
+
+
 TRAIN_COLUMNS = ("train_command", "train_minutes", "val_iou", "weights_sha256", "convergence")
 
 
@@ -241,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in wanted:
         ship = shipped(p.model, p.dataset)
         p.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        if p.entry.exists() and (ship or (p.ckpt.exists() and p.name in registered(p.model))):
+            continue  # done before: nothing to train, evaluate or regenerate
         if p.entry.exists() and not ship and not p.ckpt.exists():
             # done here before; its weights are pinned in zoo_weights.json, and the training
             # command in the entry rebuilds them when someone needs them
