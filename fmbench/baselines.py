@@ -15,11 +15,13 @@ clean IoU does not clearly beat the best trivial one is flagged ``degenerate``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from . import scores
 from .metrics import iou_dice, overlap_counts
 
 BINS = 256
@@ -92,6 +94,35 @@ def summary(baselines: dict[str, Any] | None, conditions: list[dict[str, Any]]) 
         out[name] = {"clean_iou": math.fsum(iou[ref]) / n,
                      "corrupted_iou": math.fsum(per_image) / n if per_image else None}
     return out
+
+
+CLASSICAL = "otsu"  # the non-learned segmenter a network must beat (flag ``below-classical``)
+
+
+def classical_per_image(per_cond: Mapping[str, Sequence[float]], conditions: Sequence[Mapping[str, Any]]
+                        ) -> dict[str, np.ndarray]:
+    """A baseline's per-image ``clean_iou`` and ``corrupted_iou`` (each image's mean over the
+    corruptions), as :func:`fmbench.scores.per_image` gives a model's, from its per-image IoU by
+    condition id."""
+    ref = [c["id"] for c in conditions if c["kind"] == "reference"]
+    corr = [c["id"] for c in conditions if c["kind"] == "corruption"]
+    out = {}
+    if ref and ref[0] in per_cond:
+        out["clean_iou"] = np.asarray(per_cond[ref[0]], float)
+    if corr and all(c in per_cond for c in corr):
+        out["corrupted_iou"] = np.mean([per_cond[c] for c in corr], axis=0)
+    return out
+
+
+def classical_flag(doc: Mapping[str, Any]) -> dict[str, str] | None:
+    """``below-classical`` for a result whose clean or corrupted IoU is below that of Otsu's
+    threshold on its own images (:func:`fmbench.scores.below_classical`), else ``None``."""
+    block = (doc.get("baselines") or {}).get(CLASSICAL)
+    if not block:
+        return None
+    mine = {k: scores.per_image(doc, k) for k in ("clean_iou", "corrupted_iou")}
+    reason = scores.below_classical(mine, classical_per_image(block["iou"], doc["conditions"]))
+    return {"flag": "below-classical", "reason": reason} if reason else None
 
 
 BASELINES_KIND = "fmbench-baselines"

@@ -141,18 +141,19 @@ def assemble(header: dict[str, Any], protocol: Protocol, conditions: Sequence[Co
 
 def flags(doc: Mapping[str, Any]) -> list[dict[str, str]]:
     """What a reader must know before reading a result's numbers: ``degenerate`` (its clean IoU
-    does not clearly beat the best trivial baseline on its own images), ``reproduced-weights``
-    (registered weights re-made on another machine, accepted by their validation IoU)."""
+    does not clearly beat the best trivial baseline on its own images), else ``below-classical``
+    (Otsu's threshold does better), ``reproduced-weights`` (registered weights re-made on another
+    machine, accepted by their validation IoU)."""
     out = []
     base = doc.get("baselines") or {}
-    clean = doc["per_image"]["iou"]["reference"]
     trivial = {k: v["iou"]["reference"] for k, v in base.items() if "reference" in v["iou"]}
-    reason = scores.degenerate(clean, trivial)
+    reason = scores.degenerate(doc["per_image"]["iou"]["reference"], trivial)
     if reason:
         out.append({"flag": "degenerate", "reason": reason})
-    reproduced = doc["model"].get("reproduced")
-    if reproduced:
-        out.append({"flag": "reproduced-weights", "reason": reproduced["note"]})
+    elif (below := baselines.classical_flag(doc)) is not None:
+        out.append(below)
+    if doc["model"].get("reproduced"):
+        out.append({"flag": "reproduced-weights", "reason": doc["model"]["reproduced"]["note"]})
     return out
 
 

@@ -186,6 +186,33 @@ def degenerate(clean: Sequence[float], baselines: Mapping[str, Sequence[float]])
     return None
 
 
+def below_classical(model: Mapping[str, np.ndarray | None], classical: Mapping[str, np.ndarray | None],
+                    name: str = "Otsu's threshold") -> str | None:
+    """Why a model does worse than a non-learned segmenter on the same images, or ``None``:
+    for each score given in both (``clean_iou``, ``corrupted_iou``: per-image values in one
+    image order), the paired mean difference is below 0.  A network that a threshold beats has
+    not learned to segment these images, and its robustness says little about learned
+    segmentation."""
+    parts, clear = [], False
+    for key, text in (("clean_iou", "clean IoU"), ("corrupted_iou", "corrupted IoU")):
+        a, b = model.get(key), classical.get(key)
+        if a is None or b is None or len(a) != len(b) or not len(a):
+            continue
+        d = paired_difference(a, b)
+        if d["diff"] < 0:
+            clear = clear or d["ci95"][1] < 0
+            parts.append(f"{text} {np.mean(a):.3f} against {np.mean(b):.3f} (paired difference {d['diff']:+.3f} "
+                         f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}])")
+    if not parts:
+        return None
+    how = "better" if clear else "about as well (the difference is inside these images' noise)"
+    if parts[0].startswith("clean"):
+        what = f"A non-learned segmenter does {how} here, so its robustness says little about learned segmentation"
+    else:
+        what = f"Under corruption a non-learned segmenter does {how}: the network keeps no advantage over it there"
+    return f"below {name} on the same images: {'; '.join(parts)}. {what}"
+
+
 def undertrained(clean: float, best: float, best_label: str) -> str | None:
     """Why an entry's clean IoU is too far below the best entry of its table to read its
     robustness as a property of its architecture, or ``None``."""

@@ -171,3 +171,55 @@ def test_own_images_suggest_the_shipped_weights_never_training_on_them(tmp_path,
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["model"]["meta"]["dataset"] == "nucleus@2" and math.isfinite(doc["scores"]["clean_iou"]["value"])
+
+
+def test_below_classical_compares_paired_per_image_scores_with_otsu():
+    otsu_ = {"clean_iou": np.array([0.8, 0.7, 0.9, 0.6]), "corrupted_iou": np.array([0.6, 0.5, 0.7, 0.4])}
+    above = {k: v + 0.05 for k, v in otsu_.items()}
+    assert scores.below_classical(above, otsu_) is None
+    worse = {"clean_iou": otsu_["clean_iou"] - 0.1, "corrupted_iou": otsu_["corrupted_iou"] + 0.1}
+    reason = scores.below_classical(worse, otsu_)
+    assert reason.startswith("below Otsu's threshold on the same images: clean IoU 0.650 against 0.750")
+    assert "corrupted IoU" not in reason and "does better here" in reason  # every image lower: interval below 0
+    mixed = {"clean_iou": otsu_["clean_iou"] + np.array([0.1, -0.1, 0.05, -0.07])}
+    assert "about as well (the difference is inside these images' noise)" in scores.below_classical(mixed, otsu_)
+    assert scores.below_classical({"clean_iou": otsu_["clean_iou"][:2]}, otsu_) is None  # other images: no claim
+
+
+class Blurry(nn.Module):
+    """A network that segments, but worse than a threshold: it calls a wide rim around every
+    object foreground (a box blur of the input, thresholded low)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 9, padding=4)
+        with torch.no_grad():
+            self.conv.weight.fill_(1 / 81)
+            self.conv.bias.fill_(-0.05)
+
+    def forward(self, x):
+        return 40 * self.conv(x)
+
+
+def test_a_network_a_threshold_beats_is_flagged_in_eval_and_on_the_leaderboard(runs, tmp_path):
+    from fmbench.leaderboard import rank
+
+    blurry = fmbench.evaluate(Blurry(), "mito", SMALL, batch_size=4)
+    otsu_clean = np.mean(blurry["baselines"]["otsu"]["iou"]["reference"])
+    assert otsu_clean - 0.05 > blurry.scores["clean_iou"]["value"] > np.mean(
+        blurry["baselines"]["all-foreground"]["iou"]["reference"]) + 0.05  # worse than Otsu, not degenerate
+    assert [f["flag"] for f in blurry.flags] == ["below-classical"]
+    assert f"against {otsu_clean:.3f}" in blurry.flags[0]["reason"]
+    # on the leaderboard, against its table's baselines file (the entry carries no flags of its own)
+    untrained, thresh = runs
+    iou = {name: b["iou"] for name, b in blurry["baselines"].items()}  # a baselines file's layout
+    base = {"per_image": {"ids": blurry.per_image["ids"], "iou": iou}}
+    entries = [build_entry(blurry.document), build_entry(thresh.document)]
+    key = (entries[0]["protocol"]["hash"], "mito")
+    (g,) = rank.groups(entries, baselines={key: base})
+    (mine,) = [label for label in g["flags"] if "Blurry" in label]
+    assert [f["flag"] for f in g["flags"][mine]][0] == "below-classical"
+    # baselines that do not cover its images make no claim
+    other = {"per_image": {"ids": ["elsewhere"] * 4, "iou": iou}}
+    (g,) = rank.groups(entries[:1], baselines={key: other})
+    assert g["flags"][mine] == []  # (alone in its table: nothing to be undertrained against)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import scores
+from .. import baselines as baselines_mod, scores
 from .entry import model_label
 
 SORT_KEYS = {"robust": "robust_iou", "corrupted": "corrupted_iou", "clean": "clean_iou",
@@ -49,11 +49,16 @@ def _score(entry: dict[str, Any], key: str) -> float | None:
     return None if block is None else block.get("value")
 
 
-def flags(entry: dict[str, Any], best: tuple[float, str] | None) -> list[dict[str, str]]:
-    """An entry's flags within its table: ``other-data`` when the model was trained on another
-    version of the dataset it is evaluated on (its clean IoU then says so, not that it is
-    undertrained), else ``undertrained`` against the best clean IoU."""
+def flags(entry: dict[str, Any], best: tuple[float, str] | None,
+          table_baselines: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """An entry's flags within its table: ``below-classical`` when Otsu's threshold in the
+    table's baselines does better on its images; ``other-data`` when the model was trained on
+    another version of the dataset it is evaluated on (its clean IoU then says so, not that it
+    is undertrained), else ``undertrained`` against the best clean IoU."""
     out = list(entry.get("flags", []))
+    below = classical_flag(entry, table_baselines)
+    if below and below["flag"] not in {f["flag"] for f in out}:
+        out.append(below)
     clean = _score(entry, "clean_iou")
     trained_on = ((entry.get("model") or {}).get("training") or {}).get("dataset")
     evaluated_on = entry["dataset"]["ref"]
@@ -67,6 +72,29 @@ def flags(entry: dict[str, Any], best: tuple[float, str] | None) -> list[dict[st
         if reason:
             out.append(convergence_flag(entry, reason))
     return out
+
+
+def classical_flag(entry: dict[str, Any], doc: dict[str, Any] | None) -> dict[str, str] | None:
+    """``below-classical`` for a row (pooled seeds: the per-image mean over them) whose clean or
+    corrupted IoU is below Otsu's threshold's on the same images, read from its table's
+    baselines document ``doc``; ``None`` when it is not, or ``doc`` does not cover its images."""
+    if not doc:
+        return None
+    where = {image: k for k, image in enumerate(doc["per_image"]["ids"])}
+    ids = entry["per_image"]["ids"]
+    block = doc["per_image"]["iou"].get(baselines_mod.CLASSICAL)
+    if block is None or any(i not in where for i in ids):
+        return None
+    theirs = baselines_mod.classical_per_image({c: [v[where[i]] for i in ids] for c, v in block.items()},
+                                           entry["conditions"])
+    mine = {}
+    for key in ("clean_iou", "corrupted_iou"):
+        got = [scores.per_image(m, key) for m in entry.get("members") or [entry]]
+        per = [g for g in got if g is not None and g.shape == (len(ids),)]
+        if per and len(per) == len(got):
+            mine[key] = np.mean(per, axis=0)
+    reason = scores.below_classical(mine, theirs)
+    return {"flag": "below-classical", "reason": reason} if reason else None
 
 
 def convergence_flag(entry: dict[str, Any], gap: str) -> dict[str, str]:
@@ -217,7 +245,7 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
         es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), row_label(e)))
         cleans = [(c, row_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
         best = max(cleans) if cleans else None
-        fl = {row_label(e): flags(e, best) for e in es}
+        fl = {row_label(e): flags(e, best, (baselines or {}).get((h, ds))) for e in es}
         for label, more in spread_flags(es, key, typical_by_protocol[h]).items():
             fl[label] = fl.get(label, []) + more
         out.append({"protocol_id": es[0]["protocol"]["id"], "protocol_hash": h, "dataset": ds, "sort": sort,
