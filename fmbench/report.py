@@ -255,9 +255,10 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
                                                                   for k, v in CHECKS_EXPLAINED.items()) + ".</p>")
     out.append("<h2>Among the leaderboard</h2>")
     if data:
-        out.append(f"<p class=note>{data['n_entries']} entries on {html.escape(data['dataset'])} under this protocol; "
-                   "Δ = this model − the other, with its paired 95 % interval over the same images; ≈ noise: the "
-                   "interval includes 0.</p><table><tr><th>score</th><th>rank</th><th>above (Δ)</th><th>below (Δ)</th></tr>")
+        out.append(f"<p class=note>{data['n_entries']} leaderboard rows on {html.escape(data['dataset'])} under this "
+                   "protocol (an architecture's training seeds are one row, their mean); Δ = this model − the other, "
+                   "with its paired 95 % interval over the same images; ≈ noise: the interval includes 0; ≈ seeds: Δ "
+                   "is inside the seed-to-seed spread of the two.</p><table><tr><th>score</th><th>rank</th><th>above (Δ)</th><th>below (Δ)</th></tr>")
         for r in data["rows"][:5]:
             def nb(x: Any) -> str:
                 if x is None:
@@ -265,7 +266,7 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
                 ci = x.get("ci95")
                 return (f"{html.escape(x['model'])} {x['score']['value']:.3f} ({x['diff']:+.3f}"
                         + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + ")"
-                        + (" ≈ noise" if x.get("within_noise") else ""))
+                        + (" ≈ noise" if x.get("within_noise") else " ≈ seeds" if x.get("within_seeds") else ""))
             rank = "not ranked" if r["rank"] is None else f"{r['rank']} of {r['of']}"
             out.append(f"<tr><td>{html.escape(r['label'])}</td><td>{rank}</td><td>{nb(r['above'])}</td>"
                        f"<td>{nb(r['below'])}</td></tr>")

@@ -234,7 +234,12 @@ def fmt(score: Mapping[str, Any] | None, digits: int = 3) -> str:
 def per_image(entry: Mapping[str, Any], key: str) -> np.ndarray | None:
     """The per-image values behind an absolute score of a result or entry (``clean_iou``,
     ``corrupted_iou``, ``robust_iou``, or a family's IoU), in the order of its image ids;
-    ``None`` for a relative score (a ratio of means has no per-image value)."""
+    ``None`` for a relative score (a ratio of means has no per-image value).  For a row that
+    pools several training seeds (``members``), each image's mean over the seeds."""
+    if entry.get("members"):
+        got = [per_image(m, key) for m in entry["members"]]
+        ok = [g for g in got if g is not None]
+        return np.mean(ok, axis=0) if ok and len(ok) == len(got) and len({g.shape for g in ok}) == 1 else None
     conds = entry["conditions"]
     iou = entry["per_image"]["iou"]
     head = entry.get("scores", {}).get("headline") or {}

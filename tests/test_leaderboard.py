@@ -355,7 +355,7 @@ def test_compare_leaves_the_models_own_entry_out_of_the_ranking(board, real, pro
     assert adv["own"]["model"] == "net-c"
     assert adv["own"]["diff"] == pytest.approx(mine - (MODELS["net-c"][2] + 0.005))
     r = invoke("compare", str(tmp_path / "rerun.json"), "--dir", str(d))
-    assert r.exit_code == 0 and "its entry" in r.output and "3 other entries" in r.output
+    assert r.exit_code == 0 and "its entry" in r.output and "3 other leaderboard rows" in r.output
 
 
 def test_compare_refuses_other_protocol(board, real, proto, tmp_path):

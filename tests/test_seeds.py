@@ -129,3 +129,33 @@ def test_the_zoo_docs_agreement_table_reads_seed_agreement():
     got = seed_agreement(steady)["scores"]["robust_iou"]
     assert f"| er | robust IoU | 4 × 3 | {got['icc']:.2f} | 1.00 (3 seed pairs) | 100% of 6 |" in text
     assert "nucleus: seed agreement needs at least 3 architectures with 2 or more seeds; found 0." in text
+
+
+def test_compare_ranks_against_rows_of_pooled_seeds_as_the_leaderboard_does():
+    from fmbench.leaderboard.compare import compare
+
+    e0 = entry("unet-r18")
+    # one lucky seed well above the others: ranked seed by seed, it would be "the best"
+    runs = [e0, reseeded(e0, 1, 0.30), reseeded(e0, 2, 0.0)]
+    others = [entry(m) for m in ARCHS[1:]]
+    mine = reseeded(entry("fpn-r18"), 5, 0.0)  # a user's re-run of fpn-r18 with another seed
+    data = compare(mine, runs + others)
+    assert data["n_entries"] == len(ARCHS)  # unet-r18's three seeds are one row; fpn-r18's seed 0 another
+    robust = next(r for r in data["rows"] if r["metric"] == "robust_iou")
+    pooled = pool_seeds(runs)["scores"]["robust_iou"]["value"]
+    board = [pooled] + [o["scores"]["robust_iou"]["value"] for o in others]
+    assert robust["rank"] == 1 + sum(1 for v in board if v > robust["yours"])
+    named = [x for x in (robust["best"], robust["above"], robust["below"]) if x]
+    seeded = [x for x in named if x["model"] == "unet-r18 (3 seeds)"]
+    assert all(x["score"]["value"] == pytest.approx(pooled) for x in seeded)
+    assert not any("seed 1" in x["model"] for x in named)
+    # a difference to a pooled row is paired on the per-image seed mean, and said to be inside
+    # the seed spread where it is
+    r = next(r for r in compare(runs[2], runs[:2] + others)["rows"] if r["metric"] == "robust_iou")
+    x = next(v for v in (r["best"], r["above"], r["below"]) if v and v["model"] == "unet-r18 (2 seeds)")
+    two = pool_seeds(runs[:2])
+    assert x["score"]["value"] == pytest.approx(two["scores"]["robust_iou"]["value"])
+    sd = two["seed_spread"]["robust_iou"]["sd"]
+    assert sd > 0.1 and abs(x["diff"]) < sd and x["within_seeds"] is True
+    d = scores.paired_difference(scores.per_image(runs[2], "robust_iou"), scores.per_image(two, "robust_iou"))
+    assert x["ci95"] == d["ci95"]  # paired on the per-image seed mean

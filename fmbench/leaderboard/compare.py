@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .. import baselines, scores
 from ..errors import ResultError
 from ..integrity import consistency
 from .entry import as_entry, model_label
 from .rank import flags as entry_flags
-from .rank import score_block
+from .rank import label_noise_of, pool_seeds, row_label, score_block, typical_spreads
 from .store import schema_validator
 
 if TYPE_CHECKING:  # names for annotations only
@@ -23,18 +25,27 @@ METRICS = [("robust_iou", "robust IoU (worst attack per image)"), ("corrupted_io
 
 
 def _versus(mine: dict[str, Any], theirs: dict[str, Any] | None, key: str, yours: float,
-            best: tuple[float, str] | None = None) -> dict[str, Any] | None:
-    """A neighbour: its score and the difference yours − theirs, with a paired 95 % interval
-    over the shared images where the score has per-image values."""
+            best: tuple[float, str] | None = None, typical: dict[str, tuple[float, str]] | None = None
+            ) -> dict[str, Any] | None:
+    """A neighbour (a row of the leaderboard: an architecture's seeds pooled): its score and
+    the difference yours − theirs, with a paired 95 % interval over the shared images where the
+    score has per-image values, and whether the difference is inside the seed-to-seed spread of
+    the two (``within_seeds``: their own seed SD or the ``typical`` one, and the typical one for
+    yours, a single training run)."""
     if theirs is None:
         return None
     block = score_block(theirs, key) or {}
-    out: dict[str, Any] = {"model": model_label(theirs), "score": block, "diff": yours - block["value"],
-                           "ci95": None, "within_noise": None, "flags": [f["flag"] for f in entry_flags(theirs, best)]}
+    out: dict[str, Any] = {"model": row_label(theirs), "score": block, "diff": yours - block["value"],
+                           "ci95": None, "within_noise": None, "within_seeds": None,
+                           "flags": [f["flag"] for f in entry_flags(theirs, best)]}
     a, b = scores.per_image(mine, key), scores.per_image(theirs, key)
     if a is not None and b is not None and mine["per_image"]["ids"] == theirs["per_image"]["ids"]:
         paired = scores.paired_difference(a, b)
         out.update(ci95=paired["ci95"], within_noise=paired["within_noise"])
+    own_sd = (theirs.get("seed_spread") or {}).get(key, {}).get("sd")
+    usual = (typical or {}).get(key, (None, ""))[0]
+    if usual is not None:
+        out["within_seeds"] = bool(abs(out["diff"]) < float(np.hypot(usual, own_sd if own_sd is not None else usual)))
     return out
 
 
@@ -62,17 +73,23 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
         raise ResultError(f"not a complete fmbench result: {problems[0]}")
         raise ResultError("the result has no scores (made by an older fmbench); re-run it or rescore its entry")
     h, ds = mine["protocol"]["hash"], mine["dataset"]["ref"]
-    peers = [e for e in entries if e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds]
+    peers = [e for e in entries if e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds
+             and label_noise_of(e) == label_noise_of(mine)]  # noisy-label training ranks in its own track
     label = model_label(mine)
     own = next((e for e in peers if model_label(e) == label), None)
-    peers = [e for e in peers if model_label(e) != label]
+    arch: dict[str, list[dict[str, Any]]] = {}  # the leaderboard's rows: an architecture's seeds pooled
+    for e in peers:
+        if model_label(e) != label:
+            arch.setdefault(model_label(e, seed=False), []).append(e)
+    peers = [pool_seeds(m) for m in arch.values()]
+    typical = typical_spreads(peers)
     if not peers and own is None:
         others = sorted({f"{e['dataset']['ref']} · {e['protocol']['id']} ({e['protocol']['hash']})" for e in entries})
         raise ResultError(f"no leaderboard entry has protocol {mine['protocol']['id']} ({h}) and dataset {ds!r}; "
                           f"entries exist for: {', '.join(others) or 'none'}")
     flags = list(doc.get("flags") or [])
     ranked = not any(f["flag"] == "degenerate" for f in flags)
-    cleans = [(c, model_label(e)) for e in peers if (c := (score_block(e, "clean_iou") or {}).get("value")) is not None]
+    cleans = [(c, row_label(e)) for e in peers if (c := (score_block(e, "clean_iou") or {}).get("value")) is not None]
     best_clean = max(cleans) if cleans else None
     metrics = list(METRICS) + [(f, f"{f} ({b['kind']}) IoU") for f, b in mine["scores"]["families"].items()]
     out_rows = []
@@ -90,9 +107,10 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
         out_rows.append({
             "metric": key, "label": text, "score": block, "yours": yours,
             "rank": rank if ranked else None, "of": len(scored) + 1,
-            "best": _versus(mine, scored[0] if scored else None, key, yours, best_clean),
-            "above": _versus(mine, above, key, yours, best_clean),
-            "below": _versus(mine, below, key, yours, best_clean), "own": _versus(mine, own, key, yours, best_clean),
+            "best": _versus(mine, scored[0] if scored else None, key, yours, best_clean, typical),
+            "above": _versus(mine, above, key, yours, best_clean, typical),
+            "below": _versus(mine, below, key, yours, best_clean, typical),
+            "own": _versus(mine, own, key, yours, best_clean, typical),
         })
     return {"model": label, "dataset": ds, "protocol_id": mine["protocol"]["id"], "protocol_hash": h,
             "n_entries": len(peers), "own_entry": own is not None, "ranked": ranked, "flags": flags,
@@ -106,7 +124,7 @@ def _neighbour(x: dict[str, Any] | None) -> str:
         return "—"
     ci = x.get("ci95")
     diff = f"{x['diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
-    noise = " ≈ noise" if x.get("within_noise") else ""
+    noise = " ≈ noise" if x.get("within_noise") else " ≈ seeds" if x.get("within_seeds") else ""
     flags = "".join(f" [red]{f}[/red]" for f in x.get("flags") or [])
     return f"{escape(x['model'])}{flags} {x['score']['value']:.3f} ({diff}){noise}"
 
@@ -118,9 +136,11 @@ def compare_table(data: dict[str, Any]) -> Table:
     own = data.get("own_entry")
     note = "" if data.get("ranked", True) else "; [red]not ranked: degenerate[/red]"
     t = Table(title=(f"{escape(data['model'])} against {data['n_entries']} "
-                     f"{'other ' if own else ''}entries on {data['dataset']} · "
+                     f"{'other ' if own else ''}leaderboard rows on {data['dataset']} · "
                      f"{data['protocol_id']} (protocol {data['protocol_hash']}); Δ = yours − theirs "
-                     f"[paired 95 % interval over the same images]; ≈ noise: the interval includes 0"
+                     f"\\[paired 95 % interval over the same images]; ≈ noise: the interval includes 0; "
+                     f"≈ seeds: Δ is inside the seed-to-seed spread of the two (an architecture's seeds are one row, "
+                     f"their mean)"
                      + ("; its own entry is left out of the ranking and shown last" if own else "") + note),
               title_justify="left")
     cols = ("score", "yours", "rank", "best (Δ)", "above (Δ)", "below (Δ)") + (("its entry (Δ)",) if own else ())

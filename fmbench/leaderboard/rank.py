@@ -87,12 +87,7 @@ def classical_flag(entry: dict[str, Any], doc: dict[str, Any] | None) -> dict[st
         return None
     theirs = baselines_mod.classical_per_image({c: [v[where[i]] for i in ids] for c, v in block.items()},
                                            entry["conditions"])
-    mine = {}
-    for key in ("clean_iou", "corrupted_iou"):
-        got = [scores.per_image(m, key) for m in entry.get("members") or [entry]]
-        per = [g for g in got if g is not None and g.shape == (len(ids),)]
-        if per and len(per) == len(got):
-            mine[key] = np.mean(per, axis=0)
+    mine = {key: scores.per_image(entry, key) for key in ("clean_iou", "corrupted_iou")}
     reason = scores.below_classical(mine, theirs)
     return {"flag": "below-classical", "reason": reason} if reason else None
 
