@@ -120,9 +120,9 @@ def defence_table(rows: list[dict]) -> str:
 
 
 def agreement_table(entries: list[dict]) -> str:
-    """How much of each dataset's ranking is architecture (``fmbench.analysis.seed_agreement``
+    """How much of each dataset's ranking is architecture (``fmbench.agreement.seed_agreement``
     over the undefended entries with seeds), one row per dataset x score."""
-    from fmbench.analysis import seed_agreement
+    from fmbench.agreement import cell, seed_agreement
     from fmbench.errors import ResultError
 
     lines = ["| dataset | score | architectures × seeds | ICC (share between architectures) | "
@@ -141,10 +141,11 @@ def agreement_table(entries: list[dict]) -> str:
             g = got["scores"].get(key)
             if not g:
                 continue
-            stable = "" if g["pairs_stable"] is None else f"{g['pairs_stable']:.0%} of {g['n_pairs']}"
+            stable = "" if g["pairs_stable"] is None else f"{cell(g['pairs_stable'], g['pairs_stable_ci95'], True)} " \
+                                                          f"of {g['n_pairs']}"
             lines.append(f"| {ds} | {label} | {len(got['architectures'])} × {len(got['seeds'])} | "
-                         f"{_f(g['icc'], 2)} | {_f(g['seed_rank_correlation'], 2)} ({g['n_seed_pairs']} seed pairs) | "
-                         f"{stable} | {_f(g['sd'])} |")
+                         f"{cell(g['icc'], g['icc_ci95'])} | {cell(g['seed_rank_correlation'], g['seed_rank_correlation_ci95'])} "
+                         f"({g['n_seed_pairs']} seed pairs) | {stable} | {_f(g['sd'])} |")
     body = "\n".join(lines) if len(lines) > 2 else ""
     return "\n\n".join(x for x in (body, " ".join(notes)) if x)
 
@@ -163,8 +164,8 @@ def section(table: dict, entries: list[dict] | None = None) -> str:
         "**How much of the ranking is architecture** (`fmbench analyze --seeds`, from the entries of the "
         "architectures with two or more seeds; ICC: the share of a score's variance between architectures, "
         "1 = seeds agree exactly, 0 = the architecture explains nothing, below 0 = seeds differ more than the "
-        "architectures do). With few architectures and two seeds these are rough readings, not estimates to "
-        "quote (a rank ρ over four architectures and one seed pair can take only a handful of values):",
+        "architectures do). Each reading has its 95 % interval from 2000 resamples of the architectures: "
+        "with few architectures and seeds they are wide, and a reading is no more than its interval says:",
         agreement_table(entries or []) or "No dataset has three architectures with two or more seeds yet.",
         "**Defences** (against the same architecture undefended, seed 0, whatever the defended row's seed):",
         defence_table(rows),

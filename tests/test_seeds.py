@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fmbench import scores
-from fmbench.analysis import across_entries, seed_agreement
+from fmbench.agreement import seed_agreement
+from fmbench.analysis import across_entries
 from fmbench.files import read_json
 from fmbench.leaderboard.rank import groups, pool_seeds, rows
 
@@ -83,6 +84,23 @@ def test_seed_agreement_separates_architecture_from_luck():
     assert r["icc"] < 0.5 and r["pairs_stable"] < 1.0
     with pytest.raises(Exception, match="at least 3 architectures"):
         seed_agreement([base["unet-r18"], reseeded(base["unet-r18"], 1, 0.0)])
+    # every reading has a 95 % interval over resampled architectures that holds it
+    for key in ("icc", "seed_rank_correlation", "pairs_stable"):
+        lo, hi = r[f"{key}_ci95"]
+        assert lo <= r[key] + 1e-9 and r[key] - 1e-9 <= hi
+    assert r["icc_ci95"][1] - r["icc_ci95"][0] > got["scores"]["robust_iou"]["icc_ci95"][1] - \
+        got["scores"]["robust_iou"]["icc_ci95"][0]  # luck: a wider interval than steady seeds give
+    # the same readings as the textbook formulas
+    from scipy import stats
+
+    from fmbench.agreement import icc1
+
+    table = np.array([[e["scores"]["robust_iou"]["value"] for e in shuffled[i * 3:(i + 1) * 3]] for i in range(4)])
+    msb = 3 * ((table.mean(1) - table.mean()) ** 2).sum() / 3
+    msw = ((table - table.mean(1, keepdims=True)) ** 2).sum() / 8
+    assert r["icc"] == pytest.approx((msb - msw) / (msb + 2 * msw)) == pytest.approx(icc1(list(table)))
+    rhos = [stats.spearmanr(table[:, a], table[:, b])[0] for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert r["seed_rank_correlation"] == pytest.approx(np.mean(rhos))
     # analyze across entries: one point per architecture, its seeds averaged
     data = across_entries(steady)
     assert len(data["labels"]) == 4 and all(lab.endswith("(3 seeds)") for lab in data["labels"])
@@ -127,7 +145,8 @@ def test_the_zoo_docs_agreement_table_reads_seed_agreement():
     steady = [reseeded(e, s, 0.002 * s) for e in base.values() for s in range(3)]
     text = zoo_tables.agreement_table(steady + [entry("unet-r18", "nucleus")])
     got = seed_agreement(steady)["scores"]["robust_iou"]
-    assert f"| er | robust IoU | 4 × 3 | {got['icc']:.2f} | 1.00 (3 seed pairs) | 100% of 6 |" in text
+    icc = f"{got['icc']:.2f} [{got['icc_ci95'][0]:.2f}, {got['icc_ci95'][1]:.2f}]"
+    assert f"| er | robust IoU | 4 × 3 | {icc} | 1.00 [1.00, 1.00] (3 seed pairs) | 100% [100%, 100%] of 6 |" in text
     assert "nucleus: seed agreement needs at least 3 architectures with 2 or more seeds; found 0." in text
 
 

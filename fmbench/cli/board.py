@@ -245,25 +245,14 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
         return
     entries = select_entries(load_entries(directory, reg), dataset_ref, tier)
     if seeds:
-        from ..analysis import seed_agreement
+        from ..agreement import agreement_table, seed_agreement
 
         agreement = seed_agreement(entries)
         if as_json:
             click.echo(json.dumps(agreement, indent=2))
             return
-        from rich.table import Table
-
-        t = Table(title=f"{agreement['dataset']} · {agreement['protocol_id']}: {len(agreement['architectures'])} "
-                        f"architectures, seeds {', '.join(map(str, agreement['seeds']))}", title_justify="left")
-        for head in ("score", "between-architecture share (ICC)", "seed-to-seed rank ρ", "pairs in the same order "
-                     "under every seed", "median seed SD"):
-            t.add_column(head, justify="left" if head == "score" else "right")
-        for key, v in agreement["scores"].items():
-            t.add_row(key, "—" if v["icc"] is None else f"{v['icc']:.2f}",
-                      "—" if v["seed_rank_correlation"] is None else f"{v['seed_rank_correlation']:.2f}",
-                      "—" if v["pairs_stable"] is None else f"{v['pairs_stable']:.0%} of {v['n_pairs']}",
-                      f"{v['sd']:.3f}")
-        console().print(t)
+        console().print(agreement_table(agreement))
+        _draft_line(agreement["protocol_id"], len(agreement["architectures"]))
         return
     if families:
         from ..families import family_matrix, family_table
@@ -273,6 +262,7 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
             click.echo(json.dumps(matrix, indent=2))
         else:
             console().print(family_table(matrix))
+            _draft_line(matrix["protocol_id"], matrix["n_models"])
         return
     if within:
         hits = [e for e in entries if within in (e["model"]["ref"], model_label(e))]
@@ -286,7 +276,18 @@ def analyze_cmd(directory, dataset_ref, tier, within, out, n_boot, seed, as_json
         click.echo(json.dumps({k: v for k, v in data.items()} | {"png": str(path)}, indent=2))
     else:
         console().print(correlation_table(data))
+        _draft_line(data["protocol_id"], len(data["labels"]) if data.get("scope") == "entries" else 1)
         click.echo(f"scatter plot written to {path}")
+
+
+def _draft_line(protocol_id: str | None, n_rows: int) -> None:
+    from rich.markup import escape
+
+    from ..leaderboard.render import draft_note
+
+    note = draft_note(protocol_id, n_rows)
+    if note:
+        console().print(f"[yellow]{escape(note)}[/yellow]")
 
 
 @leaderboard_group.command("baselines")

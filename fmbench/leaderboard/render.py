@@ -45,6 +45,14 @@ def _draft(protocol_id: str) -> bool:
         return False
 
 
+def draft_note(protocol_id: str | None, n_rows: int) -> str | None:
+    """A line for statistics read from a draft protocol's entries, or ``None``."""
+    if not protocol_id or not _draft(protocol_id):
+        return None
+    return (f"draft protocol {protocol_id}: its reference leaderboard is still being built ({n_rows} architectures "
+            f"so far); these readings will change as entries are added")
+
+
 def _title(group: dict[str, Any]) -> str:
     head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
     draft = (" [draft protocol: its reference leaderboard is still being built, "
