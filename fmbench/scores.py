@@ -161,6 +161,31 @@ def compute(conditions: Sequence[Mapping[str, Any]], iou: Mapping[str, Sequence[
     return out
 
 
+def pooled_relative(members: Sequence[Mapping[str, Any]], key: str, n_boot: int = N_BOOT,
+                    seed: int = BOOT_SEED) -> dict[str, Any]:
+    """The mean over training seeds (``members``, scored on the same images) of a relative score
+    (``corruption_robustness`` or ``adversarial_robustness``), with its 95 % interval: each
+    bootstrap resample of the images is applied to every seed, and the seeds' values averaged."""
+    kind = "corruption" if key == "corruption_robustness" else "attack"
+    values, boots = [], []
+    for m in members:
+        rows = {c["id"]: np.asarray(m["per_image"]["iou"][c["id"]], float) for c in m["conditions"]}
+        ref = rows[next(c["id"] for c in m["conditions"] if c["kind"] == "reference")]
+        fams: dict[str, list[str]] = {}
+        for c in m["conditions"]:
+            if c["kind"] == kind:
+                fams.setdefault(c["family"], []).append(c["id"])
+        if not fams:
+            return _score(None, None)
+        values.append(float(_relative(rows, ref, fams, None)))
+        boots.append(_relative(rows, ref, fams, resamples(ref.size, n_boot, seed)))
+    mean = _nanmean_stack(boots)
+    mean = mean[~np.isnan(mean)]
+    ci = [float(np.percentile(mean, 2.5)), float(np.percentile(mean, 97.5))] if mean.size else None
+    value = float(np.mean(values))
+    return _score(None if math.isnan(value) else value, ci)
+
+
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = N_BOOT,
                       seed: int = BOOT_SEED) -> dict[str, Any]:
     """Mean of ``a - b`` over the same images with its 95 % bootstrap interval, and whether

@@ -45,6 +45,14 @@ def test_seeds_pool_into_one_row_with_their_spread():
     assert pooled["seed_spread"]["clean_iou"]["sd"] == pytest.approx(0.0)  # attacks moved, clean did not
     lo, hi = pooled["scores"]["robust_iou"]["ci95"]
     assert lo < pooled["scores"]["robust_iou"]["value"] < hi
+    # a relative score: the seeds' mean, with an interval from resampling the images of every seed alike
+    adv = pooled["scores"]["adversarial_robustness"]
+    assert adv["value"] == pytest.approx(np.mean([r["scores"]["adversarial_robustness"]["value"] for r in runs]))
+    lo, hi = adv["ci95"]
+    assert lo < adv["value"] < hi and hi - lo < 2 * (runs[0]["scores"]["adversarial_robustness"]["ci95"][1] -
+                                                     runs[0]["scores"]["adversarial_robustness"]["ci95"][0])
+    one = scores.pooled_relative(runs[:1], "adversarial_robustness")
+    assert one == runs[0]["scores"]["adversarial_robustness"]  # one seed: the entry's own score and interval
     (g,) = groups(runs + [entry("fpn-r18")])
     labels = [r["model"] for r in rows(g)]
     assert "unet-r18 (3 seeds)" in labels and len(labels) == 2  # one row per architecture
@@ -178,3 +186,15 @@ def test_compare_ranks_against_rows_of_pooled_seeds_as_the_leaderboard_does():
     assert sd > 0.1 and abs(x["diff"]) < sd and x["within_seeds"] is True
     d = scores.paired_difference(scores.per_image(runs[2], "robust_iou"), scores.per_image(two, "robust_iou"))
     assert x["ci95"] == d["ci95"]  # paired on the per-image seed mean
+
+
+def test_the_csv_of_a_pooled_row_names_every_seeds_weights():
+    from fmbench.leaderboard.render import render_csv
+
+    e0 = entry("unet-r18")
+    runs = [e0, reseeded(e0, 1, -0.05), reseeded(e0, 2, -0.10)]
+    for k, r in enumerate(runs):
+        r["model"]["weights_sha256"] = f"{k}" * 64
+    text = render_csv(groups(runs + [entry("fpn-r18")]))
+    line = next(x for x in text.splitlines() if "unet-r18 (3 seeds)" in x)
+    assert " ".join(f"{k}" * 64 for k in range(3)) in line

@@ -119,8 +119,8 @@ def pool_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
     """One row's entry for an architecture trained with several seeds (same model, defence,
     dataset and protocol): absolute scores are the mean over seeds with a 95 % bootstrap
     interval over the images of the per-image seed mean (every seed is scored on the same
-    images); relative scores the mean of the seeds' values (no interval: a ratio of means has
-    no per-image value); ``seed_spread`` the standard deviation, range and count over seeds of
+    images); relative scores the mean of the seeds' values with an interval from the same image
+    resamples applied to every seed (:func:`fmbench.scores.pooled_relative`); ``seed_spread`` the standard deviation, range and count over seeds of
     every score.  A single entry is returned as it is, with ``seed_spread`` empty."""
     members = sorted(members, key=lambda e: e["model"]["training"].get("seed") or 0)
     if len(members) == 1:
@@ -137,7 +137,10 @@ def pool_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
                        "n": int(arr.size)}
         got = [scores.per_image(e, key) for e in members]
         per = [p for p in got if p is not None]
-        if len(per) == len(members) and all(p.shape == per[0].shape for p in per):
+        same_images = all(e["per_image"]["ids"] == base["per_image"]["ids"] for e in members)
+        if key in scores.RELATIVE_SCORES and same_images:
+            pooled_scores[key] = scores.pooled_relative(members, key)
+        elif same_images and len(per) == len(members) and all(p.shape == per[0].shape for p in per):
             mean_img = np.mean(np.stack(per), axis=0)
             pooled_scores[key] = {"value": float(np.nanmean(mean_img)),
                                   "ci95": scores.interval(mean_img, scores.resamples(mean_img.size))}
@@ -250,7 +253,8 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
 
 def rows(group: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per entry: rank, model, the three headline scores and the study's two ratios
-    (each ``{"value", "ci95"}``), flags, images, weights."""
+    (each ``{"value", "ci95"}``), flags, images, weights (a pooled row: each seed's weights hash,
+    space-separated in the order of its ``seeds``)."""
     out = []
     for rank, e in enumerate(group["entries"], 1):
         label = row_label(e)
@@ -260,7 +264,8 @@ def rows(group: dict[str, Any]) -> list[dict[str, Any]]:
             row[key] = score_block(e, key)
         row["flags"] = [f["flag"] for f in group["flags"].get(label, [])]
         row["n_images"] = e["dataset"]["n_images"]
-        row["weights_sha256"] = e["model"].get("weights_sha256")
+        row["weights_sha256"] = e["model"].get("weights_sha256") if not e.get("members") else \
+            " ".join(str(m["model"].get("weights_sha256")) for m in e["members"])  # one per seed, in `seeds` order
         row["seeds"] = e.get("seeds") or [e["model"]["training"].get("seed")]
         row["seed_spread"] = e.get("seed_spread") or {}
         out.append(row)
