@@ -124,8 +124,9 @@ def seed_agreement(entries: list[dict[str, Any]], *, n_boot: int = N_BOOT, seed:
     half the resamples give a value).  A resample that draws one architecture twice counts it as
     two: the interval is about the population of architectures this zoo stands for.
     """
-    from .leaderboard.rank import SPREAD_KEYS, _score
+    from .leaderboard.rank import SPREAD_KEYS, _score, label_noise_of
 
+    entries = [e for e in entries if not label_noise_of(e)]  # the main board's trainings only
     pid, _ = _pick_group(entries, "the entries")
     datasets = sorted({e["dataset"]["ref"] for e in entries})
     if len(datasets) != 1:

@@ -156,9 +156,12 @@ def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: i
     """Correlations across entries (one point per entry) of one protocol: overall corruption
     robustness and each corruption family against adversarial robustness, and the overall one
     again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
-    from .leaderboard.rank import row_label
+    from .leaderboard.rank import label_noise_of, row_label
 
-    entries = [e for e in entries if e["summary"]["adversarial_robustness"] is not None
+    clean_labels = [e for e in entries if not label_noise_of(e)]  # a noisy-label training is no architecture point
+    if entries and not clean_labels:
+        raise ResultError("these are label-noise track entries: `fmbench analyze --label-noise` studies them")
+    entries = [e for e in clean_labels if e["summary"]["adversarial_robustness"] is not None
                and e["summary"]["corruption_robustness"] is not None]
     pid, phash = _pick_group(entries, "the entries")
     entries = pooled(entries)

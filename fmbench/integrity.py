@@ -241,6 +241,27 @@ def consistency(doc: Mapping[str, Any], registry: Registry | None = None,
         protocol = known.get(doc["protocol"]["hash"])
         if protocol is not None:
             problems += plan_problems(doc, protocol, registry)
+        problems += label_noise_problems(doc, registry)
         if doc.get("kind") == "fmbench-leaderboard-entry":
             problems += weights_problems(doc, registry, track_weights)
     return problems
+
+
+def label_noise_problems(doc: Mapping[str, Any], registry: Registry) -> list[str]:
+    """A training label-noise setting must be a registered kind written as the trainer writes it
+    (``KIND:RATE:SEVERITY``, :attr:`fmbench.label_noise.Setting.text`), so that the track's study
+    reads exactly what was trained."""
+    from .errors import FmbenchError
+    from .label_noise import parse_setting
+
+    text = (((doc.get("model") or {}).get("training") or {}) if isinstance(doc.get("model"), Mapping) else {}).get(
+        "label_noise")
+    if text is None or text == "":
+        return []
+    try:
+        setting = parse_setting(str(text), registry)
+    except FmbenchError as exc:
+        return [f"model.training.label_noise: {exc}"]
+    if setting.text != text:
+        return [f"model.training.label_noise {text!r} is not written as training writes it ({setting.text!r})"]
+    return []

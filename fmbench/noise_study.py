@@ -2,8 +2,8 @@
 masks, each rate tested against the model trained on exact masks.
 
 For one model, dataset and protocol, the entries trained with one noise kind at several rates
-(and severity) and the entry trained on exact labels (rate 0) are compared image by image on
-the same test images: per rate, each headline score with its 95 % bootstrap interval, and for
+(and severity) and the entries trained on exact labels (rate 0: each image's mean over their
+training seeds) are compared image by image on the same test images: per rate, each headline score with its 95 % bootstrap interval, and for
 each score the paired difference to rate 0 (mean, its bootstrap interval), a two-sided Wilcoxon
 signed-rank test, its p-value Holm-corrected over the rates of the kind, and the matched-pairs
 rank-biserial correlation as the effect size.  ``max_safe_rate`` is the largest rate up to which
@@ -41,9 +41,10 @@ def _per_image(entry: dict[str, Any], key: str) -> np.ndarray:
 
 
 def _score(entry: dict[str, Any], key: str) -> dict[str, Any]:
-    if key in entry["scores"]:
-        return entry["scores"][key]
-    v = _per_image(entry, key)
+    return entry["scores"][key] if key in entry["scores"] else _mean_score(_per_image(entry, key))
+
+
+def _mean_score(v: np.ndarray) -> dict[str, Any]:
     return {"value": float(v.mean()), "ci95": [round(c, 6) for c in scores.interval(v, scores.resamples(v.size))]}
 
 
@@ -75,8 +76,12 @@ def setting_of(entry: dict[str, Any]) -> tuple[str, float, float] | None:
     text = ((entry.get("model") or {}).get("training") or {}).get("label_noise")
     if not text:
         return None
-    kind, rate, severity = text.split(":")
-    return kind, float(rate), float(severity)
+    try:
+        kind, rate, severity = str(text).split(":")
+        return kind, float(rate), float(severity)
+    except ValueError:
+        raise ResultError(f"{entry['model'].get('ref')}: label-noise setting {text!r} is not KIND:RATE:SEVERITY "
+                          "(`fmbench leaderboard validate` says more)") from None
 
 
 def _test(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
@@ -99,11 +104,12 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
 
     A per-image test compares two *trained models*; with one training per rate it cannot tell the
     label noise from training luck (two trainings on the same exact labels with other seeds also
-    differ, image by image).  Entries trained on exact labels with other seeds than the study's
-    measure that: their paired differences to the reference are the *training-noise floor* (per
-    score, the largest |Δ|), and a rate's loss counts as significant only when its Holm-corrected p
-    is below 0.05, its bootstrap interval lies below 0, and it is larger than the floor.  Without
-    such entries ``floor`` is ``None`` and the result says the floor was not measured."""
+    differ, image by image).  So the reference (rate 0) is each image's mean over every training
+    on exact labels (seeds), not one seed's; each of those trainings against the mean of the others
+    gives the *training-noise floor* (per score, the largest |Δ|), and a rate's loss counts as
+    significant only when its Holm-corrected p is below 0.05, its bootstrap interval lies below 0,
+    and it is larger than the floor.  With one exact-label training the reference is that one,
+    ``floor`` is ``None``, and the result says the floor was not measured."""
     mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset]
     if not mine:
         here = sorted({e["model"]["ref"] for e in entries if e["dataset"]["ref"] == dataset})
@@ -118,19 +124,25 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     if len(seeds) > 1:
         raise ResultError(f"{model} on {dataset}: noisy-label entries trained with seeds {seeds}; the study "
                           "compares one seed's trainings")
-    refs = [e for e in base if _seed(e) == seeds[0]]
-    if not refs:
+    if not any(_seed(e) == seeds[0] for e in base):
         raise ResultError(f"{model} on {dataset}: no entry trained on exact labels (rate 0) with seed {seeds[0]} "
                           "to compare with")
-    if len(refs) > 1:
-        raise ResultError(f"{model} on {dataset}: {len(refs)} exact-label entries with seed {seeds[0]}; keep one")
-    ref = refs[0]
+    exact = sorted(base, key=_seed)
+    twice = sorted({_seed(e) for e in exact if sum(_seed(f) == _seed(e) for f in exact) > 1})
+    if twice:
+        raise ResultError(f"{model} on {dataset}: several exact-label entries with seed {twice[0]}; keep one")
+    ref = next(e for e in exact if _seed(e) == seeds[0])
     for e in mine:
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
             raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
-    null = sorted((e for e in base if _seed(e) != seeds[0]), key=_seed)
-    floor_tests: list[dict[str, Any]] = [{"seed": _seed(e), **{k: _test(_per_image(e, k), _per_image(ref, k)) for k in SCORES}}
-                   for e in null]
+    # the reference: each image's mean over every exact-label training (one seed's luck is not the baseline)
+    reference = {k: np.mean([_per_image(e, k) for e in exact], axis=0) for k in SCORES}
+    floor_tests: list[dict[str, Any]] = []
+    if len(exact) > 1:  # each exact-label training against the mean of the others: training luck alone
+        for e in exact:
+            others = [f for f in exact if f is not e]
+            floor_tests.append({"seed": _seed(e), **{k: _test(_per_image(e, k), np.mean([_per_image(f, k) for f in others],
+                                                                                         axis=0)) for k in SCORES}})
     floor = {k: max(abs(t[k]["diff"]) for t in floor_tests) for k in SCORES} if floor_tests else None
     kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for e in noisy:
@@ -139,15 +151,17 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         kinds.setdefault((s[0], s[2]), []).append(e)
     out: dict[str, Any] = {"model": model, "dataset": dataset, "protocol_id": ref["protocol"]["id"],
                            "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "seed": seeds[0],
-                           "training_noise": floor_tests, "floor": floor, "kinds": []}
+                           "reference_seeds": [_seed(e) for e in exact], "training_noise": floor_tests,
+                           "floor": floor, "kinds": []}
     for (kind, severity), es in sorted(kinds.items()):
         es = sorted(es, key=lambda e: setting_of(e)[1])  # type: ignore[index]
-        rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) for k in SCORES}}]
+        rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) if len(exact) == 1 else _mean_score(reference[k])
+                                                       for k in SCORES}}]
         tests: dict[str, list[dict[str, Any]]] = {k: [] for k in SCORES}
         for e in es:
             rows.append({"rate": setting_of(e)[1], **{k: _score(e, k) for k in SCORES}})  # type: ignore[index]
             for k in SCORES:
-                tests[k].append(_test(_per_image(e, k), _per_image(ref, k)))
+                tests[k].append(_test(_per_image(e, k), reference[k]))
         for k in SCORES:
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"] = adj
@@ -172,7 +186,7 @@ def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str
     """Every study in a set of track entries, one per model, dataset and protocol with noisy-label
     entries: ``(model, dataset, protocol id, the study or why it cannot be made)``."""
     keys = sorted({(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries
-                   if setting_of(e) is not None})
+                   if (e["model"].get("training") or {}).get("label_noise")})  # a malformed one: an error row
     out: list[tuple[str, str, str, dict[str, Any] | ResultError]] = []
     for model, dataset, pid in keys:
         mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset
@@ -250,26 +264,33 @@ def markdown(data: dict[str, Any]) -> str:
     floor, then per noise kind each score with its 95 % interval per rate, and against exact
     labels the paired difference [95 % interval], the Holm-corrected Wilcoxon p and the
     rank-biserial effect; a significant loss in bold."""
+    ref_seeds = data.get("reference_seeds") or [data["seed"]]
     out = [f"**{data['model']} on {data['dataset']}** ({data['protocol_id']}, {data['n_images']} test images, "
-           f"training seed {data['seed']})", ""]
+           f"noisy-label trainings with seed {data['seed']}; rate 0 is "
+           + (f"each image's mean over the exact-label trainings with seeds {', '.join(map(str, ref_seeds))})"
+              if len(ref_seeds) > 1 else f"the exact-label training with seed {ref_seeds[0]})"), ""]
     if data["floor"] is None:
         out += ["*Training noise not measured* (no exact-label training with another seed): a difference below "
                 "may be training luck rather than label noise; read it as a lead.", ""]
     else:
-        out += [f"*Training noise*: the same model trained on exact labels with seed(s) "
-                f"{', '.join(str(t['seed']) for t in data['training_noise'])}, against seed {data['seed']} "
-                "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count. The floor "
-                f"is an estimate from {len(data['training_noise'])} training{'s' * (len(data['training_noise']) > 1)}: a label noise with no effect would "
-                f"still exceed it about {1 / (len(data['training_noise']) + 1):.0%} of the time, so the floor removes "
-                "differences of the size training luck produces; it is not a calibrated test.", "",
+        n = len(data["training_noise"])
+        out += [f"*Training noise*: each exact-label training against the mean of the other{'s' * (n > 2)} "
+                "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count, so the "
+                "floor is also the smallest loss this study can detect. It is a heuristic from "
+                f"{n} trainings, not a calibrated test: the noisy-label models share their seed (initialisation, "
+                "batch order) with one of the reference trainings, so their differences are not exchangeable with "
+                "these; it removes differences of the size training luck produced here.", "",
                 "| exact labels | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---|" + "---|" * len(SCORES)]
         for t in data["training_noise"]:
-            out.append(f"| seed {t['seed']} | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
+            out.append(f"| seed {t['seed']} − the others | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
         out.append("| floor | " + " | ".join(f"{data['floor'][k]:.3f}" for k in SCORES) + " |")
         out.append("")
     for kind in data["kinds"]:
-        safe = ", ".join(f"{LABELS[k]} {v:.0%}" for k, v in kind["max_safe_rate"].items())
-        out += [f"*{kind['kind']}*, severity {kind['severity']:g} — largest rate with no significant loss: {safe}", "",
+        top = kind["rows"][-1]["rate"]
+        safe = ", ".join(f"{LABELS[k]} {v:.0%}" + (f" (losses under {data['floor'][k]:.3f} undetectable)"
+                                                   if data["floor"] else "") for k, v in kind["max_safe_rate"].items())
+        out += [f"*{kind['kind']}*, severity {kind['severity']:g}, rates measured up to {top:.0%} — largest rate with "
+                f"no detected loss: {safe}", "",
                 "| rate | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---:|" + "---|" * len(SCORES)]
         for row in kind["rows"]:
             cells = []

@@ -163,9 +163,10 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
              "masks noisy, compared image by image with the same model trained on exact masks (Wilcoxon "
              "signed-rank, Holm-corrected over the rates of a kind). A *significant* difference has p < 0.05, a "
              "paired 95 % interval that excludes 0, and is larger than the training noise where that is measured. "
-             "*Largest rate with no detected loss*: the largest rate before the first significant loss of that "
-             "score — no loss detected on these test images, which is not proof of none; a kind measured only at "
-             "some rates can say no more than its largest rate.", "",
+             "Rate 0 is each image's mean over the exact-label trainings (seeds). *Largest rate with no detected "
+             "loss*: the largest rate before the first significant loss of that score — no loss detected on these "
+             "test images, which is not proof of none; a kind measured only at some rates can say no more than its "
+             "largest rate. In brackets, the training-noise floor: only a loss larger than it could be detected.", "",
              "| model | dataset | protocol | noise (severity) | rates measured | largest rate with no detected loss: "
              "clean IoU | corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) | significant gains |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
@@ -190,12 +191,13 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                               for k in TESTED if any(r[f"{k}_test"]["significant_gain"] for r in kind["rows"][1:]))
             lines.append(f"| {model} | {dataset} | {pid} | {kind['kind']} ({kind['severity']:g}) | "
                          f"{', '.join(f'{r:.0%}' for r in rates)} | "
-                         + " | ".join(f"{safe[k]:.0%}" for k in TESTED) + f" | {delta} | {gains or '—'} |")
+                         + " | ".join(f"{safe[k]:.0%}" + (f" ({fl[k]:.3f})" if fl else "") for k in TESTED)
+                         + f" | {delta} | {gains or '—'} |")
             # agree: no significant loss up to a measured rate of at least 20 %; disagree: a loss at a
             # rate of 20 % or less; otherwise the rates measured cannot say
             losses = [r["rate"] for r in kind["rows"][1:] if r["clean_iou_test"]["significant_loss"]]
             if safe["clean_iou"] >= YU_SAFE_RATE - 1e-9:
-                verdicts.append("agree")
+                verdicts.append("agree" if losses else "no loss")
                 at20 = [r["clean_iou_test"] for r in kind["rows"][1:] if abs(r["rate"] - YU_SAFE_RATE) < 1e-9]
                 if at20:
                     allowed.append(-at20[0]["ci95"][0])
@@ -207,7 +209,9 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
         n = len(verdicts)
         lines += ["", f"*Against Yu et al.'s 20 %* (no significant loss of accuracy up to about 20 % noisy cases), "
                   f"over {n} model × dataset × noise settings: the clean IoU shows no detected loss up to at "
-                  f"least 20 % in {verdicts.count('agree')}, a significant loss at 20 % or less in "
+                  f"least 20 % and a loss at a higher rate, as they found, in {verdicts.count('agree')}; no detected "
+                  f"loss at any rate measured in {verdicts.count('no loss')} (consistent with their 20 %, but without "
+                  f"the loss they saw beyond it: no threshold observed); a significant loss at 20 % or less in "
                   f"{verdicts.count('disagree')}"
                   + (f", and the rates measured cannot tell in {verdicts.count('undetermined')}"
                      if verdicts.count("undetermined") else "") + "."
