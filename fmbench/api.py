@@ -26,7 +26,7 @@ from .distributed import SINGLE, Shard, barrier, device_for, shard
 from .engine import Run, resolve_device, run, run_header
 from .errors import DataError, ModelContractError, ModelLoadError, ResultError
 from .files import atomic_write, dumps
-from .model import LoadedModel, check_image_sizes, probe
+from .model import LoadedModel, check_image_sizes, output_range_notes, probe
 from .model import load_model as _load
 from .precision import in_precision
 from .protocol import Protocol
@@ -194,7 +194,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     except Exception as exc:
         raise ModelContractError(f"the model cannot be moved to {dev}: {type(exc).__name__}: {exc}") from None
     probe(loaded.module, proto.image_size, dev)
-    notes = check_image_sizes(loaded.module, data, proto, dev)
+    notes = check_image_sizes(loaded.module, data, proto, dev) + output_range_notes(loaded.module, proto.image_size, dev)
     identity = run_header(loaded, dataset_ref, proto, dev, batch_size,
                           dataset_sha256=result_cache.fingerprint(data, min(proto.n_images, len(data))))
     out_path = Path(out) if out is not None else None

@@ -291,6 +291,22 @@ def probe(module: nn.Module, image_size: int | tuple[int, int], device: torch.de
 
 
 
+def output_range_notes(module: nn.Module, image_size: int | tuple[int, int], device: torch.device) -> list[str]:
+    """A note when a one-channel model's outputs on the probe batch all lie in [0, 1]: it most
+    likely returns probabilities (a sigmoid at its end), which fmbench would read as logits and
+    threshold at 0 -- every pixel foreground -- and whose saturated gradient weakens attacks."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    x = torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        out = module(x)
+    if out.shape[1] == 1 and bool(((out >= 0) & (out <= 1)).all()) and float(out.max() - out.min()) > 0:
+        return [f"the model's outputs on a probe batch all lie in [0, 1] ({float(out.min()):.3f} to "
+                f"{float(out.max()):.3f}): it looks like it returns probabilities, but fmbench expects logits "
+                f"(foreground where the logit is above 0); remove its final sigmoid, or wrap it to return "
+                f"torch.logit(p, eps=1e-6)"]
+    return []
+
+
 LARGE = 4  # an image with more than this many times the protocol's pixels gets a warning
 MAX_PROBED_SIZES = 8  # distinct image sizes probed before a run (the rest fail, if at all, in one line mid-run)
 

@@ -223,3 +223,14 @@ def test_a_network_a_threshold_beats_is_flagged_in_eval_and_on_the_leaderboard(r
     other = {"per_image": {"ids": ["elsewhere"] * 4, "iou": iou}}
     (g,) = rank.groups(entries[:1], baselines={key: other})
     assert g["flags"][mine] == []  # (alone in its table: nothing to be undertrained against)
+
+
+def test_a_model_returning_probabilities_is_told_so():
+    """A final sigmoid makes every output positive: read as logits, every pixel is foreground.
+    The run says what it looks like and what to do; a logits model gets no such note."""
+    probs = fmbench.evaluate(nn.Sequential(Thresh(), nn.Sigmoid()), "mito", SMALL, batch_size=4)
+    (note,) = [w for w in probs.warnings if "looks like it returns probabilities" in w]
+    assert "torch.logit" in note
+    assert [f["flag"] for f in probs.flags] == ["degenerate"]  # all foreground, as the note predicts
+    logits = fmbench.evaluate(Thresh(), "mito", SMALL, batch_size=4)
+    assert not [w for w in logits.warnings if "probabilities" in w]
