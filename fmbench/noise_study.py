@@ -249,9 +249,29 @@ def plot(data: dict[str, Any], out: str) -> str:
                  f"corrected Wilcoxon p < 0.05, paired interval excluding 0, beyond the grey training-noise band)",
                  fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=90, metadata={"Description": f"fmbench label-noise study {digest(data)}"})
     plt.close(fig)
     return out
+
+
+def digest(data: dict[str, Any]) -> str:
+    """A short hash of a study's numbers, written into its plot's PNG metadata so that a check can
+    tell a plot drawn from other entries (:func:`plot_is_current`)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plot_is_current(data: dict[str, Any], path: str) -> bool:
+    """Whether the PNG at ``path`` was drawn from exactly these numbers."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.info.get("Description") == f"fmbench label-noise study {digest(data)}"
+    except OSError:
+        return False
 
 
 def _test_text(t: dict[str, Any], p_key: str = "p_holm") -> str:

@@ -67,19 +67,21 @@ def register(board: Path, model: str, stem: str, dataset: str, ckpt: Path) -> No
     write_json(path, table)
 
 
-def docs_section(board: Path, img: Path | None = None) -> str:
+def docs_section(board: Path, img: Path | None = None, check_img: Path | None = None) -> str:
     """docs/label-noise.md's measured tables, one per model x dataset x protocol of the track's
     entries (:func:`fmbench.noise_study.markdown`); with ``img``, also draws each study's plot
-    there (``label-noise-study-MODEL-DATASET.png``, linked from the section)."""
+    there (``label-noise-study-MODEL-DATASET.png``, linked from the section); with ``check_img``,
+    marks a plot there that was drawn from other numbers (so a check fails)."""
     from fmbench.errors import ResultError
     from fmbench.leaderboard import load_entries
-    from fmbench.noise_study import markdown, plot, studies
+    from fmbench.noise_study import markdown, plot, plot_is_current, studies
     from fmbench.plugins import get_registry
 
     entries = load_entries(str(board), get_registry())
     parts = [START, "Generated from the entries in `leaderboard/label-noise/` by `python leaderboard/label_noise.py "
              "--docs` (the runner regenerates it after each point). Each cell: the score's mean over the test "
-             "images [95 % bootstrap interval]; below it, against the same model trained on exact labels, the "
+             "images [95 % bootstrap interval]; below it, against exact labels (rate 0: each image's mean over the "
+             "same model's exact-label trainings), the "
              "paired mean difference Δ [95 % bootstrap interval], the two-sided Wilcoxon signed-rank p "
              "Holm-corrected over the rates of the kind, and the rank-biserial effect r (−1: every image "
              "worse). **Bold**: a significant loss, *italic (gain)*: a significant gain — p < 0.05, the paired "
@@ -98,6 +100,8 @@ def docs_section(board: Path, img: Path | None = None) -> str:
             plot(data, str(img / name))
         parts.append(markdown(data).rstrip("\n"))
         parts.append(f"![{model} on {dataset}: scores against the rate of noisy training masks](img/{name})")
+        if check_img is not None and not plot_is_current(data, str(check_img / name)):
+            parts.append(f"(img/{name} is missing or was drawn from other entries: run --docs)")
     parts.append(END)
     return "\n\n".join(parts)
 
@@ -105,7 +109,7 @@ def docs_section(board: Path, img: Path | None = None) -> str:
 def update_docs(board: Path, doc: Path = DOC, check: bool = False) -> bool:
     """Rewrite (or with ``check``, compare) docs/label-noise.md's generated section; True when current."""
     text = doc.read_text()
-    new_section = docs_section(board, None if check else doc.parent / "img")
+    new_section = docs_section(board, None if check else doc.parent / "img", doc.parent / "img" if check else None)
     if START in text and END in text:
         new = text[:text.index(START)] + new_section + text[text.index(END) + len(END):]
     else:

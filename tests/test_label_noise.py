@@ -438,3 +438,26 @@ def test_analyze_across_entries_leaves_label_noise_trainings_out():
     assert len(data["labels"]) == 4 and not any("labels" in lab for lab in data["labels"])
     with pytest.raises(Exception, match="label-noise track entries"):
         across_entries([noisy])
+
+
+def test_a_plot_drawn_from_other_numbers_is_caught(tmp_path):
+    import copy
+    from pathlib import Path
+
+    from fmbench import scores
+    from fmbench.files import read_json
+    from fmbench.noise_study import plot, plot_is_current, study
+
+    base = read_json(Path(__file__).resolve().parents[1] / "leaderboard" / "unet-small__er__quick-v1.json")
+    noisy = copy.deepcopy(base)
+    noisy["model"]["training"]["label_noise"] = "boundary:0.4:2"
+    noisy["per_image"]["iou"] = {c: [max(0.0, v - 0.05) for v in vals] for c, vals in noisy["per_image"]["iou"].items()}
+    noisy["scores"] = scores.compute(noisy["conditions"], noisy["per_image"]["iou"])
+    data = study([base, noisy], "unet-small", "er")
+    path = str(tmp_path / "p.png")
+    plot(data, path)
+    assert plot_is_current(data, path)
+    other = copy.deepcopy(data)
+    other["kinds"][0]["rows"][1]["clean_iou"]["value"] += 0.01
+    assert not plot_is_current(other, path)
+    assert not plot_is_current(data, str(tmp_path / "missing.png"))
