@@ -184,6 +184,23 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     return problems
 
 
+def weights_pinned(entry: Mapping[str, Any], registry: Registry, track_weights: Mapping[str, Any] | None = None) -> bool:
+    """Whether a registry pins (by hash) the weights an entry was evaluated with -- a registered
+    model's registered weights, or a track's own weights registry -- so that anyone can recheck
+    its numbers; a contributor's own checkpoint is pinned by nothing but the entry's word."""
+    from .model import weights_for
+
+    if track_weight_listed(entry, track_weights):
+        return True
+    ref, ds = entry["model"]["ref"], entry["dataset"]["ref"]
+    spec = registry.models.get(ref)
+    if spec is None or ":" in ref:
+        return False
+    name = entry["model"].get("weights") or weights_for(spec, ds, int(entry.get("protocol", {}).get("version") or 1))
+    w = spec.weights.get(name) if name else None
+    return w is not None and bool(w.sha256 or w.state_sha256)  # (their match is weights_problems' check)
+
+
 def _without_out(command: str) -> list[str]:
     words = command.split()
     if "--out" in words[:-1]:

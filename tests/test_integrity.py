@@ -434,3 +434,29 @@ def test_a_model_failing_inside_an_attack_is_one_line_and_a_different_run_takes_
     r = cli(*args, "--model-arg", "n=1000", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "fmbench-results").glob("*-2.json"))) == 1
+
+
+def test_an_entry_whose_weights_no_registry_pins_is_flagged_in_its_table(tmp_path):
+    """A contributor's checkpoint is pinned by nothing but the entry's word: its row says so;
+    the registered model's entry beside it does not."""
+    import shutil
+    from pathlib import Path
+
+    from fmbench.files import read_json, write_json
+    from fmbench.leaderboard import load_entries
+    from fmbench.leaderboard.rank import groups
+    from fmbench.plugins import get_registry
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    shutil.copytree(root / "baselines", tmp_path / "baselines")
+    shutil.copy(root / "unet-small__nucleus__quick-v1.json", tmp_path / "shipped.json")
+    e = read_json(root / "unet-small__nucleus__quick-v1.json")
+    e["model"]["ref"] = "mynets:UNet"
+    write_json(tmp_path / "mine.json", e)
+    entries = load_entries(tmp_path, get_registry())
+    assert {Path(x["_path"]).name: x["_pinned"] for x in entries} == {"shipped.json": True, "mine.json": False}
+    (g,) = groups(entries)
+    assert "unpinned-weights" in [f["flag"] for f in g["flags"]["mynets:UNet"]]
+    assert "unpinned-weights" not in [f["flag"] for f in g["flags"]["unet-small"]]
+    assert "rechecked only with the contributor's checkpoint" in next(
+        f["reason"] for f in g["flags"]["mynets:UNet"] if f["flag"] == "unpinned-weights")

@@ -56,6 +56,11 @@ def flags(entry: dict[str, Any], best: tuple[float, str] | None,
     another version of the dataset it is evaluated on (its clean IoU then says so, not that it
     is undertrained), else ``undertrained`` against the best clean IoU."""
     out = list(entry.get("flags", []))
+    if entry.get("_pinned") is False:
+        out.append({"flag": "unpinned-weights", "reason": (
+            f"evaluated with weights no registry pins (sha256 {str(entry['model'].get('weights_sha256'))[:12]}...): "
+            f"these numbers can be rechecked only with the contributor's checkpoint (`fmbench leaderboard recheck "
+            f"--checkpoint`), so they rest on the entry's word until someone does")})
     below = classical_flag(entry, table_baselines)
     if below and below["flag"] not in {f["flag"] for f in out}:
         out.append(below)
@@ -146,7 +151,9 @@ def pool_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
                                   "ci95": scores.interval(mean_img, scores.resamples(mean_img.size))}
         else:
             pooled_scores[key] = {"value": float(arr.mean()), "ci95": None}
-    return {**base, "scores": pooled_scores, "summary": mean_of([e["summary"] for e in members]), "seed_spread": spread,
+    pinned = {"_pinned": False} if any(e.get("_pinned") is False for e in members) else {}
+    return {**base, **pinned, "scores": pooled_scores, "summary": mean_of([e["summary"] for e in members]),
+            "seed_spread": spread,
             "seeds": [e["model"]["training"].get("seed") for e in members], "members": members}
 
 

@@ -200,6 +200,7 @@ FLAGS_NOTE = ("\nRobust IoU is each test image's lowest IoU over every attack at
               "its robustness says little about its architecture (*architecture-limited* instead where its own "
               "training record shows it had plateaued). *other-data*: trained on another version of the "
               "dataset (the shipped `unet-small` learns from the realistic `nucleus@2`). *below-classical*: its clean or "
-              "corrupted IoU is below Otsu's threshold on the same images. Baseline rows (all foreground, all background, "
+              "corrupted IoU is below Otsu's threshold on the same images. *unpinned-weights*: evaluated with a "
+              "checkpoint no registry pins by hash, so only its contributor's file can recheck it. Baseline rows (all foreground, all background, "
               "Otsu's threshold) are measured on the same inputs and never attacked.\n")
 

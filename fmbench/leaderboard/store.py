@@ -296,6 +296,8 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
             if problems:
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
+        if registry is not None:  # read by the tables' `unpinned-weights` flag
+            entry["_pinned"] = integrity.weights_pinned(entry, registry, for_entry(track, path))
         entries.append(entry)
     twice = duplicates([(e["_path"], e) for e in entries])
     if registry is not None and twice:
