@@ -235,4 +235,5 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
     write_json(Path(str(out_path) + ".json"), meta)
     click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
-               f"{time.perf_counter() - t0:.0f} s, state sha256 {meta['state_sha256'][:12]})")
+               f"{time.perf_counter() - t0:.0f} s" + (f" this run, {meta['train_seconds']:.0f} s of training in all" if resume
+                                                       else "") + f", state sha256 {meta['state_sha256'][:12]})")
