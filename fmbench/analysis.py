@@ -71,11 +71,13 @@ def _ci(boots):
     return ci, int(boots.size)
 
 
-def correlate(x: ArrayLike, y: ArrayLike, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def correlate(x: ArrayLike, y: ArrayLike, *, n_boot: int = 2000, seed: int = 0,
+              boot: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Pearson and Spearman correlation of ``x`` and ``y`` with p-values (Spearman's by
     permutation, see the module docstring) and percentile bootstrap 95 % CIs (resampling pairs
     with a seeded generator; resamples where either variable is constant are skipped).  The
-    resamples and permutations are computed as arrays, not one scipy call each."""
+    resamples and permutations are computed as arrays, not one scipy call each.  ``boot``: the
+    resampled values ``(n_boot, n)`` to use instead of ``x[idx]``, ``y[idx]`` (:func:`seed_boot`)."""
     from scipy import stats
 
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -95,12 +97,13 @@ def correlate(x: ArrayLike, y: ArrayLike, *, n_boot: int = 2000, seed: int = 0) 
             p = float(stats.permutation_test((x,), lambda xs, axis: _spearman_rows(xs, y), permutation_type="pairings",
                                              vectorized=True, n_resamples=9999, alternative="two-sided",
                                              random_state=seed).pvalue)
-        ci, used = _ci(rows(x[idx], y[idx]))
+        ci, used = _ci(rows(*(boot if boot is not None else (x[idx], y[idx]))))
         out[name] = {"r": r, "p": p, "ci95": ci, "n_boot": used}
     return out
 
 
-def partial_correlate(x: ArrayLike, y: ArrayLike, z: ArrayLike, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def partial_correlate(x: ArrayLike, y: ArrayLike, z: ArrayLike, *, n_boot: int = 2000, seed: int = 0,
+                      boot: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Partial Pearson and Spearman correlation of ``x`` and ``y`` controlling for ``z``
     (Spearman's: the same on ranks), with the usual t-test on n - 3 degrees of freedom and
     percentile bootstrap 95 % CIs (pairs resampled with a seeded generator, ranks and the
@@ -124,7 +127,8 @@ def partial_correlate(x: ArrayLike, y: ArrayLike, z: ArrayLike, *, n_boot: int =
             continue
         df = n - 3
         p = 0.0 if abs(r) == 1 else float(2 * stats.t.sf(abs(r) * math.sqrt(df / (1 - r * r)), df))
-        boots = _partial_rows(tf(x[idx]), tf(y[idx]), tf(z[idx]))
+        bx, by, bz = boot if boot is not None else (x[idx], y[idx], z[idx])
+        boots = _partial_rows(tf(bx), tf(by), tf(bz))
         ci, used = _ci(np.where(distinct, boots, np.nan))
         out[name] = {"r": r, "p": p, "ci95": ci, "n_boot": used}
     return out
@@ -152,10 +156,44 @@ def pooled(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [pool_seeds(m) for m in arch.values()]
 
 
+def seed_boot(per_seed: dict[str, list[list[float]]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Two-level bootstrap of architectures and, within each, its training seeds: for every
+    variable (``per_seed[name]``: per architecture, its seeds' values), the resampled means
+    ``(n_boot, n)``.  The architectures drawn are those :func:`correlate` draws with the same
+    ``seed``; the seeds drawn for one (resample, position) are the same for every variable, so
+    the variables stay paired."""
+    first = next(iter(per_seed.values()))
+    n, sizes = len(first), np.asarray([len(v) for v in first])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    k = sizes[idx]  # (n_boot, n): the seeds of the architecture at each place
+    width = int(sizes.max())
+    pick = np.random.default_rng([seed, 1]).integers(0, 2 ** 31, size=(n_boot, n, width)) % k[..., None]
+    valid = np.arange(width) < k[..., None]
+    out = {}
+    for name, groups in per_seed.items():
+        table = np.full((n, width), np.nan)
+        for i, g in enumerate(groups):
+            table[i, :len(g)] = g
+        vals = table[idx[..., None], pick]
+        out[name] = np.where(valid, vals, 0.0).sum(-1) / k
+    return out
+
+
+def _seed_value(member: dict[str, Any], name: str) -> float:
+    """One training's value of a variable :func:`across_entries` correlates."""
+    sm = member["summary"]
+    if name.startswith("corruption: "):
+        return float(sm["families"][name[len("corruption: "):]]["robustness"])
+    return float(sm[{"adversarial": "adversarial_robustness", "clean": "clean_iou",
+                     "corruption (overall)": "corruption_robustness"}[name]])
+
+
 def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Correlations across entries (one point per entry) of one protocol: overall corruption
-    robustness and each corruption family against adversarial robustness, and the overall one
-    again as a partial correlation with clean IoU held fixed (``PARTIAL``)."""
+    """Correlations across entries (one point per architecture, its seeds averaged) of one
+    protocol: overall corruption robustness and each corruption family against adversarial
+    robustness, and the overall one again as a partial correlation with clean IoU held fixed
+    (``PARTIAL``).  Where an architecture has several training seeds, the intervals resample its
+    seeds too (:func:`seed_boot`): training luck widens them as much as it should."""
     from .leaderboard.rank import label_noise_of, row_label
 
     clean_labels = [e for e in entries if not label_noise_of(e)]  # a noisy-label training is no architecture point
@@ -177,12 +215,21 @@ def across_entries(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: i
         vals = [e["summary"]["families"].get(f, {}).get("robustness") for e in entries]
         if all(v is not None for v in vals):
             xs[f"corruption: {f}"] = vals
-    correlations = {k: correlate(v, adv, n_boot=n_boot, seed=seed) for k, v in xs.items()}
     clean = [e["summary"]["clean_iou"] for e in entries]
-    correlations[PARTIAL] = partial_correlate(xs["corruption (overall)"], adv, clean, n_boot=n_boot, seed=seed)
+    boot: dict[str, np.ndarray] | None = None
+    if any(len(e.get("members") or []) > 1 for e in entries):
+        names = ["adversarial", "clean", *xs]
+        boot = seed_boot({nm: [[_seed_value(m, nm) for m in (e.get("members") or [e])] for e in entries]
+                          for nm in names}, n_boot, seed)
+    correlations = {k: correlate(v, adv, n_boot=n_boot, seed=seed,
+                                 boot=None if boot is None else (boot[k], boot["adversarial"])) for k, v in xs.items()}
+    correlations[PARTIAL] = partial_correlate(xs["corruption (overall)"], adv, clean, n_boot=n_boot, seed=seed,
+                                              boot=None if boot is None else (boot["corruption (overall)"],
+                                                                              boot["adversarial"], boot["clean"]))
     return {"scope": "entries", "protocol_id": pid, "protocol_hash": phash,
             "datasets": sorted({e["dataset"]["ref"] for e in entries}), "labels": labels, "adversarial": adv,
-            "corruption": xs["corruption (overall)"], "clean": clean, "correlations": correlations}
+            "corruption": xs["corruption (overall)"], "clean": clean, "correlations": correlations,
+            "resampled": "architectures and their training seeds" if boot is not None else "architectures"}
 
 
 def within_entry(entry: dict[str, Any], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -257,7 +304,8 @@ def correlation_table(data: dict[str, Any]) -> Table:
 
     t = Table(title=(f"relative corruption vs relative adversarial robustness (the study's ratios: IoU under a "
                      f"condition / clean IoU) · {data['protocol_id']} ({data['protocol_hash']}) · "
-                     f"{', '.join(data['datasets'])} · across {data['scope']} (n = {len(data['labels'])})"),
+                     f"{', '.join(data['datasets'])} · across {data['scope']} (n = {len(data['labels'])})"
+                     + (f"; 95 % CIs resample {data['resampled']}" if data.get("resampled") else "")),
               title_justify="left")
     for col in ("corruption robustness", "Pearson r", "95 % CI", "p", "Spearman ρ", "95 % CI", "p"):
         t.add_column(col, justify="left" if col.startswith("corruption") else "right")

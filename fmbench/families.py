@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .analysis import _pick_group, correlate, partial_correlate, pooled
+from .analysis import _pick_group, correlate, partial_correlate, pooled, seed_boot
 from .errors import ResultError
 from .leaderboard.entry import model_label
 
@@ -54,28 +54,39 @@ def family_matrix(entries: list[dict[str, Any]], *, n_boot: int = 2000, seed: in
     def fam(e, f):
         return (e["summary"]["families"].get(f) or {}).get("robustness")
 
-    rows: dict[str, list[float]] = {}
+    getters: dict[str, Any] = {}  # each row and column as a function of one training's summary
     for group, fams in CORRUPTION_GROUPS.items():
         present = [f for f in fams if all(fam(e, f) is not None for e in entries)]
         if present:  # a group is the mean robustness of its families every model was scored on
-            rows[group] = [float(np.mean([fam(e, f) for f in present])) for e in entries]
-    rows["corruption (overall)"] = [e["summary"]["corruption_robustness"] for e in entries]
-    cols: dict[str, list[float]] = {}
-    for f, v in entries[0]["summary"]["families"].items():
-        vals = [fam(e, f) for e in entries]
-        if v["kind"] == "attack" and all(x is not None for x in vals):
-            cols[f] = vals
-    cols[OVERALL_ATTACK] = [e["summary"]["adversarial_robustness"] for e in entries]
+            getters[group] = lambda e, present=present: float(np.mean([fam(e, f) for f in present]))
+    getters["corruption (overall)"] = lambda e: e["summary"]["corruption_robustness"]
+    col_names = [f for f, v in entries[0]["summary"]["families"].items()
+                 if v["kind"] == "attack" and all(fam(e, f) is not None for e in entries)]
+    col_get: dict[str, Any] = {f: (lambda e, f=f: fam(e, f)) for f in col_names}
+    col_get[OVERALL_ATTACK] = lambda e: e["summary"]["adversarial_robustness"]
+    rows = {r: [g(e) for e in entries] for r, g in getters.items()}
+    cols = {c: [g(e) for e in entries] for c, g in col_get.items()}
     clean = [e["summary"]["clean_iou"] for e in entries]
-    cells = {r: {c: {"spearman": correlate(x, y, n_boot=n_boot, seed=seed)["spearman"],
-                     "partial": partial_correlate(x, y, clean, n_boot=n_boot, seed=seed)["spearman"]}
+    boot: dict[tuple[str, str], Any] = {}
+    if any(len(e.get("members") or []) > 1 for e in entries):  # resample each architecture's seeds too
+        every = {**{("r", k): g for k, g in getters.items()}, **{("c", k): g for k, g in col_get.items()},
+                 ("z", "clean"): lambda e: e["summary"]["clean_iou"]}
+        drawn = seed_boot({str(k): [[g(m) for m in (e.get("members") or [e])] for e in entries] for k, g in every.items()},
+                          n_boot, seed)
+        boot = {k: drawn[str(k)] for k in every}
+    cells = {r: {c: {"spearman": correlate(x, y, n_boot=n_boot, seed=seed,
+                                           boot=(boot[("r", r)], boot[("c", c)]) if boot else None)["spearman"],
+                     "partial": partial_correlate(x, y, clean, n_boot=n_boot, seed=seed,
+                                                  boot=(boot[("r", r)], boot[("c", c)], boot[("z", "clean")])
+                                                  if boot else None)["spearman"]}
                  for c, y in cols.items()} for r, x in rows.items()}
     n_cells = len(rows) * len(cols)
     return {"scope": "family matrix", "protocol_id": pid, "protocol_hash": phash, "dataset": datasets[0],
             "n_models": len(entries), "reliable": len(entries) >= MIN_RELIABLE_MODELS,
             "models": [model_label(e, seed=False) for e in entries],
             "rows": list(rows), "cols": list(cols), "cells": cells, "n_cells": n_cells,
-            "chance_cells": round(0.05 * n_cells, 1)}
+            "chance_cells": round(0.05 * n_cells, 1),
+            "resampled": "architectures and their training seeds" if boot else "architectures"}
 
 
 def family_table(m: dict[str, Any]) -> Table:
@@ -85,7 +96,8 @@ def family_table(m: dict[str, Any]) -> Table:
                      f"{m['n_models']} models: Spearman ρ / partial ρ with clean IoU fixed; "
                      + (f"* p < 0.05 and the 95 % CI excludes 0 (no correction for {m['n_cells']} cells: ~{m['chance_cells']:g} by "
                         f"chance)" if m["reliable"] else
-                        f"fewer than {MIN_RELIABLE_MODELS} models: no interval is reliable, none is marked")),
+                        f"fewer than {MIN_RELIABLE_MODELS} models: no interval is reliable, none is marked")
+                     + (f"; 95 % CIs resample {m['resampled']}" if m.get("resampled") else "")),
               title_justify="left")
     t.add_column("corruption")
     for c in m["cols"]:

@@ -198,3 +198,29 @@ def test_the_csv_of_a_pooled_row_names_every_seeds_weights():
     text = render_csv(groups(runs + [entry("fpn-r18")]))
     line = next(x for x in text.splitlines() if "unet-r18 (3 seeds)" in x)
     assert " ".join(f"{k}" * 64 for k in range(3)) in line
+
+
+def test_analyze_resamples_training_seeds_inside_architectures():
+    from fmbench.analysis import correlate, seed_boot
+
+    # one seed each: exactly the plain bootstrap over architectures
+    x, y = [0.1, 0.5, 0.3, 0.9, 0.7], [0.2, 0.4, 0.1, 0.8, 0.9]
+    b = seed_boot({"x": [[v] for v in x], "y": [[v] for v in y]}, 500, 3)
+    assert correlate(x, y, n_boot=500, seed=3, boot=(b["x"], b["y"])) == correlate(x, y, n_boot=500, seed=3)
+    # several seeds: each resampled value is a mean of that architecture's own seeds, and the
+    # variables share the seeds drawn (a variable that is twice another stays twice it)
+    seeds_x = [[0.1, 0.3], [0.5, 0.55, 0.6], [0.3], [0.9, 0.7], [0.7, 0.8]]
+    b = seed_boot({"x": seeds_x, "y": [[2 * v for v in g] for g in seeds_x]}, 400, 0)
+    assert b["x"].shape == (400, 5) and np.allclose(b["y"], 2 * b["x"])
+    idx = np.random.default_rng(0).integers(0, 5, size=(400, 5))
+    lo = np.array([min(g) for g in seeds_x])[idx]
+    hi = np.array([max(g) for g in seeds_x])[idx]
+    assert ((b["x"] >= lo - 1e-12) & (b["x"] <= hi + 1e-12)).all() and (b["x"] != lo).any()
+    # seed noise widens the interval of the correlation of the seed means
+    means = [float(np.mean(g)) for g in seeds_x]
+    ys = [[m + d for d in (-0.3, 0.3)] for m in means]
+    wide = seed_boot({"x": seeds_x, "y": ys}, 1000, 0)
+    plain = correlate(means, [float(np.mean(g)) for g in ys], n_boot=1000, seed=0)["pearson"]["ci95"]
+    noisy = correlate(means, [float(np.mean(g)) for g in ys], n_boot=1000, seed=0,
+                      boot=(wide["x"], wide["y"]))["pearson"]["ci95"]
+    assert noisy[1] - noisy[0] > plain[1] - plain[0]
