@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ResultError
+from .files import save_figure
 from .leaderboard.entry import model_label
 
 if TYPE_CHECKING:  # names for annotations only
@@ -294,7 +295,7 @@ def scatter(data: dict[str, Any], out: str | Path) -> Path:
     ax.set_ylabel("adversarial robustness")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return out
 

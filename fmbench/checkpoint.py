@@ -118,7 +118,10 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
+    # a float parameter from an integer or bool tensor would be cast silently (weights that are not weights)
+    kinds = [k for k in own if k in state and isinstance(state[k], torch.Tensor) and own[k].is_floating_point()
+             and not (state[k].is_floating_point() or state[k].is_complex())]
+    if missing or unexpected or shapes or kinds:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
@@ -128,6 +131,10 @@ def load_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: str)
             k = shapes[0]
             parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: checkpoint "
                          f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        if kinds:
+            k = kinds[0]
+            parts.append(f"{len(kinds)} floating-point parameters stored as non-float tensors (e.g. {k}: "
+                         f"{state[k].dtype})")
         hint = next((f"; every key of the checkpoint starts with {p!r} (saved from a wrapped model): save "
                      f"the inner model's state dict, or strip the prefix" for p in PREFIXES
                      if state and all(k.startswith(p) for k in state)

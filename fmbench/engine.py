@@ -25,7 +25,7 @@ from .data import iter_batches
 from .distributed import SINGLE, Shard, barrier
 from .errors import DataError, FmbenchError, ModelContractError, ResultError
 from .measured import Kept, screen, targets
-from .metrics import overlap_counts, predict
+from .metrics import output_problem, overlap_counts, predict
 from .preparation import prepare_attacks
 from .protocol import Protocol
 from .result import assemble, measured_data_warnings
@@ -244,7 +244,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                         logits = model(applied.input)
             except FmbenchError:
                 raise
-            except Exception as exc:  # out of memory, an image size the model cannot take (probed up to a limit)
+            except (Exception, SystemExit) as exc:  # out of memory, an image size it cannot take, a sys.exit
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise ModelContractError(f"{cond.label} failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
                                          f"({'x'.join(str(s) for s in batch.image.shape[-2:])}): "
@@ -252,6 +252,10 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:
+                wrong = output_problem(logits, applied.input) if applied.input is not None else None
+                if wrong:
+                    raise ModelContractError(f"the model's output {wrong} on image {', '.join(batch.ids[:3])} of "
+                                             f"{dataset_ref!r} under {cond.label}")
                 if not torch.isfinite(logits).all():
                     bad = [i for i, ok in zip(batch.ids, torch.isfinite(logits).flatten(1).all(1).tolist()) if not ok]
                     raise ModelContractError(f"the model's output has NaN or infinite values on image "

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .data import Dataset
 from .errors import DataError
-from .files import sha256_file
+from .files import atomic_write, sha256_file
 
 if TYPE_CHECKING:  # names for annotations only
     from .protocol import Protocol
@@ -169,6 +169,5 @@ def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int =
             yy = y + j * (h + gap)
             canvas[yy : yy + tile.shape[0], x : x + tile.shape[1]] = tile
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas).save(out, format="PNG")
+    atomic_write(out, lambda f: Image.fromarray(canvas).save(f, format="PNG"))
     return out

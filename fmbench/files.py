@@ -61,15 +61,59 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
+MAX_JSON_BYTES = 64 << 20  # no fmbench file comes near this; a larger one is refused unread
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:  # readers disagree on which copy counts: the file is refused instead
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """Nothing a user made is replaced silently: a file at ``path`` needs ``--overwrite``."""
+    if Path(path).exists() and not overwrite:
+        raise ResultError(f"{path} already exists", hints=("overwrite",))
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:
+    """A matplotlib figure written as a PNG through :func:`atomic_write`."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", **kwargs))
+    return str(path)
+
+
+def loads(text: str, where: str | os.PathLike) -> Any:
+    """JSON text from a file ``where``: one :class:`ResultError` naming it for malformed JSON, a
+    key given twice in one object, or nesting too deep to read."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:
+        raise ResultError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ResultError(f"{where} is not valid JSON: nested too deeply to read") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file, or one :class:`ResultError` naming the file and the position of the fault."""
+    """A JSON file, or one :class:`ResultError` naming the file and the fault (missing, not a
+    file, too large, not UTF-8, malformed, a duplicate key, too deep)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ResultError(f"{path} is {path.stat().st_size >> 20} MiB; no fmbench JSON file is over "
+                              f"{MAX_JSON_BYTES >> 20} MiB, so it is not read")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultError(f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ResultError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise ResultError(f"{path} is not valid JSON: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ResultError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return loads(text, path)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from .conditions import BatchInputs, RunContext, corruption_at
 from .errors import DataError
+from .files import atomic_write
 
 if TYPE_CHECKING:  # names for annotations only
     from PIL import Image
@@ -117,5 +118,6 @@ def write_gallery(path: str | os.PathLike, dataset: Dataset, dataset_ref: str, p
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise DataError(f"cannot write {path}: the folder {path.parent} does not exist")
-    montage(rows, outline=outline, title=title).save(path)
+    img = montage(rows, outline=outline, title=title)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
     return path

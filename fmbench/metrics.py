@@ -95,3 +95,19 @@ def relative(values: list[float], reference: list[float]) -> tuple[list[float | 
     ratios = [v / r if r > 0 else None for v, r in zip(values, reference)]
     valid = [r for r in ratios if r is not None]
     return ratios, (math.fsum(valid) / len(valid) if valid else None)
+
+
+def output_problem(logits: object, inputs: torch.Tensor) -> str | None:
+    """What is wrong with a model's output for ``inputs`` ``(B, 1, H, W)`` under the contract
+    (floating-point logits ``(B, C, H, W)``, C >= 1), or ``None``: checked on every batch, since a
+    model may keep it on the probe and break it later."""
+    if not isinstance(logits, torch.Tensor):
+        return f"is a {type(logits).__name__}, not a logits tensor"
+    b, _, h, w = inputs.shape
+    if logits.dim() != 4 or logits.shape[0] != b or tuple(logits.shape[2:]) != (h, w):
+        return f"has shape {tuple(logits.shape)} for input {tuple(inputs.shape)}, expected ({b}, C, {h}, {w})"
+    if logits.shape[1] == 0:
+        return "has 0 channels, expected 1 (sigmoid) or at least 2 (softmax)"
+    if not logits.is_floating_point():
+        return f"has dtype {logits.dtype}, expected floating-point logits"
+    return None

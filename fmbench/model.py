@@ -102,7 +102,7 @@ def _import_attr(ref: str) -> Any:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a model calling sys.exit, too
             sys.modules.pop(name, None)
             raise ModelLoadError(f"model file {modpart} failed to import: {type(exc).__name__}: {exc}") from exc
     else:
@@ -118,7 +118,7 @@ def _import_attr(ref: str) -> Any:
                     f"PYTHONPATH or in the current directory?)"
                 ) from exc
             raise ModelLoadError(f"module {modpart!r} failed to import: {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a model calling sys.exit, too
             raise ModelLoadError(f"module {modpart!r} failed to import: {type(exc).__name__}: {exc}") from exc
     obj = module
     for part in attr.split("."):
@@ -242,7 +242,7 @@ def probe(module: nn.Module, image_size: int | tuple[int, int], device: torch.de
         with torch.no_grad():
             out1 = module(x)
             out2 = module(x)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a model calling sys.exit, too
         raise ModelContractError(
             f"model failed on a probe batch of shape {tuple(x.shape)} (float32 in [0, 1]): "
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -297,9 +297,12 @@ def output_range_notes(module: nn.Module, image_size: int | tuple[int, int], dev
     threshold at 0 -- every pixel foreground -- and whose saturated gradient weakens attacks."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     x = torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(0)).to(device)
-    with torch.no_grad():
-        out = module(x)
-    if out.shape[1] == 1 and bool(((out >= 0) & (out <= 1)).all()) and float(out.max() - out.min()) > 0:
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except (Exception, SystemExit):  # noqa: BLE001 - a model that fails now fails in the run, in one line
+        return []
+    if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] == 1 and bool(((out >= 0) & (out <= 1)).all()) and float(out.max() - out.min()) > 0:
         return [f"the model's outputs on a probe batch all lie in [0, 1] ({float(out.min()):.3f} to "
                 f"{float(out.max()):.3f}): it looks like it returns probabilities, but fmbench expects logits "
                 f"(foreground where the logit is above 0); remove its final sigmoid, or wrap it to return "

@@ -54,7 +54,9 @@ def _binned_variance(local: np.ndarray, resid: np.ndarray, n_bins: int,
                      min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bin of equal count of the local mean (bins under ``min_count`` pixels dropped): the
     bin's mean level, the residual's robust variance (median absolute deviation) and the
-    pixel count."""
+    pixel count.  No pixel to bin (an image whose every level is clipped): no bins."""
+    if local.size == 0:
+        return np.array([]), np.array([]), np.array([], float)
     edges = np.unique(np.quantile(local, np.linspace(0, 1, n_bins + 1)))
     xs, vs, ws = [], [], []
     for lo, hi in zip(edges[:-1], edges[1:]):

@@ -249,7 +249,9 @@ def plot(data: dict[str, Any], out: str) -> str:
                  f"corrected Wilcoxon p < 0.05, paired interval excluding 0, beyond the grey training-noise band)",
                  fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=90, metadata={"Description": f"fmbench label-noise study {digest(data)}"})
+    from .files import save_figure
+
+    save_figure(fig, out, dpi=90, metadata={"Description": f"fmbench label-noise study {digest(data)}"})
     plt.close(fig)
     return out
 

@@ -210,7 +210,9 @@ def figure(rows: list[dict[str, Any]], a: dict[str, list[float]], b: dict[str, l
         ax.axis("off")
     axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    from .files import save_figure
+
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

@@ -112,9 +112,12 @@ def curves_figure(doc: dict[str, Any], peers: list[dict[str, Any]]) -> str:
     return _png(fig)
 
 
-def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int = 0) -> tuple[str | None, str]:
+def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int = 0,
+                  trust: tuple[str, ...] | list[str] = ()) -> tuple[str | None, str]:
     """One test image as the model sees it under the conditions, and what it predicts: a PNG
-    data URI and a caption, or ``None`` and why there is no panel."""
+    data URI and a caption, or ``None`` and why there is no panel.  A model the file names by
+    code (``module:Attr``, ``file.py:Attr``) is imported only when ``trust`` names it: the file
+    is somebody's word, and its reference would run their code."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,6 +130,10 @@ def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int
     from .errors import FmbenchError
     from .metrics import predict
 
+    ref = str((doc.get("model") or {}).get("ref"))
+    if ":" in ref and ref not in trust:
+        return None, (f"no example images: the file names its model by code ({ref}), which is imported only when you "
+                      f"trust it by name (--trust {ref}) after reading it")
     _, registry = _registry()
     pid = doc["protocol"]["id"].split("+", 1)[0]
     try:

@@ -381,9 +381,13 @@ def test_analyze_correlations_and_png(board, proto, tmp_path):
     lo, hi = overall["pearson"]["ci95"]
     assert lo <= overall["pearson"]["r"] <= hi and 0 <= overall["pearson"]["p"] <= 1
     assert "corruption: noise" in data["correlations"]
-    again = json.loads(invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200", "--json").output)
-    assert again["correlations"] == data["correlations"]  # seeded bootstrap
+    # the PNG is the user's now: a second run refuses to replace it without --overwrite
     r = invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200")
+    assert r.exit_code == 1 and "already exists" in str(r.exception) and "overwrite" in r.exception.hints
+    again = json.loads(invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200", "--json",
+                              "--overwrite").output)
+    assert again["correlations"] == data["correlations"]  # seeded bootstrap
+    r = invoke("analyze", "--dir", str(d), "--out", str(out), "--n-boot", "200", "--overwrite")
     assert "Spearman" in r.output and "scatter plot written" in r.output
 
 

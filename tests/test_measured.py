@@ -202,8 +202,9 @@ def test_awkward_real_images_run_or_are_left_out_with_a_reason(tmp_path):
     sparse = np.zeros(m.shape)
     sparse[60:63, 60:65] = 100.0
     constant = np.full(m.shape, 7.0)
-    write_folder(tmp_path / "d", [(normal, m), (saturated, m), (sparse, sparse > 0), (constant, m)])
-    proto = fmbench.get_protocol("quick", n_images=4, corruptions=["noise"], attacks=["none"])
+    two_levels = np.where(m, 61000.0, 1000.0)  # 16-bit, no noise at all: every level is "clipped"
+    write_folder(tmp_path / "d", [(normal, m), (saturated, m), (sparse, sparse > 0), (constant, m), (two_levels, m)])
+    proto = fmbench.get_protocol("quick", n_images=5, corruptions=["noise"], attacks=["none"])
     r = fmbench.evaluate("unet-small", f"folder:{tmp_path / 'd'}", proto, weights="nucleus", batch_size=4,
                          out=tmp_path / "r.json")
     doc = json.loads((tmp_path / "r.json").read_text())  # strict JSON: no Infinity
@@ -211,8 +212,9 @@ def test_awkward_real_images_run_or_are_left_out_with_a_reason(tmp_path):
     assert all(v is None or np.isfinite(v) for v in noise["own_snr"].values())
     left = {x["id"]: x["reason"] for x in noise["left_out"]}
     assert "img3" in left and left["img3"].startswith("SNR undefined")  # constant: no brighter foreground
-    assert set(r.per_image["ids"]) | set(left) == {"img0", "img1", "img2", "img3"}
+    assert set(r.per_image["ids"]) | set(left) == {"img0", "img1", "img2", "img3", "img4"}
     assert "img0" in r.per_image["ids"] and "img1" in r.per_image["ids"]
+    assert "img4" in r.per_image["ids"] and noise["own_snr"]["img4"] is None  # noise-free: the protocol's noise only
     write_folder(tmp_path / "c", [(constant, m)])
     with pytest.raises(DataError, match=r"^no image of .* can be scored: SNR undefined.*\(every image: img0\)$"):
         fmbench.evaluate("unet-small", f"folder:{tmp_path / 'c'}", fmbench.get_protocol(

@@ -206,3 +206,9 @@ def test_a_training_scripts_checkpoint_layouts_load_or_say_what_to_do(tmp_path):
     with pytest.raises(CheckpointError, match=r"every key of the checkpoint starts with 'module.' \(saved from a "
                                               r"wrapped model\)"):
         load_state(net, prefixed, "checkpoint c.pt")
+    # integer or bool tensors where the model has float parameters would be cast without a word
+    for dtype in (torch.int8, torch.bool):
+        with pytest.raises(CheckpointError, match=rf"2 floating-point parameters stored as non-float tensors "
+                                                  rf"\(e.g. 0.weight: {dtype}\)"):
+            load_state(net, {k: (v * 100).to(dtype) for k, v in sd.items()}, "checkpoint c.pt")
+    load_state(net, {k: v.half() for k, v in sd.items()}, "checkpoint c.pt")  # float16 (train --half): fine

@@ -109,3 +109,21 @@ def test_sorting_the_leaderboard_page_by_a_column(tmp_path, cli):
     clean = [float(v) for v in re.findall(r"<tr><td data-v=\"\d+\">\d+</td><td>.*?</td>(?:<td data-v=\"[^\"]*\">.*?</td>){2}"
                                           r"<td data-v=\"([0-9.]+)\"", table)]
     assert len(clean) == 11 and clean == sorted(clean, reverse=True)  # clean IoU, descending after two clicks
+
+
+def test_report_imports_no_code_a_file_names_unless_trusted(tmp_path, cli):
+    """An edited result or entry naming its model by code (``os:system`` with a command as its
+    argument) must not run it: the page is written without example images and says how to trust."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    e = json.loads((root / "unet-small__nucleus__quick-v1.json").read_text())
+    pwned = tmp_path / "PWNED"
+    e["model"]["ref"] = "os:system"
+    e["model"]["args"] = {"command": f"touch {pwned}"}
+    (tmp_path / "evil.json").write_text(json.dumps(e))
+    r = cli("report", str(tmp_path / "evil.json"), "--out", str(tmp_path / "r.html"), "--dir", str(root))
+    assert r.returncode == 0, r.stderr
+    assert not pwned.exists()
+    assert "--trust os:system" in r.stdout and (tmp_path / "r.html").exists()

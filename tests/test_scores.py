@@ -234,3 +234,52 @@ def test_a_model_returning_probabilities_is_told_so():
     assert [f["flag"] for f in probs.flags] == ["degenerate"]  # all foreground, as the note predicts
     logits = fmbench.evaluate(Thresh(), "mito", SMALL, batch_size=4)
     assert not [w for w in logits.warnings if "probabilities" in w]
+
+
+class BreaksLater(nn.Module):
+    """Keeps the contract on the probe, then breaks it from its ``at``-th call on."""
+
+    def __init__(self, at: int, how: str):
+        super().__init__()
+        self.inner, self.at, self.how, self.calls = Thresh(), at, how, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.inner(x)
+        if self.calls < self.at:
+            return out
+        return {"shape": out[..., :-2], "tuple": (out,), "int": (out > 0).long(), "empty": out[:, :0]}[self.how]
+
+
+@pytest.mark.parametrize("how,said", [("shape", "has shape"), ("tuple", "is a tuple, not a logits tensor"),
+                                      ("int", "expected floating-point logits"), ("empty", "has 0 channels")])
+def test_a_model_that_breaks_its_contract_mid_run_gets_one_line_naming_the_image(how, said):
+    from fmbench.errors import ModelContractError
+
+    protocol = Protocol(name="tiny", version=1, description="t", n_images=4, image_size=64, reference_snr=8.0,
+                        corruptions=(CorruptionEntry("noise", (5.0,)),), attacks=())
+    with pytest.raises(ModelContractError, match=f"the model.s output .*{said}.* on image .* under "):
+        fmbench.evaluate(BreaksLater(7, how), "mito", protocol, batch_size=2, cache=False)
+
+
+class Exits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = Thresh(), 0
+
+    def forward(self, x):
+        import sys
+
+        self.calls += 1
+        if self.calls >= 7:
+            sys.exit(3)
+        return self.inner(x)
+
+
+def test_a_model_calling_sys_exit_mid_run_is_one_line_not_a_silent_exit():
+    from fmbench.errors import ModelContractError
+
+    protocol = Protocol(name="tiny", version=1, description="t", n_images=4, image_size=64, reference_snr=8.0,
+                        corruptions=(CorruptionEntry("noise", (5.0,)),), attacks=())
+    with pytest.raises(ModelContractError, match=r"failed on image .*SystemExit: 3"):
+        fmbench.evaluate(Exits(), "mito", protocol, batch_size=2, cache=False)

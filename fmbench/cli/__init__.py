@@ -103,7 +103,7 @@ def cli(debug: bool) -> None:
     STATE["debug"] = debug
 
 
-from . import board, cached, campaign, look, report, run, zoo  # noqa: E402,F401  (the commands register on `cli`)
+from . import analyze, board, cached, campaign, look, report, run, zoo  # noqa: E402,F401  (the commands register on `cli`)
 
 
 def _leave_process_group() -> None:

@@ -111,12 +111,15 @@ def corruptions_group():
 @click.option("--image-size", type=click.IntRange(min=32), help="Image size (default: the protocol's).")
 @click.option("--corruption", "names", multiple=True, help="Only these corruptions (repeatable).")
 @click.option("--outline", is_flag=True, help="Draw the (possibly resampled) mask outline in green.")
-def gallery_cmd(dataset_ref, out, index, tier, image_size, names, outline):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def gallery_cmd(dataset_ref, out, index, tier, image_size, names, outline, overwrite=False):
     """Write a montage of every corruption x severity on one image (rows: corruptions,
     columns: severities), exactly as the engine feeds them to a model."""
     from ..datasets import open_dataset
+    from ..files import refuse_existing
     from ..gallery import write_gallery
 
+    refuse_existing(out, overwrite)
     pm, reg = registry()
     protocol = reg.protocol(tier)
     for name in names:
@@ -164,11 +167,14 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 @click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
-def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwrite=False):
     """Montage PNG: each image at the reference condition above its noise-free version with
     the mask outline."""
     from ..export import preview
+    from ..files import refuse_existing
 
+    refuse_existing(out, overwrite)
     _, reg = registry()
     protocol = reg.protocol(tier)
     dataset = _data_open(dataset_ref, split, image_size, seed)
@@ -186,7 +192,8 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier):
 @click.option("--out", default="realism.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG with one histogram per statistic.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json, overwrite=False):
     """How far apart two datasets are (real images beside a synthetic dataset, say): intensity,
     noise and SNR, boundary sharpness, spectrum, object sizes and shapes, each side by side with
     a distance (Wasserstein over pooled spread: 0 the same, 1 a typical spread apart)."""
@@ -195,8 +202,10 @@ def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json):
     from rich.table import Table
 
     from ..datasets import open_dataset
+    from ..files import refuse_existing
     from ..realism import compare, dataset_statistics, figure, observed
 
+    refuse_existing(out, overwrite)
     pm, reg = registry()
     protocol = reg.protocol(tier)
     stats = []
@@ -235,14 +244,16 @@ def label_noise_group():
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the training split.")
 @click.option("--seed", type=int, default=0, show_default=True, help="The training seed the noise is drawn with.")
-def label_noise_gallery(dataset_ref, out, index, seed):
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
     """Every label noise at each severity on one training image: exact and noisy outlines."""
     import numpy as np
 
     from ..errors import DataError
-    from ..files import atomic_write
+    from ..files import atomic_write, refuse_existing
     from ..label_noise import gallery
 
+    refuse_existing(out, overwrite)
     _, reg = registry()
     ds = _data_open(dataset_ref, "train", reg.protocol("quick").image_size, None)
     if index >= len(ds):

@@ -19,8 +19,11 @@ from . import cli, console, registry
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
               help="The model's checkpoint, for the example images (registered weights are found by themselves).")
 @click.option("--no-images", is_flag=True, help="Leave out the example images (no model is loaded).")
+@click.option("--trust", multiple=True, metavar="REF",
+              help="Import this code-named model (module:Attr, file.py:Attr) for the example images; the file's "
+                   "reference alone is never imported.")
 @click.option("--overwrite", is_flag=True)
-def report_cmd(result, out, directory, checkpoint, no_images, overwrite):
+def report_cmd(result, out, directory, checkpoint, no_images, overwrite, trust=()):
     """Write one HTML file a person reads in a minute: headline scores with intervals, baselines
     and flags, IoU against severity and budget beside the leaderboard's models, example images,
     the self-checks explained, and where the model ranks."""
@@ -36,7 +39,7 @@ def report_cmd(result, out, directory, checkpoint, no_images, overwrite):
         raise ResultError(f"{result}: not an fmbench result or leaderboard entry")
     _, reg = registry()
     entries = load_entries(directory or str(default_dir()), reg)
-    panel = None if no_images else example_panel(doc, checkpoint=checkpoint)
+    panel = None if no_images else example_panel(doc, checkpoint=checkpoint, trust=trust)
     page = report_html(doc, entries, panel=panel)
     atomic_write(out_path, lambda f: f.write(page), mode="w", replace=overwrite)
     click.echo(f"report written to {out_path}" + ("" if panel is None or panel[0] else f" ({panel[1]})"))

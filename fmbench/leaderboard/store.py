@@ -247,9 +247,9 @@ def load_baselines(directory: str | os.PathLike) -> tuple[dict[tuple[str, str], 
     problems = []
     for path in sorted((Path(directory) / "baselines").glob("*.json")):
         try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+            doc = read_json(path)
+        except ResultError as exc:
+            problems.append(_file_problem(path, exc))
             continue
         found = check_baselines(doc) if isinstance(doc, dict) and doc.get("kind") == BASELINES_KIND \
             else [f"not a baselines document (kind {doc.get('kind') if isinstance(doc, dict) else None!r})"]
@@ -257,6 +257,15 @@ def load_baselines(directory: str | os.PathLike) -> tuple[dict[tuple[str, str], 
         if not found:
             docs[(doc["protocol"]["hash"], doc["dataset"]["ref"])] = doc
     return docs, problems
+
+
+def _file_problem(path: Path, exc: ResultError) -> str:
+    """``PATH: what is wrong`` from :func:`fmbench.files.read_json`'s error."""
+    msg = exc.message
+    for prefix in (f"{path} is ", f"{path} "):
+        if msg.startswith(prefix):
+            return f"{path}: {msg[len(prefix):]}"
+    return f"{path}: {msg}"
 
 
 def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str, int, list[str]]:
@@ -268,10 +277,9 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
     loaded = []
     for path in paths:
         try:
-            entry = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            where = f": {exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            problems.append(f"{path}: not valid JSON{where}")
+            entry = read_json(path)
+        except ResultError as exc:  # not JSON, not UTF-8, a duplicate key, too deep or too large
+            problems.append(_file_problem(path, exc))
             continue
         found = check_entry(entry, registry, schema_check, base, track=for_entry(track, path))
         problems += [f"{path}: {p}" for p in found]
