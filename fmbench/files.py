@@ -79,6 +79,16 @@ def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
         raise ResultError(f"{path} already exists", hints=("overwrite",))
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse before a long run, not after it, a file that could not be written: its folder (or
+    the nearest one that exists, where the rest would be made) must be writable."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ResultError(f"cannot write {path}: {folder} is not a writable folder")
+
+
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:
     """A matplotlib figure written as a PNG through :func:`atomic_write`."""
     atomic_write(path, lambda f: fig.savefig(f, format="png", **kwargs))

@@ -212,3 +212,16 @@ def test_a_training_scripts_checkpoint_layouts_load_or_say_what_to_do(tmp_path):
                                                   rf"\(e.g. 0.weight: {dtype}\)"):
             load_state(net, {k: (v * 100).to(dtype) for k, v in sd.items()}, "checkpoint c.pt")
     load_state(net, {k: v.half() for k, v in sd.items()}, "checkpoint c.pt")  # float16 (train --half): fine
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, monkeypatch):
+    import os
+
+    from fmbench import files
+    from fmbench.errors import ResultError
+
+    files.check_writable(tmp_path / "new" / "deeper" / "r.json")  # folders that will be made: fine
+    real = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    with pytest.raises(ResultError, match=rf"cannot write .*r.json: {tmp_path} is not a writable folder"):
+        files.check_writable(tmp_path / "new" / "r.json")

@@ -69,6 +69,10 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
         raise ResultError(f"{entry_out} already exists", hints=("overwrite",))
     if entry_out and Path(entry_out).resolve() == out_path.resolve():
         raise ResultError(f"the result and the leaderboard entry would both be written to {out_path}")
+    from ..files import check_writable
+
+    for target in (out_path, *([entry_out] if entry_out else [])):  # before the run, not after it
+        check_writable(target)
     from ..distributed import shard
 
     part = shard()  # under torchrun: only rank 0 shows progress and prints the result
