@@ -69,7 +69,8 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO,
         if unsafe:  # say what it pickles instead of torch's generic first line
             first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
                      f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
-        elif "weights_only" in str(exc):  # never pass on torch's advice to unpickle with weights_only=False
+        elif len(first) < 12 or "weights_only" in str(exc):  # torch's own line says nothing ("101") or
+            # advises unpickling with weights_only=False, which is never passed on
             first = ("it is not a weights-only torch file (an old-format or foreign pickle, or not a torch file); "
                      "fmbench does not unpickle arbitrary objects: save just the state dict with torch.save")
         raise CheckpointError(f"checkpoint {where} could not be read as a weights-only torch file: {first}") from exc
