@@ -249,7 +249,7 @@ def consistency(doc: Mapping[str, Any], registry: Registry | None = None,
             return [f"{key}: missing or not an object"]
     if not isinstance(doc["protocol"].get("hash"), str):
         return ["protocol.hash: missing"]
-    problems = per_image_problems(doc)
+    problems = per_image_problems(doc) + control_characters(doc)
     if problems:
         return problems
     problems = condition_problems(doc)
@@ -262,6 +262,21 @@ def consistency(doc: Mapping[str, Any], registry: Registry | None = None,
         if doc.get("kind") == "fmbench-leaderboard-entry":
             problems += weights_problems(doc, registry, track_weights)
     return problems
+
+
+def control_characters(doc: Any, where: str = "") -> list[str]:
+    """Strings holding control characters (terminal escapes, NUL, newlines): nothing fmbench
+    writes has them, and shown in a terminal they could hide or fake what a reader sees."""
+    if isinstance(doc, str):
+        bad = [c for c in doc if ord(c) < 32 or 127 <= ord(c) < 160]
+        return [f"{where or 'a string'} holds control characters ({', '.join(sorted({repr(c) for c in bad}))})"] \
+            if bad else []
+    if isinstance(doc, Mapping):
+        return [p for k, v in doc.items() for p in control_characters(k, f"{where}.{k}" if where else "a key")
+                + control_characters(v, f"{where}.{k}" if where else str(k))][:3]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in control_characters(v, f"{where}[{i}]")][:3]
+    return []
 
 
 def label_noise_problems(doc: Mapping[str, Any], registry: Registry) -> list[str]:

@@ -460,3 +460,23 @@ def test_an_entry_whose_weights_no_registry_pins_is_flagged_in_its_table(tmp_pat
     assert "unpinned-weights" not in [f["flag"] for f in g["flags"]["unet-small"]]
     assert "rechecked only with the contributor's checkpoint" in next(
         f["reason"] for f in g["flags"]["mynets:UNet"] if f["flag"] == "unpinned-weights")
+
+
+def test_terminal_escapes_in_a_contributed_file_are_refused():
+    """An entry whose strings carry control characters (an ANSI escape that clears the screen or
+    recolours a row) is not shown: it is refused, naming where."""
+    import copy
+    from pathlib import Path
+
+    from fmbench.files import read_json
+    from fmbench.integrity import consistency
+
+    e = read_json(Path(__file__).resolve().parents[1] / "leaderboard" / "unet-small__nucleus__quick-v1.json")
+    assert consistency(e) == []
+    bad = copy.deepcopy(e)
+    bad["model"]["ref"] = "unet-small\x1b[2J\x1b[32m best"
+    (p,) = consistency(bad)
+    assert p.startswith("model.ref holds control characters ('\\x1b')")
+    bad = copy.deepcopy(e)
+    bad["provenance"]["command"] += "\nrm -rf ~"
+    assert consistency(bad) == ["provenance.command holds control characters ('\\n')"]
