@@ -151,6 +151,9 @@ class PartialLog:
             if isinstance(first, dict) and isinstance(first.get("header"), dict):
                 diff = [k for k in header if first["header"].get(k) != header[k]]
             what = f" ({', '.join(diff)} differ)" if diff else ""
+            if first is None:  # empty, or its first line is not a run's header (cut off, overwritten)
+                raise ResultError(f"partial run {path} has no readable header (empty or damaged at its first line): "
+                                  f"nothing in it can be resumed", hints=("overwrite",))
             raise ResultError(f"partial run {path} was made with different settings{what}",
                               hints=("overwrite",))
         seen: set[tuple[int, str]] = set()

@@ -156,6 +156,9 @@ def test_cli_resume_and_overwrite_rules(tmp_path, cli, registry):
     assert r.returncode == 1 and "an unfinished run exists" in r.stderr
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "t.json", "--resume", cwd=tmp_path)
     assert r.returncode == 1 and "different settings" in r.stderr
+    partial_path(tmp_path / "e.json").write_text("")  # an empty log is said to be one
+    r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "e.json", "--resume", cwd=tmp_path)
+    assert r.returncode == 1 and "has no readable header (empty or damaged at its first line)" in r.stderr
     r = cli("eval", "--model", "mymod:MyNet", *FAST, "--out", "t.json", "--overwrite", "--json", cwd=tmp_path)
     assert r.returncode == 0
     printed = json.loads(r.stdout)
