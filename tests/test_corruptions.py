@@ -305,4 +305,7 @@ def test_cli_gallery_writes_a_montage(cli, tmp_path):
     # (reference, noise, pixel-size at the protocol's 3 severities)
     assert img.size == (200 + 5 * 68, 22 + 3 * (64 + 18 + 4))
     proc = cli("corruptions", "gallery", "--dataset", "nucleus", "--out", str(out), "--index", "999999")
+    assert proc.returncode == 1 and "already exists; pass --overwrite" in proc.stderr  # the user's file is kept
+    proc = cli("corruptions", "gallery", "--dataset", "nucleus", "--out", str(out), "--index", "999999", "--overwrite")
     assert proc.returncode == 1 and "out of range" in proc.stderr
+    assert img.size == Image.open(out).size  # a failed run leaves the file as it was
