@@ -297,8 +297,9 @@ def markdown(data: dict[str, Any]) -> str:
     else:
         n = len(data["training_noise"])
         out += [f"*Training noise*: each exact-label training against the mean of the other{'s' * (n > 2)} "
-                "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count, so the "
-                "floor is also the smallest loss this study can detect. It is a heuristic from "
+                "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count: a smaller "
+                "loss cannot count whatever its p-value, and a larger one counts only with its test. It is a "
+                "heuristic from "
                 f"{n} trainings, not a calibrated test: the noisy-label models share their seed (initialisation, "
                 "batch order) with one of the reference trainings, so their differences are not exchangeable with "
                 "these; it removes differences of the size training luck produced here.", "",
@@ -309,8 +310,8 @@ def markdown(data: dict[str, Any]) -> str:
         out.append("")
     for kind in data["kinds"]:
         top = kind["rows"][-1]["rate"]
-        safe = ", ".join(f"{LABELS[k]} {v:.0%}" + (f" (losses under {data['floor'][k]:.3f} undetectable)"
-                                                   if data["floor"] else "") for k, v in kind["max_safe_rate"].items())
+        safe = ", ".join(f"{LABELS[k]} {v:.0%}" + (f" (floor {data['floor'][k]:.3f})" if data["floor"] else "")
+                         for k, v in kind["max_safe_rate"].items())
         out += [f"*{kind['kind']}*, severity {kind['severity']:g}, rates measured up to {top:.0%} — largest rate with "
                 f"no detected loss: {safe}", "",
                 "| rate | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---:|" + "---|" * len(SCORES)]

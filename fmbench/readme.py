@@ -166,7 +166,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
              "Rate 0 is each image's mean over the exact-label trainings (seeds). *Largest rate with no detected "
              "loss*: the largest rate before the first significant loss of that score — no loss detected on these "
              "test images, which is not proof of none; a kind measured only at some rates can say no more than its "
-             "largest rate. In brackets, the training-noise floor: only a loss larger than it could be detected.", "",
+             "largest rate. In brackets, the training-noise floor: a smaller loss cannot count, whatever its p-value.", "",
              "| model | dataset | protocol | noise (severity) | rates measured | largest rate with no detected loss: "
              "clean IoU | corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) | significant gains |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]

@@ -229,7 +229,7 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert floored["kinds"][0]["max_safe_rate"]["clean_iou"] == 0.4
     md = markdown(floored)
     assert "| seed 1 − the others | Δ -0.06" in md and "(within training noise)" in md
-    assert "largest rate with no detected loss: clean IoU 40% (losses under 0.06" in md
+    assert "largest rate with no detected loss: clean IoU 40% (floor 0.06" in md
     with pytest.raises(Exception, match="seeds"):
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
                                                   "label_noise": "missing:0.2:0.2", "seed": 1}}}], "unet-small", "er")
