@@ -201,7 +201,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     displaced = None
     reuse = reuse and identity["model_source_sha256"] is not None  # code that cannot be hashed is never reused
     if reuse:
-        found = _reusable(identity, out_path)
+        found = result_cache.reusable(identity, out_path)
         if found is not None:
             if loaded.state_sha256 and "state_sha256" not in found.document["model"]:  # an older result
                 found.document["model"]["state_sha256"] = loaded.state_sha256
@@ -255,27 +255,6 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
             for p in partial_paths(out_path):
                 p.unlink(missing_ok=True)
         barrier(part)  # the other ranks read the result once it is written
-    return result
-
-
-def _reusable(identity: dict[str, Any], out_path: Path | None) -> Result | None:
-    """A finished result of this identity: the output file itself, or the cached copy (then
-    also written to the output file, when that is free)."""
-    if out_path is not None and out_path.exists():
-        if (result_cache.identity_of(out_path) or {}).get("key") == result_cache.key(identity):
-            result = Result.load(out_path)
-            result.reused = out_path
-            return result
-        return None  # a different run's file: never replaced (unique_out chooses another name)
-    cached = result_cache.lookup(identity)
-    if cached is None:
-        return None
-    result = Result.load(cached)
-    result.reused = cached
-    if out_path is not None:
-        text = dumps(result.document)
-        atomic_write(out_path, lambda f: f.write(text), mode="w", replace=False)
-        result.path = out_path
     return result
 
 

@@ -22,12 +22,15 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .files import atomic_write, read_json
 from .weights import cache_dir
+
+if TYPE_CHECKING:  # names for annotations only
+    from .result import Result
 
 
 def results_dir() -> Path:
@@ -132,3 +135,35 @@ def clear(keys: list[str] | None = None) -> int:
             path.unlink()
             n += 1
     return n
+
+
+def reusable(identity: dict[str, Any], out_path: Path | None) -> Result | None:
+    """A finished result of this identity: the output file itself, or the cached copy (then
+    also written to the output file, when that is free); its flags as this fmbench computes them."""
+    from .files import dumps
+    from .result import Result
+
+    if out_path is not None and out_path.exists():
+        if (identity_of(out_path) or {}).get("key") == key(identity):
+            result = Result.load(out_path)
+            result.reused = out_path
+            return current_flags(result)
+        return None  # a different run's file: never replaced (unique_out chooses another name)
+    cached = lookup(identity)
+    if cached is None:
+        return None
+    result = current_flags(Result.load(cached))
+    result.reused = cached
+    if out_path is not None:
+        text = dumps(result.document)
+        atomic_write(out_path, lambda f: f.write(text), mode="w", replace=False)
+        result.path = out_path
+    return result
+
+
+def current_flags(result: Result) -> Result:
+    """A reused result's flags as this fmbench computes them (a flag added since it ran, too)."""
+    from .result import flags
+
+    result.document["flags"] = flags(result.document)
+    return result
