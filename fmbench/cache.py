@@ -147,7 +147,11 @@ def reusable(identity: dict[str, Any], out_path: Path | None) -> Result | None:
         if (identity_of(out_path) or {}).get("key") == key(identity):
             result = Result.load(out_path)
             result.reused = out_path
-            return current_flags(result)
+            before = list(result.document.get("flags", []))
+            if current_flags(result).document["flags"] != before:  # the file says what the result says
+                text = dumps(result.document)
+                atomic_write(out_path, lambda f: f.write(text), mode="w")
+            return result
         return None  # a different run's file: never replaced (unique_out chooses another name)
     cached = lookup(identity)
     if cached is None:

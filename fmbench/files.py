@@ -90,8 +90,13 @@ def check_writable(path: str | os.PathLike) -> None:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:
-    """A matplotlib figure written as a PNG through :func:`atomic_write`."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", **kwargs))
+    """A matplotlib figure written through :func:`atomic_write`, in the format its suffix names
+    (``.png``, ``.pdf``, ``.svg``; PNG without one)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise ResultError(f"cannot write {path}: a figure is written as "
+                          f"{', '.join('.' + k for k in ('png', 'pdf', 'svg'))} (not .{fmt})")
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
     return str(path)
 
 

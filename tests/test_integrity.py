@@ -480,3 +480,6 @@ def test_terminal_escapes_in_a_contributed_file_are_refused():
     bad = copy.deepcopy(e)
     bad["provenance"]["command"] += "\nrm -rf ~"
     assert consistency(bad) == ["provenance.command holds control characters ('\\n')"]
+    ok = copy.deepcopy(e)  # a checkpoint's own metadata is its author's free text
+    ok["model"]["meta"] = {"notes": "trained by lab X\nsee README"}
+    assert consistency(ok) == []

@@ -51,6 +51,12 @@ def test_seeds_pool_into_one_row_with_their_spread():
     lo, hi = adv["ci95"]
     assert lo < adv["value"] < hi and hi - lo < 2 * (runs[0]["scores"]["adversarial_robustness"]["ci95"][1] -
                                                      runs[0]["scores"]["adversarial_robustness"]["ci95"][0])
+    # a family's scores are pooled too (compare ranks by them), not seed 0's copied
+    for fam, block in pooled["scores"]["families"].items():
+        for sub in ("iou", "headline_iou"):
+            if sub in block:
+                want = np.mean([r["scores"]["families"][fam][sub]["value"] for r in runs])
+                assert block[sub]["value"] == pytest.approx(want, abs=1e-9), (fam, sub)
     one = scores.pooled_relative(runs[:1], "adversarial_robustness")
     assert one == runs[0]["scores"]["adversarial_robustness"]  # one seed: the entry's own score and interval
     (g,) = groups(runs + [entry("fpn-r18")])
@@ -167,10 +173,11 @@ def test_compare_ranks_against_rows_of_pooled_seeds_as_the_leaderboard_does():
     others = [entry(m) for m in ARCHS[1:]]
     mine = reseeded(entry("fpn-r18"), 5, 0.0)  # a user's re-run of fpn-r18 with another seed
     data = compare(mine, runs + others)
-    assert data["n_entries"] == len(ARCHS)  # unet-r18's three seeds are one row; fpn-r18's seed 0 another
+    # unet-r18's three seeds are one row; fpn-r18's seed 0 is the result's own row, not a competitor
+    assert data["n_entries"] == len(ARCHS) - 1 and data["own_entry"]
     robust = next(r for r in data["rows"] if r["metric"] == "robust_iou")
     pooled = pool_seeds(runs)["scores"]["robust_iou"]["value"]
-    board = [pooled] + [o["scores"]["robust_iou"]["value"] for o in others]
+    board = [pooled] + [o["scores"]["robust_iou"]["value"] for o in others if o["model"]["ref"] != "fpn-r18"]
     assert robust["rank"] == 1 + sum(1 for v in board if v > robust["yours"])
     named = [x for x in (robust["best"], robust["above"], robust["below"]) if x]
     seeded = [x for x in named if x["model"] == "unet-r18 (3 seeds)"]
@@ -179,7 +186,9 @@ def test_compare_ranks_against_rows_of_pooled_seeds_as_the_leaderboard_does():
     # a difference to a pooled row is paired on the per-image seed mean, and said to be inside
     # the seed spread where it is
     r = next(r for r in compare(runs[2], runs[:2] + others)["rows"] if r["metric"] == "robust_iou")
-    x = next(v for v in (r["best"], r["above"], r["below"]) if v and v["model"] == "unet-r18 (2 seeds)")
+    x = r["own"]  # its own architecture's other seeds: its own row, never a competitor
+    assert x["model"] == "unet-r18 (2 seeds)"
+    assert all(v is None or "unet-r18" not in v["model"] for v in (r["best"], r["above"], r["below"]))
     two = pool_seeds(runs[:2])
     assert x["score"]["value"] == pytest.approx(two["scores"]["robust_iou"]["value"])
     sd = two["seed_spread"]["robust_iou"]["sd"]

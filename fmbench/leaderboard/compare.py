@@ -42,7 +42,8 @@ def _versus(mine: dict[str, Any], theirs: dict[str, Any] | None, key: str, yours
     if a is not None and b is not None and mine["per_image"]["ids"] == theirs["per_image"]["ids"]:
         paired = scores.paired_difference(a, b)
         out.update(ci95=paired["ci95"], within_noise=paired["within_noise"])
-    own_sd = (theirs.get("seed_spread") or {}).get(key, {}).get("sd")
+    spread = (theirs.get("seed_spread") or {}).get(key) or {}
+    own_sd = spread["sd"] / np.sqrt(spread["n"]) if spread.get("sd") is not None else None  # a mean of n seeds
     usual = (typical or {}).get(key, (None, ""))[0]
     if usual is not None:
         out["within_seeds"] = bool(abs(out["diff"]) < float(np.hypot(usual, own_sd if own_sd is not None else usual)))
@@ -55,8 +56,9 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     entries just above and below it and the best, with differences (yours minus theirs) and
     whether each is inside the noise.  A degenerate result is shown but not ranked.
 
-    An entry of the same model (same reference and defense) is the one the result would
-    replace: it is left out of the ranking and reported on its own (``own``), so a re-run of a
+    The entries of the same architecture (same reference, defence and label noise, any seed)
+    are its own row, which the result would join or replace: they are left out of the ranking
+    and reported on their own (``own``, the seeds pooled), so a re-run or another seed of a
     listed model is not ranked against itself."""
     if not isinstance(doc, dict) or doc.get("kind") not in ("fmbench-result", "fmbench-leaderboard-entry"):
         found = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
@@ -76,13 +78,13 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     peers = [e for e in entries if e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds
              and label_noise_of(e) == label_noise_of(mine)]  # noisy-label training ranks in its own track
     label = model_label(mine)
-    own = next((e for e in peers if model_label(e) == label), None)
     arch: dict[str, list[dict[str, Any]]] = {}  # the leaderboard's rows: an architecture's seeds pooled
     for e in peers:
-        if model_label(e) != label:
-            arch.setdefault(model_label(e, seed=False), []).append(e)
+        arch.setdefault(model_label(e, seed=False), []).append(e)
+    mine_arch = arch.pop(model_label(mine, seed=False), None)  # its own row: never ranked against itself
+    own = pool_seeds(mine_arch) if mine_arch else None
     peers = [pool_seeds(m) for m in arch.values()]
-    typical = typical_spreads(peers)
+    typical = typical_spreads(peers + ([own] if own else []))
     if not peers and own is None:
         others = sorted({f"{e['dataset']['ref']} · {e['protocol']['id']} ({e['protocol']['hash']})" for e in entries})
         raise ResultError(f"no leaderboard entry has protocol {mine['protocol']['id']} ({h}) and dataset {ds!r}; "

@@ -57,8 +57,9 @@ def flags(entry: dict[str, Any], best: tuple[float, str] | None,
     is undertrained), else ``undertrained`` against the best clean IoU."""
     out = list(entry.get("flags", []))
     if entry.get("_pinned") is False:
+        loose = next((m for m in entry.get("members") or [entry] if m.get("_pinned") is False), entry)
         out.append({"flag": "unpinned-weights", "reason": (
-            f"evaluated with weights no registry pins (sha256 {str(entry['model'].get('weights_sha256'))[:12]}...): "
+            f"evaluated with weights no registry pins (sha256 {str(loose['model'].get('weights_sha256'))[:12]}...): "
             f"these numbers can be rechecked only with the contributor's checkpoint (`fmbench leaderboard recheck "
             f"--checkpoint`), so they rest on the entry's word until someone does")})
     below = classical_flag(entry, table_baselines)
@@ -151,10 +152,37 @@ def pool_seeds(members: list[dict[str, Any]]) -> dict[str, Any]:
                                   "ci95": scores.interval(mean_img, scores.resamples(mean_img.size))}
         else:
             pooled_scores[key] = {"value": float(arr.mean()), "ci95": None}
+    same = all(e["per_image"]["ids"] == base["per_image"]["ids"] for e in members)
+    pooled_scores["families"] = {f: _pooled_family(members, f, block, same)
+                                 for f, block in (base.get("scores") or {}).get("families", {}).items()}
     pinned = {"_pinned": False} if any(e.get("_pinned") is False for e in members) else {}
     return {**base, **pinned, "scores": pooled_scores, "summary": mean_of([e["summary"] for e in members]),
             "seed_spread": spread,
             "seeds": [e["model"]["training"].get("seed") for e in members], "members": members}
+
+
+def _pooled_family(members: list[dict[str, Any]], family: str, block: dict[str, Any], same: bool) -> dict[str, Any]:
+    """A family's block for pooled seeds: its mean IoU over the family's conditions and (where it
+    has attacks at the headline budget) its per-image worst case there, each the mean over the
+    images of the per-image seed mean, with its interval -- as the headline scores are pooled."""
+    out: dict[str, Any] = {"kind": block.get("kind")}
+    for sub in ("iou", "headline_iou"):
+        if sub not in block:
+            continue
+        per: list[Any] = []
+        for e in members:
+            iou = e["per_image"]["iou"]
+            ids = [c["id"] for c in e["conditions"] if c["family"] == family and c["kind"] != "reference"]
+            top = set((e.get("scores", {}).get("headline") or {}).get("conditions", []))
+            at = [c for c in ids if c in top] if sub == "headline_iou" else ids
+            per.append(None if not at else (np.min if sub == "headline_iou" else np.mean)([iou[c] for c in at], axis=0))
+        if not same or any(p is None for p in per) or len({p.shape for p in per}) != 1:
+            out[sub] = {"value": float(np.mean([(e["scores"]["families"][family].get(sub) or {}).get("value", np.nan)
+                                                for e in members])), "ci95": None}
+            continue
+        mean_img = np.mean(np.stack(per), axis=0)
+        out[sub] = {"value": float(np.mean(mean_img)), "ci95": scores.interval(mean_img, scores.resamples(mean_img.size))}
+    return out
 
 
 def mean_of(docs: list[Any]) -> Any:
@@ -196,8 +224,8 @@ def spread_flags(units: list[dict[str, Any]], key: str, typical: dict[str, tuple
         sds, where = [], []
         for u in (a, b):
             own = u["seed_spread"].get(key)
-            if own:
-                sds.append(own["sd"])
+            if own:  # a row of n seeds is their mean: its own spread is sd / sqrt(n)
+                sds.append(own["sd"] / np.sqrt(own["n"]))
                 where.append(f"{row_label(u)}")
             elif key in typical:
                 sds.append(typical[key][0])
