@@ -123,6 +123,7 @@ def agreement_table(entries: list[dict]) -> str:
     """How much of each dataset's ranking is architecture (``fmbench.agreement.seed_agreement``
     over the undefended entries with seeds), one row per dataset x score."""
     from fmbench.agreement import cell, seed_agreement
+    from fmbench.leaderboard.entry import model_label
     from fmbench.errors import ResultError
 
     lines = ["| dataset | score | architectures × seeds | ICC (share between architectures) | "
@@ -137,13 +138,15 @@ def agreement_table(entries: list[dict]) -> str:
         except ResultError as err:
             notes.append(f"{ds}: {err}.")
             continue
+        n_seeds = sorted(sum(1 for e in mine if model_label(e, seed=False) == a) for a in got["architectures"])
+        shape = f"{len(n_seeds)} × {n_seeds[0]}" + (f"–{n_seeds[-1]}" if n_seeds[-1] != n_seeds[0] else "")
         for key, label in SCORES:
             g = got["scores"].get(key)
             if not g:
                 continue
             stable = "" if g["pairs_stable"] is None else f"{cell(g['pairs_stable'], g['pairs_stable_ci95'], True)} " \
                                                           f"of {g['n_pairs']}"
-            lines.append(f"| {ds} | {label} | {len(got['architectures'])} × {len(got['seeds'])} | "
+            lines.append(f"| {ds} | {label} | {shape} | "
                          f"{cell(g['icc'], g['icc_ci95'])} | {cell(g['seed_rank_correlation'], g['seed_rank_correlation_ci95'])} "
                          f"({g['n_seed_pairs']} seed pairs) | {stable} | {_f(g['sd'])} |")
     body = "\n".join(lines) if len(lines) > 2 else ""
