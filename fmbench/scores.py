@@ -277,8 +277,19 @@ def per_image(entry: Mapping[str, Any], key: str) -> np.ndarray | None:
         return np.mean([iou[c] for c in ids], axis=0) if ids else None
     if key == "robust_iou":
         return np.min([iou[c] for c in top], axis=0) if top else None
-    fam = [c["id"] for c in conds if c["family"] == key and c["kind"] != "reference"]
-    if not fam:
+    worst = family_per_image(entry, key, headline=True)
+    return worst if worst is not None else family_per_image(entry, key, headline=False)
+
+
+def family_per_image(entry: Mapping[str, Any], family: str, headline: bool = False) -> np.ndarray | None:
+    """A family's per-image values in one result or entry: the mean IoU over its conditions, or
+    with ``headline`` the worst case over its conditions at the headline budget; ``None`` where
+    it has no such condition."""
+    iou = entry["per_image"]["iou"]
+    ids = [c["id"] for c in entry["conditions"] if c["family"] == family and c["kind"] != "reference"]
+    if headline:
+        top = set((entry.get("scores", {}).get("headline") or {}).get("conditions", []))
+        ids = [c for c in ids if c in top]
+    if not ids:
         return None
-    at_top = [c for c in fam if c in top]
-    return np.min([iou[c] for c in at_top], axis=0) if at_top else np.mean([iou[c] for c in fam], axis=0)
+    return (np.min if headline else np.mean)([iou[c] for c in ids], axis=0)

@@ -169,13 +169,7 @@ def _pooled_family(members: list[dict[str, Any]], family: str, block: dict[str, 
     for sub in ("iou", "headline_iou"):
         if sub not in block:
             continue
-        per: list[Any] = []
-        for e in members:
-            iou = e["per_image"]["iou"]
-            ids = [c["id"] for c in e["conditions"] if c["family"] == family and c["kind"] != "reference"]
-            top = set((e.get("scores", {}).get("headline") or {}).get("conditions", []))
-            at = [c for c in ids if c in top] if sub == "headline_iou" else ids
-            per.append(None if not at else (np.min if sub == "headline_iou" else np.mean)([iou[c] for c in at], axis=0))
+        per = [scores.family_per_image(e, family, headline=sub == "headline_iou") for e in members]
         if not same or any(p is None for p in per) or len({p.shape for p in per}) != 1:
             out[sub] = {"value": float(np.mean([(e["scores"]["families"][family].get(sub) or {}).get("value", np.nan)
                                                 for e in members])), "ci95": None}
