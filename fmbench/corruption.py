@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -168,6 +168,11 @@ class Sensor:
         a = self.scale_for(snr).reshape(-1, 1, 1, 1)
         return a * x + self.camera.offset_adu
 
+    def detect(self, stage: Callable[..., torch.Tensor], y: torch.Tensor, x: torch.Tensor, snr: float | None = None) -> torch.Tensor:
+        """Run a corruption's detector ``stage(adu, expected_adu, sensor)`` on the exposed ``y``
+        of expected photons ``x``: here the image already is in ADU."""
+        return stage(y, self.mean(x, snr=snr), self)
+
     def expose(self, x: torch.Tensor, gens: list[torch.Generator], snr: float | None = None) -> torch.Tensor:
         a = self.scale_for(snr).reshape(-1, 1, 1, 1)
         electrons = poisson_per_image((a * x).clamp_min(0), gens)
@@ -291,5 +296,6 @@ class PhysicalCorruption(Corruption):
         new_mask = self.warp_mask(mask, level, params)
         snr = self.snr(level)
         y = sensor.expose(x_opt, gens, snr=snr)
-        y = self.detector(y, sensor.mean(x_opt, snr=snr), new_mask, level, params, sensor)
+        y = sensor.detect(lambda adu, expected, frame: self.detector(adu, expected, new_mask, level, params, frame),
+                          y, x_opt, snr)
         return y, new_mask

@@ -25,10 +25,11 @@ from .data import iter_batches
 from .distributed import SINGLE, Shard, barrier
 from .errors import DataError, FmbenchError, ModelContractError, ResultError
 from .measured import Kept, screen, targets
+from .measured import data_warnings as measured_data_warnings
 from .metrics import output_problem, overlap_counts, predict
 from .preparation import prepare_attacks
 from .protocol import Protocol
-from .result import assemble, measured_data_warnings
+from .result import assemble
 from .runlog import PartialLog
 from .selfcheck import review
 
@@ -192,7 +193,9 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             worst = max(defined)
             raise DataError(f"no image of {dataset_ref!r} reaches the SNRs protocol {protocol.id} asks for "
                             f"({', '.join(f'{v:g}' for v in targets(protocol, registry))}); the best own SNR is "
-                            f"{worst:.2f}, and noise cannot be removed")
+                            f"{worst:.2f}, and noise cannot be removed: the reference condition is SNR "
+                            f"{protocol.reference_snr:g} (the study's); images recorded brighter (longer exposure, "
+                            f"more excitation, binning) can be scored")
         dataset = Kept(dataset, measured.kept)
     model = PassCounter(loaded.module.to(device).eval())
     ctx = RunContext(model=model,

@@ -26,14 +26,16 @@ leaks into any single-image noise estimate, so an image's own SNR is under-estim
 is high; the SNR a condition reaches is much less affected (the added noise dominates).
 Corruptions other than noise act on the measured image as they would on expected photons
 (a blur also smooths the image's own noise, so a blurred measured image ends up a little
-less noisy than the reference); the detector artefacts use the protocol camera's constants
-in the image's own units, so their severities are not calibrated to the user's camera.
+less noisy than the reference); the detector artefacts act in the frame of ADU a synthetic
+image of the same signal would have at the reference SNR (:meth:`MeasuredSensor.adu_frame`),
+so a severity means on a measured image what it means on a synthetic one -- relative to the
+image's signal, not calibrated to the user's camera.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .corruption import Sensor
+from .corruption import Sensor, _fg_bg_means, _scale_from_means
+from .errors import DataError
 from .noise import NoiseModel, estimate, foreground_std
 from .seeding import randn_per_image
 
@@ -98,6 +101,17 @@ def own_noise(y: np.ndarray, mask: np.ndarray) -> OwnNoise | None:
     return OwnNoise(model=estimate(y), fg_mean=fg, fg_std=foreground_std(y, mask), signal=fg - bg)
 
 
+def undefined_reason(y: np.ndarray, mask: np.ndarray) -> str:
+    """Why an image's SNR is undefined (:func:`own_noise` gave ``None``), with the likely cause."""
+    y, mask = np.asarray(y, float), np.asarray(mask, bool)
+    if not mask.any():
+        return "SNR undefined: its mask has no foreground (an image without objects has no signal to measure)"
+    if mask.all():
+        return "SNR undefined: its mask is foreground everywhere (no background to measure against)"
+    return (f"SNR undefined: its foreground (mask non-zero, mean {float(y[mask].mean()):.3g}) is no brighter than its "
+            f"background (mean {float(y[~mask].mean()):.3g}); are the masks inverted? objects must be non-zero")
+
+
 def own_noises(x: torch.Tensor, mask: torch.Tensor) -> list[OwnNoise | None]:
     """:func:`own_noise` of every image of a batch ``(B, 1, H, W)``."""
     xs, ms = x[:, 0].detach().double().cpu().numpy(), mask.detach().cpu().numpy()
@@ -113,8 +127,39 @@ class MeasuredSensor:
                  own: Sequence[OwnNoise | None] | None = None):
         self.camera = camera
         self.reference_snr = float(reference_snr)
+        self.measured = measured
         self.mask = mask
         self.own = list(own) if own is not None else own_noises(measured, mask)
+
+    def adu_frame(self, snr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image, the frame the detector artefacts act in: ``adu = scale * (u - background)
+        + offset``, where ``scale`` is the ADU per unit a synthetic image with the same signal
+        above its background would have at ``snr`` under the protocol's camera (the background
+        taken as the camera's zero, so a baseline the image was recorded with changes nothing),
+        and ``background`` its mean background.  Their severities -- stripes in units of the
+        read noise, hot pixels relative to the brightest signal -- so mean on a measured image
+        what they mean on a synthetic one, in whatever units and offset it was read.  An image
+        with no signal to define an SNR on (left out of every score) gets ``(1, 0)``."""
+        target = self.reference_snr if snr is None else float(snr)
+        n = self.measured.shape[0]
+        scale = torch.ones(n, dtype=torch.float64, device=self.measured.device)
+        background = torch.zeros_like(scale)
+        for b in range(n):
+            try:
+                fg, bg = _fg_bg_means(self.measured[b : b + 1].double(), self.mask[b : b + 1])
+                scale[b] = _scale_from_means(fg - bg, torch.zeros_like(bg), target, self.camera.read_noise_e)[0]
+                background[b] = bg[0]
+            except DataError:
+                continue
+        return scale.to(self.measured.dtype), background.to(self.measured.dtype)
+
+    def detect(self, stage: Callable[..., torch.Tensor], y: torch.Tensor, x: torch.Tensor,
+               snr: float | None = None) -> torch.Tensor:
+        """Run a corruption's detector ``stage(adu, expected_adu, sensor)`` in the frame of
+        :meth:`adu_frame` and bring the result back to the image's units."""
+        scale, background = self.adu_frame(snr)
+        a, bg, off = scale.view(-1, 1, 1, 1), background.view(-1, 1, 1, 1), self.camera.offset_adu
+        return (stage(a * (y - bg) + off, a * (x - bg) + off, self) - off) / a + bg
 
     def mean(self, x: torch.Tensor, snr: float | None = None) -> torch.Tensor:
         """The expectation of :meth:`expose`: the image itself."""
@@ -193,9 +238,7 @@ def screen(dataset: Any, n_images: int, levels: Sequence[float]) -> Screen:
         sample = dataset[i]
         own = own_noise(sample.image, sample.mask)
         if own is None:
-            left_out.append({"id": sample.id, "own_snr": None,
-                             "reason": "SNR undefined: the mask has no foreground, no background, or a foreground "
-                                       "no brighter than the background"})
+            left_out.append({"id": sample.id, "own_snr": None, "reason": undefined_reason(sample.image, sample.mask)})
             continue
         missed = [v for v in levels if not own.reaches(v)]
         if missed:
@@ -224,3 +267,34 @@ class Kept:
 
     def __getitem__(self, k: int) -> Any:
         return self.dataset[self.indices[k]]
+
+
+def data_warnings(doc: Any) -> list[str]:
+    """On measured images: the scored images' own SNRs and what was done to them, which images
+    were left out (their own SNR below one the protocol asks for, or undefined, with the
+    likely cause), and wherever a relative robustness exceeds 1, that the ratio should not be
+    read."""
+    if doc["dataset"]["synthetic"]:
+        return []
+    out = []
+    noise = doc["dataset"].get("noise", {})
+    own = [v for k, v in (noise.get("own_snr") or {}).items() if k in set(doc["per_image"]["ids"]) and v is not None]
+    if own:
+        ref = (doc["protocol"].get("content") or {}).get("reference_snr", 8)
+        out.append(f"the {len(own)} scored images' own SNR: {min(own):.2f} to {max(own):.2f} (median "
+                   f"{float(np.median(own)):.2f}); each was brought to the reference SNR {ref:g} by adding only the "
+                   f"noise it lacks, so 'clean IoU' is the IoU at SNR {ref:g}, not on the images as recorded "
+                   f"(docs/datasets.md)")
+    left = noise.get("left_out", [])
+    if left:
+        n = len(left) + len(doc["per_image"]["ids"])
+        ids = ", ".join(f"{r['id']} (own SNR {r['own_snr']:.2f})" if r["own_snr"] is not None
+                        else f"{r['id']} ({r.get('reason') or 'SNR undefined'})" for r in left[:4])
+        out.append(f"{len(left)} of {n} images left out of every score: their own SNR is below an SNR the protocol "
+                   f"asks for, or undefined: {ids}{' ...' if len(left) > 4 else ''}")
+    above = [c["id"] for c in doc["conditions"] if c["kind"] != "reference" and (c["robustness"] or 0) > 1]
+    if above:
+        out.append(f"relative robustness above 1 under {', '.join(above[:4])}{' ...' if len(above) > 4 else ''}: on "
+                   f"measured images a blur also smooths the images' own noise, and a mild condition can score above "
+                   f"the reference by chance on few images; read the absolute IoU and its interval, not the ratio")
+    return out

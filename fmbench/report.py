@@ -23,6 +23,7 @@ import numpy as np
 from . import scores
 from .errors import ResultError
 from .leaderboard.report_style import GENERATOR, STYLE
+from .show import FEW_IMAGES
 
 CHECKS_EXPLAINED = {
     "gradient": "an attack whose input gradients were zero or non-finite on some images measures nothing there "
@@ -235,6 +236,10 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
     cleans = [(c, model_label(e)) for e in peers + [mine] if (c := (e.get("scores") or {}).get("clean_iou", {}).get("value")) is not None]
     flags = list(doc.get("flags") or [])
     flags += [f for f in table_flags(mine, max(cleans) if cleans else None) if f["flag"] not in {g["flag"] for g in flags}]
+    if (n := mine["dataset"].get("n_images")) is not None and n < FEW_IMAGES:  # as the terminal says (show.flag_lines)
+        flags.append({"flag": "few images", "reason": f"{n} test image{'s' * (n != 1)}: each 95 % interval and every "
+                                                      f"self-check rests on them; read the scores as a smoke test, "
+                                                      f"not a measurement"})
     data = None
     if peers:
         try:

@@ -157,27 +157,6 @@ def flags(doc: Mapping[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def measured_data_warnings(doc: Mapping[str, Any]) -> list[str]:
-    """On measured images: which images were left out (their own SNR below one the protocol
-    asks for), and wherever a relative robustness exceeds 1, that the ratio should not be read."""
-    if doc["dataset"]["synthetic"]:
-        return []
-    out = []
-    left = doc["dataset"].get("noise", {}).get("left_out", [])
-    if left:
-        n = len(left) + len(doc["per_image"]["ids"])
-        ids = ", ".join(f"{r['id']} (own SNR {r['own_snr']:.2f})" if r["own_snr"] is not None else r["id"]
-                        for r in left[:4])
-        out.append(f"{len(left)} of {n} images left out of every score: their own SNR is below an SNR the protocol "
-                   f"asks for, or undefined: {ids}{' ...' if len(left) > 4 else ''}")
-    above = [c["id"] for c in doc["conditions"] if c["kind"] != "reference" and (c["robustness"] or 0) > 1]
-    if above:
-        out.append(f"relative robustness above 1 under {', '.join(above[:4])}{' ...' if len(above) > 4 else ''}: on "
-                   f"measured images a blur also smooths the images' own noise and artefacts act in their own "
-                   f"units, so a corrupted copy can be easier than the reference; read the absolute IoU, not the ratio")
-    return out
-
-
 class Result(Mapping):
     """A result document with typed access: ``.summary``, ``.conditions``, ``.per_image``...
 

@@ -12,6 +12,7 @@ import fmbench
 from fmbench.conditions import sensor_for
 from fmbench.errors import DataError
 from fmbench.measured import MeasuredSensor, own_noise
+from fmbench.plugins import get_registry
 from fmbench.noise import snr as measured_snr
 from fmbench.seeding import generators
 
@@ -103,6 +104,9 @@ def test_an_image_below_an_snr_the_protocol_asks_for_is_left_out_and_said(tmp_pa
     assert r["dataset"]["noise"]["own_snr"]["img0"] == pytest.approx(12.0, rel=0.15)  # under-estimated when high
     assert all(c["n_images"] == 1 for c in r.conditions)
     assert any(w.startswith("1 of 2 images left out of every score") for w in r.warnings)
+    own = r["dataset"]["noise"]["own_snr"]["img0"]
+    assert any(w.startswith(f"the 1 scored images' own SNR: {own:.2f} to {own:.2f}") and "not on the images as recorded"
+               in w for w in r.warnings)
     assert r.conditions[0]["label"] == "reference (SNR 8, reached from each image's own noise)"
     assert [c["label"] for c in r.conditions[1:3]] == ["noise, SNR 5", "noise, SNR 4"]
 
@@ -268,3 +272,60 @@ def test_every_image_size_of_a_folder_is_probed_before_the_run(tmp_path):
     with pytest.raises(ModelContractError, match=r"^image img1 is 126x126: model breaks the fmbench contract"):
         fmbench.evaluate(Div4(), f"folder:{tmp_path / 'd'}", proto, out=tmp_path / "r.json")
     assert list(tmp_path.glob("r.json*")) == []
+
+
+def _detector_artefact(name, level, y, m, seed=0):
+    corr = get_registry().build_corruption(name)
+    sensor = MeasuredSensor(y, m, PROTO.camera, PROTO.reference_snr)
+    out, _ = corr(y, m, level, sensor, generators(seed, ["a"], name))
+    return out
+
+
+@pytest.mark.parametrize("name,level", [("fixed-pattern", 2.0), ("hot-pixels", 1e-2), ("saturation", 0.3)])
+def test_a_detector_artefact_on_a_measured_image_does_not_depend_on_its_units_or_baseline(name, level):
+    """The same image read in other units (x 1000) and with a camera baseline (+ 100 units)
+    gets the same artefact in those units: before, the protocol camera's 100-ADU offset and
+    1.6 e- read noise were applied in the image's own units (a range of about 1), so the mildest
+    fixed pattern buried the image and hot pixels came out hugely negative."""
+    (y, m, _, _), = known(9.0, n=1)
+    y = (y - PROTO.camera.offset_adu) / 50.0  # a measured image on a scale of about 1
+    base = _detector_artefact(name, level, y, m)
+    other = _detector_artefact(name, level, y * 1000.0 + 100.0, m)
+    torch.testing.assert_close((other - 100.0) / 1000.0, base, rtol=1e-4, atol=1e-4 * float(y.abs().max()))
+
+
+def test_hot_pixels_on_a_measured_image_are_bright_and_fixed_pattern_is_as_strong_as_on_synthetic_data():
+    (y, m, _, _), = known(9.0, n=1)
+    u = (y - PROTO.camera.offset_adu) / 50.0
+    hot = _detector_artefact("hot-pixels", 1e-2, u, m)
+    signal = float(u[0, 0][m[0]].mean() - u[0, 0][~m[0]].mean())
+    # 1 % of the pixels gain 0.5-8 x the brightest signal (the rest only the noise that brings
+    # the image from its own SNR 9 to 8); none is pushed down
+    share = float(((hot - u) > 0.4 * signal).double().mean())
+    assert 0.007 < share < 0.013 and float(hot.min()) > float(u.min()) - signal
+    # column stripes relative to the signal: the measured image's frame against the synthetic
+    # camera's at the same SNR (the synthetic image's background is not zero photons, so the
+    # frames differ a little; they were 100-fold apart before)
+    cols = (_detector_artefact("fixed-pattern", 8.0, u, m, seed=3) - u)[0, 0].mean(0).std() / signal
+    ds = fmbench.open_dataset("nucleus@2")
+    s = next(ds[i] for i in range(20) if ds[i].mask.sum() >= 2000)
+    x, mm = torch.from_numpy(s.image)[None, None].double(), torch.from_numpy(s.mask)[None]
+    sensor = sensor_for(PROTO, x, mm)
+    corr = get_registry().build_corruption("fixed-pattern")
+    clean = sensor.mean(x)
+    synth, _ = corr(x, mm, 8.0, sensor, generators(3, ["a"], "fixed-pattern"))
+    noisy = sensor.expose(x, generators(3, ["a"], "fixed-pattern"))
+    synth_signal = float(clean[0, 0][mm[0]].mean() - clean[0, 0][~mm[0]].mean())
+    synth_cols = (synth - noisy)[0, 0].mean(0).std() / synth_signal
+    assert 0.25 < float(cols / synth_cols) < 4.0
+
+
+def test_why_an_images_snr_is_undefined_says_the_likely_cause():
+    from fmbench.measured import undefined_reason
+
+    y = np.zeros((32, 32))
+    y[8:16, 8:16] = 1.0
+    mask = y > 0
+    assert "no foreground" in undefined_reason(y, np.zeros_like(mask))
+    assert "foreground everywhere" in undefined_reason(y, np.ones_like(mask))
+    assert "inverted" in undefined_reason(y, ~mask)

@@ -127,3 +127,17 @@ def test_report_imports_no_code_a_file_names_unless_trusted(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     assert not pwned.exists()
     assert "--trust os:system" in r.stdout and (tmp_path / "r.html").exists()
+
+
+def test_a_report_on_few_images_says_so_as_the_terminal_does():
+    """The terminal's 'few images' line was missing from the page, which said 'nothing says these
+    numbers should not be read at face value' for a three-image run."""
+    import json
+
+    from fmbench.report import report_html
+
+    e = json.loads(ENTRY.read_text())
+    assert "few images" not in report_html(e, [])
+    e["dataset"]["n_images"] = 3
+    page = report_html(e, [])
+    assert "few images</span>: 3 test images" in page and "nothing says these numbers" not in page
