@@ -100,11 +100,15 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:
     return str(path)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (fmbench never writes NaN or Infinity)")
+
+
 def loads(text: str, where: str | os.PathLike) -> Any:
     """JSON text from a file ``where``: one :class:`ResultError` naming it for malformed JSON, a
-    key given twice in one object, or nesting too deep to read."""
+    key given twice in one object, NaN or Infinity, or nesting too deep to read."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ResultError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:

@@ -7,10 +7,12 @@ score, and ``recheck`` re-evaluates images drawn at random to catch that.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .metrics import relative
+from .recipe import convergence_problems
 
 if TYPE_CHECKING:  # names for annotations only
     from .plugins import Registry
@@ -95,12 +97,22 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     from .conditions import plan
 
     synthetic = bool(doc["dataset"].get("synthetic", True))
-    planned = [(c.id, c.kind, c.name, c.family, float(c.level), c.norm)
+    # labels (what a reader sees) from version 2 on: version-1 entries wrote older wordings
+    v1 = protocol.version < 2
+    planned = [(c.id, c.kind, c.name, c.family, float(c.level), c.norm, None if v1 else c.label)
                for c in plan(protocol, registry, synthetic=synthetic)]
     found = [(c.get("id"), c.get("kind"), c.get("name"), c.get("family"),
-              float(c["level"]) if _number(c.get("level")) else c.get("level"), c.get("norm"))
+              float(c["level"]) if _number(c.get("level")) else c.get("level"), c.get("norm"),
+              None if v1 else c.get("label"))
              for c in doc["conditions"]]
     problems = []
+    spec = registry.datasets.get(str(doc["dataset"].get("ref")).split("@", 1)[0])
+    if doc["dataset"].get("split") != protocol.split:
+        problems.append(f"dataset.split is {doc['dataset'].get('split')!r}, but protocol {protocol.id} evaluates the "
+                        f"{protocol.split!r} split")
+    if spec is not None and doc["dataset"].get("synthetic") is not bool(spec.synthetic):
+        problems.append(f"dataset.synthetic is {doc['dataset'].get('synthetic')!r}, but {doc['dataset']['ref']!r} is "
+                        f"a registered dataset whose synthetic flag is {bool(spec.synthetic)}")
     if found != planned:
         missing = [p[0] for p in planned if p not in found]
         extra = [f[0] for f in found if f not in planned]
@@ -109,7 +121,7 @@ def plan_problems(doc: Mapping[str, Any], protocol: Protocol, registry: Registry
     n = len(doc["per_image"]["ids"])
     if doc["dataset"].get("n_images") != n:
         problems.append(f"dataset.n_images is {doc['dataset'].get('n_images')!r} but per_image has {n} images")
-    if doc["dataset"].get("ref") in registry.datasets and n != protocol.n_images:
+    if str(doc["dataset"].get("ref")).split("@", 1)[0] in registry.datasets and n != protocol.n_images:
         problems.append(f"{n} images, but protocol {protocol.id} evaluates {protocol.n_images} of "
                         f"{doc['dataset']['ref']!r}")
     return problems
@@ -181,6 +193,13 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     if w.command:
         problems += [f"model {ref!r} on {ds!r}: {p}"
                      for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy)]
+    found = entry["model"].get("training")
+    training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    conv: Mapping[str, Any] = training["convergence"] if isinstance(training.get("convergence"), Mapping) else {}
+    for key, v in (("val_iou", training.get("val_iou")), ("convergence.best_val_iou", conv.get("best_val_iou"))):
+        if w.val_iou is not None and v is not None and not (_number(v) and abs(v - w.val_iou) <= 1e-6):
+            problems.append(f"model {ref!r} on {ds!r}: training.{key} is {v!r}, but the registered weights {name!r} "
+                            f"reached validation IoU {w.val_iou}")
     return problems
 
 
@@ -230,6 +249,11 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
             "label_noise": command_flag(command, "--label-noise")}
     got = {"seed": training.get("seed", 0), "defense": training.get("defense") or "none",
            "label_noise": training.get("label_noise") or None}
+    on = command_flag(command, "--dataset")
+    if on and "@" not in on and "@" in name.split("/")[0]:  # `--dataset nucleus --tier quick-v2` trains on nucleus@2
+        on = name.split("/")[0]
+    if on:
+        want["dataset"], got["dataset"] = on, training.get("dataset")
     problems = [f"training.{k} is {got[k]!r}, but the registered weights {name!r} were trained with {want[k]!r}"
                 for k in want if got[k] != want[k]]
     for k, none in (("defense", "none"), ("label_noise", None)):
@@ -261,15 +285,21 @@ def consistency(doc: Mapping[str, Any], registry: Registry | None = None,
         problems += label_noise_problems(doc, registry)
         if doc.get("kind") == "fmbench-leaderboard-entry":
             problems += weights_problems(doc, registry, track_weights)
+            training = (doc.get("model") or {}).get("training") if isinstance(doc.get("model"), Mapping) else None
+            problems += convergence_problems(training) if isinstance(training, Mapping) else []  # (recipe.py)
     return problems
 
 
+INVISIBLE = {"Cf", "Cs", "Co", "Zl", "Zp"}  # zero-width, right-to-left overrides, surrogates, private use
+
+
 def control_characters(doc: Any, where: str = "") -> list[str]:
-    """Strings holding control characters (terminal escapes, NUL, newlines): nothing fmbench
-    writes has them, and shown in a terminal they could hide or fake what a reader sees."""
+    """Strings holding control or invisible characters (terminal escapes, NUL, newlines,
+    zero-width and right-to-left marks): nothing fmbench writes has them, and shown in a terminal
+    or page they could hide or fake what a reader sees."""
     if isinstance(doc, str):
-        bad = [c for c in doc if ord(c) < 32 or 127 <= ord(c) < 160]
-        return [f"{where or 'a string'} holds control characters ({', '.join(sorted({repr(c) for c in bad}))})"] \
+        bad = [c for c in doc if ord(c) < 32 or 127 <= ord(c) < 160 or unicodedata.category(c) in INVISIBLE]
+        return [f"{where or 'a string'} holds control or invisible characters ({', '.join(sorted({repr(c) for c in bad}))})"] \
             if bad else []
     if isinstance(doc, Mapping):  # (a checkpoint's own metadata is free text its author wrote: not checked)
         return [p for k, v in doc.items() if f"{where}.{k}" != "model.meta"

@@ -5,6 +5,8 @@ on a training's validation curve (:func:`convergence`: plateaued or still rising
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -86,3 +88,25 @@ DEFENSES = ("none", "noise-aug", "pgd-at")
 AT_EPS, AT_STEPS = 4 / 255, 3
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def convergence_problems(training: Mapping[str, Any]) -> list[str]:
+    """A training's convergence state must be the one its own record implies
+    (:func:`fmbench.recipe.convergence`): it chooses between ``undertrained`` and
+    ``architecture-limited``, so a state at odds with the record's gain and stop is refused."""
+    conv, recipe = training.get("convergence"), training.get("recipe")
+    if not isinstance(conv, Mapping) or conv.get("state") not in ("plateaued", "rising"):
+        return []
+    steps: Any = recipe.get("steps") if isinstance(recipe, Mapping) else None
+    stopped: Any = conv.get("stopped_at")
+    gain: Any = conv.get("gain_last_quarter")
+    if not (_finite(steps) and _finite(stopped)):
+        return ["training.convergence: a state without the recipe's steps and the step it stopped at"]
+    implied = "plateaued" if stopped < steps else ("rising" if _finite(gain) and gain > RISING else "plateaued")
+    if not _finite(gain) and stopped >= steps:
+        return ["training.convergence: a state without the gain over the last quarter it rests on"]
+    return [] if conv["state"] == implied else [
+        f"training.convergence.state is {conv['state']!r}, but its record (stopped at {stopped} of {steps} steps, gain "
+        f"{gain} over the last quarter) implies {implied!r}"]

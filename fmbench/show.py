@@ -37,7 +37,7 @@ def flag_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def standing(result: Mapping[str, Any], entries: list[dict[str, Any]] | None, result_path: str,
+def standing(result: Mapping[str, Any], entries: list[dict[str, Any]] | str | None, result_path: str,
              directory: str) -> str:
     """One line: the rank by robust IoU among the entries of the result's protocol and
     dataset, with its interval, or why the result is not ranked; and the ``compare`` command."""
@@ -49,6 +49,8 @@ def standing(result: Mapping[str, Any], entries: list[dict[str, Any]] | None, re
         return f"not ranked: degenerate (see above); {cmd} shows it beside the entries"
     if entries is None:
         return f"not ranked: no leaderboard folder {directory}/ here"
+    if isinstance(entries, str):
+        return f"not ranked: {entries}"
     try:
         data = compare(dict(result), entries)
     except ResultError as exc:

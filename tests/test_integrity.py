@@ -131,7 +131,7 @@ def test_dropping_the_hardest_attack_is_caught(tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda e: e["per_image"]["iou"]["reference"].__setitem__(3, float("nan")), "not a finite number in [0, 1]"),
+    (lambda e: e["per_image"]["iou"]["reference"].__setitem__(3, float("nan")), "NaN is not a JSON number"),
     (lambda e: e["per_image"]["iou"]["reference"].__setitem__(3, 1.5), "not a finite number in [0, 1]"),
     (lambda e: e["per_image"]["iou"]["noise@2"].pop(), "15 values for 16 images"),
     (lambda e: e["dataset"].__setitem__("n_images", 24), "dataset.n_images is 24 but per_image has 16 images"),
@@ -149,7 +149,8 @@ def test_a_duplicated_entry_is_not_ranked_twice(tmp_path):
     d = _board(tmp_path, read_json(ENTRY))
     shutil.copy(d / "forged.json", d / "copy.json")
     _, _, problems = validate_dir(d, _registry())
-    assert problems == [f"{d / 'forged.json'}: the same model, defense, dataset and protocol as {d / 'copy.json'}"]
+    assert problems[0] == f"{d / 'forged.json'}: the same model, defense, dataset and protocol as {d / 'copy.json'}"
+    assert len(problems) == 2 and "evaluated with the same weights" in problems[1]
     with pytest.raises(ResultError, match="the same model, defense, dataset and protocol"):
         load_entries(d, _registry())
 
@@ -452,6 +453,7 @@ def test_an_entry_whose_weights_no_registry_pins_is_flagged_in_its_table(tmp_pat
     shutil.copy(root / "unet-small__nucleus__quick-v1.json", tmp_path / "shipped.json")
     e = read_json(root / "unet-small__nucleus__quick-v1.json")
     e["model"]["ref"] = "mynets:UNet"
+    e["model"]["weights_sha256"], e["model"]["state_sha256"] = "a" * 64, "b" * 64  # the contributor's own checkpoint
     write_json(tmp_path / "mine.json", e)
     entries = load_entries(tmp_path, get_registry())
     assert {Path(x["_path"]).name: x["_pinned"] for x in entries} == {"shipped.json": True, "mine.json": False}
@@ -476,10 +478,10 @@ def test_terminal_escapes_in_a_contributed_file_are_refused():
     bad = copy.deepcopy(e)
     bad["model"]["ref"] = "unet-small\x1b[2J\x1b[32m best"
     (p,) = consistency(bad)
-    assert p.startswith("model.ref holds control characters ('\\x1b')")
+    assert p.startswith("model.ref holds control or invisible characters ('\\x1b')")
     bad = copy.deepcopy(e)
     bad["provenance"]["command"] += "\nrm -rf ~"
-    assert consistency(bad) == ["provenance.command holds control characters ('\\n')"]
+    assert consistency(bad) == ["provenance.command holds control or invisible characters ('\\n')"]
     ok = copy.deepcopy(e)  # a checkpoint's own metadata is its author's free text
     ok["model"]["meta"] = {"notes": "trained by lab X\nsee README"}
     assert consistency(ok) == []

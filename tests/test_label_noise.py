@@ -312,8 +312,9 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     e = json.loads((root / "unet-small__er__quick-v1.json").read_text())
     e["model"]["ref"] = "mynets:UNet"  # a user's model: registered weights cannot be relabelled (test_integrity)
     (tmp_path / "label-noise" / "exact.json").write_text(json.dumps(e))
-    for rate in (0.2, 0.4):
+    for k, rate in enumerate((0.2, 0.4)):
         e["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"
+        e["model"]["weights_sha256"], e["model"]["state_sha256"] = f"{k}" * 64, f"{k + 5}" * 64  # one training each
         (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(e))
     r = cli("analyze", "--label-noise", "--dir", str(tmp_path), "--dataset", "er", "--out", str(tmp_path / "ln.png"))
     assert r.returncode == 1 and "no entries of unet-small on er here (models: mynets:UNet)" in r.stderr, r.stderr

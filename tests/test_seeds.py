@@ -135,6 +135,7 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
             e = entry(a)
             e["model"]["training"]["seed"] = s
             e["model"]["ref"] = f"mynets:{a.replace('-', '_')}"
+            e["model"]["weights_sha256"] = e["model"]["state_sha256"] = f"{a}{s}".encode().hex().ljust(64, "0")
             (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(e))
     r = cli("leaderboard", "validate", str(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout

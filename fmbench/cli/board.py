@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from functools import partial
@@ -233,10 +234,15 @@ def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
     if n_check:
         old = read_json(path)
         new = measure(dataset, dataset_ref, protocol, reg, n_images=n_check)
+        if old["per_image"]["ids"][: n_check] != new["per_image"]["ids"]:
+            click.echo(f"{path}: its first {n_check} image ids are not the protocol's", err=True)
+            sys.exit(1)
         worst = 0.0
         for name, per_cond in new["per_image"]["iou"].items():
             for cid, values in per_cond.items():
-                recorded = old["per_image"]["iou"][name][cid][: len(values)]
+                recorded = ((old["per_image"]["iou"].get(name) or {}).get(cid) or [])[: len(values)]
+                if len(recorded) != len(values):  # a baseline or condition missing from the file
+                    worst = math.inf
                 worst = max([worst, *(abs(a - b) for a, b in zip(values, recorded))])
         if worst > 1e-6:
             click.echo(f"{path}: the first {n_check} images differ by up to {worst:.3g} per image", err=True)

@@ -33,6 +33,9 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
 @click.option("--seed", type=int, help="Override the protocol seed (makes a protocol variant).")
 @click.option("--image-size", type=click.IntRange(min=32), help="Synthetic image size (makes a protocol variant).")
+@click.option("--reference-snr", type=click.FloatRange(min=0, min_open=True),
+              help="Score at this SNR instead of the protocol's (8) -- for your own images recorded dimmer; "
+                   "noise levels at or above it are dropped (a protocol variant, never ranked).")
 @click.option("--corruptions", "only_corruptions", metavar="A,B", help="Only these of the protocol's corruptions ('none' for none).")
 @click.option("--attacks", "only_attacks", metavar="A,B", help="Only these of the protocol's attack families ('none' for none).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -54,7 +57,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
                    "reference entries installed with fmbench).")
 def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, dataset_ref, tier, n_images, seed, image_size,
              only_corruptions, only_attacks, device, batch_size, out, resume, overwrite, as_json, quiet,
-             entry_out=None, leaderboard_dir=None, recompute=False, no_cache=False, amp=None):
+             entry_out=None, leaderboard_dir=None, recompute=False, no_cache=False, amp=None, reference_snr=None):
     """Evaluate a model on a dataset under a protocol and write a result JSON."""
     from ..api import evaluate, get_protocol
     from ..model import parse_model_args
@@ -62,7 +65,7 @@ def eval_cmd(model_ref, model_args, checkpoint, random_init, weights_name, datas
     args = parse_model_args(model_args)
     overrides = dict(n_images=n_images, seed=seed, image_size=image_size,
                      corruptions=names(only_corruptions) if only_corruptions else None,
-                     attacks=names(only_attacks) if only_attacks else None, precision=amp)
+                     attacks=names(only_attacks) if only_attacks else None, precision=amp, reference_snr=reference_snr)
     protocol = get_protocol(tier, **{k: v for k, v in overrides.items() if v is not None})
     out_path = Path(out) if out else _default_out(model_ref, dataset_ref, protocol.id)
     if entry_out and Path(entry_out).exists() and not overwrite:
@@ -168,11 +171,19 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _entries(directory: str) -> list | None:
-    """The leaderboard's entries for the standing line, or ``None`` without a folder."""
+def _entries(directory: str) -> list | str | None:
+    """The leaderboard's validated entries for the standing line, ``None`` without a folder, or
+    why the folder cannot rank anything (an entry does not validate)."""
+    from ..errors import ResultError
     from ..leaderboard import load_entries
+    from ..plugins import get_registry
 
-    return load_entries(directory) if Path(directory).is_dir() else None
+    if not Path(directory).is_dir():
+        return None
+    try:
+        return load_entries(directory, get_registry())
+    except ResultError as exc:
+        return f"the leaderboard folder {directory}/ does not validate: {exc.message}"
 
 
 @cli.command("train")

@@ -169,8 +169,9 @@ def _pooled_family(members: list[dict[str, Any]], family: str, block: dict[str, 
     for sub in ("iou", "headline_iou"):
         if sub not in block:
             continue
-        per = [scores.family_per_image(e, family, headline=sub == "headline_iou") for e in members]
-        if not same or any(p is None for p in per) or len({p.shape for p in per}) != 1:
+        got = [scores.family_per_image(e, family, headline=sub == "headline_iou") for e in members]
+        per = [p for p in got if p is not None]
+        if not same or len(per) != len(got) or len({p.shape for p in per}) != 1:
             out[sub] = {"value": float(np.mean([(e["scores"]["families"][family].get(sub) or {}).get("value", np.nan)
                                                 for e in members])), "ci95": None}
             continue

@@ -130,7 +130,7 @@ def recheck_compare(entry: dict[str, Any], result: dict[str, Any], tolerance: fl
 
 
 # what an entry says about its model's training that the weights it re-runs with must say too
-TRAINING_IDENTITY = ("seed", "defense", "label_noise", "dataset", "command")
+TRAINING_IDENTITY = ("seed", "defense", "label_noise", "dataset", "command", "val_iou", "convergence")
 
 
 def training_mismatch(entry: dict[str, Any], result: dict[str, Any]) -> list[str]:

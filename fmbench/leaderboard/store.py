@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import integrity, scores
+from . import guard
 from ..baselines import BASELINES_KIND
 from ..baselines import check as check_baselines
 from ..errors import ResultError
@@ -172,6 +173,7 @@ def check_entry(entry: Any, registry: Registry, schema_check: Callable[[Any], li
     problems = schema_check(entry)
     if problems:
         return problems
+    problems = guard.entry_problems(entry, registry)
     proto = entry["protocol"]
     known = {p.hash: p for p in registry.protocols.values()}
     if proto["hash"] not in known:
@@ -285,7 +287,7 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
-    return name, len(paths), problems + duplicates(loaded)
+    return name, len(paths), problems + duplicates(loaded) + guard.same_weights(loaded)
 
 
 def load_entries(directory: str | os.PathLike, registry: Registry | None = None) -> list[dict[str, Any]]:
@@ -297,7 +299,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
     base = load_baselines(directory)[0] if registry is not None else None
     track = track_weights(directory) if registry is not None else None
     for path in entry_paths(directory):
-        entry = read_json(path)
+        entry = guard.strip_derived(read_json(path)) if registry is None else read_json(path)
         if registry is not None and schema_check is not None:
             problems = check_entry(entry, registry, schema_check, base, require_baselines=False,
                                    track=for_entry(track, path))
@@ -307,7 +309,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
         if registry is not None:  # read by the tables' `unpinned-weights` flag
             entry["_pinned"] = integrity.weights_pinned(entry, registry, for_entry(track, path))
         entries.append(entry)
-    twice = duplicates([(e["_path"], e) for e in entries])
+    twice = duplicates([(e["_path"], e) for e in entries]) + guard.same_weights([(e["_path"], e) for e in entries])
     if registry is not None and twice:
         raise ResultError(f"{twice[0]}; an entry is ranked once (every problem: `fmbench leaderboard validate`)")
     return entries

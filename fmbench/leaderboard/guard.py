@@ -1,0 +1,88 @@
+"""What an entry file may hold besides numbers that check: the checks against forged entries
+whose every number is consistent (a forger's pass on 2026-11-30 got 16 such entries through
+``validate``; docs/reliability.md lists what they were and what catches each now).
+
+- An entry holds only the keys an entry has.  What the tables compute -- pooled seeds
+  (``members``, ``seeds``, ``seed_spread``), flags, anything starting with ``_`` -- is never read
+  from a file: a ``members`` list planted in one seed's entry had set its pooled row's value.
+- A model reference is printable ASCII without spaces or brackets: no zero-width or
+  right-to-left characters, no look-alike letters from other scripts, no ``[pgd-at]`` or
+  ``(3 seeds)`` written into a name to fake a label.
+- Its protocol's name and version are those of the registered protocol with its hash.
+- One checkpoint is one row: two entries of one table with the same weights are refused, however
+  they name the model or its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # names for annotations only
+    from ..plugins import Registry
+
+ENTRY_KEYS = frozenset({"schema_version", "kind", "model", "dataset", "protocol", "provenance", "conditions",
+                        "summary", "scores", "warnings", "per_image"})
+# what the tables compute and attach to the entries they read: never taken from a file
+DERIVED = ("members", "seeds", "seed_spread", "flags")
+NOT_IN_REFS = set(" []()<>{}|\"'`\\")
+
+
+def strip_derived(entry: Any) -> Any:
+    """``entry`` without the keys the tables compute (also for readers that do not validate)."""
+    if isinstance(entry, dict):
+        for key in [k for k in entry if k in DERIVED or str(k).startswith("_")]:
+            del entry[key]
+    return entry
+
+
+def ref_problem(ref: Any) -> str | None:
+    """Why a model reference cannot name a leaderboard row, or ``None``."""
+    if not isinstance(ref, str) or not ref:
+        return "model.ref: missing"
+    bad = sorted({c for c in ref if not 33 <= ord(c) <= 126 or c in NOT_IN_REFS})
+    if bad:
+        return (f"model.ref {ref.encode('ascii', 'backslashreplace').decode()!r} holds "
+                f"{', '.join(repr(c) if c.isprintable() and c.isascii() else f'U+{ord(c):04X}' for c in bad[:4])}: "
+                f"a model reference is printable ASCII without spaces or brackets (what a table shows as its name)")
+    return None
+
+
+def entry_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
+    """The problems of an entry beyond its numbers (see the module docstring)."""
+    problems = []
+    extra = sorted(str(k) for k in entry if k not in ENTRY_KEYS)
+    if extra:
+        problems.append(f"holds keys an entry does not have: {', '.join(extra[:4])} (pooled seeds, flags and the "
+                        f"like are computed by the tables, never read from a file)")
+    model = entry.get("model")
+    if isinstance(model, Mapping) and (found := ref_problem(model.get("ref"))):
+        problems.append(found)
+    proto = entry.get("protocol") or {}
+    known = {p.hash: p for p in registry.protocols.values()}.get(proto.get("hash"))
+    if known is not None and (proto.get("name"), proto.get("version")) != (known.name, known.version):
+        problems.append(f"protocol name and version {proto.get('name')!r} v{proto.get('version')!r} are not those of "
+                        f"the registered protocol with hash {proto.get('hash')} ({known.name!r} v{known.version})")
+    return problems
+
+
+def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """One problem per entry evaluated with the same weights (tensor or file hash) as another
+    of its table (dataset and protocol): one checkpoint is one row, whatever it is called."""
+    seen: dict[tuple[str, str, str], str] = {}
+    problems = []
+    for path, e in entries:
+        try:
+            model = e["model"]
+            digest = model.get("state_sha256") or model.get("weights_sha256")
+            key = (str(digest), e["dataset"]["ref"], e["protocol"]["hash"])
+        except (KeyError, TypeError, AttributeError):
+            continue
+        if not digest:
+            continue
+        if key in seen:
+            problems.append(f"{path}: evaluated with the same weights ({str(digest)[:12]}...) as {seen[key]} on the "
+                            f"same dataset and protocol; one checkpoint is one row")
+        else:
+            seen[key] = path
+    return problems

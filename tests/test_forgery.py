@@ -1,0 +1,92 @@
+"""Forged entries whose every number is consistent with its per-image values (a forger's pass,
+2026-11-30, got each of these through `leaderboard validate`; fmbench/leaderboard/guard.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fmbench.errors import ResultError
+from fmbench.files import read_json
+from fmbench.leaderboard import load_entries, validate_dir
+
+from .test_integrity import _board, _recompute, _registry
+
+ROOT = Path(__file__).resolve().parents[1]
+V2 = "unet-r18__nucleus__quick-v2.json"
+V1 = "fpn-r18__mito__quick-v1.json"
+
+
+def _members(e):
+    other = read_json(ROOT / "leaderboard" / "unetpp-mbv2__nucleus__quick-v2.json")
+    e["members"] = [other]
+
+
+def _fewer_images(e):
+    p = e["per_image"]
+    p["ids"] = p["ids"][:15]
+    for kind in ("iou", "dice"):
+        for c in p.get(kind) or {}:
+            p[kind][c] = p[kind][c][:15]
+    e["dataset"]["n_images"] = 15
+    _recompute(e)
+
+
+def _convergence(e):
+    e["model"]["training"]["convergence"] = dict(e["model"]["training"]["convergence"], state="rising")
+
+
+@pytest.mark.parametrize("name, entry, forge, message", [
+    ("members", V2, _members, "holds keys an entry does not have: members"),
+    ("flags", V2, lambda e: e.__setitem__("flags", [{"flag": "rechecked", "reason": "trust me"}]),
+     "holds keys an entry does not have: flags"),
+    ("private key", V2, lambda e: e.__setitem__("_pinned", True), "holds keys an entry does not have: _pinned"),
+    ("15 of 16 images on nucleus@2", V2, _fewer_images, "15 images, but protocol quick-v2 evaluates 16"),
+    ("trained elsewhere", V1, lambda e: e["model"]["training"].__setitem__("dataset", "mito@2"),
+     "training.dataset is 'mito@2', but the registered weights"),
+    ("protocol version", V2, lambda e: e["protocol"].__setitem__("version", 1),
+     "are not those of the registered protocol"),
+    ("protocol name", V2, lambda e: e["protocol"].__setitem__("name", "full"), "are not those of the registered protocol"),
+    ("zero-width ref", V2, lambda e: e["model"].__setitem__("ref", "unet-r18\u200b"), "control or invisible|U+200B"),
+    ("label in a ref", V2, lambda e: e["model"].__setitem__("ref", "unet-r18 [pgd-at]"), "printable ASCII without"),
+    ("NaN", V2, lambda e: e["provenance"].__setitem__("seconds", float("nan")), "NaN is not a JSON number"),
+    ("validation IoU", V2, lambda e: e["model"]["training"].__setitem__("val_iou", 0.99), "reached validation IoU"),
+    ("convergence state", V2, _convergence, "training.convergence.state is 'rising', but its record"),
+    ("split", V1, lambda e: e["dataset"].__setitem__("split", "train"), "dataset.split is 'train'"),
+    ("synthetic", V1, lambda e: e["dataset"].__setitem__("synthetic", False), "dataset.synthetic is False"),
+    ("condition label", V2, lambda e: e["conditions"][1].__setitem__("label", "noise, SNR 8"), "conditions are not those"),
+])
+def test_a_forged_field_is_refused(tmp_path, name, entry, forge, message):
+    import re
+
+    e = read_json(ROOT / "leaderboard" / entry)
+    assert validate_dir(_board(tmp_path / "ok", json.loads(json.dumps(e))), _registry())[2] == []
+    forge(e)
+    _, _, problems = validate_dir(_board(tmp_path / "forged", e), _registry())
+    assert any(re.search(message, p) for p in problems), (name, problems)
+
+
+def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
+    """Three copies of one contributor's entry labelled seeds 0, 1 and 2 of a model no registry
+    knows had pooled into a row with a seed spread of 0."""
+    e = read_json(ROOT / "leaderboard" / "unet-small__nucleus__quick-v2.json")
+    e["model"]["ref"], e["model"]["weights"] = "my-unet", None
+    d = _board(tmp_path, e)
+    for seed in (1, 2):
+        e["model"]["training"]["seed"] = seed
+        (d / f"seed{seed}.json").write_text(json.dumps(e))
+    _, _, problems = validate_dir(d, _registry())
+    assert sum("evaluated with the same weights" in p for p in problems) == 2, problems
+    with pytest.raises(ResultError, match="same weights"):
+        load_entries(d, _registry())
+
+
+def test_readers_that_do_not_validate_never_take_computed_keys_from_a_file(tmp_path):
+    e = read_json(ROOT / "leaderboard" / V2)
+    e["members"], e["seed_spread"], e["flags"], e["_pinned"] = [{}], {"x": 1}, "x", True
+    (got,) = load_entries(_board(tmp_path, e))
+    assert not {"members", "seed_spread", "flags", "_pinned"} & set(got)
+    shutil.rmtree(tmp_path / "lb")
