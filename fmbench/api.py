@@ -8,6 +8,7 @@ run the engine -> a :class:`fmbench.Result`.  Without ``out`` nothing is written
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +51,8 @@ def _registry():
 def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
     """A registered protocol by tier (``"quick"``: its newest version) or id (``"quick-v1"``),
     optionally customised (``n_images``, ``seed``, ``image_size``, ``corruptions``,
-    ``attacks``: a variant whose id and hash differ from the original's).  Names in
+    ``attacks``, ``reference_snr``: a variant whose id and hash differ from the original's; a
+    lower reference SNR drops the noise levels at or above it).  Names in
     ``corruptions``/``attacks`` are checked against the registry (``["none"]``: none)."""
     _, registry = _registry()
     protocol = name if isinstance(name, Protocol) else registry.protocol(name)
@@ -60,6 +62,11 @@ def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
             if item != "none" and not (key == "attacks" and "-" in item):
                 lookup(item)  # unknown names fail here, with suggestions
     protocol = protocol.customized(**overrides)
+    if overrides.get("reference_snr") is not None:  # noise levels are SNRs below the reference: none at or above it
+        ref = float(overrides["reference_snr"])
+        kept = [dataclasses.replace(e, levels=tuple(v for v in e.levels if v < ref))
+                if registry.corruption(e.name).exposure else e for e in protocol.corruptions]
+        protocol = dataclasses.replace(protocol, corruptions=tuple(e for e in kept if e.levels))
     protocol.validate(registry)
     return protocol
 

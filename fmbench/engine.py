@@ -194,8 +194,9 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             raise DataError(f"no image of {dataset_ref!r} reaches the SNRs protocol {protocol.id} asks for "
                             f"({', '.join(f'{v:g}' for v in targets(protocol, registry))}); the best own SNR is "
                             f"{worst:.2f}, and noise cannot be removed: the reference condition is SNR "
-                            f"{protocol.reference_snr:g} (the study's); images recorded brighter (longer exposure, "
-                            f"more excitation, binning) can be scored")
+                            f"{protocol.reference_snr:g}; score them at a lower one with --reference-snr "
+                            f"{max(0.1, math.floor(worst * 10) / 10):g} (a variant, never ranked), or "
+                            f"record brighter images (longer exposure, more excitation, binning)")
         dataset = Kept(dataset, measured.kept)
     model = PassCounter(loaded.module.to(device).eval())
     ctx = RunContext(model=model,

@@ -131,8 +131,10 @@ def _outlined(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int = 4, protocol: Protocol | None = None) -> Path:
     """Write a montage PNG of the first ``n`` samples to ``out``.
 
-    With a ``protocol``, synthetic images are shown with its reference detector noise above
-    their noise-free version with outlines.
+    With a ``protocol``, each image is shown at its reference condition above its noise-free
+    (synthetic) or recorded (measured) version with outlines: a measured image with the noise
+    it lacks for the reference SNR added, as the evaluation scores it; one the evaluation leaves
+    out (its own SNR below the reference, or undefined) is framed in red.
     """
     from PIL import Image
 
@@ -142,18 +144,29 @@ def preview(dataset: Dataset, out: str | os.PathLike, n: int = 8, columns: int =
     samples = [dataset[i] for i in range(count)]
     tops = []
     for s in samples:
-        image = s.image
-        if protocol is not None and dataset.synthetic:
+        image, left_out = s.image, False
+        if protocol is not None:
             import torch
 
             from .conditions import expose
+            from .measured import MeasuredSensor, own_noise
             from .seeding import generators
 
             x = torch.from_numpy(np.asarray(image, np.float32))[None, None]
             m = torch.from_numpy(np.asarray(s.mask, bool))[None]
-            image = expose(protocol, x, m, generators(protocol.seed, [s.id], "preview"))[0, 0].numpy()
-        g = _to_uint8(image)
-        tops.append(np.repeat(g[..., None], 3, axis=2))
+            gens = generators(protocol.seed, [s.id], "preview")
+            if dataset.synthetic:
+                image = expose(protocol, x, m, gens)[0, 0].numpy()
+            else:
+                own = own_noise(s.image, s.mask)
+                left_out = own is None or not own.reaches(protocol.reference_snr)
+                if not left_out:
+                    sensor = MeasuredSensor(x, m, protocol.camera, protocol.reference_snr, own=[own])
+                    image = sensor.expose(x, gens)[0, 0].numpy()
+        g = np.repeat(_to_uint8(image)[..., None], 3, axis=2)
+        if left_out:  # a red frame: the evaluation leaves this image out
+            g[:2], g[-2:], g[:, :2], g[:, -2:] = (220, 30, 30), (220, 30, 30), (220, 30, 30), (220, 30, 30)
+        tops.append(g)
     bottoms = [_outlined(s.image, s.mask) for s in samples]
     h = max(t.shape[0] for t in tops)
     w = max(t.shape[1] for t in tops)

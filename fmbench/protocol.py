@@ -139,7 +139,7 @@ class Protocol:
         if not overrides:
             return self
         for key in overrides:
-            if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks", "precision"}:
+            if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks", "precision", "reference_snr"}:
                 raise ProtocolError(f"protocol field {key!r} cannot be overridden")
         if overrides.get("precision", "fp32") not in PRECISIONS:
             raise ProtocolError(f"precision must be one of {', '.join(PRECISIONS)}, got {overrides['precision']!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -179,7 +180,8 @@ def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int
     fig, axes = plt.subplots(2, len(cells), figsize=(2.2 * len(cells), 4.6), squeeze=False)
     for j, (label, img, guess, truth) in enumerate(cells):
         axes[0, j].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
-        axes[0, j].set_title(label, fontsize=7)
+        short = label.replace(" (on the measured image)", "")  # the caption says it once
+        axes[0, j].set_title(textwrap.fill(short, 24), fontsize=7)
         if guess is not None and truth is not None:
             over = np.zeros(guess.shape + (3,))
             over[guess & truth] = (1, 1, 1)  # right
@@ -189,7 +191,8 @@ def example_panel(doc: dict[str, Any], checkpoint: str | None = None, index: int
         for ax in axes[:, j]:
             ax.axis("off")
     fig.tight_layout()
-    caption = (f"test image {sample.id}: top, the model's input under each condition (the corruptions at their middle "
+    caption = (f"test image {sample.id}{' (a measured image: every condition acts on it as recorded)' if not data.synthetic else ''}: "
+               f"top, the model's input under each condition (the corruptions at their middle "
                f"severity, {strongest.label + ', the strongest gradient attack at the headline budget' if strongest else 'no attack'}); "
                f"bottom, its prediction: white right, magenta false foreground, orange missed")
     return _png(fig), caption
@@ -223,7 +226,7 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
            "<th>what it means</th></tr>"]
     meaning = {"robust_iou": f"per image the lowest IoU over every attack at {head.get('label', 'the headline budget')}, averaged",
                "corrupted_iou": "per image the mean IoU over every corruption, averaged",
-               "clean_iou": "IoU at the reference condition (SNR 8)",
+               "clean_iou": f"IoU at the reference condition (SNR {(mine['protocol'].get('content') or {}).get('reference_snr', 8):g})",
                "adversarial_robustness": "the study's ratio: attacked IoU / clean IoU (rewards failing at the reference)",
                "corruption_robustness": "the study's ratio: corrupted IoU / clean IoU"}
     for key, text in meaning.items():

@@ -158,7 +158,14 @@ def compute(conditions: Sequence[Mapping[str, Any]], iou: Mapping[str, Sequence[
             worst = np.min([rows[c] for c in at_top], axis=0)
             block["headline_iou"] = _score(_mean(worst.tolist()), interval(worst, idx))
         out["families"][fam] = block
-    return out
+    return out if n >= 2 else _without_intervals(out)
+
+
+def _without_intervals(doc: Any) -> Any:
+    """One image has no interval (every resample is that image: ``[v, v]`` would read as certainty)."""
+    if isinstance(doc, dict):
+        return {k: None if k == "ci95" else _without_intervals(v) for k, v in doc.items()}
+    return doc
 
 
 def pooled_relative(members: Sequence[Mapping[str, Any]], key: str, n_boot: int = N_BOOT,

@@ -274,13 +274,23 @@ def test_stack_needs_a_plane_and_the_option_selects_it(tmp_path):
     root = _tree(tmp_path / "d", names=("s",))
     stack = np.stack([_img(seed=k) for k in range(5)])
     tifffile.imwrite(root / "images" / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
-    with pytest.raises(DataError, match=r"^image images/s.tif is a 3-D stack of 5 planes \(axes ZYX, shape 5x32x32\), "
-                                        r"a 2-D image is expected: select one with folder:.*\?plane=N \(N from 0 to 4\)$"):
+    with pytest.raises(DataError, match=r"^image images/s.tif is a 3-D stack of 5 planes \(shape 5x32x32\), a 2-D "
+                                        r"image is expected: select one plane of every image and mask with "
+                                        r"folder:.*\?plane=N \(N from 0 to 4\)$"):
         _open(f"folder:{root}")[0]
     img = _open(f"folder:{root}?plane=3")[0].image
     assert img.shape == (32, 32)
     with pytest.raises(DataError, match=r"has 5 planes; plane=7 is out of range"):
         _open(f"folder:{root}?plane=7")[0]
+    # a mask stack beside the image stack: ?plane=N takes the same plane of both
+    masks = np.stack([(_img(seed=k) > 2000).astype(np.uint8) for k in range(5)])
+    tifffile.imwrite(root / "masks" / "s.tif", masks, imagej=True, metadata={"axes": "ZYX"})
+    assert np.array_equal(_open(f"folder:{root}?plane=3")[0].mask, masks[3] > 0)
+    # three planes without metadata are stored as one colour image: ?plane=N still picks one
+    for sub, arr in (("images", stack[:3]), ("masks", masks[:3])):  # as tifffile < 2026 stores 3 planes
+        tifffile.imwrite(root / sub / "s.tif", arr, photometric="rgb", planarconfig="separate")
+    got = _open(f"folder:{root}?plane=1")[0]
+    assert np.array_equal(got.mask, masks[1] > 0) and got.image.shape == (32, 32)
 
 
 def test_multichannel_needs_a_channel_and_the_option_selects_it(tmp_path):

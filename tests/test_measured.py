@@ -114,9 +114,17 @@ def test_an_image_below_an_snr_the_protocol_asks_for_is_left_out_and_said(tmp_pa
 def test_a_folder_where_no_image_reaches_the_reference_is_refused(tmp_path):
     (y, m, _, _), = known(3.0, n=1)
     write_folder(tmp_path / "real", [(y[0, 0].numpy(), m[0].numpy())])
-    with pytest.raises(DataError, match="no image of .* reaches the SNRs .* best own SNR is [23]\\."):
+    with pytest.raises(DataError, match="no image of .* reaches the SNRs .* best own SNR is [23]\\..*--reference-snr"):
         fmbench.evaluate("unet-small", f"folder:{tmp_path / 'real'}", fmbench.get_protocol(
             "quick", n_images=1, corruptions=["noise"], attacks=["none"]), weights="nucleus")
+    # scored at a lower reference instead: a variant whose noise levels all lie below it
+    own = own_noise(y[0, 0].numpy(), m[0].numpy()).snr
+    proto = fmbench.get_protocol("quick", n_images=1, corruptions=["noise"], attacks=["none"],
+                                 reference_snr=round(own - 0.05, 1))
+    assert proto.reference_snr < own and all(v < proto.reference_snr for v in proto.corruptions[0].levels)
+    assert "reference_snr=" in proto.id
+    r = fmbench.evaluate("unet-small", f"folder:{tmp_path / 'real'}", proto, weights="nucleus")
+    assert r.conditions[0]["label"].startswith(f"reference (SNR {proto.reference_snr:g}")
 
 
 def test_noise_free_images_read_as_measured_score_like_the_built_in_data(tmp_path):
@@ -329,3 +337,21 @@ def test_why_an_images_snr_is_undefined_says_the_likely_cause():
     assert "no foreground" in undefined_reason(y, np.zeros_like(mask))
     assert "foreground everywhere" in undefined_reason(y, np.ones_like(mask))
     assert "inverted" in undefined_reason(y, ~mask)
+
+
+def test_the_preview_shows_measured_images_as_scored_and_frames_those_left_out(tmp_path):
+    from PIL import Image
+
+    from fmbench.export import preview
+
+    clean, noisy = known(12.0, n=1)[0], known(3.0, n=2)[1]
+    write_folder(tmp_path / "real", [(clean[0][0, 0].numpy(), clean[1][0].numpy()),
+                                     (noisy[0][0, 0].numpy(), noisy[1][0].numpy())])
+    ds = fmbench.open_dataset(f"folder:{tmp_path / 'real'}")
+    out = np.asarray(Image.open(preview(ds, tmp_path / "p.png", n=2, protocol=PROTO)).convert("RGB")).astype(int)
+    h, w = ds[0].image.shape
+    red = (out[..., 0] > 200) & (out[..., 1] < 60) & (out[..., 2] < 60)
+    assert red[0, w + 4 : 2 * w + 4].all() and not red[0, :w].any()  # only the left-out image is framed
+    before = np.asarray(Image.open(preview(ds, tmp_path / "q.png", n=1)).convert("L")).astype(int)
+    after = out[:h, :w].mean(axis=2)
+    assert np.abs(after - before[:h, :w]).mean() > 1  # the SNR-12 image gets the noise it lacks for SNR 8

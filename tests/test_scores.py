@@ -299,3 +299,14 @@ def test_a_reused_result_carries_the_flags_this_fmbench_computes(tmp_path):
     again = fmbench.evaluate(Blurry(), "mito", SMALL, batch_size=4, out=out)
     assert again.reused is not None and [f["flag"] for f in again.flags] == ["below-classical"]
     assert [f["flag"] for f in read_json(out)["flags"]] == ["below-classical"]  # and the file says so too
+
+
+def test_one_image_has_no_interval():
+    """A bootstrap over one image is that image every time: [v, v] read as certainty."""
+    conds = [{"id": "reference", "kind": "reference", "family": "reference"},
+             {"id": "noise@2", "kind": "corruption", "family": "noise"}]
+    one = scores.compute(conds, {"reference": [0.8], "noise@2": [0.6]})
+    assert one["clean_iou"] == {"value": 0.8, "ci95": None} and one["families"]["noise"]["iou"]["ci95"] is None
+    assert one["corruption_robustness"]["ci95"] is None
+    two = scores.compute(conds, {"reference": [0.8, 0.7], "noise@2": [0.6, 0.5]})
+    assert two["clean_iou"]["ci95"] == [0.7, 0.8]

@@ -169,8 +169,9 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwrite=False):
-    """Montage PNG: each image at the reference condition above its noise-free version with
-    the mask outline."""
+    """Montage PNG: each image at the reference condition above its noise-free (synthetic) or
+    recorded (your own images) version with the mask outline; an image the evaluation leaves out
+    (own SNR below the reference) is framed in red."""
     from ..export import preview
     from ..files import refuse_existing
 
@@ -179,7 +180,9 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwri
     protocol = reg.protocol(tier)
     dataset = _data_open(dataset_ref, split, image_size, seed)
     preview(dataset, out, n=n, protocol=protocol)
-    click.echo(f"preview written to {out}")
+    click.echo(f"preview written to {out}" + ("" if dataset.synthetic else
+               f" (top: each image brought to the reference SNR {protocol.reference_snr:g} as the evaluation scores it; "
+               f"framed in red: left out, its own SNR below it or undefined)"))
 
 
 @data_group.command("compare")

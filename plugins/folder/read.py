@@ -60,16 +60,19 @@ def _to_2d(arr: np.ndarray, axes: str, path: Path, layout: Layout, kind: str) ->
                         f"only 2-D images, 3-D stacks and multi-channel images are supported")
     if plane:
         n = arr.shape[plane[0]]
-        if kind == "mask" or opts.plane is None:
-            hint = ("masks must be 2-D" if kind == "mask" else
-                    f"select one with {layout.ref}?plane=N (N from 0 to {n - 1})")
-            raise DataError(f"{kind} {rel} is a 3-D stack of {n} planes (axes {axes}, shape {shape}), "
-                            f"a 2-D image is expected: {hint}")
+        if opts.plane is None:  # (the same plane of an image stack and of its mask stack)
+            raise DataError(f"{kind} {rel} is a 3-D stack of {n} planes (shape {shape}), a 2-D {kind} is expected: "
+                            f"select one plane of every image and mask with {layout.ref}?plane=N (N from 0 to {n - 1})")
         if opts.plane >= n:
             raise DataError(f"{kind} {rel} has {n} planes; plane={opts.plane} is out of range (0 to {n - 1})")
         arr = np.take(arr, opts.plane, axis=plane[0])
         axes = axes[: plane[0]] + axes[plane[0] + 1 :]
         chan = [i for i, a in enumerate(axes) if a in "CS"]
+    if chan and not plane and opts.plane is not None and (kind == "mask" or opts.channel is None):
+        # a stack of 3 or 4 planes without metadata is stored as one colour image: ?plane=N picks a sample
+        if opts.plane >= arr.shape[chan[0]]:
+            raise DataError(f"{kind} {rel} has {arr.shape[chan[0]]} planes; plane={opts.plane} is out of range")
+        return np.take(arr, opts.plane, axis=chan[0])
     if chan:
         c = chan[0]
         n = arr.shape[c]
