@@ -243,8 +243,13 @@ def main(argv: list[str] | None = None) -> int:
 
     wanted = [piece(m, ds, seed, d) for ds in datasets for seed in seeds for d in defenses for m in models
               if not (shipped(m, ds) and (seed or d != "none"))]  # shipped weights: one run, evaluated only
-    every = [piece(m, ds, seed, d) for ds in DATASETS for seed in sorted({0, *seeds})
-             for d in sorted({"none", *defenses}) for m in zoo_models()]
+    # every piece the table holds a row for, not only this run's seeds and defences: a run of other
+    # seeds must not drop the rows of earlier ones
+    done = (previous or {}).get("rows", [])
+    every = [piece(m, ds, seed, d) for ds in DATASETS
+             for seed in sorted({0, *seeds, *(int(r.get("seed") or 0) for r in done)})
+             for d in sorted({"none", *defenses, *(str(r.get("defense") or "none") for r in done)})
+             for m in zoo_models()]
     for p in wanted:
         ship = shipped(p.model, p.dataset)
         p.ckpt.parent.mkdir(parents=True, exist_ok=True)
