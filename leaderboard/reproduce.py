@@ -120,6 +120,14 @@ def entry_stem(model: str, dataset: str, pid: str, seed: int = 0, defense: str =
     return f"{model}{suffix}__{dataset}__{pid}"
 
 
+def table_runs(previous: dict | None, seeds: list[int], defenses: list[str]) -> tuple[list[int], list[str]]:
+    """The seeds and defences the campaign table keeps rows for: this run's and every one the
+    table already holds (a run of other seeds must not drop the rows of earlier ones)."""
+    done = (previous or {}).get("rows", [])
+    return (sorted({0, *seeds, *(int(r.get("seed") or 0) for r in done)}),
+            sorted({"none", *defenses, *(str(r.get("defense") or "none") for r in done)}))
+
+
 def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
     """The campaign table, rebuilt from what is on disk.
 
@@ -243,13 +251,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wanted = [piece(m, ds, seed, d) for ds in datasets for seed in seeds for d in defenses for m in models
               if not (shipped(m, ds) and (seed or d != "none"))]  # shipped weights: one run, evaluated only
-    # every piece the table holds a row for, not only this run's seeds and defences: a run of other
-    # seeds must not drop the rows of earlier ones
-    done = (previous or {}).get("rows", [])
-    every = [piece(m, ds, seed, d) for ds in DATASETS
-             for seed in sorted({0, *seeds, *(int(r.get("seed") or 0) for r in done)})
-             for d in sorted({"none", *defenses, *(str(r.get("defense") or "none") for r in done)})
-             for m in zoo_models()]
+    all_seeds, all_defenses = table_runs(previous, seeds, defenses)
+    every = [piece(m, ds, seed, d) for ds in DATASETS for seed in all_seeds for d in all_defenses for m in zoo_models()]
     for p in wanted:
         ship = shipped(p.model, p.dataset)
         p.ckpt.parent.mkdir(parents=True, exist_ok=True)

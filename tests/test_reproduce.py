@@ -115,3 +115,11 @@ def test_zoo_tables_compute_seed_spread_and_defence_cost(zoo_tables):
 def test_the_zoo_docs_tables_are_current(zoo_tables):
     """docs/zoo.md's generated section is what the checked-in campaign table gives."""
     assert zoo_tables.main(["--check"]) == 0
+
+
+def test_a_run_of_some_seeds_keeps_the_table_rows_of_the_others(reproduce):
+    """The er run (--seeds 0) rewrote the campaign table with seed 0's rows only, dropping the 13
+    rows of nucleus seeds 1 and 2."""
+    previous = {"rows": [{"model": "m", "dataset": "nucleus", "seed": 2, "defense": "pgd-at"}]}
+    assert reproduce.table_runs(previous, [0], ["none"]) == ([0, 2], ["none", "pgd-at"])
+    assert reproduce.table_runs(None, [1], ["noise-aug"]) == ([0, 1], ["noise-aug", "none"])
