@@ -25,7 +25,7 @@ from .datasets import canonical_ref
 from .datasets import open_dataset as _open
 from .distributed import SINGLE, Shard, barrier, device_for, shard
 from .engine import Run, resolve_device, run, run_header
-from .errors import DataError, ModelContractError, ModelLoadError, ResultError
+from .errors import DataError, ModelContractError, ModelLoadError, ProtocolError, ResultError
 from .files import atomic_write, dumps
 from .model import LoadedModel, check_image_sizes, output_range_notes, probe
 from .model import load_model as _load
@@ -66,7 +66,12 @@ def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
         ref = float(overrides["reference_snr"])
         kept = [dataclasses.replace(e, levels=tuple(v for v in e.levels if v < ref))
                 if registry.corruption(e.name).exposure else e for e in protocol.corruptions]
-        protocol = dataclasses.replace(protocol, corruptions=tuple(e for e in kept if e.levels))
+        gone = [e.name for e in kept if not e.levels]
+        if gone:
+            raise ProtocolError(f"no level of {', '.join(gone)} lies below the reference SNR {ref:g}; leave "
+                                f"{'it' if len(gone) == 1 else 'them'} out with --corruptions, or choose a higher "
+                                f"--reference-snr")
+        protocol = dataclasses.replace(protocol, corruptions=tuple(kept))
     protocol.validate(registry)
     return protocol
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -104,11 +105,18 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (fmbench never writes NaN or Infinity)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number (fmbench never writes one)")
+    return value
+
+
 def loads(text: str, where: str | os.PathLike) -> Any:
     """JSON text from a file ``where``: one :class:`ResultError` naming it for malformed JSON, a
     key given twice in one object, NaN or Infinity, or nesting too deep to read."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise ResultError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:

@@ -196,7 +196,9 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     found = entry["model"].get("training")
     training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     conv: Mapping[str, Any] = training["convergence"] if isinstance(training.get("convergence"), Mapping) else {}
-    for key, v in (("val_iou", training.get("val_iou")), ("convergence.best_val_iou", conv.get("best_val_iou"))):
+    recipe: Mapping[str, Any] = training["recipe"] if isinstance(training.get("recipe"), Mapping) else {}
+    best = conv.get("best_val_iou") if recipe.get("keep_best") else None  # else val_iou is the last validation's
+    for key, v in (("val_iou", training.get("val_iou")), ("convergence.best_val_iou", best)):
         if w.val_iou is not None and v is not None and not (_number(v) and abs(v - w.val_iou) <= 1e-6):
             problems.append(f"model {ref!r} on {ds!r}: training.{key} is {v!r}, but the registered weights {name!r} "
                             f"reached validation IoU {w.val_iou}")

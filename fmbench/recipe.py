@@ -104,9 +104,13 @@ def convergence_problems(training: Mapping[str, Any]) -> list[str]:
     gain: Any = conv.get("gain_last_quarter")
     if not (_finite(steps) and _finite(stopped)):
         return ["training.convergence: a state without the recipe's steps and the step it stopped at"]
-    implied = "plateaued" if stopped < steps else ("rising" if _finite(gain) and gain > RISING else "plateaued")
+    if not (_finite(conv.get("best_val_iou")) and _finite(conv.get("best_step")) and isinstance(conv.get("reason"), str)):
+        return ["training.convergence: a state without its best validation IoU, best step and reason"]
     if not _finite(gain) and stopped >= steps:
         return ["training.convergence: a state without the gain over the last quarter it rests on"]
+    if stopped >= steps and abs(gain - RISING) <= 1e-6:  # the record rounds the gain to 6 decimals
+        return []
+    implied = "plateaued" if stopped < steps else ("rising" if gain > RISING else "plateaued")
     return [] if conv["state"] == implied else [
         f"training.convergence.state is {conv['state']!r}, but its record (stopped at {stopped} of {steps} steps, gain "
         f"{gain} over the last quarter) implies {implied!r}"]

@@ -226,7 +226,7 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
            "<th>what it means</th></tr>"]
     meaning = {"robust_iou": f"per image the lowest IoU over every attack at {head.get('label', 'the headline budget')}, averaged",
                "corrupted_iou": "per image the mean IoU over every corruption, averaged",
-               "clean_iou": f"IoU at the reference condition (SNR {(mine['protocol'].get('content') or {}).get('reference_snr', 8):g})",
+               "clean_iou": f"IoU at the reference condition (SNR {(doc['protocol'].get('content') or {}).get('reference_snr', 8):g})",
                "adversarial_robustness": "the study's ratio: attacked IoU / clean IoU (rewards failing at the reference)",
                "corruption_robustness": "the study's ratio: corrupted IoU / clean IoU"}
     for key, text in meaning.items():

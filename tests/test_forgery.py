@@ -55,6 +55,11 @@ def _convergence(e):
     ("NaN", V2, lambda e: e["provenance"].__setitem__("seconds", float("nan")), "NaN is not a JSON number"),
     ("validation IoU", V2, lambda e: e["model"]["training"].__setitem__("val_iou", 0.99), "reached validation IoU"),
     ("convergence state", V2, _convergence, "training.convergence.state is 'rising', but its record"),
+    ("registered weights renamed", V2, lambda e: e["model"].update(ref="mynets:Net", weights=None),
+     "evaluated with the registered weights 'nucleus@2/v2' of 'unet-r18' under the name 'mynets:Net'"),
+    ("defence as free text", V2, lambda e: e["model"]["training"].update(defense="pgd-at] (3 seeds"),
+     "is not a defence fmbench trains"),
+    ("a float beyond range", V2, lambda e: e["provenance"].__setitem__("seconds", "INF"), "not a finite number"),
     ("split", V1, lambda e: e["dataset"].__setitem__("split", "train"), "dataset.split is 'train'"),
     ("synthetic", V1, lambda e: e["dataset"].__setitem__("synthetic", False), "dataset.synthetic is False"),
     ("condition label", V2, lambda e: e["conditions"][1].__setitem__("label", "noise, SNR 8"), "conditions are not those"),
@@ -65,7 +70,10 @@ def test_a_forged_field_is_refused(tmp_path, name, entry, forge, message):
     e = read_json(ROOT / "leaderboard" / entry)
     assert validate_dir(_board(tmp_path / "ok", json.loads(json.dumps(e))), _registry())[2] == []
     forge(e)
-    _, _, problems = validate_dir(_board(tmp_path / "forged", e), _registry())
+    d = _board(tmp_path / "forged", e)
+    if name == "a float beyond range":  # json.dumps cannot write 1e999: as a forger's editor would
+        (d / "forged.json").write_text((d / "forged.json").read_text().replace('"INF"', "1e999"))
+    _, _, problems = validate_dir(d, _registry())
     assert any(re.search(message, p) for p in problems), (name, problems)
 
 
@@ -74,14 +82,33 @@ def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
     knows had pooled into a row with a seed spread of 0."""
     e = read_json(ROOT / "leaderboard" / "unet-small__nucleus__quick-v2.json")
     e["model"]["ref"], e["model"]["weights"] = "my-unet", None
+    e["model"]["weights_sha256"] = e["model"]["state_sha256"] = "c" * 64  # (the registered ones are refused: above)
     d = _board(tmp_path, e)
     for seed in (1, 2):
         e["model"]["training"]["seed"] = seed
         (d / f"seed{seed}.json").write_text(json.dumps(e))
     _, _, problems = validate_dir(d, _registry())
-    assert sum("evaluated with the same weights" in p for p in problems) == 2, problems
-    with pytest.raises(ResultError, match="same weights"):
+    assert sum("the same weights" in p for p in problems) == 2, problems
+    with pytest.raises(ResultError, match="the same weights"):
         load_entries(d, _registry())
+    # without hashes, or with a made-up one per copy: the same per-image values give them away
+    for k, path in enumerate(sorted(d.glob("*.json"))):
+        doc = json.loads(path.read_text())
+        doc["model"]["weights_sha256"] = doc["model"]["state_sha256"] = None if k == 0 else f"{k}" * 64
+        path.write_text(json.dumps(doc))
+    _, _, problems = validate_dir(d, _registry())
+    assert sum("the same per-image IoU" in p for p in problems) == 2, problems
+
+
+def test_a_convergence_state_follows_its_record_within_the_records_rounding():
+    from fmbench.recipe import convergence_problems
+
+    record = {"state": "rising", "best_val_iou": 0.883, "best_step": 800, "stopped_at": 800, "reason": "budget used up"}
+    recipe = {"steps": 800}
+    assert convergence_problems({"recipe": recipe, "convergence": {**record, "gain_last_quarter": 0.01}}) == []
+    assert convergence_problems({"recipe": recipe, "convergence": {**record, "gain_last_quarter": 0.003}})
+    assert convergence_problems({"recipe": recipe, "convergence": {"state": "plateaued", "stopped_at": 1}}) == [
+        "training.convergence: a state without its best validation IoU, best step and reason"]
 
 
 def test_readers_that_do_not_validate_never_take_computed_keys_from_a_file(tmp_path):

@@ -10,6 +10,8 @@ from scipy import ndimage as ndi
 import fmbench
 from fmbench.label_noise import apply_setting, noisy_indices, parse_setting
 
+from .test_integrity import _recompute
+
 KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
 
 
@@ -311,10 +313,15 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     shutil.copytree(root / "baselines", tmp_path / "label-noise" / "baselines")
     e = json.loads((root / "unet-small__er__quick-v1.json").read_text())
     e["model"]["ref"] = "mynets:UNet"  # a user's model: registered weights cannot be relabelled (test_integrity)
+    e["model"]["weights_sha256"], e["model"]["state_sha256"] = "e" * 64, "f" * 64  # its own checkpoint
     (tmp_path / "label-noise" / "exact.json").write_text(json.dumps(e))
     for k, rate in enumerate((0.2, 0.4)):
         e["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"
         e["model"]["weights_sha256"], e["model"]["state_sha256"] = f"{k}" * 64, f"{k + 5}" * 64  # one training each
+        attack = next(c["id"] for c in e["conditions"] if c["kind"] == "attack")  # and its own values
+        e["per_image"]["iou"][attack][0] = round(e["per_image"]["iou"][attack][0] * (0.99 - 0.01 * k), 6)
+        e["per_image"].pop("dice", None)
+        _recompute(e)
         (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(e))
     r = cli("analyze", "--label-noise", "--dir", str(tmp_path), "--dataset", "er", "--out", str(tmp_path / "ln.png"))
     assert r.returncode == 1 and "no entries of unet-small on er here (models: mynets:UNet)" in r.stderr, r.stderr

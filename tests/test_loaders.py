@@ -406,3 +406,20 @@ def test_normalisation_of_a_nearly_black_or_constant_image_is_finite(tmp_path, c
     tifffile.imwrite(root / "images" / "z.tif", arr)
     image = _open(f"folder:{root}")[0].image
     assert np.isfinite(image).all() and (image.max() == pytest.approx(1.0) if case == "sparse" else True)
+
+
+def test_plane_leaves_grey_masks_stored_as_colour_alone(tmp_path):
+    """?plane=N picks a sample only from a planar colour file whose samples differ (a stack saved
+    without metadata): a grey mask saved as RGB or grey+alpha PNG beside an image stack is read
+    as the grey mask it is."""
+    from PIL import Image
+
+    root = _tree(tmp_path / "d", names=("s",))
+    stack = np.stack([_img(seed=k) for k in range(5)])
+    tifffile.imwrite(root / "images" / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    grey = _mask()
+    for mode in ("RGB", "LA"):
+        (root / "masks" / "s.tif").unlink(missing_ok=True)
+        Image.fromarray(grey).convert(mode).save(root / "masks" / "s.png")
+        got = _open(f"folder:{root}?plane=4")[0]
+        assert np.array_equal(got.mask, grey > 0) and np.array_equal(got.image, _open(f"folder:{root}?plane=4")[0].image)

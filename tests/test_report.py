@@ -78,7 +78,7 @@ def test_report_and_leaderboard_page_render_in_a_browser(tmp_path, cli):
     again = cli("report", str(ENTRY), "--out", str(page), cwd=tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
 
-    r = cli("leaderboard", "--dataset", "er", "--format", "html", "--out", str(tmp_path / "site"), cwd=tmp_path)
+    r = cli("leaderboard", "--dataset", "er", "--tier", "quick-v1", "--format", "html", "--out", str(tmp_path / "site"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     index = tmp_path / "site" / "index.html"
     dom, console = open_in_browser(index)
@@ -89,14 +89,14 @@ def test_report_and_leaderboard_page_render_in_a_browser(tmp_path, cli):
     # a folder with someone else's index.html is not written into
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "index.html").write_text("<html>my page</html>")
-    r = cli("leaderboard", "--dataset", "er", "--format", "html", "--out", str(tmp_path / "mine"), cwd=tmp_path)
+    r = cli("leaderboard", "--dataset", "er", "--tier", "quick-v1", "--format", "html", "--out", str(tmp_path / "mine"), cwd=tmp_path)
     assert r.returncode == 1 and "was not written by fmbench" in r.stderr
     assert (tmp_path / "mine" / "index.html").read_text() == "<html>my page</html>"
 
 
 def test_sorting_the_leaderboard_page_by_a_column(tmp_path, cli):
     """Clicking a column head sorts the rows (run in the browser: the DOM after a scripted click)."""
-    r = cli("leaderboard", "--dataset", "er", "--format", "html", "--out", str(tmp_path / "site"), cwd=tmp_path)
+    r = cli("leaderboard", "--dataset", "er", "--tier", "quick-v1", "--format", "html", "--out", str(tmp_path / "site"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     index = tmp_path / "site" / "index.html"
     text = index.read_text().replace("</body>", "<script>document.querySelectorAll('table.board th')[4].click();"
@@ -141,3 +141,13 @@ def test_a_report_on_few_images_says_so_as_the_terminal_does():
     e["dataset"]["n_images"] = 3
     page = report_html(e, [])
     assert "few images</span>: 3 test images" in page and "nothing says these numbers" not in page
+
+
+def test_the_reports_clean_iou_names_the_runs_reference_snr():
+    import json
+
+    from fmbench.report import report_html
+
+    e = json.loads(ENTRY.read_text())
+    e["protocol"]["content"] = {"reference_snr": 4.0}  # as a result of `eval --reference-snr 4` carries it
+    assert "IoU at the reference condition (SNR 4)" in report_html(e, [])

@@ -15,6 +15,8 @@ from fmbench.analysis import across_entries
 from fmbench.files import read_json
 from fmbench.leaderboard.rank import groups, pool_seeds, rows
 
+from .test_integrity import _recompute
+
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard"
 ARCHS = ("unet-r18", "fpn-r18", "segformer-b0", "lraspp-mbv3")
 
@@ -136,6 +138,12 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
             e["model"]["training"]["seed"] = s
             e["model"]["ref"] = f"mynets:{a.replace('-', '_')}"
             e["model"]["weights_sha256"] = e["model"]["state_sha256"] = f"{a}{s}".encode().hex().ljust(64, "0")
+            # each seed its own run: one image's IoU under one attack nudged (identical runs are one row)
+            attack = next(c["id"] for c in e["conditions"] if c["kind"] == "attack")
+            v = e["per_image"]["iou"][attack][0]
+            e["per_image"]["iou"][attack][0] = v + 0.001 * s if v < 0.99 else v - 0.001 * s
+            e.get("per_image", {}).pop("dice", None)
+            _recompute(e)
             (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(e))
     r = cli("leaderboard", "validate", str(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout

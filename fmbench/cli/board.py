@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from functools import partial
@@ -242,7 +241,8 @@ def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
             for cid, values in per_cond.items():
                 recorded = ((old["per_image"]["iou"].get(name) or {}).get(cid) or [])[: len(values)]
                 if len(recorded) != len(values):  # a baseline or condition missing from the file
-                    worst = math.inf
+                    click.echo(f"{path}: {name} under {cid} is missing or short in the file", err=True)
+                    sys.exit(1)
                 worst = max([worst, *(abs(a - b) for a, b in zip(values, recorded))])
         if worst > 1e-6:
             click.echo(f"{path}: the first {n_check} images differ by up to {worst:.3g} per image", err=True)

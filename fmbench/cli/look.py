@@ -167,8 +167,10 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 @click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
+@click.option("--reference-snr", type=click.FloatRange(min=0, min_open=True),
+              help="Show your own images at this SNR, as `eval --reference-snr` scores them.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwrite=False):
+def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwrite=False, reference_snr=None):
     """Montage PNG: each image at the reference condition above its noise-free (synthetic) or
     recorded (your own images) version with the mask outline; an image the evaluation leaves out
     (own SNR below the reference) is framed in red."""
@@ -176,8 +178,9 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwri
     from ..files import refuse_existing
 
     refuse_existing(out, overwrite)
-    _, reg = registry()
-    protocol = reg.protocol(tier)
+    from ..api import get_protocol
+
+    protocol = get_protocol(tier, reference_snr=reference_snr)
     dataset = _data_open(dataset_ref, split, image_size, seed)
     preview(dataset, out, n=n, protocol=protocol)
     click.echo(f"preview written to {out}" + ("" if dataset.synthetic else

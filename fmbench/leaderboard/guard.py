@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..recipe import DEFENSES
+
 if TYPE_CHECKING:  # names for annotations only
     from ..plugins import Registry
 
@@ -44,7 +46,9 @@ def ref_problem(ref: Any) -> str | None:
     if bad:
         return (f"model.ref {ref.encode('ascii', 'backslashreplace').decode()!r} holds "
                 f"{', '.join(repr(c) if c.isprintable() and c.isascii() else f'U+{ord(c):04X}' for c in bad[:4])}: "
-                f"a model reference is printable ASCII without spaces or brackets (what a table shows as its name)")
+                f"a model reference is printable ASCII without spaces or brackets (what a table shows as its name): "
+                f"install the model as a package and name it pkg.module:Class, or use a path without spaces, "
+                f"backslashes or brackets")
     return None
 
 
@@ -58,6 +62,16 @@ def entry_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
     model = entry.get("model")
     if isinstance(model, Mapping) and (found := ref_problem(model.get("ref"))):
         problems.append(found)
+    if isinstance(model, Mapping) and isinstance(model.get("ref"), str):
+        owner = registered_owner(model, registry)
+        if owner is not None and owner[0] != model["ref"]:
+            problems.append(f"evaluated with the registered weights {owner[1]!r} of {owner[0]!r} under the name "
+                            f"{model['ref']!r}: registered weights are entered under their own model's name")
+    training = model.get("training") if isinstance(model, Mapping) else None
+    defense = training.get("defense") if isinstance(training, Mapping) else None
+    if defense not in (None, *DEFENSES):
+        problems.append(f"model.training.defense {str(defense)[:40]!r} is not a defence fmbench trains "
+                        f"({', '.join(DEFENSES)}): a table shows it beside the model's name")
     proto = entry.get("protocol") or {}
     known = {p.hash: p for p in registry.protocols.values()}.get(proto.get("hash"))
     if known is not None and (proto.get("name"), proto.get("version")) != (known.name, known.version):
@@ -66,23 +80,38 @@ def entry_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
     return problems
 
 
+def registered_owner(model: Mapping[str, Any], registry: Registry) -> tuple[str, str] | None:
+    """The registered (model, weights name) whose file or tensor hash an entry's weights have."""
+    mine = {h for h in (model.get("weights_sha256"), model.get("state_sha256")) if isinstance(h, str) and h}
+    for name, spec in registry.models.items():
+        for wname, w in spec.weights.items():
+            if mine & {h for h in (w.sha256, w.state_sha256) if h}:
+                return name, wname
+    return None
+
+
 def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
-    """One problem per entry evaluated with the same weights (tensor or file hash) as another
-    of its table (dataset and protocol): one checkpoint is one row, whatever it is called."""
-    seen: dict[tuple[str, str, str], str] = {}
+    """One problem per entry of a table (dataset and protocol) that shares a recorded weights
+    hash (tensor or file) with another, or has exactly the same per-image IoU under every
+    condition -- two trainings never do, whatever hashes a file states: one checkpoint is one
+    row, whatever it is called."""
+    import hashlib
+    import json
+
+    seen: dict[tuple[str, ...], str] = {}
     problems = []
     for path, e in entries:
         try:
-            model = e["model"]
-            digest = model.get("state_sha256") or model.get("weights_sha256")
-            key = (str(digest), e["dataset"]["ref"], e["protocol"]["hash"])
-        except (KeyError, TypeError, AttributeError):
+            model, table = e["model"], (e["dataset"]["ref"], e["protocol"]["hash"])
+            values = hashlib.sha256(json.dumps(e["per_image"]["iou"], sort_keys=True).encode()).hexdigest()
+        except (KeyError, TypeError, AttributeError, ValueError):
             continue
-        if not digest:
-            continue
-        if key in seen:
-            problems.append(f"{path}: evaluated with the same weights ({str(digest)[:12]}...) as {seen[key]} on the "
-                            f"same dataset and protocol; one checkpoint is one row")
-        else:
-            seen[key] = path
+        keys = [("weights", h, *table) for h in (model.get("state_sha256"), model.get("weights_sha256"))
+                if isinstance(h, str) and h] + [("per-image IoU", values, *table)]
+        twin = next((k for k in keys if k in seen), None)
+        if twin is not None:
+            problems.append(f"{path}: the same {twin[0]} ({twin[1][:12]}...) as {seen[twin]} on the same dataset and "
+                            f"protocol; one checkpoint is one row")
+        for k in keys:
+            seen.setdefault(k, path)
     return problems

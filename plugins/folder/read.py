@@ -68,8 +68,11 @@ def _to_2d(arr: np.ndarray, axes: str, path: Path, layout: Layout, kind: str) ->
         arr = np.take(arr, opts.plane, axis=plane[0])
         axes = axes[: plane[0]] + axes[plane[0] + 1 :]
         chan = [i for i, a in enumerate(axes) if a in "CS"]
-    if chan and not plane and opts.plane is not None and (kind == "mask" or opts.channel is None):
-        # a stack of 3 or 4 planes without metadata is stored as one colour image: ?plane=N picks a sample
+    if chan and not plane and opts.plane is not None and axes[chan[0]] == "S" and chan[0] == 0 \
+            and (kind == "mask" or opts.channel is None) \
+            and not all(np.array_equal(arr[0], arr[k]) for k in range(1, arr.shape[0])):
+        # a stack of 3 or 4 planes without metadata is stored as one planar colour image (axes SYX;
+        # never a PNG's interleaved YXS, nor grey stored as colour): ?plane=N picks a sample
         if opts.plane >= arr.shape[chan[0]]:
             raise DataError(f"{kind} {rel} has {arr.shape[chan[0]]} planes; plane={opts.plane} is out of range")
         return np.take(arr, opts.plane, axis=chan[0])
