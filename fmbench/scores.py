@@ -143,7 +143,9 @@ def compute(conditions: Sequence[Mapping[str, Any]], iou: Mapping[str, Sequence[
         value = float(_relative(rows, ref, fams, None))
         boots = _relative(rows, ref, fams, idx)
         boots = boots[~np.isnan(boots)]
-        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots.size else None
+        # (a ratio needs a reference IoU above 0: with one such image every resample is that image)
+        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] \
+            if boots.size and int((ref > 0).sum()) >= 2 else None
         out[name] = _score(None if math.isnan(value) else value, ci)
     families: dict[str, Any] = {}
     for c in conditions:

@@ -310,3 +310,6 @@ def test_one_image_has_no_interval():
     assert one["corruption_robustness"]["ci95"] is None
     two = scores.compute(conds, {"reference": [0.8, 0.7], "noise@2": [0.6, 0.5]})
     assert two["clean_iou"]["ci95"] == [0.7, 0.8]
+    # two images, one with reference IoU 0: the ratio rests on one image, so it has no interval either
+    one_ratio = scores.compute(conds, {"reference": [0.8, 0.0], "noise@2": [0.6, 0.5]})
+    assert one_ratio["corruption_robustness"]["ci95"] is None and one_ratio["clean_iou"]["ci95"] is not None
