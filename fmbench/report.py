@@ -264,7 +264,8 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
         out.append("<h2>What the model sees</h2>" + (f"<img id=panel alt='example images' src='{uri}'>"
                                                      if uri else "") + f"<p class=note>{html.escape(caption)}</p>")
     warnings = list(mine.get("warnings") or [])
-    out.append("<h2>Self-checks</h2>" + ("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+    heading = "Self-checks" if mine["dataset"].get("synthetic", True) else "Self-checks and notes on the measured images"
+    out.append(f"<h2>{heading}</h2>" + ("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
                                          if warnings else "<p>every attack passed its self-checks.</p>"))
     out.append("<p class=note>What the checks mean: " + "; ".join(f"<b>{k}</b>: {html.escape(v)}"
                                                                   for k, v in CHECKS_EXPLAINED.items()) + ".</p>")
