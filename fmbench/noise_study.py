@@ -178,7 +178,11 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
                     break
                 limit = row["rate"]
             safe[k] = limit
-        out["kinds"].append({"kind": kind, "severity": severity, "rows": rows, "max_safe_rate": safe})
+        # a loss at some rate but none at a higher one: with one training per rate, a lead, not a threshold
+        erratic = [k for k in SCORES if any(r[f"{k}_test"]["significant_loss"] and not all(
+            h[f"{k}_test"]["significant_loss"] for h in rows[i + 1:]) for i, r in enumerate(rows[1:], 1))]
+        out["kinds"].append({"kind": kind, "severity": severity, "rows": rows, "max_safe_rate": safe,
+                             "not_monotone": erratic})
     return out
 
 
@@ -312,8 +316,12 @@ def markdown(data: dict[str, Any]) -> str:
         top = kind["rows"][-1]["rate"]
         safe = ", ".join(f"{LABELS[k]} {v:.0%}" + (f" (floor {data['floor'][k]:.3f})" if data["floor"] else "")
                          for k, v in kind["max_safe_rate"].items())
+        erratic = kind.get("not_monotone") or []
+        note = (f". A loss of {', '.join(LABELS[k] for k in erratic)} at one rate is not seen at every higher rate: "
+                f"with one training per rate, read it as a lead (training luck beyond the floor?), not a threshold"
+                if erratic else "")
         out += [f"*{kind['kind']}*, severity {kind['severity']:g}, rates measured up to {top:.0%} — largest rate with "
-                f"no detected loss: {safe}", "",
+                f"no detected loss: {safe}{note}", "",
                 "| rate | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---:|" + "---|" * len(SCORES)]
         for row in kind["rows"]:
             cells = []

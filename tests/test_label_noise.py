@@ -299,6 +299,13 @@ def test_holm_over_a_kinds_rates_and_the_first_loss_decide_the_safe_rate(monkeyp
     kind = run([(-0.001, -0.01, 0.01, 0.6), (-0.05, -0.08, -0.02, 0.001), (-0.03, -0.06, 0.001, 0.001)])
     assert [r["clean_iou_test"]["significant_loss"] for r in kind["rows"][1:]] == [False, True, False]
     assert kind["max_safe_rate"]["clean_iou"] == 0.2
+    # ... and the loss not seen at the higher rate is said: one training per rate makes it a lead
+    assert "clean_iou" in kind["not_monotone"]
+    assert "not seen at every higher rate" in noise_study.markdown({
+        "model": "m", "dataset": "er", "protocol_id": "p", "n_images": 16, "alpha": 0.05, "seed": 0,
+        "reference_seeds": [0], "training_noise": [], "floor": None, "kinds": [kind]})
+    kind = run([(-0.05, -0.08, -0.02, 0.01), (-0.05, -0.08, -0.02, 0.001), (-0.05, -0.08, -0.02, 0.04)])
+    assert kind["not_monotone"] == []  # a loss at every rate from the first on
 
 
 def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
