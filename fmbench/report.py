@@ -24,7 +24,7 @@ import numpy as np
 from . import scores
 from .errors import ResultError
 from .leaderboard.report_style import GENERATOR, STYLE
-from .show import FEW_IMAGES
+from .show import FEW_IMAGES, few_images
 
 CHECKS_EXPLAINED = {
     "gradient": "an attack whose input gradients were zero or non-finite on some images measures nothing there "
@@ -240,9 +240,7 @@ def report_html(doc: dict[str, Any], entries: list[dict[str, Any]], *, panel: tu
     flags = list(doc.get("flags") or [])
     flags += [f for f in table_flags(mine, max(cleans) if cleans else None) if f["flag"] not in {g["flag"] for g in flags}]
     if (n := mine["dataset"].get("n_images")) is not None and n < FEW_IMAGES:  # as the terminal says (show.flag_lines)
-        flags.append({"flag": "few images", "reason": f"{n} test image{'s' * (n != 1)}: each 95 % interval and every "
-                                                      f"self-check rests on them; read the scores as a smoke test, "
-                                                      f"not a measurement"})
+        flags.append({"flag": "few images", "reason": few_images(n)})
     data = None
     if peers:
         try:

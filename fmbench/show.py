@@ -12,6 +12,12 @@ from . import scores
 FEW_IMAGES = 10  # below this many test images, intervals and self-checks are rough (a line says so)
 
 
+def few_images(n: int) -> str:
+    """What a result on ``n`` (< :data:`FEW_IMAGES`) test images should be read as."""
+    return (f"{n} test image{'s' * (n != 1)}: each 95 % interval and every self-check rests on them; read the "
+            f"scores as a smoke test, not a measurement")
+
+
 def flag_lines(result: Mapping[str, Any]) -> list[str]:
     """One rich-markup line per flag, in red: the result's own and those the leaderboard's table
     would give it without peers (``other-data``); and a line when it rests on few images."""
@@ -32,8 +38,7 @@ def flag_lines(result: Mapping[str, Any]) -> list[str]:
     lines = [f"[bold red]{f['flag']}:[/bold red] [red]{escape(f['reason'])}[/red]" for f in found]
     n = (doc.get("dataset") or {}).get("n_images")
     if isinstance(n, int) and n < FEW_IMAGES:
-        lines.append(f"[yellow]few images:[/yellow] {n} test image{'s' * (n != 1)}: each 95 % interval and every "
-                     f"self-check rests on them; read the scores as a smoke test, not a measurement")
+        lines.append(f"[yellow]few images:[/yellow] {few_images(n)}")
     return lines
 
 
