@@ -192,7 +192,7 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
                         f"{str(state)[:12]}..., not the registered {name!r} ({w.state_sha256[:12]}...)")
     if w.command:
         problems += [f"model {ref!r} on {ds!r}: {p}"
-                     for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy)]
+                     for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy, registry)]
     found = entry["model"].get("training")
     training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     conv: Mapping[str, Any] = training["convergence"] if isinstance(training.get("convergence"), Mapping) else {}
@@ -230,18 +230,22 @@ def _without_out(command: str) -> list[str]:
     return words
 
 
-def training_problems(training: Any, command: str, name: str, legacy: bool = False) -> list[str]:
+def training_problems(training: Any, command: str, name: str, legacy: bool = False,
+                      registry: Registry | None = None) -> list[str]:
     """An entry made with registered weights must describe *their* training: its recorded training
     command must be the registered one (``--out`` aside), and its seed, defence and label noise
     (and its recipe's) must be that command's -- so that the registered weights of one training
     cannot be relabelled as another seed, a defended model or a label-noise setting (their
     numbers would recheck exactly: the weights are the registered ones).  ``legacy``: a version-1
     entry, whose weights may predate checkpoints recording their command (the rest is checked)."""
-    from .weights import command_flag
+    from .weights import command_flag, pinned_tier
 
     if not isinstance(training, Mapping):
         return [f"the entry records no training for the registered weights {name!r}"]
     recorded = training.get("command")
+    made_under = training.get("protocol") if isinstance(training.get("protocol"), str) else None
+    if isinstance(recorded, str):  # `--tier quick` recorded under quick-v1 is `--tier quick-v1`
+        recorded, command = pinned_tier(recorded, made_under), pinned_tier(command, made_under)
     if not (recorded is None and legacy) and (not isinstance(recorded, str) or _without_out(recorded) != _without_out(command)):
         return [f"its training command {recorded!r} is not the registered weights' {name!r} ({command!r})"]
     found = training.get("recipe")
@@ -252,7 +256,12 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
     got = {"seed": training.get("seed", 0), "defense": training.get("defense") or "none",
            "label_noise": training.get("label_noise") or None}
     on = command_flag(command, "--dataset")
-    if on and "@" not in on and "@" in name.split("/")[0]:  # `--dataset nucleus --tier quick-v2` trains on nucleus@2
+    if on and registry is not None:  # `--dataset nucleus --tier quick-v2` trains on nucleus@2
+        try:
+            on = registry.protocol(command_flag(command, "--tier", "--protocol") or "quick").dataset_ref(on)
+        except Exception:  # noqa: BLE001 - a tier the registry does not know: the weights name says
+            on = name.split("/")[0] if "@" not in on and "@" in name.split("/")[0] else on
+    elif on and "@" not in on and "@" in name.split("/")[0]:
         on = name.split("/")[0]
     if on:
         want["dataset"], got["dataset"] = on, training.get("dataset")

@@ -60,6 +60,26 @@ def command_flag(command: str, *names: str) -> str | None:
     return None
 
 
+def pinned_tier(command: str, protocol_id: str | None) -> str:
+    """``command`` (an ``fmbench train`` line) with its protocol named by the version it ran under:
+    a tier name (``--tier quick``) means the tier's newest released version, which changes when
+    the next version is released, so a recorded ``--tier quick`` made under ``quick-v1`` reads
+    ``--tier quick-v1``; a command that names no tier (the default tier, ``quick``) made under a
+    ``quick`` version gets ``--tier PROTOCOL_ID`` appended.  Other words are kept as they are.
+    ``protocol_id`` None: the command as it is."""
+    import re
+
+    if not protocol_id or not isinstance(command, str):
+        return command
+    name = protocol_id.rsplit("-v", 1)[0]
+    flag = re.search(r"(?:^|\s)--(?:tier|protocol)[ =](\S+)", command)
+    if flag is None:
+        return f"{command} --tier {protocol_id}" if name == "quick" else command
+    if flag.group(1) != name:
+        return command
+    return command[: flag.start(1)] + protocol_id + command[flag.end(1):]
+
+
 def check_weights(weights: Weights, data: bytes | None = None, path: Path | None = None,
                   state: Mapping[str, torch.Tensor] | None = None, digest: str | None = None) -> str | None:
     """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,
@@ -104,7 +124,8 @@ def accept_reproduced(weights: Weights, got: str, meta: Mapping[str, Any],
     if weights.val_iou is None or not weights.state_sha256 or not weights.command:
         return f"remake them with: {reproduce_hint(weights, path)}"
     command = meta.get("command")
-    if command != weights.command:
+    made_under = meta.get("protocol") if isinstance(meta.get("protocol"), str) else None
+    if pinned_tier(command, made_under) != pinned_tier(weights.command, made_under):  # `--tier quick` under quick-v1
         return f"they were made by {command!r}, not by the registered {weights.command!r}; {exact}"
     val = measure()
     if not math.isfinite(val) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:

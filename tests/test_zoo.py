@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from fmbench_plugins.zoo import ZOO
@@ -111,6 +113,8 @@ def test_zoo_models_need_weights_and_read_the_generated_table(registry):
             # a weights name is the dataset (v1) or DATASET/vN[/seedS][/DEFENCE]: the command trains on it
             base = ds.split("/")[0].split("@")[0]
             assert w.command.startswith(f"fmbench train --model {model} --dataset {base} ") and "--out" not in w.command
+            # the version, not the tier: `--tier quick` means quick-v2 once v2 is released
+            assert re.search(r"--tier \S+-v\d+$", w.command), w.command
             if "/v" in ds:
                 from fmbench.weights import weights_name
 
@@ -279,3 +283,55 @@ def test_a_v2_entry_must_record_the_tensors_it_was_evaluated_with(registry):
     v1 = read_json(board / "lraspp-mbv3__nucleus__quick-v1.json")
     v1["model"]["state_sha256"] = None
     assert weights_problems(v1, registry) == []
+
+
+def test_a_tier_name_in_a_recorded_command_means_the_version_it_ran_under(tmp_path):
+    """`--tier quick` meant quick-v1 when the v1 zoo was trained and will mean quick-v2 once v2 is
+    released: a recorded command is read with the version its checkpoint ran under, and a
+    reproduction of v1 weights made with `--tier quick` is still the registered command's."""
+    from fmbench.specs import Weights
+    from fmbench.weights import accept_reproduced, pinned_tier
+
+    v1 = "fmbench train --model unet-r18 --dataset nucleus --seed 0 --tier quick-v1"
+    assert pinned_tier("fmbench train --model unet-r18 --dataset nucleus --seed 0 --tier quick", "quick-v1") == v1
+    assert pinned_tier("fmbench train --model unet-r18 --dataset nucleus --seed 0", "quick-v1") == v1
+    assert pinned_tier(v1, "quick-v2") == v1  # an explicit version stays what it says
+    assert pinned_tier("fmbench train --model m --tier full", "quick-v1") == "fmbench train --model m --tier full"
+    assert pinned_tier("fmbench train --model m", "full-v1") == "fmbench train --model m"  # no tier: quick, not full
+    w = Weights(path="zoo/x.pt", sha256="", state_sha256="f" * 64, val_iou=0.5, command=v1)
+    old = {"command": "fmbench train --model unet-r18 --dataset nucleus --seed 0 --tier quick", "protocol": "quick-v1"}
+    got = accept_reproduced(w, "0" * 64, old, tmp_path / "x.pt", lambda: 0.5)
+    assert isinstance(got, dict) and "accepted by measurement" in got["note"]
+    # the same words made under quick-v2 are another training
+    got = accept_reproduced(w, "0" * 64, {**old, "protocol": "quick-v2"}, tmp_path / "x.pt", lambda: 0.5)
+    assert isinstance(got, str) and "not by the registered" in got
+
+
+def test_releasing_the_next_version_keeps_the_v1_zoo_entries_valid(tmp_path):
+    """When quick-v2 stops being a draft (`--tier quick` then means v2), the v1 entries, whose
+    training commands say `--tier quick`, still validate against their registered weights, and
+    a v1 entry claiming its command ran under v2 does not."""
+    import dataclasses
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fmbench.files import read_json
+    from fmbench.leaderboard import validate_dir
+    from fmbench.plugins import get_registry, make_plugin_manager
+
+    reg = get_registry(make_plugin_manager(load_entrypoints=False))
+    reg.protocols["quick-v2"] = dataclasses.replace(reg.protocols["quick-v2"], draft=False)
+    assert reg.protocol("quick").id == "quick-v2"
+    root = Path(__file__).resolve().parents[1] / "leaderboard"
+    board = tmp_path / "lb"
+    shutil.copytree(root / "baselines", board / "baselines")
+    for name in ("unet-r18__nucleus__quick-v1.json", "unet-r18__nucleus__quick-v2.json"):
+        shutil.copy(root / name, board / name)
+    assert validate_dir(board, reg)[2] == []
+    e = read_json(board / "unet-r18__nucleus__quick-v1.json")
+    assert e["model"]["training"]["command"].endswith("--tier quick")
+    e["model"]["training"]["protocol"] = "quick-v2"
+    (board / "unet-r18__nucleus__quick-v1.json").write_text(json.dumps(e))
+    problems = validate_dir(board, reg)[2]
+    assert any("is not the registered weights'" in p for p in problems), problems

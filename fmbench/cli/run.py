@@ -214,6 +214,7 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     from ..model import build_model, parse_model_args
     from ..seeding import derive_seed
     from ..train import recipe_for, train
+    from ..weights import pinned_tier
 
     pm, reg = registry()
     args = parse_model_args(model_args)
@@ -245,7 +246,8 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
 
         meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
                      dataset_ref=dataset_ref, protocol=protocol, registry=reg, recipe=recipe, seed=seed, out=out_path,
-                     resume=resume, half=half, command=reproducing_command(drop_out=True), on_progress=on_progress)
+                     resume=resume, half=half, command=pinned_tier(reproducing_command(drop_out=True), protocol.id),
+                     on_progress=on_progress)
     # the training record: the checkpoint's metadata plus what may differ between identical
     # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
     write_json(Path(str(out_path) + ".json"), meta)
