@@ -205,7 +205,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
         loaded.module.to(dev)
     except Exception as exc:
         raise ModelContractError(f"the model cannot be moved to {dev}: {type(exc).__name__}: {exc}") from None
-    probe(loaded.module, proto.image_size, dev)
+    loaded.channels = probe(loaded.module, proto.image_size, dev)
     notes = check_image_sizes(loaded.module, data, proto, dev) + output_range_notes(loaded.module, proto.image_size, dev)
     identity = run_header(loaded, dataset_ref, proto, dev, batch_size,
                           dataset_sha256=result_cache.fingerprint(data, min(proto.n_images, len(data))))

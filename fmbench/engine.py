@@ -256,7 +256,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:
-                wrong = output_problem(logits, applied.input) if applied.input is not None else None
+                wrong = output_problem(logits, applied.input, loaded.channels) if applied.input is not None else None
                 if wrong:
                     raise ModelContractError(f"the model's output {wrong} on image {', '.join(batch.ids[:3])} of "
                                              f"{dataset_ref!r} under {cond.label}")

@@ -88,6 +88,12 @@ def check_writable(path: str | os.PathLike) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ResultError(f"cannot write {path}: {folder} is not a writable folder")
+    try:  # permissions do not tell everything (a read-only mount, /proc, a full quota): try it
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fmbench-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ResultError(f"cannot write {path}: {folder}: {exc.strerror or exc}") from None
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> str:

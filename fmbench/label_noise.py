@@ -13,6 +13,8 @@ clean-label models.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ class LabelNoise:
     name: str = ""
     severities: tuple[float, ...] = ()
     default_severity: float = 1.0
+    max_severity: float = math.inf  # the largest severity that still means something
     unit: str = ""
     summary: str = ""
 
@@ -73,6 +76,9 @@ def parse_setting(text: str, registry: Registry) -> Setting:
         raise ProtocolError(f"--label-noise {text!r}: RATE must lie in [0, 1] (a fraction of the training images)")
     if not severity > 0:
         raise ProtocolError(f"--label-noise {text!r}: SEVERITY must be > 0")
+    if not (math.isfinite(severity) and severity <= spec.max_severity):
+        raise ProtocolError(f"--label-noise {text!r}: SEVERITY of {spec.name} must be at most {spec.max_severity:g} "
+                            f"({spec.unit or 'its unit'})")
     return Setting(spec.name, rate, severity)
 
 
@@ -90,6 +96,10 @@ def apply_setting(masks: np.ndarray, keys: list[str], setting: Setting, seed: in
     """The training masks ``masks`` (bool ``(N, H, W)``) with ``setting`` applied: the chosen
     images' masks replaced by their noisy versions, each from its own generator."""
     noise = registry.label_noise(setting.kind).factory()
+    if setting.rate > 0 and not noisy_indices(len(masks), setting.rate, seed).any():
+        raise ProtocolError(f"--label-noise {setting.text}: a rate of {setting.rate:g} of {len(masks)} training images "
+                            f"makes no mask noisy (round({setting.rate:g} x {len(masks)}) = 0): that is an exact-label "
+                            f"training; use a rate of at least {1 / max(len(masks), 1):.3g}, or no --label-noise")
     out = masks.copy()
     for i in np.flatnonzero(noisy_indices(len(masks), setting.rate, seed)):
         rng = np.random.default_rng(derive_seed("label-noise", seed, setting.kind, setting.severity, keys[i]))

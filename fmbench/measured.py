@@ -58,6 +58,8 @@ TOLERANCE = 0.05
 # an image whose own SNR, or the SNR its flat regions' noise would give, is above this has no
 # noise worth modelling (a simulation, a denoised image): it is exposed as synthetic data are
 NOISE_FREE_SNR = 100.0
+# an image narrower than this has no flat interior to measure noise on (it would read as noise-free)
+MIN_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def own_noise(y: np.ndarray, mask: np.ndarray) -> OwnNoise | None:
     foreground, no background, or a foreground no brighter than the background)."""
     y = np.asarray(y, float)
     mask = np.asarray(mask, bool)
-    if mask.all() or not mask.any():
+    if mask.all() or not mask.any() or min(y.shape) < MIN_SIDE:
         return None
     fg, bg = float(y[mask].mean()), float(y[~mask].mean())
     if not fg > bg:
@@ -104,6 +106,9 @@ def own_noise(y: np.ndarray, mask: np.ndarray) -> OwnNoise | None:
 def undefined_reason(y: np.ndarray, mask: np.ndarray) -> str:
     """Why an image's SNR is undefined (:func:`own_noise` gave ``None``), with the likely cause."""
     y, mask = np.asarray(y, float), np.asarray(mask, bool)
+    if min(y.shape) < MIN_SIDE:
+        return (f"SNR undefined: the image is {' x '.join(str(s) for s in y.shape)} px, too small to measure its own "
+                f"noise (at least {MIN_SIDE} px a side; 64 or more for a reliable estimate)")
     if not mask.any():
         return "SNR undefined: its mask has no foreground (an image without objects has no signal to measure)"
     if mask.all():

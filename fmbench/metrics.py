@@ -97,7 +97,7 @@ def relative(values: list[float], reference: list[float]) -> tuple[list[float | 
     return ratios, (math.fsum(valid) / len(valid) if valid else None)
 
 
-def output_problem(logits: object, inputs: torch.Tensor) -> str | None:
+def output_problem(logits: object, inputs: torch.Tensor, channels: int | None = None) -> str | None:
     """What is wrong with a model's output for ``inputs`` ``(B, 1, H, W)`` under the contract
     (floating-point logits ``(B, C, H, W)``, C >= 1), or ``None``: checked on every batch, since a
     model may keep it on the probe and break it later."""
@@ -108,6 +108,8 @@ def output_problem(logits: object, inputs: torch.Tensor) -> str | None:
         return f"has shape {tuple(logits.shape)} for input {tuple(inputs.shape)}, expected ({b}, C, {h}, {w})"
     if logits.shape[1] == 0:
         return "has 0 channels, expected 1 (sigmoid) or at least 2 (softmax)"
+    if channels is not None and logits.shape[1] != channels:  # 1 is read as sigmoid, 2+ as softmax
+        return f"has {logits.shape[1]} channels, but had {channels} on the probe batch"
     if not logits.is_floating_point():
         return f"has dtype {logits.dtype}, expected floating-point logits"
     return None

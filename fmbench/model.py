@@ -54,6 +54,7 @@ class LoadedModel:
     # sha256 of the checkpoint's tensors as read (fmbench.checkpoint.state_sha256), computed here:
     # what an entry records, never the hash a checkpoint's metadata claims for itself
     state_sha256: str | None = None
+    channels: int | None = None  # the output channels the probe found; every later batch must keep them
     # the registered weights' name (``nucleus``, ``nucleus@2/v2``, ``er/v2/seed1``), else None
     weights_name: str | None = None
 
@@ -287,8 +288,6 @@ def probe(module: nn.Module, image_size: int | tuple[int, int], device: torch.de
     if problems:
         raise ModelContractError("model breaks the fmbench contract: " + "; ".join(problems))
     return int(out1.shape[1])
-
-
 
 
 def output_range_notes(module: nn.Module, image_size: int | tuple[int, int], device: torch.device) -> list[str]:

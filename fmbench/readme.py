@@ -260,6 +260,11 @@ def update_readme(readme: str | os.PathLike, entries: list[dict[str, Any]],
     """Regenerate the README's leaderboard section (and, given the label-noise track's
     entries, its section); True when the file changed."""
     path = Path(readme)
+    if not path.is_file():
+        from .errors import ResultError
+
+        raise ResultError(f"{path}: no such file to update (--readme names the README whose generated sections "
+                          f"are rewritten)")
     text = path.read_text()
     noise = None if noise_entries is None else label_noise_markdown(noise_entries)
     new = replace_section(text, readme_section(entries, baselines), noise)

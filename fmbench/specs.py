@@ -163,12 +163,14 @@ class LabelNoiseSpec:
     default_severity: float = 1.0
     unit: str = ""
     plugin: str = ""
+    max_severity: float = float("inf")  # larger severities are refused (they mean nothing more)
 
     @classmethod
     def of(cls, noise: Any, **overrides: Any) -> "LabelNoiseSpec":
         fields = dict(name=noise.name, summary=_summary(noise, getattr(noise, "summary", None) or None),
                       factory=noise, severities=tuple(noise.severities),
-                      default_severity=float(noise.default_severity), unit=getattr(noise, "unit", ""))
+                      default_severity=float(noise.default_severity), unit=getattr(noise, "unit", ""),
+                      max_severity=float(getattr(noise, "max_severity", float("inf"))))
         return cls(**{**fields, **overrides})
 
 

@@ -32,16 +32,7 @@ from .files import atomic_write
 from .measured import MeasuredSensor, OwnNoise, own_noises
 from .metrics import iou_dice, overlap_counts, predict
 from .protocol import AttackEntry, Protocol
-from .recipe import (  # noqa: F401
-    AT_EPS,
-    AT_STEPS,
-    DEFENSES,
-    RECIPE_V2,
-    RISING,
-    Recipe,
-    convergence,
-    recipe_for,
-)
+from .recipe import AT_EPS, AT_STEPS, DEFENSES, RECIPE_V2, RISING, Recipe, convergence, recipe_for  # noqa: F401
 from .seeding import derive_seed, generators
 
 if TYPE_CHECKING:  # names for annotations only
@@ -212,7 +203,7 @@ def train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset,
 
 def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset, *, model_name: str, model_args: dict,
            dataset_ref: str, protocol: Protocol, registry: Registry, recipe: Recipe, seed: int, out: Path,
-           resume: bool = False, half: bool = False, command: str | None = None,
+           resume: bool = False, overwrite: bool = False, half: bool = False, command: str | None = None,
            on_progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
     """Train ``module`` with the recipe and write the checkpoint ``out``; returns its metadata.
 
@@ -263,22 +254,31 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         identity["defense_params"] = {"attack": "pgd", "eps": AT_EPS, "steps": AT_STEPS, "rel_step": 2.5,
                                       "norm": "linf", "fraction": 0.5}
         attack = registry.build_attack(AttackEntry("pgd", (AT_EPS,), params=(("steps", AT_STEPS), ("rel_step", 2.5))))
+    saved = None
     if resume and state_file.exists():
-        st = torch.load(state_file, map_location="cpu", weights_only=True)
-        saved = st.get("identity")
-        if isinstance(saved, dict) and isinstance(saved.get("recipe"), dict):
-            # a state written before a recipe field existed has that field's default
-            saved = {**saved, "recipe": {**dataclasses.asdict(Recipe()), **saved["recipe"]}}
-        if saved != identity:
+        try:
+            st = torch.load(state_file, map_location="cpu", weights_only=True)
+            saved = st.get("identity")
+            if isinstance(saved, dict) and isinstance(saved.get("recipe"), dict):
+                # a state written before a recipe field existed has that field's default
+                saved = {**saved, "recipe": {**dataclasses.asdict(Recipe()), **saved["recipe"]}}
+        except Exception as exc:  # noqa: BLE001 - damaged, cut short, empty, not a state: one line
+            raise CheckpointError(f"training state {state_file} cannot be read ({type(exc).__name__}); delete it, "
+                                  f"or --overwrite to start again") from None
+        if saved != identity and not overwrite:
             raise ResultError(f"training state {state_file} belongs to a different run", hints=("overwrite",))
-        load_state(module, st["model"], f"training state {state_file}")
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
-        if st.get("best") is not None:
-            best = dict(st["best"])
     elif resume:
         raise CheckpointError(f"no training state to resume at {state_file}")
+    if saved is not None and saved == identity:  # (with --overwrite, another run's state is dropped)
+        try:
+            load_state(module, st["model"], f"training state {state_file}")
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
+            best = dict(st["best"]) if st.get("best") is not None else best
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"training state {state_file} is incomplete ({type(exc).__name__}: {exc}); delete "
+                                  f"it, or --overwrite to start again") from None
 
     def plateaued(done: int) -> bool:
         if not recipe.patience or done < max(recipe.min_steps, recipe.patience):
@@ -332,6 +332,7 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
                     else history[-1]["val_iou"] if history else None),
         "convergence": convergence(history, recipe, stopped_at),
         "train_seconds": round(seconds + time.perf_counter() - t0, 1),
+        "images_used": {"train": int(x_tr.shape[0]), "val": int(x_va.shape[0])},  # a small folder: fewer
         "half": half,
         # what training numerics depend on besides the recipe (benchmarks/train_determinism.py)
         "threads": torch.get_num_threads(),

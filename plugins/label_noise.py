@@ -34,6 +34,7 @@ class Boundary(LabelNoise):
     name = "boundary"
     severities = (1.0, 2.0, 3.0, 4.0)
     default_severity = 2.0
+    max_severity = 16.0
     unit = "px"
     summary = "each object eroded or dilated by up to SEVERITY pixels (its own amount)"
 
@@ -57,6 +58,7 @@ class BoundarySmooth(LabelNoise):
     name = "boundary-smooth"
     severities = (0.5, 1.0, 2.0, 3.0)
     default_severity = 1.0
+    max_severity = 16.0
     unit = "px (SD of the shift)"
     summary = "the outline moved by a smooth random field of SD SEVERITY pixels"
 
@@ -75,6 +77,7 @@ class Missing(LabelNoise):
     name = "missing"
     severities = (0.1, 0.2, 0.4, 0.6)
     default_severity = 0.2
+    max_severity = 1.0
     unit = "of the objects"
     summary = "each object dropped with probability SEVERITY"
 
@@ -90,6 +93,7 @@ class Spurious(LabelNoise):
     name = "spurious"
     severities = (0.1, 0.2, 0.4, 0.6)
     default_severity = 0.2
+    max_severity = 5.0
     unit = "x the number of objects"
     summary = "SEVERITY x (number of objects) false objects added in the background"
 
@@ -145,6 +149,7 @@ class Coarse(LabelNoise):
     name = "coarse"
     severities = (1.0, 2.0, 3.0, 5.0)
     default_severity = 2.0
+    max_severity = 16.0
     unit = "px (polygon tolerance)"
     summary = "each outline simplified to a polygon with tolerance SEVERITY pixels, then filled"
 

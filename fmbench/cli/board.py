@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 import sys
 import time
@@ -158,6 +160,8 @@ def leaderboard_recheck_cmd(entry, n_images, image_ids, seed, trust, checkpoint,
     from ..leaderboard import RECHECK_TOLERANCE, recheck_compare
     from ..leaderboard.recheck import choose_images, recheck
 
+    if tolerance is not None and not math.isfinite(tolerance):
+        raise click.BadParameter(f"{tolerance} is not a finite number", param_hint="'--tolerance'")
     tolerance = RECHECK_TOLERANCE if tolerance is None else tolerance
     doc = read_json(entry)
     if not isinstance(doc, dict) or doc.get("kind") != "fmbench-leaderboard-entry":

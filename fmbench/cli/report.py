@@ -37,6 +37,11 @@ def report_cmd(result, out, directory, checkpoint, no_images, overwrite, trust=(
     doc = read_json(result)
     if not isinstance(doc, dict) or doc.get("kind") not in ("fmbench-result", "fmbench-leaderboard-entry"):
         raise ResultError(f"{result}: not an fmbench result or leaderboard entry")
+    from ..integrity import consistency
+
+    problems = consistency(doc)
+    if problems:  # a report shows what the file says: an inconsistent file is refused, not explained
+        raise ResultError(f"{result}: {problems[0]}")
     _, reg = registry()
     entries = load_entries(directory or str(default_dir()), reg)
     panel = None if no_images else example_panel(doc, checkpoint=checkpoint, trust=trust)
@@ -60,6 +65,9 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
     _, reg = registry()
     entries = select(load_entries(str(folder), reg), dataset=dataset_ref, tier=tier)
     data = study(entries, model, dataset_ref)
+    if not data["kinds"]:
+        raise ResultError(f"no label-noise entry of {model} on {dataset_ref} in {folder} besides exact labels: nothing "
+                          f"to compare (the study's entries: leaderboard/label_noise.py, docs/label-noise.md)")
     png = plot(data, out)
     if as_json:
         click.echo(json.dumps(data | {"png": png}, indent=2))

@@ -210,7 +210,7 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     import torch
 
     from ..datasets import open_dataset
-    from ..files import write_json
+    from ..files import check_writable, write_json
     from ..model import build_model, parse_model_args
     from ..seeding import derive_seed
     from ..train import recipe_for, train
@@ -220,13 +220,19 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     args = parse_model_args(model_args)
     protocol = reg.protocol(tier)
     out_path = Path(out)
-    if out_path.exists() and not overwrite:
-        raise ResultError(f"{out_path} already exists", hints=("overwrite",))
+    record, state = Path(f"{out_path}.json"), Path(f"{out_path}.state.pt")  # written beside it
+    for made in (out_path, record):
+        if made.exists() and not overwrite:
+            raise ResultError(f"{made} already exists", hints=("overwrite",))
+    if state.exists() and not (resume or overwrite):
+        raise ResultError(f"{state} holds an interrupted training's state: --resume continues it, --overwrite "
+                          f"starts again")
+    check_writable(out_path)  # before the training, not after it
     torch.manual_seed(derive_seed("init", seed))  # the initial weights are drawn now, not in train()
     module, spec = build_model(model_ref, args, reg, pm)
     # version 1's fixed recipe, or version 2's with the architecture's recorded changes
     noise = None
-    if label_noise:
+    if label_noise is not None:  # (an empty setting is refused, not read as none)
         from ..label_noise import parse_setting
 
         noise = parse_setting(label_noise, reg).text  # canonical: boundary:0.2 and boundary:0.2:2 are one recipe
@@ -246,11 +252,16 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
 
         meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
                      dataset_ref=dataset_ref, protocol=protocol, registry=reg, recipe=recipe, seed=seed, out=out_path,
-                     resume=resume, half=half, command=pinned_tier(reproducing_command(drop_out=True), protocol.id),
+                     resume=resume, overwrite=overwrite, half=half, command=pinned_tier(reproducing_command(drop_out=True), protocol.id),
                      on_progress=on_progress)
     # the training record: the checkpoint's metadata plus what may differ between identical
     # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
-    write_json(Path(str(out_path) + ".json"), meta)
+    write_json(record, meta)
+    used = meta.get("images_used") or {}
+    if used and (used["train"] < recipe.n_train or used["val"] < recipe.n_val):
+        click.echo(f"note: trained on {used['train']} and validated on {used['val']} images (the recipe's "
+                   f"{recipe.n_train} and {recipe.n_val}: the dataset has no more); its validation IoU is measured "
+                   f"on {used['val']} image{'s' if used['val'] != 1 else ''}", err=True)
     click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
                f"{time.perf_counter() - t0:.0f} s" + (f" this run, {meta['train_seconds']:.0f} s of training in all" if resume
                                                        else "") + f", state sha256 {meta['state_sha256'][:12]})")

@@ -48,7 +48,7 @@ def choose_images(entry: dict[str, Any], n_images: int, images: Sequence[str] | 
         unknown = [i for i in images if i not in ids]
         if unknown:
             raise ResultError(f"image {unknown[0]!r} is not in the entry (it has {ids[0]!r} ... {ids[-1]!r})")
-        return sorted(ids.index(i) for i in images)
+        return sorted({ids.index(i) for i in images})  # an image named twice is re-evaluated once
     import random
 
     rng = random.Random(seed if seed is not None else secrets.randbits(64))

@@ -102,7 +102,8 @@ def schema_validator():
         out = []
         for err in sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path)):
             path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err.absolute_path)
-            out.append(f"{path.replace('.[', '[') or '(top level)'}: {err.message}")
+            msg = err.message if len(err.message) <= 240 else f"{err.message[:120]} ... {err.message[-80:]}"
+            out.append(f"{path.replace('.[', '[') or '(top level)'}: {msg}")
         return out
 
     return "jsonschema Draft 2020-12", check

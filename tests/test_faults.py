@@ -1,0 +1,156 @@
+"""Fault injection and bad input found by a fault-finding pass: each one clear line, a non-zero
+exit, nothing a user made replaced, nothing misread."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fmbench_plugins.unet import UNet
+from torch import nn
+
+import fmbench
+from fmbench.errors import CheckpointError, ModelContractError, ProtocolError, ResultError
+from fmbench.train import Recipe, train
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = Recipe(steps=6, batch_size=2, crop=32, n_train=6, n_val=2, val_every=3, checkpoint_every=2, warmup=2)
+
+
+def _train(registry, out, seed=3, **kw):
+    spec = registry.dataset("nucleus")
+    model = UNet(width=4, depth=2)
+    torch.manual_seed(0)
+    return train(model, spec.factory(split="train", image_size=64), spec.factory(split="val", image_size=64),
+                 model_name="unet-small", model_args={"width": 4, "depth": 2}, dataset_ref="nucleus",
+                 protocol=registry.protocol("quick"), registry=registry, recipe=RECIPE, seed=seed, out=out, **kw)
+
+
+def _interrupted(registry, out, seed=3):
+    def stop(done, total, info):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(registry, out, seed=seed, on_progress=stop)
+    return Path(f"{out}.state.pt")
+
+
+def test_a_damaged_training_state_is_one_line_and_overwrite_starts_again(registry, tmp_path):
+    state = _interrupted(registry, tmp_path / "a.pt")
+    whole = state.read_bytes()
+    for damaged in (b"hello\n", b"", whole[: len(whole) // 2]):
+        state.write_bytes(damaged)
+        with pytest.raises(CheckpointError, match="cannot be read"):
+            _train(registry, tmp_path / "a.pt", resume=True)
+    torch.save({"identity": None}, state)  # readable, but not a training state
+    with pytest.raises(ResultError, match="belongs to a different run"):
+        _train(registry, tmp_path / "a.pt", resume=True)
+    # another run's state: refused, and --overwrite (what the refusal says) starts again from step 0
+    other = _interrupted(registry, tmp_path / "b.pt", seed=4)
+    shutil.copy(other, state)
+    with pytest.raises(ResultError, match="belongs to a different run"):
+        _train(registry, tmp_path / "a.pt", resume=True)
+    fresh = _train(registry, tmp_path / "a.pt", resume=True, overwrite=True)
+    assert fresh["state_sha256"] == _train(registry, tmp_path / "c.pt")["state_sha256"]
+    assert fresh["images_used"] == {"train": 6, "val": 2}
+
+
+def test_train_refuses_before_training_what_it_would_replace_or_could_not_write(tmp_path, cli):
+    base = ("train", "--model", "unet-small", "--dataset", "nucleus", "--steps", "1", "--quiet")
+    (tmp_path / "m.pt.json").write_text('{"mine": 1}')
+    r = cli(*base, "--out", "m.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "m.pt.json already exists" in r.stderr, r.stderr
+    assert json.loads((tmp_path / "m.pt.json").read_text()) == {"mine": 1}
+    (tmp_path / "n.pt.state.pt").write_text("notes")
+    r = cli(*base, "--out", "n.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "--resume continues it" in r.stderr and (tmp_path / "n.pt.state.pt").exists()
+    r = cli(*base, "--out", "/proc/x.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "cannot write /proc/x.pt" in r.stderr and "val IoU" not in r.stdout, r.stdout
+    r = cli(*base, "--label-noise", "", "--out", "e.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "expected KIND:RATE" in r.stderr and not (tmp_path / "e.pt").exists()
+
+
+def test_label_noise_settings_that_mean_nothing_are_refused(registry):
+    from fmbench.label_noise import apply_setting, parse_setting
+
+    for text, message in (("boundary:0.2:inf", "at most 16"), ("boundary-smooth:0.2:1e300", "at most 16"),
+                          ("missing:0.2:1.5", "at most 1"), ("spurious:0.2:1e9", "at most 5")):
+        with pytest.raises(ProtocolError, match=message):
+            parse_setting(text, registry)
+    assert parse_setting("missing:0.2:1", registry).severity == 1.0
+    masks = np.zeros((10, 16, 16), bool)
+    masks[:, 4:10, 4:10] = True
+    with pytest.raises(ProtocolError, match="makes no mask noisy"):
+        apply_setting(masks, [f"k{i}" for i in range(10)], parse_setting("boundary:0.01", registry), 0, registry)
+    out = apply_setting(masks, [f"k{i}" for i in range(10)], parse_setting("boundary:0.1", registry), 0, registry)
+    assert out.shape == masks.shape  # one of ten: fine
+
+
+class SwitchesChannels(nn.Module):
+    """One logit on the probe's batches of 2, two (softmax) on the run's batches of 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y if x.shape[0] != 1 else torch.cat([-y, y], 1)
+
+
+def test_a_model_that_changes_its_channel_count_after_the_probe_is_stopped():
+    with pytest.raises(ModelContractError, match="has 2 channels, but had 1 on the probe batch"):
+        fmbench.evaluate(SwitchesChannels(), "nucleus", n_images=2, image_size=64, corruptions=["noise"],
+                         attacks=["fgsm"], batch_size=1)
+
+
+def test_recheck_readme_report_and_analyze_refuse_bad_input_in_one_line(tmp_path, cli):
+    from fmbench.leaderboard.recheck import choose_images
+
+    entry = ROOT / "leaderboard" / "unet-small__nucleus__quick-v1.json"
+    r = cli("leaderboard", "recheck", str(entry), "--tolerance", "nan", cwd=tmp_path)
+    assert r.returncode == 2 and "--tolerance" in r.stderr and "not a finite number" in r.stderr, r.stderr
+    doc = json.loads(entry.read_text())
+    first = doc["per_image"]["ids"][0]
+    assert choose_images(doc, 2, [first, first]) == [0]  # an image named twice is one image
+    r = cli("leaderboard", "--dir", str(ROOT / "leaderboard"), "--update-readme", "--readme", "nope.md", cwd=tmp_path)
+    assert r.returncode == 1 and "nope.md: no such file to update" in r.stderr and "Traceback" not in r.stderr
+    ref = next(c for c in doc["conditions"] if c["kind"] == "reference")
+    ref["iou"] = 5
+    (tmp_path / "e.json").write_text(json.dumps(doc))
+    r = cli("report", "e.json", "--out", "r.html", "--no-images", cwd=tmp_path)
+    assert r.returncode == 1 and not (tmp_path / "r.html").exists(), r.stdout + r.stderr
+    # a study folder with the exact-label model only: nothing to compare, said so
+    track = tmp_path / "lb" / "label-noise"
+    src = ROOT / "leaderboard" / "label-noise"
+    shutil.copytree(src / "baselines", track / "baselines")
+    shutil.copytree(src / "weights", track / "weights")
+    shutil.copy(src / "unet-small+labels-exact__nucleus__quick-v2.json", track)
+    r = cli("analyze", "--label-noise", "--model", "unet-small", "--dataset", "nucleus@2", "--dir", str(tmp_path / "lb"),
+            "--out", "ln.png", cwd=tmp_path)
+    assert r.returncode == 1 and "nothing to compare" in r.stderr and not (tmp_path / "ln.png").exists(), r.stderr
+    # an entry wrapped in a list: one short line, not the file echoed
+    board = tmp_path / "wrapped"
+    board.mkdir()
+    (board / "e.json").write_text(json.dumps([json.loads(entry.read_text())]))
+    r = cli("leaderboard", "validate", str(board), cwd=tmp_path)
+    assert r.returncode == 1 and max(len(line) for line in r.stderr.splitlines()) < 400, r.stderr[:500]
+
+
+def test_an_image_too_small_to_measure_its_noise_is_left_out_not_called_noise_free():
+    from fmbench.measured import own_noise, undefined_reason
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1, 96), bool)
+    mask[:, 30:60] = True
+    image = rng.poisson(np.where(mask, 40.0, 10.0)).astype(float)
+    assert own_noise(image, mask) is None
+    assert "too small to measure its own noise" in undefined_reason(image, mask)
+    big = np.zeros((64, 64), bool)
+    big[20:40, 20:40] = True
+    assert own_noise(rng.poisson(np.where(big, 40.0, 10.0)).astype(float), big) is not None
