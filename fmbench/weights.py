@@ -125,7 +125,7 @@ def accept_reproduced(weights: Weights, got: str, meta: Mapping[str, Any],
         return f"remake them with: {reproduce_hint(weights, path)}"
     command = meta.get("command")
     made_under = meta.get("protocol") if isinstance(meta.get("protocol"), str) else None
-    if pinned_tier(command, made_under) != pinned_tier(weights.command, made_under):  # `--tier quick` under quick-v1
+    if not isinstance(command, str) or pinned_tier(command, made_under) != pinned_tier(weights.command, made_under):
         return f"they were made by {command!r}, not by the registered {weights.command!r}; {exact}"
     val = measure()
     if not math.isfinite(val) or abs(val - weights.val_iou) > REPRODUCED_VAL_TOLERANCE:
