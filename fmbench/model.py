@@ -212,9 +212,10 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         if problem and w is not None:
             def measure() -> float:
                 from .train import measure_val_iou
+                from .weights import pinned_tier
 
-                load_state(module, state, f"checkpoint {path}")
-                return measure_val_iou(module, str(w.command), registry, pm)
+                load_state(module, state, f"checkpoint {path}")  # (a command naming no tier: the file's version)
+                return measure_val_iou(module, pinned_tier(str(w.command), meta.get("protocol")), registry, pm)
 
             verdict = accept_reproduced(w, loaded.state_sha256, meta, path, measure)
             if isinstance(verdict, str):

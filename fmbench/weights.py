@@ -69,7 +69,7 @@ def pinned_tier(command: str, protocol_id: str | None) -> str:
     ``protocol_id`` None: the command as it is."""
     import re
 
-    if not protocol_id or not isinstance(command, str):
+    if not isinstance(protocol_id, str) or not protocol_id or not isinstance(command, str):
         return command
     name = protocol_id.rsplit("-v", 1)[0]
     flag = re.search(r"(?:^|\s)--(?:tier|protocol)[ =](\S+)", command)
