@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -61,9 +62,13 @@ def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
             # attack families such as "pgd-l2" are checked by the protocol itself
             if item != "none" and not (key == "attacks" and "-" in item):
                 lookup(item)  # unknown names fail here, with suggestions
+    base = float(protocol.reference_snr)
     protocol = protocol.customized(**overrides)
     if overrides.get("reference_snr") is not None:  # noise levels are SNRs below the reference: none at or above it
         ref = float(overrides["reference_snr"])
+        if not (math.isfinite(ref) and 0 < ref <= base):
+            raise ProtocolError(f"reference SNR {ref:g}: must be a number above 0 and at most the protocol's own "
+                                f"{base:g} (it is for images recorded dimmer; noise cannot be removed)")
         kept = [dataclasses.replace(e, levels=tuple(v for v in e.levels if v < ref))
                 if registry.corruption(e.name).exposure else e for e in protocol.corruptions]
         gone = [e.name for e in kept if not e.levels]

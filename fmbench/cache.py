@@ -106,11 +106,26 @@ def store(document: Mapping[str, Any], text: str) -> Path | None:
     return path
 
 
+def cached_files() -> list[Path]:
+    """The cache's result files: regular files named ``KEY.json`` by a result key (what
+    :func:`store` writes), never a link and never anything else a folder may hold -- what ``ls``
+    lists and ``clear`` may delete.  A cache path that is not a folder is one clear error."""
+    from .errors import ResultError
+
+    for p in (cache_dir(), results_dir()):
+        if p.exists() and not p.is_dir():
+            raise ResultError(f"the fmbench cache {p} is not a folder (FMBENCH_CACHE names the cache folder)")
+    folder = results_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if len(p.stem) == 64 and p.suffix == ".json"
+                  and all(c in "0123456789abcdef" for c in p.stem) and p.is_file() and not p.is_symlink())
+
+
 def listing() -> list[dict[str, Any]]:
     """The cached results, newest first: key, model, dataset, protocol, finished, clean IoU."""
     rows = []
-    folder = results_dir()
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in cached_files():
         try:
             doc = read_json(path)
         except Exception:  # noqa: BLE001 -- a damaged file is listed as such
@@ -126,11 +141,8 @@ def listing() -> list[dict[str, Any]]:
 
 def clear(keys: list[str] | None = None) -> int:
     """Remove cached results (all, or those whose key starts with one of ``keys``); returns how many."""
-    folder = results_dir()
-    if not folder.is_dir():
-        return 0
     n = 0
-    for path in folder.glob("*.json"):
+    for path in cached_files():
         if keys is None or any(path.stem.startswith(k) for k in keys):
             path.unlink()
             n += 1

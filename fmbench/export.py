@@ -64,6 +64,16 @@ def export(dataset: Dataset, out: str | os.PathLike, n: int | None = None, fmt: 
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataError(f"{out} already exists", hints=("overwrite",))
+    if out.exists():  # --overwrite replaces an earlier export, never a folder of the user's own files
+        if out.is_dir() and Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise DataError(f"{out} is the current folder or holds it: export to another folder")
+        try:
+            earlier = str(json.loads((out / "manifest.json").read_text()).get("schema", "")).startswith("fmbench-export/")
+        except (OSError, ValueError, AttributeError):
+            earlier = False
+        if not (earlier or (out.is_dir() and not any(out.iterdir()))):
+            raise DataError(f"{out} is not an earlier fmbench export (it has no export manifest.json): --overwrite "
+                            f"replaces an export, never a folder of other files")
     count = len(dataset) if n is None else min(n, len(dataset))
     if count == 0:
         raise DataError(f"dataset {dataset.name!r} has no images to export")

@@ -43,7 +43,15 @@ def _allowed_entrypoints() -> set[str] | None:
 
 def _load_entrypoints(pm: pluggy.PluginManager) -> None:
     allowed = _allowed_entrypoints()
-    for ep in importlib.metadata.entry_points(group=ENTRYPOINT_GROUP):
+    found = importlib.metadata.entry_points(group=ENTRYPOINT_GROUP)
+    missing = sorted((allowed or set()) - {ep.name for ep in found})
+    if missing:  # asked for by name, installed under none: said, not silently skipped
+        import logging
+
+        logging.getLogger("fmbench").warning(
+            f"warning: FMBENCH_LOAD_PLUGINS names {', '.join(missing)}, but no installed fmbench plugin has that name "
+            f"(installed: {', '.join(sorted(ep.name for ep in found)) or 'none'}); not loaded")
+    for ep in found:
         if allowed is not None and ep.name not in allowed:
             continue
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "an unknown distribution"

@@ -83,3 +83,29 @@ def test_what_cannot_be_honoured_is_refused_with_its_reason(package, tmp_path, c
 def test_a_missing_package_is_one_clear_line(tmp_path, cli):
     r = cli("eval", "--model", f"bioimageio:{tmp_path / 'nothing'}", "--dataset", "er", "--n-images", "1")
     assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_zipped_package_runs_its_own_weights_not_a_file_beside_it(package, tmp_path):
+    """A `.zip` is read from inside: a `weights.pt` that happens to lie beside it is not the model."""
+    import shutil
+    import zipfile
+
+    from fmbench.bioimageio import export_package
+
+    folder = tmp_path / "zipped"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "pkg.zip", "w") as z:
+        for f in package.iterdir():
+            z.write(f, f.name)
+    export_package("unet-small", "mito", tmp_path / "other", tier="quick-v1")
+    shutil.copy(tmp_path / "other" / "weights.pt", folder / "weights.pt")  # another model's weights, beside it
+    zipped = fmbench.load_model(f"bioimageio:{folder / 'pkg.zip'}").module.fmbench_source
+    direct = fmbench.load_model(f"bioimageio:{package}").module.fmbench_source
+    assert zipped["weights_sha256"] == direct["weights_sha256"] and zipped["rdf_sha256"] == direct["rdf_sha256"]
+    assert len(zipped["package_sha256"]) == 64
+    # weights that are not the ones the description declares: refused, and the message says why
+    bad = tmp_path / "bad"
+    shutil.copytree(package, bad)
+    shutil.copy(tmp_path / "other" / "weights.pt", bad / "weights.pt")
+    with pytest.raises(fmbench.ModelLoadError, match="(?i)sha256"):
+        fmbench.load_model(f"bioimageio:{bad}")

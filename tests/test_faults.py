@@ -154,3 +154,104 @@ def test_an_image_too_small_to_measure_its_noise_is_left_out_not_called_noise_fr
     big = np.zeros((64, 64), bool)
     big[20:40, 20:40] = True
     assert own_noise(rng.poisson(np.where(big, 40.0, 10.0)).astype(float), big) is not None
+
+
+def test_cache_commands_touch_only_the_caches_own_result_files(tmp_path, cli):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "mydata.json").write_text('{"mine": 1}')
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "results").symlink_to(user)  # a link out of the cache, holding a user's JSON
+    env = {"FMBENCH_CACHE": str(cache)}
+    r = cli("cache", "clear", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and (user / "mydata.json").exists(), r.stdout + r.stderr
+    (cache / "results").unlink()
+    (cache / "results").mkdir()
+    (cache / "results" / "dir.json").mkdir()
+    r = cli("cache", "clear", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and (cache / "results" / "dir.json").is_dir()
+    r = cli("cache", "clear", "", env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "empty key" in r.stderr
+    r = cli("cache", "clear", "nosuchkey", env=env, cwd=tmp_path)
+    assert r.returncode == 1 and "no cached result's key starts with nosuchkey" in r.stderr
+    (tmp_path / "afile").write_text("x")
+    r = cli("cache", "ls", env={"FMBENCH_CACHE": str(tmp_path / "afile")}, cwd=tmp_path)
+    assert r.returncode == 1 and "is not a folder" in r.stderr
+
+
+def test_export_overwrite_replaces_an_export_never_a_folder_of_the_users(tmp_path):
+    from fmbench.datasets import open_dataset
+    from fmbench.errors import DataError
+    from fmbench.export import export
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "notes.txt").write_text("mine")
+    data = open_dataset("nucleus", "test", 64)
+    with pytest.raises(DataError, match="not an earlier fmbench export"):
+        export(data, own, n=1, overwrite=True)
+    assert (own / "notes.txt").read_text() == "mine"
+    export(data, tmp_path / "exp", n=1)
+    assert export(data, tmp_path / "exp", n=2, overwrite=True)["n"] == 2  # an earlier export is replaced
+
+
+def test_rescore_refuses_a_forged_entry_and_keeps_every_honest_one(tmp_path, cli):
+    board = tmp_path / "lb"
+    board.mkdir()
+    names = sorted(p.name for p in (ROOT / "leaderboard").glob("*.json"))
+    for name in names:
+        shutil.copy(ROOT / "leaderboard" / name, board / name)
+    r = cli("leaderboard", "rescore", *[str(board / n) for n in names], cwd=tmp_path)
+    assert r.returncode == 0 and f"{len(names)} entries rescored" in r.stdout, r.stderr
+    forged = json.loads((board / names[0]).read_text())
+    forged["per_image"]["iou"]["reference"] = [1.0] * len(forged["per_image"]["iou"]["reference"])
+    (board / "forged.json").write_text(json.dumps(forged))
+    before = (board / "forged.json").read_bytes()
+    r = cli("leaderboard", "rescore", str(board / "forged.json"), cwd=tmp_path)
+    assert r.returncode == 1 and "not rescored" in r.stderr and (board / "forged.json").read_bytes() == before
+
+
+def test_options_out_of_range_are_one_line_before_anything_runs(tmp_path, cli):
+    base = ("eval", "--model", "unet-small", "--dataset", "nucleus", "--n-images", "1", "--quiet")
+    for extra in (("--batch-size", "5000"), ("--seed", str(2**64))):
+        r = cli(*base, *extra, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "range" in r.stderr, r.stderr
+    for snr in ("nan", "inf", "100"):
+        with pytest.raises(ProtocolError, match="must be a number above 0 and at most"):
+            fmbench.get_protocol("quick", reference_snr=float(snr))
+    r = cli("campaign", "--models", ",", "--datasets", "nucleus", "--out", "c", cwd=tmp_path)
+    assert r.returncode == 2 and "names no model" in r.stderr
+    r = cli("leaderboard", "--dir", str(ROOT / "leaderboard"), "--dataset", "er", "--tier", "quick-v1", "--format",
+            "csv", "--out", "site", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "site" / "leaderboard.csv").read_text().startswith("protocol,")
+    r = cli("leaderboard", "--dir", str(ROOT / "leaderboard"), "--dataset", "er", "--tier", "quick-v1", "--format",
+            "csv", "--out", "site", cwd=tmp_path)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = cli("plugins", env={"FMBENCH_LOAD_PLUGINS": "typo"}, cwd=tmp_path)
+    assert r.returncode == 0 and "FMBENCH_LOAD_PLUGINS names typo" in r.stderr
+
+
+def test_a_folder_option_given_twice_is_refused(tmp_path):
+    from fmbench.datasets import open_dataset
+    from fmbench.errors import DataError
+
+    with pytest.raises(DataError, match="given twice"):
+        open_dataset(f"folder:{tmp_path}?channel=1&channel=2", "test", 64)
+
+
+def test_compare_pairs_the_same_images_in_any_order_and_says_when_they_differ():
+    from fmbench.leaderboard.compare import _neighbour, _versus
+
+    entry = json.loads((ROOT / "leaderboard" / "unet-small__nucleus__quick-v1.json").read_text())
+    other = json.loads((ROOT / "leaderboard" / "unet-r18__nucleus__quick-v1.json").read_text())
+    straight = _versus(entry, other, "clean_iou", entry["scores"]["clean_iou"]["value"])
+    flipped = json.loads(json.dumps(other))
+    flipped["per_image"]["ids"] = other["per_image"]["ids"][::-1]
+    flipped["per_image"]["iou"] = {k: v[::-1] for k, v in other["per_image"]["iou"].items()}
+    reordered = _versus(entry, flipped, "clean_iou", entry["scores"]["clean_iou"]["value"])
+    assert straight["ci95"] is not None and reordered["ci95"] == straight["ci95"]
+    renamed = json.loads(json.dumps(other))
+    renamed["per_image"]["ids"] = [f"x{i}" for i in range(len(other["per_image"]["ids"]))]
+    unpaired = _versus(entry, renamed, "clean_iou", entry["scores"]["clean_iou"]["value"])
+    assert unpaired["ci95"] is None and "not paired" in _neighbour(unpaired)

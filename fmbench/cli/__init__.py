@@ -69,6 +69,12 @@ def registry() -> tuple[Any, Any]:
     return pm, get_registry(pm)
 
 
+# what seeds and batch sizes can be: a seed is an unsigned 63-bit number (torch and numpy take it), and
+# a batch size what a result file may record (the schema's maximum)
+SEED = click.IntRange(min=0, max=2**63 - 1)
+BATCH_SIZE = click.IntRange(min=1, max=4096)
+
+
 def names(text: str | None) -> list[str]:
     """``"a, b"`` -> ``["a", "b"]``."""
     return [n.strip() for n in (text or "").split(",") if n.strip()]

@@ -10,7 +10,7 @@ import click
 
 from ..errors import ResultError
 from ..leaderboard.store import default_dir
-from . import cli, console, registry
+from . import SEED, cli, console, registry
 from .board import select_entries
 
 
@@ -22,7 +22,7 @@ from .board import select_entries
 @click.option("--within", "within", metavar="MODEL", help="Correlate across the images of this model's entry.")
 @click.option("--out", default="analysis.png", show_default=True, type=click.Path(dir_okay=False), help="Scatter PNG.")
 @click.option("--n-boot", type=click.IntRange(min=100), default=2000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the correlations as JSON.")
 @click.option("--label-noise", "label_noise", is_flag=True,
               help="Instead: the label-noise study of --model on --dataset (each rate against exact labels; "

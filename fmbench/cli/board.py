@@ -16,7 +16,7 @@ import click
 
 from ..errors import ResultError
 from ..leaderboard.store import default_dir
-from . import cli, console, names, registry
+from . import SEED, cli, console, names, registry
 
 
 @cli.group("leaderboard", invoke_without_command=True)
@@ -63,6 +63,20 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
         return
     gs = groups(select_entries(entries, dataset_ref, tier), sort, base)
+    if out_dir and fmt in ("markdown", "csv", "json"):  # a file in the --out folder, never over one
+        from ..files import atomic_write, check_writable
+
+        target = Path(out_dir) / f"leaderboard.{ {'markdown': 'md'}.get(fmt, fmt) }"
+        if target.exists():
+            raise ResultError(f"{target} already exists; choose another --out folder")
+        check_writable(target)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        text = {"markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt](gs)
+        atomic_write(target, lambda f: f.write(text), mode="w", replace=False)
+        click.echo(f"leaderboard written to {target} ({sum(len(g['entries']) for g in gs)} rows)")
+        return
+    if out_dir and fmt == "table":
+        raise ResultError("--out writes a file for --format markdown, csv, json or html; a table is for the terminal")
     if fmt == "html":
         if not out_dir:
             raise ResultError("--format html writes a folder (index.html and a report per entry): pass --out FOLDER")
@@ -76,7 +90,9 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
     elif fmt == "json":
         click.echo(render_json(gs), nl=False)
     elif not gs:
-        click.echo(f"no leaderboard entries in {directory}" + (" match" if dataset_ref or tier else ""))
+        known = sorted({str(e["dataset"]["ref"]) for e in entries})
+        click.echo(f"no leaderboard entries in {directory}" + (f" match (datasets with entries: {', '.join(known)})"
+                                                               if (dataset_ref or tier) and known else ""))
     else:
         out = console()
         for table in render_tables(gs):
@@ -142,7 +158,7 @@ def leaderboard_validate_cmd(directory):
 @click.option("--n-images", type=click.IntRange(min=1), default=2, show_default=True,
               help="Re-evaluate N of the entry's images, drawn at random.")
 @click.option("--images", "image_ids", metavar="ID,ID", help="Re-evaluate these images instead.")
-@click.option("--seed", type=int, help="Seed of the random draw (default: a fresh one, printed).")
+@click.option("--seed", type=SEED, help="Seed of the random draw (default: a fresh one, printed).")
 @click.option("--trust", multiple=True, metavar="REF",
               help="Allow a model reference that imports or loads code (module:Attr, file.py:Attr, scheme:...).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True),
@@ -251,7 +267,9 @@ def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
         if worst > 1e-6:
             click.echo(f"{path}: the first {n_check} images differ by up to {worst:.3g} per image", err=True)
             sys.exit(1)
-        click.echo(f"{path}: the first {n_check} images reproduced (largest difference {worst:.2g})")
+        n_done = len(new["per_image"]["ids"])  # the table may hold fewer than were asked for
+        click.echo(f"{path}: {'the first ' if n_done < len(old['per_image']['ids']) else 'all '}{n_done} images "
+                   f"reproduced (largest difference {worst:.2g})")
         return
     if path.exists() and not overwrite:
         raise ResultError(f"{path} already exists", hints=("overwrite",))
@@ -269,8 +287,18 @@ def leaderboard_rescore_cmd(paths):
     """Bring entries to the current schema: recompute their scores and intervals from their
     per-image IoU (nothing is re-evaluated; every other field is kept)."""
     from ..files import read_json, write_json
+    from ..integrity import consistency
     from ..leaderboard.entry import rescore
 
-    for p in paths:
-        write_json(p, rescore(read_json(p)))
+    _, reg = registry()
+    done = {}
+    for p in paths:  # every file checked before any is written: scores recomputed, nothing else vouched for
+        new = rescore(read_json(p))
+        problems = consistency(new, reg)
+        if problems:
+            raise ResultError(f"{p}: {problems[0]} (an inconsistent entry is not rescored; `fmbench leaderboard "
+                              f"validate` lists every problem)")
+        done[p] = new
+    for p, new in done.items():
+        write_json(p, new)
     click.echo(f"{len(paths)} entries rescored")

@@ -46,6 +46,12 @@ def cache_ls(as_json: bool) -> None:
 def cache_clear(keys: tuple[str, ...]) -> None:
     """Remove cached results: all of them, or those whose key starts with one of KEYS."""
     from ..cache import clear, results_dir
+    from ..errors import ResultError
 
+    if any(not k.strip() for k in keys):
+        raise click.BadParameter("an empty key would match every cached result (give no KEYS to clear them all)",
+                                 param_hint="KEYS")
     n = clear(list(keys) if keys else None)
+    if keys and not n:
+        raise ResultError(f"no cached result's key starts with {', '.join(keys)} (`fmbench cache ls` lists them)")
     click.echo(f"removed {n} cached result{'s' if n != 1 else ''} from {results_dir()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import ResultError
-from . import cli, names
+from . import BATCH_SIZE, cli, names
 
 
 @cli.command("campaign")
@@ -17,7 +17,7 @@ from . import cli, names
 @click.option("--image-size", type=click.IntRange(min=32), help="Image size (a protocol variant).")
 @click.option("--corruptions", "only_corruptions", metavar="A,B", help="Only these corruptions ('none').")
 @click.option("--attacks", "only_attacks", metavar="A,B", help="Only these attack families ('none').")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=8, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--executor", type=click.Choice(["local", "submitit-local", "debug", "slurm"]), default="local",
               show_default=True, help="Where the cells run (submitit ones: pip install 'fmbench[cluster]').")
@@ -36,7 +36,14 @@ def campaign_cmd(models, datasets, tier, out_dir, n_images, image_size, only_cor
     overrides = {"n_images": n_images, "image_size": image_size,
                  "corruptions": names(only_corruptions) if only_corruptions else None,
                  "attacks": names(only_attacks) if only_attacks else None}
-    cells = grid(names(models), names(datasets), tier, out_dir, overrides, batch_size, device)
+    from ..files import check_writable
+
+    model_list, dataset_list = (list(dict.fromkeys(names(x))) for x in (models, datasets))  # duplicates: one cell
+    if not model_list or not dataset_list:
+        raise click.BadParameter("names no model" if not model_list else "names no dataset",
+                                 param_hint="'--models'" if not model_list else "'--datasets'")
+    check_writable(f"{out_dir}/x")  # before any cell runs
+    cells = grid(model_list, dataset_list, tier, out_dir, overrides, batch_size, device)
     statuses = run(cells, executor, parallel, logs=f"{out_dir}/.submitit",
                    slurm=Slurm(partition=slurm_partition, gpus=slurm_gpus, minutes=slurm_minutes))
     for s in statuses:

@@ -8,7 +8,7 @@ import json
 import click
 
 from ..specs import ModelSpec
-from . import cli, console, registry
+from . import SEED, cli, console, registry
 
 
 def _params(spec: ModelSpec) -> str:
@@ -147,7 +147,7 @@ def _data_open(dataset_ref, split, image_size, seed):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to create.")
 @click.option("--n", "n", type=click.IntRange(min=1), help="Export the first N images (default: the whole split).")
 @click.option("--format", "fmt", default="float32", show_default=True, type=click.Choice(["float32", "uint16"]))
-@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--seed", type=SEED, help="Generator seed of a synthetic dataset (default: its own, 0).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite):
@@ -156,7 +156,8 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 
     dataset = _data_open(dataset_ref, split, image_size, seed)
     manifest = export(dataset, out, n=n, fmt=fmt, overwrite=overwrite)
-    click.echo(f"{manifest['n']} images written to {out}")
+    click.echo(f"{manifest['n']} images written to {out}"
+               + (f" (the {split} split has {manifest['n']}, not {n})" if n and n > manifest["n"] else ""))
 
 
 @data_group.command("preview")
@@ -164,7 +165,7 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--seed", type=int, help="Generator seed of a synthetic dataset (default: its own, 0).")
+@click.option("--seed", type=SEED, help="Generator seed of a synthetic dataset (default: its own, 0).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
 @click.option("--reference-snr", type=click.FloatRange(min=0, min_open=True),
@@ -193,7 +194,7 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwri
 @click.option("--dataset", "dataset_ref", required=True, metavar="DATASET_B",
               help="The dataset to set beside it (a registered name such as nucleus, or folder:PATH).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Images of each.")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is used.")
 @click.option("--out", default="realism.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG with one histogram per statistic.")
@@ -249,7 +250,7 @@ def label_noise_group():
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the training split.")
-@click.option("--seed", type=int, default=0, show_default=True, help="The training seed the noise is drawn with.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="The training seed the noise is drawn with.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
     """Every label noise at each severity on one training image: exact and noisy outlines."""

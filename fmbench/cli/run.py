@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ..errors import ResultError
-from . import cli, console, names, progress_bar, registry, reproducing_command
+from . import BATCH_SIZE, SEED, cli, console, names, progress_bar, registry, reproducing_command
 
 
 def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
@@ -31,7 +31,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--tier", "--protocol", "tier", default="quick", show_default=True,
               help="Protocol tier (quick, full) or exact id (quick-v1).")
 @click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
-@click.option("--seed", type=int, help="Override the protocol seed (makes a protocol variant).")
+@click.option("--seed", type=SEED, help="Override the protocol seed (makes a protocol variant).")
 @click.option("--image-size", type=click.IntRange(min=32), help="Synthetic image size (makes a protocol variant).")
 @click.option("--reference-snr", type=click.FloatRange(min=0, min_open=True),
               help="Score at this SNR instead of the protocol's (8) -- for your own images recorded dimmer; "
@@ -42,7 +42,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--amp", type=click.Choice(["bf16"]),
               help="Run the model in bfloat16 mixed precision (a protocol variant: never ranked with float32 "
                    "results; measured tolerance in docs/scale.md).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Result JSON (default: fmbench-results/...).")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its partial log.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result or partial run.")
@@ -190,7 +190,7 @@ def _entries(directory: str) -> list | str | None:
 @click.option("--model", "model_ref", required=True, help="Registered model name, module:Attr or file.py:Attr.")
 @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE")
 @click.option("--dataset", "dataset_ref", required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), help="Override the recipe's number of steps.")
 @click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition and image size are used.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write.")

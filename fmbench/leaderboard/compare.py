@@ -39,9 +39,13 @@ def _versus(mine: dict[str, Any], theirs: dict[str, Any] | None, key: str, yours
                            "ci95": None, "within_noise": None, "within_seeds": None,
                            "flags": [f["flag"] for f in entry_flags(theirs, best)]}
     a, b = scores.per_image(mine, key), scores.per_image(theirs, key)
-    if a is not None and b is not None and mine["per_image"]["ids"] == theirs["per_image"]["ids"]:
-        paired = scores.paired_difference(a, b)
+    ids, their_ids = list(mine["per_image"]["ids"]), list(theirs["per_image"]["ids"])
+    if a is not None and b is not None and sorted(ids) == sorted(their_ids) and len(set(ids)) == len(ids):
+        at = {image: k for k, image in enumerate(their_ids)}  # paired image by image, whatever the order
+        paired = scores.paired_difference(a, np.asarray(b)[[at[i] for i in ids]])
         out.update(ci95=paired["ci95"], within_noise=paired["within_noise"])
+    elif a is not None and b is not None:
+        out["unpaired"] = True  # not the same images: no paired interval, and the reader is told
     spread = (theirs.get("seed_spread") or {}).get(key) or {}
     own_sd = spread["sd"] / np.sqrt(spread["n"]) if spread.get("sd") is not None else None  # a mean of n seeds
     usual = (typical or {}).get(key, (None, ""))[0]
@@ -127,6 +131,7 @@ def _neighbour(x: dict[str, Any] | None) -> str:
     ci = x.get("ci95")
     diff = f"{x['diff']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
     noise = " ≈ noise" if x.get("within_noise") else " ≈ seeds" if x.get("within_seeds") else ""
+    noise += " [red](other images: not paired)[/red]" if x.get("unpaired") else ""
     flags = "".join(f" [red]{f}[/red]" for f in x.get("flags") or [])
     return f"{escape(x['model'])}{flags} {x['score']['value']:.3f} ({diff}){noise}"
 

@@ -80,20 +80,39 @@ def _apply(name: str, kw: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
 
 def load_package(ref: str) -> nn.Module:
     """``bioimageio:PATH``: the package's model under fmbench's contract (module docstring)."""
+    path = Path(ref).expanduser()
+    if path.suffix.lower() == ".zip" and path.is_file():
+        import tempfile
+        import zipfile
+
+        # the package's own files, never what lies beside the zip: unpacked (zipfile drops absolute
+        # and `..` parts) and read from there; the TorchScript is in memory once loaded
+        with tempfile.TemporaryDirectory(prefix="fmbench-bioimageio-") as tmp:
+            try:
+                with zipfile.ZipFile(path) as z:
+                    z.extractall(tmp)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise ModelLoadError(f"bioimageio:{ref}: not a readable zip ({exc})") from None
+            module = _load(ref, Path(tmp) / "rdf.yaml")
+            module.fmbench_source["package_sha256"] = _sha(path)
+            return module
+    return _load(ref, path / "rdf.yaml" if path.is_dir() else path)
+
+
+def _load(ref: str, path: Path) -> Any:
     try:
         from bioimageio.spec import load_model_description
     except ImportError:
         raise ModelLoadError("bioimageio: packages need the bioimageio extra: pip install 'fmbench[bioimageio]'") from None
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        path = path / "rdf.yaml"
     if not path.exists():
-        raise ModelLoadError(f"bioimageio:{ref}: {path} does not exist")
+        raise ModelLoadError(f"bioimageio:{ref}: {path.name if 'fmbench-bioimageio-' in str(path) else path} "
+                             f"does not exist")
     try:
         descr: Any = load_model_description(str(path), perform_io_checks=True)  # v0.4 or v0.5: read duck-typed
     except Exception as exc:  # noqa: BLE001 - the spec library raises many kinds; one line says which
+        said = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise ModelLoadError(f"bioimageio:{ref}: not a valid bioimage.io model description "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"({type(exc).__name__}: {said[:300]}{' ...' if len(said) > 300 else ''})") from None
     if getattr(descr, "type", None) != "model" or not hasattr(descr, "inputs"):
         raise ModelLoadError(f"bioimageio:{ref}: not a valid bioimage.io model description "
                              f"({getattr(descr, 'validation_summary', None) and 'see bioimageio validate'})")

@@ -33,9 +33,13 @@ def parse_ref(scheme: str, rest: str, allowed: tuple[str, ...], default_holdout:
     if not path:
         raise DataError(f"{scheme}: needs a path, e.g. {scheme}:data/cells")
     values: dict[str, object] = {"holdout": default_holdout}
+    seen: set[str] = set()
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in allowed:
             raise DataError(f"{scheme}:{rest}: unknown option {key!r} (options: {', '.join(allowed)})")
+        if key in seen:
+            raise DataError(f"{scheme}:{rest}: option {key!r} is given twice; give it once")
+        seen.add(key)
         if key in ("channel", "plane"):
             if not value.isdigit():
                 raise DataError(f"{scheme}:{rest}: {key} must be a whole number >= 0, got {value!r}")
