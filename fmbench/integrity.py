@@ -244,8 +244,8 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
         return [f"the entry records no training for the registered weights {name!r}"]
     recorded = training.get("command")
     made_under = training.get("protocol") if isinstance(training.get("protocol"), str) else None
-    if isinstance(recorded, str):  # `--tier quick` recorded under quick-v1 is `--tier quick-v1`
-        recorded, command = pinned_tier(recorded, made_under), pinned_tier(command, made_under)
+    recorded = pinned_tier(recorded, made_under) if isinstance(recorded, str) else recorded
+    command = pinned_tier(command, made_under)  # `--tier quick` recorded under quick-v1 is `--tier quick-v1`
     if not (recorded is None and legacy) and (not isinstance(recorded, str) or _without_out(recorded) != _without_out(command)):
         return [f"its training command {recorded!r} is not the registered weights' {name!r} ({command!r})"]
     found = training.get("recipe")

@@ -254,17 +254,21 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         identity["defense_params"] = {"attack": "pgd", "eps": AT_EPS, "steps": AT_STEPS, "rel_step": 2.5,
                                       "norm": "linf", "fraction": 0.5}
         attack = registry.build_attack(AttackEntry("pgd", (AT_EPS,), params=(("steps", AT_STEPS), ("rel_step", 2.5))))
-    saved = None
+    saved, parts = None, ("identity", "model", "optimizer", "scheduler", "step", "history", "seconds")
     if resume and state_file.exists():
         try:
             st = torch.load(state_file, map_location="cpu", weights_only=True)
-            saved = st.get("identity")
+            missing = [k for k in parts if k not in st]
+            if missing:
+                raise KeyError(f"no {', '.join(missing)}")
+            saved = st["identity"]
             if isinstance(saved, dict) and isinstance(saved.get("recipe"), dict):
                 # a state written before a recipe field existed has that field's default
                 saved = {**saved, "recipe": {**dataclasses.asdict(Recipe()), **saved["recipe"]}}
         except Exception as exc:  # noqa: BLE001 - damaged, cut short, empty, not a state: one line
-            raise CheckpointError(f"training state {state_file} cannot be read ({type(exc).__name__}); delete it, "
-                                  f"or --overwrite to start again") from None
+            if not overwrite:  # (with --overwrite it is dropped, as another run's state is)
+                raise CheckpointError(f"training state {state_file} cannot be read ({type(exc).__name__}: {exc}"[:200]
+                                      + "); delete it, or --overwrite to start again") from None
         if saved != identity and not overwrite:
             raise ResultError(f"training state {state_file} belongs to a different run", hints=("overwrite",))
     elif resume:
@@ -274,11 +278,11 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
             load_state(module, st["model"], f"training state {state_file}")
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
-            start, history, seconds = st["step"], list(st["history"]), float(st["seconds"])
-            best = dict(st["best"]) if st.get("best") is not None else best
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"training state {state_file} is incomplete ({type(exc).__name__}: {exc}); delete "
-                                  f"it, or --overwrite to start again") from None
+            raise CheckpointError(f"training state {state_file} is damaged ({type(exc).__name__}); delete it to "
+                                  f"start again") from None
+        start, history, seconds = int(st["step"]), list(st["history"]), float(st["seconds"])
+        best = dict(st["best"]) if st.get("best") is not None else best
 
     def plateaued(done: int) -> bool:
         if not recipe.patience or done < max(recipe.min_steps, recipe.patience):

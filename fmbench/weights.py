@@ -77,7 +77,8 @@ def pinned_tier(command: str, protocol_id: str | None) -> str:
         return f"{command} --tier {protocol_id}" if name == "quick" else command
     if flag.group(1) != name:
         return command
-    return command[: flag.start(1)] + protocol_id + command[flag.end(1):]
+    start = flag.start(1) - 1  # the space or `=` before the value: written as `--tier VALUE`
+    return command[:start] + " " + protocol_id + command[flag.end(1):]
 
 
 def check_weights(weights: Weights, data: bytes | None = None, path: Path | None = None,

@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                    *(["--label-noise", setting] if setting else []), "--out", str(ckpt), "--quiet"]
             if Path(str(ckpt) + ".state.pt").exists():
                 cmd.append("--resume")
+            if Path(str(ckpt) + ".json").exists():  # a record left from a checkpoint since removed: ours
+                cmd.append("--overwrite")
             rep.run(cmd, args.dry_run)
         if not args.dry_run:
             register(args.board, m, stem, protocol.dataset_ref(ds), ckpt)

@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--out", str(p.ckpt), "--quiet"]
             if Path(str(p.ckpt) + ".state.pt").exists():
                 cmd.append("--resume")
+            if Path(str(p.ckpt) + ".json").exists():  # a record left from a checkpoint since removed: ours
+                cmd.append("--overwrite")
             run([fmbench, *cmd[1:]], args.dry_run)
         if not ship and not args.dry_run:
             register_weights(p.model, p.name, p.ckpt)

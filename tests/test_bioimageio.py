@@ -109,3 +109,13 @@ def test_a_zipped_package_runs_its_own_weights_not_a_file_beside_it(package, tmp
     shutil.copy(tmp_path / "other" / "weights.pt", bad / "weights.pt")
     with pytest.raises(fmbench.ModelLoadError, match="(?i)sha256"):
         fmbench.load_model(f"bioimageio:{bad}")
+
+
+def test_a_zipped_package_may_name_its_description_bioimageio_yaml(package, tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "pkg.zip", "w") as z:
+        for f in package.iterdir():
+            z.write(f, "bioimageio.yaml" if f.name == "rdf.yaml" else f.name)
+    src = fmbench.load_model(f"bioimageio:{tmp_path / 'pkg.zip'}").module.fmbench_source
+    assert src["weights_sha256"] == fmbench.load_model(f"bioimageio:{package}").module.fmbench_source["weights_sha256"]

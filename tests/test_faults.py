@@ -48,7 +48,7 @@ def test_a_damaged_training_state_is_one_line_and_overwrite_starts_again(registr
         with pytest.raises(CheckpointError, match="cannot be read"):
             _train(registry, tmp_path / "a.pt", resume=True)
     torch.save({"identity": None}, state)  # readable, but not a training state
-    with pytest.raises(ResultError, match="belongs to a different run"):
+    with pytest.raises(CheckpointError, match="cannot be read"):
         _train(registry, tmp_path / "a.pt", resume=True)
     # another run's state: refused, and --overwrite (what the refusal says) starts again from step 0
     other = _interrupted(registry, tmp_path / "b.pt", seed=4)
@@ -255,3 +255,22 @@ def test_compare_pairs_the_same_images_in_any_order_and_says_when_they_differ():
     renamed["per_image"]["ids"] = [f"x{i}" for i in range(len(other["per_image"]["ids"]))]
     unpaired = _versus(entry, renamed, "clean_iou", entry["scores"]["clean_iou"]["value"])
     assert unpaired["ci95"] is None and "not paired" in _neighbour(unpaired)
+
+
+def test_overwrite_drops_a_damaged_state_and_pinned_commands_read_one_way(registry, tmp_path):
+    from fmbench.weights import pinned_tier
+
+    state = _interrupted(registry, tmp_path / "a.pt")
+    state.write_bytes(b"")
+    fresh = _train(registry, tmp_path / "a.pt", resume=True, overwrite=True)
+    assert fresh["state_sha256"] == _train(registry, tmp_path / "b.pt")["state_sha256"]
+    assert pinned_tier("fmbench train --model m --tier=quick --seed 0", "quick-v1") == \
+        "fmbench train --model m --tier quick-v1 --seed 0"
+
+
+def test_rescore_keeps_the_label_noise_tracks_entries(tmp_path, cli):
+    track = tmp_path / "label-noise"
+    shutil.copytree(ROOT / "leaderboard" / "label-noise", track)
+    files = sorted(str(p) for p in track.glob("*.json"))
+    r = cli("leaderboard", "rescore", *files, cwd=tmp_path)
+    assert r.returncode == 0 and f"{len(files)} entries rescored" in r.stdout, r.stderr

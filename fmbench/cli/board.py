@@ -289,12 +289,13 @@ def leaderboard_rescore_cmd(paths):
     from ..files import read_json, write_json
     from ..integrity import consistency
     from ..leaderboard.entry import rescore
+    from ..leaderboard.store import for_entry, track_weights
 
     _, reg = registry()
     done = {}
     for p in paths:  # every file checked before any is written: scores recomputed, nothing else vouched for
         new = rescore(read_json(p))
-        problems = consistency(new, reg)
+        problems = consistency(new, reg, for_entry(track_weights(Path(p).parent), p))
         if problems:
             raise ResultError(f"{p}: {problems[0]} (an inconsistent entry is not rescored; `fmbench leaderboard "
                               f"validate` lists every problem)")

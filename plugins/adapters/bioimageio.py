@@ -93,10 +93,23 @@ def load_package(ref: str) -> nn.Module:
                     z.extractall(tmp)
             except (zipfile.BadZipFile, OSError) as exc:
                 raise ModelLoadError(f"bioimageio:{ref}: not a readable zip ({exc})") from None
-            module = _load(ref, Path(tmp) / "rdf.yaml")
+            module = _load(ref, _description(Path(tmp), ref))
             module.fmbench_source["package_sha256"] = _sha(path)
             return module
-    return _load(ref, path / "rdf.yaml" if path.is_dir() else path)
+    return _load(ref, _description(path, ref) if path.is_dir() else path)
+
+
+def _description(folder: Path, ref: str) -> Path:
+    """A package folder's description file: ``rdf.yaml``, ``bioimageio.yaml``, ``model.yaml`` or
+    ``*.<one of those>`` (the spec's names, in its order of preference)."""
+    try:
+        from bioimageio.spec._internal.io import identify_bioimageio_yaml_file_name
+
+        return folder / identify_bioimageio_yaml_file_name([p.name for p in folder.iterdir() if p.is_file()])
+    except ImportError:
+        return folder / "rdf.yaml"
+    except ValueError:
+        raise ModelLoadError(f"bioimageio:{ref}: no rdf.yaml, bioimageio.yaml or model.yaml in the package") from None
 
 
 def _load(ref: str, path: Path) -> Any:
