@@ -63,7 +63,8 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         click.echo(f"{readme} {'updated' if changed else 'already up to date'} ({len(entries)} entries)")
         return
     gs = groups(select_entries(entries, dataset_ref, tier), sort, base)
-    if out_dir and fmt in ("markdown", "csv", "json"):  # a file in the --out folder, never over one
+    rendered = {"markdown": render_markdown, "csv": render_csv, "json": render_json}
+    if fmt in rendered and out_dir:  # a file in the --out folder, never over one
         from ..files import atomic_write, check_writable
 
         target = Path(out_dir) / f"leaderboard.{ {'markdown': 'md'}.get(fmt, fmt) }"
@@ -71,7 +72,7 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
             raise ResultError(f"{target} already exists; choose another --out folder")
         check_writable(target)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        text = {"markdown": render_markdown, "csv": render_csv, "json": render_json}[fmt](gs)
+        text = rendered[fmt](gs)
         atomic_write(target, lambda f: f.write(text), mode="w", replace=False)
         click.echo(f"leaderboard written to {target} ({sum(len(g['entries']) for g in gs)} rows)")
         return
@@ -83,12 +84,8 @@ def leaderboard_group(ctx, directory, dataset_ref, tier, sort, fmt, update_readm
         index = write_site(Path(out_dir), gs, entries)
         click.echo(f"leaderboard page written to {index} ({sum(len(g['entries']) for g in gs)} rows)")
         return
-    if fmt == "markdown":
-        click.echo(render_markdown(gs), nl=False)
-    elif fmt == "csv":
-        click.echo(render_csv(gs), nl=False)
-    elif fmt == "json":
-        click.echo(render_json(gs), nl=False)
+    if fmt in rendered:
+        click.echo(rendered[fmt](gs), nl=False)
     elif not gs:
         known = sorted({str(e["dataset"]["ref"]) for e in entries})
         click.echo(f"no leaderboard entries in {directory}" + (f" match (datasets with entries: {', '.join(known)})"
