@@ -80,10 +80,11 @@ def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
         raise ResultError(f"{path} already exists", hints=("overwrite",))
 
 
-def check_writable(path: str | os.PathLike) -> None:
+def check_writable(path: str | os.PathLike, *, folder_itself: bool = False) -> None:
     """Refuse before a long run, not after it, a file that could not be written: its folder (or
-    the nearest one that exists, where the rest would be made) must be writable."""
-    folder = Path(path).absolute().parent
+    the nearest one that exists, where the rest would be made) must be writable.
+    ``folder_itself``: ``path`` is the folder that files will be written into."""
+    folder = Path(path).absolute() if folder_itself else Path(path).absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):

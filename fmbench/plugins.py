@@ -127,7 +127,12 @@ class Registry:
 
     def dataset(self, name: str) -> DatasetSpec:
         """A dataset's spec, by name or by versioned reference (``nucleus@2``)."""
-        return _lookup(self.datasets, "dataset", name.split("@", 1)[0])
+        base = name.split("@", 1)[0]
+        if base in self.datasets:
+            return self.datasets[base]
+        known = [n for n, spec in self.datasets.items() for n in
+                 [n] + [f"{n}@{v}" for v in getattr(spec, "versions", ())[1:]]]
+        raise UnknownNameError.for_name("dataset", name, known)
 
     def corruption(self, name: str) -> CorruptionSpec:
         return _lookup(self.corruptions, "corruption", name)

@@ -274,3 +274,11 @@ def test_rescore_keeps_the_label_noise_tracks_entries(tmp_path, cli):
     files = sorted(str(p) for p in track.glob("*.json"))
     r = cli("leaderboard", "rescore", *files, cwd=tmp_path)
     assert r.returncode == 0 and f"{len(files)} entries rescored" in r.stdout, r.stderr
+
+
+def test_an_unknown_dataset_lists_its_versions_too():
+    from fmbench.errors import UnknownNameError
+    from fmbench.plugins import get_registry
+
+    with pytest.raises(UnknownNameError, match=r"did you mean 'nucleus@2'\?.*nucleus@2"):
+        get_registry().dataset("nuclues@2")

@@ -225,3 +225,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(tmp_path, mo
     monkeypatch.setattr(files.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
     with pytest.raises(ResultError, match=rf"cannot write .*r.json: {tmp_path} is not a writable folder"):
         files.check_writable(tmp_path / "new" / "r.json")
+
+
+def test_an_output_folder_is_checked_as_itself(tmp_path):
+    from fmbench import files
+    from fmbench.errors import ResultError
+
+    files.check_writable(tmp_path / "runs", folder_itself=True)  # to be made inside a writable one
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(ResultError, match=r"cannot write .*taken: .*taken is not a writable folder"):
+        files.check_writable(tmp_path / "taken", folder_itself=True)

@@ -42,7 +42,7 @@ def campaign_cmd(models, datasets, tier, out_dir, n_images, image_size, only_cor
     if not model_list or not dataset_list:
         raise click.BadParameter("names no model" if not model_list else "names no dataset",
                                  param_hint="'--models'" if not model_list else "'--datasets'")
-    check_writable(f"{out_dir}/x")  # before any cell runs
+    check_writable(out_dir, folder_itself=True)  # before any cell runs
     cells = grid(model_list, dataset_list, tier, out_dir, overrides, batch_size, device)
     statuses = run(cells, executor, parallel, logs=f"{out_dir}/.submitit",
                    slurm=Slurm(partition=slurm_partition, gpus=slurm_gpus, minutes=slurm_minutes))
