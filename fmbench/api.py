@@ -31,7 +31,7 @@ from .files import atomic_write, dumps
 from .model import LoadedModel, check_image_sizes, output_range_notes, probe
 from .model import load_model as _load
 from .precision import in_precision
-from .protocol import Protocol
+from .protocol import DEFAULT_TIER, Protocol
 from .result import Result
 from .runlog import PartialLog, RunLock, partial_path, partial_paths
 
@@ -49,7 +49,7 @@ def _registry():
     return pm, get_registry(pm)
 
 
-def get_protocol(name: str | Protocol = "quick", **overrides: Any) -> Protocol:
+def get_protocol(name: str | Protocol = DEFAULT_TIER, **overrides: Any) -> Protocol:
     """A registered protocol by tier (``"quick"``: its newest version) or id (``"quick-v1"``),
     optionally customised (``n_images``, ``seed``, ``image_size``, ``corruptions``,
     ``attacks``, ``reference_snr``: a variant whose id and hash differ from the original's; a
@@ -94,7 +94,7 @@ def open_dataset(ref: str, split: str = "test", image_size: int | None = None, *
     """A dataset split by reference: a registered name (``"nucleus"``) or ``scheme:rest``
     (``"folder:PATH"``); ``image_size`` defaults to the quick protocol's."""
     pm, registry = _registry()
-    size = image_size if image_size is not None else registry.protocol("quick").image_size
+    size = image_size if image_size is not None else registry.protocol(DEFAULT_TIER).image_size
     return _open(ref, split, size, seed=seed, registry=registry, pm=pm)
 
 
@@ -156,7 +156,7 @@ def _output_files(out: str | os.PathLike | None, resume: bool, overwrite: bool, 
     return out_path, log_path
 
 
-def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str | Protocol = "quick", *,
+def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str | Protocol = DEFAULT_TIER, *,
              device: str | torch.device = "auto", batch_size: int = 8, out: str | os.PathLike | None = None,
              resume: bool = False, overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None,
              model_args: Mapping[str, Any] | None = None, checkpoint: str | os.PathLike | None = None,

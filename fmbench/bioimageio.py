@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from .errors import ResultError
+from .protocol import DEFAULT_TIER
 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_package(model: str, dataset: str, out: str | Path, *, tier: str = "quick", entry: dict | None = None,
+def export_package(model: str, dataset: str, out: str | Path, *, tier: str = DEFAULT_TIER, entry: dict | None = None,
                    overwrite: bool = False) -> Path:
     """Write ``model``'s registered weights for ``dataset`` as a bioimage.io package folder
     ``out`` (rdf.yaml, weights.pt, test tensors); returns the rdf path (module docstring)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .metrics import relative
+from .protocol import DEFAULT_TIER
 from .recipe import convergence_problems
 
 if TYPE_CHECKING:  # names for annotations only
@@ -258,7 +259,7 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
     on = command_flag(command, "--dataset")
     if on and registry is not None:  # `--dataset nucleus --tier quick-v2` trains on nucleus@2
         try:
-            on = registry.protocol(command_flag(command, "--tier", "--protocol") or "quick").dataset_ref(on)
+            on = registry.protocol(command_flag(command, "--tier", "--protocol") or DEFAULT_TIER).dataset_ref(on)
         except Exception:  # noqa: BLE001 - a tier the registry does not know: the weights name says
             on = name.split("/")[0] if "@" not in on and "@" in name.split("/")[0] else on
     elif on and "@" not in on and "@" in name.split("/")[0]:

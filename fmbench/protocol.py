@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ProtocolError
 
+# the tier a command means when it names none (its newest released version)
+DEFAULT_TIER = "quick"
+
 if TYPE_CHECKING:  # names for annotations only
     from .plugins import Registry
 

@@ -31,7 +31,7 @@ from .errors import CheckpointError, ProtocolError, ResultError
 from .files import atomic_write
 from .measured import MeasuredSensor, OwnNoise, own_noises
 from .metrics import iou_dice, overlap_counts, predict
-from .protocol import AttackEntry, Protocol
+from .protocol import DEFAULT_TIER, AttackEntry, Protocol
 from .recipe import AT_EPS, AT_STEPS, DEFENSES, RECIPE_V2, RISING, Recipe, convergence, recipe_for  # noqa: F401
 from .seeding import derive_seed, generators
 
@@ -163,7 +163,7 @@ def measure_val_iou(module: nn.Module, command: str, registry: Registry, pm: Any
     from .datasets import open_dataset
     from .weights import command_flag
 
-    protocol = registry.protocol(command_flag(command, "--tier", "--protocol") or "quick")
+    protocol = registry.protocol(command_flag(command, "--tier", "--protocol") or DEFAULT_TIER)
     dataset_ref = protocol.dataset_ref(command_flag(command, "--dataset") or "")
     spec = registry.models.get(command_flag(command, "--model") or "")
     recipe = recipe_for(protocol, dict(spec.recipe) if spec else None)

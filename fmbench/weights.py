@@ -17,6 +17,7 @@ import torch
 from .checkpoint import read_checkpoint, state_sha256
 from .errors import CheckpointError
 from .files import atomic_write, sha256_file
+from .protocol import DEFAULT_TIER
 
 if TYPE_CHECKING:  # names for annotations only
     from .specs import Weights
@@ -74,7 +75,7 @@ def pinned_tier(command: str, protocol_id: str | None) -> str:
     name = protocol_id.rsplit("-v", 1)[0]
     flag = re.search(r"(?:^|\s)--(?:tier|protocol)[ =](\S+)", command)
     if flag is None:
-        return f"{command} --tier {protocol_id}" if name == "quick" else command
+        return f"{command} --tier {protocol_id}" if name == DEFAULT_TIER else command
     if flag.group(1) != name:
         return command
     start = flag.start(1) - 1  # the space or `=` before the value: written as `--tier VALUE`

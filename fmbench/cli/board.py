@@ -16,6 +16,7 @@ import click
 
 from ..errors import ResultError
 from ..leaderboard.store import default_dir
+from ..protocol import DEFAULT_TIER
 from . import SEED, cli, console, names, registry
 
 
@@ -227,7 +228,7 @@ def compare_cmd(result, directory, as_json):
 
 @leaderboard_group.command("baselines")
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
-@click.option("--tier", default="quick", show_default=True, help="Protocol tier or id.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol tier or id.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Entries folder (default: ./leaderboard, else the reference entries installed with fmbench).")
 @click.option("--check", "n_check", type=click.IntRange(min=1), metavar="N",

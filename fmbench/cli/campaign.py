@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from ..errors import ResultError
+from ..protocol import DEFAULT_TIER
 from . import BATCH_SIZE, cli, names
 
 
 @cli.command("campaign")
 @click.option("--models", required=True, metavar="A,B", help="Models (registered names or references).")
 @click.option("--datasets", required=True, metavar="A,B", help="Datasets.")
-@click.option("--tier", default="quick", show_default=True, help="Protocol tier or id.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol tier or id.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder of the results.")
 @click.option("--n-images", type=click.IntRange(min=1), help="Fewer/more images (a protocol variant).")
 @click.option("--image-size", type=click.IntRange(min=32), help="Image size (a protocol variant).")

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from ..protocol import DEFAULT_TIER
 from ..specs import ModelSpec
 from . import SEED, cli, console, registry
 
@@ -107,7 +108,7 @@ def corruptions_group():
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the test split.")
-@click.option("--tier", default="quick", show_default=True, help="Protocol whose camera, seed and normalisation are used.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol whose camera, seed and normalisation are used.")
 @click.option("--image-size", type=click.IntRange(min=32), help="Image size (default: the protocol's).")
 @click.option("--corruption", "names", multiple=True, help="Only these corruptions (repeatable).")
 @click.option("--outline", is_flag=True, help="Draw the (possibly resampled) mask outline in green.")
@@ -167,7 +168,7 @@ def data_export_cmd(dataset_ref, split, out, n, fmt, seed, image_size, overwrite
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--seed", type=SEED, help="Generator seed of a synthetic dataset (default: its own, 0).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True)
-@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is shown.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol whose reference condition is shown.")
 @click.option("--reference-snr", type=click.FloatRange(min=0, min_open=True),
               help="Show your own images at this SNR, as `eval --reference-snr` scores them.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -195,7 +196,7 @@ def data_preview_cmd(dataset_ref, out, n, split, seed, image_size, tier, overwri
               help="The dataset to set beside it (a registered name such as nucleus, or folder:PATH).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True, help="Images of each.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition is used.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol whose reference condition is used.")
 @click.option("--out", default="realism.png", show_default=True, type=click.Path(dir_okay=False),
               help="PNG with one histogram per statistic.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -262,7 +263,7 @@ def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
 
     refuse_existing(out, overwrite)
     _, reg = registry()
-    ds = _data_open(dataset_ref, "train", reg.protocol("quick").image_size, None)
+    ds = _data_open(dataset_ref, "train", reg.protocol(DEFAULT_TIER).image_size, None)
     if index >= len(ds):
         raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(ds)} images)")
     s = ds[index]

@@ -10,6 +10,7 @@ import click
 from rich.markup import escape
 
 from ..errors import ResultError
+from ..protocol import DEFAULT_TIER
 from . import BATCH_SIZE, SEED, cli, console, names, progress_bar, registry, reproducing_command
 
 
@@ -28,7 +29,7 @@ def _default_out(model: str, dataset: str, protocol_id: str) -> Path:
 @click.option("--weights", "weights_name", metavar="NAME",
               help="A registered model's weights trained on dataset NAME (for your own images: folder:...).")
 @click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
-@click.option("--tier", "--protocol", "tier", default="quick", show_default=True,
+@click.option("--tier", "--protocol", "tier", default=DEFAULT_TIER, show_default=True,
               help="Protocol tier (quick, full) or exact id (quick-v1).")
 @click.option("--n-images", type=click.IntRange(min=1), help="Evaluate fewer/more images (makes a protocol variant).")
 @click.option("--seed", type=SEED, help="Override the protocol seed (makes a protocol variant).")
@@ -192,7 +193,7 @@ def _entries(directory: str) -> list | str | None:
 @click.option("--dataset", "dataset_ref", required=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), help="Override the recipe's number of steps.")
-@click.option("--tier", default="quick", show_default=True, help="Protocol whose reference condition and image size are used.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol whose reference condition and image size are used.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Checkpoint to write.")
 @click.option("--half", is_flag=True, help="Store weights as float16 (smaller file).")
 @click.option("--defense", default="none", show_default=True, type=click.Choice(["none", "noise-aug", "pgd-at"]),

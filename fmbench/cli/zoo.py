@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import CheckpointError
+from ..protocol import DEFAULT_TIER
 from . import cli, registry
 
 
@@ -38,7 +39,7 @@ def zoo_install(paths: tuple[Path, ...], overwrite: bool) -> None:
 @click.argument("model")
 @click.option("--dataset", "dataset_ref", required=True, help="The dataset whose registered weights to export.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Package folder to write.")
-@click.option("--tier", default="quick", show_default=True, help="Protocol whose image size, normalisation and scores go in.")
+@click.option("--tier", default=DEFAULT_TIER, show_default=True, help="Protocol whose image size, normalisation and scores go in.")
 @click.option("--overwrite", is_flag=True)
 def zoo_export(model: str, dataset_ref: str, out: str, tier: str, overwrite: bool) -> None:
     """Write a registered model's weights as a bioimage.io model package (TorchScript, its
