@@ -61,10 +61,10 @@ def seed_table(rows: list[dict]) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r.get("defense", "none") == "none" and r.get("clean_iou") is not None:
-            groups.setdefault((r["model"], r["dataset"]), []).append(r)
+            groups.setdefault((r["model"], r["dataset"], r.get("note", "")), []).append(r)
     lines = ["| model | dataset | seeds | " + " | ".join(f"{t} mean ± SD (range)" for _, t in SCORES) + " |",
              "|---|---|---:|" + "---:|" * len(SCORES)]
-    for (model, ds), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (model, ds, _), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         if len(rs) < 2:
             continue
         cells = []
@@ -72,9 +72,35 @@ def seed_table(rows: list[dict]) -> str:
             vals = [r[key] for r in rs if r.get(key) is not None]
             cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} "
                          f"({min(vals):.3f}–{max(vals):.3f})" if len(vals) > 1 else "")
-        lines.append(f"| `{model}` | {ds} | {len(rs)} ({', '.join(str(r.get('seed', 0)) for r in rs)}) | "
+        note = f" ({rs[0]['note']})" if rs[0].get("note") else ""
+        lines.append(f"| `{model}`{note} | {ds} | {len(rs)} ({', '.join(str(r.get('seed', 0)) for r in rs)}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) if len(lines) > 2 else "No architecture has two evaluated seeds yet."
+
+
+def exact_label_rows(protocol_id: str, board: Path | None = None) -> list[dict]:
+    """Seed rows of models the label-noise study trained on exact labels with the zoo's command
+    (``leaderboard/label-noise/*labels-exact*``: ``unet-small``, whose own entry is the shipped
+    weights, one training), for the seed table; their model is marked ``(exact-label study)``.
+    Models the campaign trains itself are left out (their rows are already there)."""
+    from fmbench_plugins.zoo import ZOO
+
+    zoo = {name for name, *_ in ZOO}
+    rows = []
+    for path in sorted((board or ROOT / "leaderboard" / "label-noise").glob("*+labels-exact*.json")):
+        e = json.loads(path.read_text())
+        t = e["model"].get("training") or {}
+        model = e["model"]["ref"]
+        if model in zoo or e["protocol"]["id"] != protocol_id or t.get("label_noise") or t.get("defense") not in (
+                None, "none"):
+            continue
+        rows.append({"model": model, "note": "exact-label study",
+                     "dataset": e["dataset"]["ref"].split("@")[0], "seed": t.get("seed", 0), "defense": "none",
+                     "clean_iou": e["summary"]["clean_iou"],
+                     "corruption_robustness": e["summary"].get("corruption_robustness"),
+                     "adversarial_robustness": e["summary"].get("adversarial_robustness"),
+                     "robust_iou": (e.get("scores") or {}).get("robust_iou", {}).get("value")})
+    return sorted(rows, key=lambda r: (r["dataset"], r["seed"]))
 
 
 def defence_table(rows: list[dict]) -> str:
@@ -162,8 +188,11 @@ def section(table: dict, entries: list[dict] | None = None) -> str:
         "images; minutes are wall time on the machine named in each row (`hardware`).",
         "**Training and test, seed 0** (sorted by clean IoU within each dataset):",
         training_table(rows),
-        "**Over training seeds** (the standard deviation is over seeds, not images):",
-        seed_table(rows),
+        "**Over training seeds** (the standard deviation is over seeds, not images; `unet-small`'s seeds are "
+        "the label-noise study's exact-label trainings, `leaderboard/label-noise/`, made with the same `fmbench "
+        "train --tier quick-v2` command; they are not in the agreement table below, whose architectures are the "
+        "campaign's):",
+        seed_table(rows + exact_label_rows(table.get("protocol", "quick-v2"))),
         "**How much of the ranking is architecture** (`fmbench analyze --seeds`, from the entries of the "
         "architectures with two or more seeds; ICC: the share of a score's variance between architectures, "
         "1 = seeds agree exactly, 0 = the architecture explains nothing, below 0 = seeds differ more than the "

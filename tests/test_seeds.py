@@ -173,6 +173,30 @@ def test_the_zoo_docs_agreement_table_reads_seed_agreement():
     assert "nucleus: seed agreement needs at least 3 architectures with 2 or more seeds; found 0." in text
 
 
+def test_the_seed_table_adds_the_exact_label_trainings_of_models_the_campaign_does_not_train(tmp_path):
+    """unet-small's seeds come from the label-noise study's exact-label entries (same train
+    command); noisy-label entries, zoo models and other protocols stay out, and they never pool
+    with the shipped model's own row."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(BOARD))
+    import zoo_tables
+
+    src = BOARD / "label-noise"
+    for f in src.glob("unet-small+labels-exact*__nucleus__quick-v2.json"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    noisy = json.loads(next(src.glob("unet-small+labels-boundary-0.2-*__nucleus__quick-v2.json")).read_text())
+    (tmp_path / "unet-small+labels-exact+seed9__nucleus__quick-v2.json").write_text(json.dumps(noisy))  # misnamed
+    got = zoo_tables.exact_label_rows("quick-v2", tmp_path)
+    assert sorted(r["seed"] for r in got) == [0, 1, 2] and {r["note"] for r in got} == {"exact-label study"}
+    assert zoo_tables.exact_label_rows("quick-v1", tmp_path) == []
+    shipped = {"model": "unet-small", "dataset": "nucleus", "seed": 0, "defense": "none", "clean_iou": 0.5,
+               "corruption_robustness": 0.5, "adversarial_robustness": 0.5, "robust_iou": 0.5}
+    text = zoo_tables.seed_table([shipped] + got)
+    assert "| `unet-small` (exact-label study) | nucleus | 3 (0, 1, 2) |" in text and "| `unet-small` | " not in text
+
+
 def test_compare_ranks_against_rows_of_pooled_seeds_as_the_leaderboard_does():
     from fmbench.leaderboard.compare import compare
 
