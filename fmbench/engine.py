@@ -99,7 +99,7 @@ def source_sha256(module: torch.nn.Module, ref: str | None = None) -> str | None
         if cls not in sources:
             try:
                 path = inspect.getsourcefile(cls)
-            except TypeError:
+            except (TypeError, OSError):  # OSError: a class of a `__main__` with no file (a notebook)
                 path = None
             sources[cls] = path if path and os.path.isfile(path) else None
         if sources[cls] is None and not isinstance(code, str):

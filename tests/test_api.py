@@ -157,3 +157,28 @@ def test_a_wrapped_module_is_named_by_the_model_it_wraps():
     kw = dict(n_images=1, image_size=64, corruptions=["none"], attacks=["none"], cache=False)
     for wrapped in (torch.nn.DataParallel(_Thresh()), torch.compile(_Thresh(), backend="eager")):
         assert fmbench.evaluate(wrapped, "nucleus", **kw).document["model"]["ref"] == "tests.test_attacks:_Thresh"
+
+
+def test_a_model_class_defined_in_a_notebook_evaluates(monkeypatch):
+    """A notebook's (or stdin's) `__main__` has no file: its classes have no source to hash, so
+    the run is simply not cached (it used to raise 'source code not available')."""
+    import sys
+    import types
+
+    from torch import nn
+
+    from fmbench.engine import source_sha256
+
+    main = types.ModuleType("__main__")  # as in a Jupyter kernel: no __file__
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    Net = type("Net", (nn.Module,), {"__module__": "__main__", "forward": lambda self, x: self.c(x)})
+
+    def build():
+        net = Net.__new__(Net)
+        nn.Module.__init__(net)
+        net.c = nn.Conv2d(1, 2, 3, padding=1)
+        return net
+
+    assert source_sha256(build()) is None
+    result = fmbench.evaluate(build(), "nucleus", n_images=1, image_size=64, corruptions=["noise"], attacks=["none"])
+    assert 0 <= result.summary["clean_iou"] <= 1
