@@ -204,7 +204,7 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
             fetch_weights(w, path)
         if not path.is_file():
             raise CheckpointError(f"weights for {ref!r} on {dataset!r} are missing at {path}; reproduce them with: "
-                                  f"{reproduce_hint(w, path)}")
+                                  f"{reproduce_hint(w, path)} (or, holding the reference file, `fmbench zoo install FILE`)")
     if path is not None:
         state, meta = read_checkpoint(path)
         loaded.state_sha256 = state_sha256(state)  # hashed once: checked here, recorded by results

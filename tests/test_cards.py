@@ -111,7 +111,8 @@ def test_missing_weights_say_how_to_reproduce(bad_weights, tmp_path):
         load_model("tiny-test", {}, registry, pm, dataset="er")
     assert str(err.value) == (f"weights for 'tiny-test' on 'er' are missing at {tmp_path / 'absent.pt'}; "
                               f"reproduce them with: fmbench train --model tiny-test --dataset er "
-                              f"--out {tmp_path / 'absent.pt'}")
+                              f"--out {tmp_path / 'absent.pt'} (or, holding the reference file, "
+                              "`fmbench zoo install FILE`)")
 
 
 def test_card_reports_missing_and_mismatched_weights(bad_weights):

@@ -216,7 +216,8 @@ def test_a_user_on_another_machine_gets_a_zoo_model_to_run(tmp_path):
                 "--attacks", "none", "--corruptions", "noise", "--quiet")
     r = cli(*evaluate)
     assert r.returncode == 1 and "reproduce them with: " in r.stderr, r.stderr
-    told = r.stderr.split("reproduce them with: ")[1].strip()
+    told = r.stderr.split("reproduce them with: ")[1].split(" (or, holding the reference file")[0].strip()
+    assert "`fmbench zoo install FILE`" in r.stderr  # the other way out, for whoever has the file
     assert told.startswith(command + " --out ")
     assert cli(*shlex.split(told)[1:], "--quiet").returncode == 0  # exactly what it said
     r = cli(*evaluate)
