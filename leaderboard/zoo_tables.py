@@ -155,7 +155,8 @@ def agreement_table(entries: list[dict]) -> str:
     lines = ["| dataset | score | architectures × seeds | ICC (share between architectures) | "
              "seed-to-seed rank ρ | pairs in the same order under every seed | median seed SD |",
              "|---|---|---|---:|---:|---:|---:|"]
-    notes = []
+    notes: list[str] = []
+    readings: list[str] = []
     for ds in sorted({e["dataset"]["ref"] for e in entries}):
         mine = [e for e in entries if e["dataset"]["ref"] == ds
                 and (e["model"]["training"].get("defense") or "none") == "none"]
@@ -164,6 +165,7 @@ def agreement_table(entries: list[dict]) -> str:
         except ResultError as err:
             notes.append(f"{ds}: {err}.")
             continue
+        readings.append(f"*{ds}:* " + reading(got))
         n_seeds = sorted(sum(1 for e in mine if model_label(e, seed=False) == a) for a in got["architectures"])
         shape = f"{len(n_seeds)} × {n_seeds[0]}" + (f"–{n_seeds[-1]}" if n_seeds[-1] != n_seeds[0] else "")
         for key, label in SCORES:
@@ -176,7 +178,28 @@ def agreement_table(entries: list[dict]) -> str:
                          f"{cell(g['icc'], g['icc_ci95'])} | {cell(g['seed_rank_correlation'], g['seed_rank_correlation_ci95'])} "
                          f"({g['n_seed_pairs']} seed pairs) | {stable} | {_f(g['sd'])} |")
     body = "\n".join(lines) if len(lines) > 2 else ""
-    return "\n\n".join(x for x in (body, " ".join(notes)) if x)
+    return "\n\n".join(x for x in (body, " ".join(notes), *readings) if x)
+
+
+def reading(got: dict) -> str:
+    """What the agreement readings say, score by score, in words decided by their intervals: the
+    architecture *decides* a score whose ICC interval lies above 0.5, *does not measurably* where
+    it reaches 0 or below, and *partly* otherwise; with the share of pairs every seed orders alike."""
+    from fmbench.agreement import cell
+
+    parts = []
+    for key, label in SCORES:
+        g = got["scores"].get(key)
+        if not g or g["icc"] is None:
+            continue
+        lo = (g["icc_ci95"] or [None])[0]
+        verdict = ("mostly the architecture" if lo is not None and lo > 0.5 else
+                   "not measurably the architecture" if lo is None or lo <= 0 else "partly the architecture")
+        stable = "" if g["pairs_stable"] is None else f"; {g['pairs_stable']:.0%} of {g['n_pairs']} pairs ordered alike by every seed"
+        parts.append(f"{label} is {verdict} (ICC {cell(g['icc'], g['icc_ci95'])}{stable})")
+    return ("what survives a re-training: " + "; ".join(parts) + ". A ranking by a score that is not mostly the "
+            "architecture ranks training runs as much as architectures: read it with the leaderboard's seed "
+            "spread (`inside-seed-spread`).") if parts else ""
 
 
 def section(table: dict, entries: list[dict] | None = None) -> str:

@@ -171,6 +171,13 @@ def test_the_zoo_docs_agreement_table_reads_seed_agreement():
     icc = f"{got['icc']:.2f} [{got['icc_ci95'][0]:.2f}, {got['icc_ci95'][1]:.2f}]"
     assert f"| er | robust IoU | 4 × 3 | {icc} | 1.00 [1.00, 1.00] (3 seed pairs) | 100% [100%, 100%] of 6 |" in text
     assert "nucleus: seed agreement needs at least 3 architectures with 2 or more seeds; found 0." in text
+    assert "*er:* what survives a re-training: clean IoU is mostly the architecture" in text
+    assert f"robust IoU is mostly the architecture (ICC {icc}; 100% of 6 pairs ordered alike by every seed)" in text
+    # seeds that scatter as much as the architectures do: the words follow the intervals
+    g = {"scores": {"robust_iou": {**got, "icc": 0.1, "icc_ci95": [-0.3, 0.6]}}}
+    assert "robust IoU is not measurably the architecture" in zoo_tables.reading(g)
+    g["scores"]["robust_iou"]["icc_ci95"] = [0.2, 0.9]
+    assert "robust IoU is partly the architecture" in zoo_tables.reading(g)
 
 
 def test_the_seed_table_adds_the_exact_label_trainings_of_models_the_campaign_does_not_train(tmp_path):
