@@ -90,10 +90,10 @@ def check_weights(weights: Weights, data: bytes | None = None, path: Path | None
 
     if data is None and path is None:
         raise ValueError("check_weights needs the bytes or the path of the weights")
-    if weights.sha256:
-        digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)  # type: ignore[arg-type]
-        if digest != weights.sha256:
-            return f"sha256 {digest[:12]}..., expected {weights.sha256[:12]}..."
+    if weights.sha256:  # the file's bytes (``digest`` is the state's: a different hash)
+        file_digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)  # type: ignore[arg-type]
+        if file_digest != weights.sha256:
+            return f"sha256 {file_digest[:12]}..., expected {weights.sha256[:12]}..."
     if weights.state_sha256:
         if digest is None and state is None:  # ``state`` / ``digest``: already read / hashed by the caller
             try:

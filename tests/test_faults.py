@@ -282,3 +282,23 @@ def test_an_unknown_dataset_lists_its_versions_too():
 
     with pytest.raises(UnknownNameError, match=r"did you mean 'nucleus@2'\?.*nucleus@2"):
         get_registry().dataset("nuclues@2")
+
+
+def test_weights_pinned_by_both_hashes_are_accepted_and_either_mismatch_is_named(tmp_path):
+    """`Weights` may give the file's sha256 and the state's: both are checked, neither clobbers the other."""
+    from fmbench.checkpoint import read_checkpoint, save_checkpoint, state_sha256
+    from fmbench.files import sha256_file
+    from fmbench.specs import Weights
+    from fmbench.weights import check_weights
+
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, UNet(width=4, depth=2), {"model": "unet-small"})
+    state, _ = read_checkpoint(path)
+    good = Weights(path="w.pt", sha256=sha256_file(path), state_sha256=state_sha256(state), command="")
+    assert check_weights(good, path=path) is None
+    assert check_weights(good, data=path.read_bytes()) is None
+    assert check_weights(good, path=path, digest=state_sha256(state)) is None
+    assert "expected" in check_weights(Weights(path="w.pt", sha256="0" * 64, state_sha256=good.state_sha256,
+                                               command=""), path=path)
+    assert "state sha256" in check_weights(Weights(path="w.pt", sha256=good.sha256, state_sha256="0" * 64,
+                                                   command=""), path=path)
