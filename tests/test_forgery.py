@@ -98,6 +98,15 @@ def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
         path.write_text(json.dumps(doc))
     _, _, problems = validate_dir(d, _registry())
     assert sum("the same per-image IoU" in p for p in problems) == 2, problems
+    # nor does a nudge far below any tolerance, or the images in another order (every condition alike)
+    for k, path in enumerate(sorted(d.glob("*.json"))):
+        doc = json.loads(path.read_text())
+        for cond, values in doc["per_image"]["iou"].items():
+            values = [v + 1e-12 * k if i == 0 else v for i, v in enumerate(values)]
+            doc["per_image"]["iou"][cond] = values[::-1] if k == 2 else values
+        path.write_text(json.dumps(_recompute(doc)))  # the scores re-made from the altered values
+    _, _, problems = validate_dir(d, _registry())
+    assert sum("the same per-image IoU under every condition" in p for p in problems) == 2, problems
 
 
 def test_a_convergence_state_follows_its_record_within_the_records_rounding():

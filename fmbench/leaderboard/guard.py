@@ -92,26 +92,42 @@ def registered_owner(model: Mapping[str, Any], registry: Registry) -> tuple[str,
 
 def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """One problem per entry of a table (dataset and protocol) that shares a recorded weights
-    hash (tensor or file) with another, or has exactly the same per-image IoU under every
-    condition -- two trainings never do, whatever hashes a file states: one checkpoint is one
-    row, whatever it is called."""
-    import hashlib
-    import json
+    hash (tensor or file) with another, or whose per-image IoU under every condition is another's
+    to within :data:`SAME_IOU` -- in any order of the images (each condition's values are
+    compared sorted): two trainings never agree that closely, whatever hashes a file states, and
+    a nudge of 1e-12 or a reordering must not make one training two seeds.  One checkpoint is
+    one row, whatever it is called."""
+    import numpy as np
 
     seen: dict[tuple[str, ...], str] = {}
+    profiles: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}  # (table, conditions) -> (path, values)
     problems = []
     for path, e in entries:
         try:
             model, table = e["model"], (e["dataset"]["ref"], e["protocol"]["hash"])
-            values = hashlib.sha256(json.dumps(e["per_image"]["iou"], sort_keys=True).encode()).hexdigest()
+            iou = e["per_image"]["iou"]
+            conds = tuple(sorted(iou))
+            values = np.concatenate([np.sort(np.asarray(iou[c], float)) for c in conds]) if conds else None
         except (KeyError, TypeError, AttributeError, ValueError):
             continue
         keys = [("weights", h, *table) for h in (model.get("state_sha256"), model.get("weights_sha256"))
-                if isinstance(h, str) and h] + [("per-image IoU", values, *table)]
+                if isinstance(h, str) and h]
         twin = next((k for k in keys if k in seen), None)
         if twin is not None:
             problems.append(f"{path}: the same {twin[0]} ({twin[1][:12]}...) as {seen[twin]} on the same dataset and "
                             f"protocol; one checkpoint is one row")
+        elif values is not None and np.isfinite(values).all():
+            same = next((p for p, v in profiles.get((*table, conds), []) if v.shape == values.shape
+                         and float(np.max(np.abs(v - values), initial=0.0)) <= SAME_IOU), None)
+            if same is not None:
+                problems.append(f"{path}: the same per-image IoU under every condition (to {SAME_IOU:g}, in any image "
+                                f"order) as {same} on the same dataset and protocol; one checkpoint is one row")
         for k in keys:
             seen.setdefault(k, path)
+        if values is not None and np.isfinite(values).all():
+            profiles.setdefault((*table, conds), []).append((path, values))
     return problems
+
+
+# two trainings' per-image IoUs never agree this closely on every image and condition
+SAME_IOU = 1e-6
