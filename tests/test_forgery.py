@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
     e["model"]["ref"], e["model"]["weights"] = "my-unet", None
     e["model"]["weights_sha256"] = e["model"]["state_sha256"] = "c" * 64  # (the registered ones are refused: above)
     d = _board(tmp_path, e)
+    command = e["model"]["training"]["command"]
     for seed in (1, 2):
-        e["model"]["training"]["seed"] = seed
+        e["model"]["training"]["seed"] = seed  # and its command: a careful forger's record agrees with itself
+        e["model"]["training"]["command"] = command.replace("--seed 0", f"--seed {seed}")
         (d / f"seed{seed}.json").write_text(json.dumps(e))
     _, _, problems = validate_dir(d, _registry())
     assert sum("the same weights" in p for p in problems) == 2, problems
@@ -126,3 +129,29 @@ def test_readers_that_do_not_validate_never_take_computed_keys_from_a_file(tmp_p
     (got,) = load_entries(_board(tmp_path, e))
     assert not {"members", "seed_spread", "flags", "_pinned"} & set(got)
     shutil.rmtree(tmp_path / "lb")
+
+
+def test_a_training_record_that_contradicts_itself_is_refused_for_any_model(tmp_path):
+    """A contributor's own model (no registry to check against) shown as defended, or as another
+    seed, while its recipe and its train command say otherwise."""
+    base = read_json(ROOT / "leaderboard" / "deeplabv3plus-r18+seed1__nucleus__quick-v2.json")
+    base["model"]["ref"], base["model"]["weights"] = "mynet", None
+    base["model"]["weights_sha256"] = base["model"]["state_sha256"] = "d" * 64
+    base["model"]["training"]["command"] = "fmbench train --model mynet --dataset nucleus --seed 1 --tier quick-v2"
+    d = _board(tmp_path, base)
+    _, _, problems = validate_dir(d, _registry())
+    assert problems == [], problems  # as it is: consistent
+    for change, message in ((lambda t: t.update(defense="pgd-at"), r"contradicts itself: model.training.defense "
+                             r"'pgd-at', its recipe's defense 'none', its command's --defense 'none'"),
+                            (lambda t: t["recipe"].update(defense="noise-aug"), "contradicts itself"),
+                            (lambda t: t.update(seed=7), "model.training.seed is 7, but its command .* --seed 1")):
+        e = json.loads(json.dumps(base))
+        change(e["model"]["training"])
+        (d / "forged.json").write_text(json.dumps(e))
+        _, _, problems = validate_dir(d, _registry())
+        assert any(re.search(message, p) for p in problems), (message, problems)
+    e = json.loads(json.dumps(base))  # all three saying pgd-at: consistent (whether it is true is the recheck's)
+    e["model"]["training"].update(defense="pgd-at", command=base["model"]["training"]["command"] + " --defense=pgd-at")
+    e["model"]["training"]["recipe"]["defense"] = "pgd-at"
+    (d / "forged.json").write_text(json.dumps(e))
+    assert not [p for p in validate_dir(d, _registry())[2] if "contradicts" in p]

@@ -72,11 +72,46 @@ def entry_problems(entry: Mapping[str, Any], registry: Registry) -> list[str]:
     if defense not in (None, *DEFENSES):
         problems.append(f"model.training.defense {str(defense)[:40]!r} is not a defence fmbench trains "
                         f"({', '.join(DEFENSES)}): a table shows it beside the model's name")
+    if isinstance(training, Mapping):
+        problems += training_claims(training)
     proto = entry.get("protocol") or {}
     known = {p.hash: p for p in registry.protocols.values()}.get(proto.get("hash"))
     if known is not None and (proto.get("name"), proto.get("version")) != (known.name, known.version):
         problems.append(f"protocol name and version {proto.get('name')!r} v{proto.get('version')!r} are not those of "
                         f"the registered protocol with hash {proto.get('hash')} ({known.name!r} v{known.version})")
+    return problems
+
+
+def training_claims(training: Mapping[str, Any]) -> list[str]:
+    """An entry's training record must agree with itself, for any model (registered weights are
+    checked against their registry as well): the defence it is shown with, its recipe's defence
+    and its ``fmbench train`` command's ``--defense``; its seed and the command's ``--seed``."""
+    def flag(command: str, name: str) -> str | None:
+        words = command.split()
+        for i, w in enumerate(words):
+            if w == name and i + 1 < len(words):
+                return words[i + 1]
+            if w.startswith(name + "="):
+                return w.split("=", 1)[1]
+        return None
+
+    recipe = training.get("recipe")
+    claims = {"model.training.defense": training.get("defense") or "none"}
+    if isinstance(recipe, Mapping) and "defense" in recipe:
+        claims["its recipe's defense"] = recipe.get("defense") or "none"
+    command = training.get("command")
+    ours = isinstance(command, str) and command.split()[:2] == ["fmbench", "train"]
+    if ours:
+        claims["its command's --defense"] = flag(command, "--defense") or "none"
+    problems = []
+    if len(set(map(str, claims.values()))) > 1:
+        problems.append("the training record contradicts itself: " + ", ".join(f"{k} {str(v)[:40]!r}" for k, v in
+                                                                          claims.items()) + " (a defended row must be "
+                        "a defended training)")
+    seed = training.get("seed")
+    if ours and isinstance(seed, int) and not isinstance(seed, bool) and str(seed) != (flag(command, "--seed") or "0"):
+        problems.append(f"model.training.seed is {seed}, but its command {command[:120]!r} trains with "
+                        f"--seed {flag(command, '--seed') or '0'}")
     return problems
 
 
