@@ -25,13 +25,13 @@ from .conditions import plan
 from .datasets import canonical_ref
 from .datasets import open_dataset as _open
 from .distributed import SINGLE, Shard, barrier, device_for, shard
-from .engine import Run, resolve_device, run, run_header
+from .engine import Run, check_call, resolve_device, run, run_header
 from .errors import DataError, ModelContractError, ModelLoadError, ProtocolError, ResultError
 from .files import atomic_write, dumps
 from .model import LoadedModel, check_image_sizes, output_range_notes, probe
 from .model import load_model as _load
 from .precision import in_precision
-from .protocol import DEFAULT_TIER, Protocol
+from .protocol import DEFAULT_TIER, Protocol, checked_overrides
 from .result import Result
 from .runlog import PartialLog, RunLock, partial_path, partial_paths
 
@@ -57,6 +57,7 @@ def get_protocol(name: str | Protocol = DEFAULT_TIER, **overrides: Any) -> Proto
     ``corruptions``/``attacks`` are checked against the registry (``["none"]``: none)."""
     _, registry = _registry()
     protocol = name if isinstance(name, Protocol) else registry.protocol(name)
+    overrides = checked_overrides(overrides)
     for key, lookup in (("corruptions", registry.corruption), ("attacks", registry.attack)):
         for item in overrides.get(key) or ():
             # attack families such as "pgd-l2" are checked by the protocol itself
@@ -184,6 +185,7 @@ def evaluate(model: str | nn.Module | LoadedModel, dataset: Any, protocol: str |
     goes to the next free name (``NAME-2.json``...) and ``result.displaced`` says which file was kept and why.
     """
     pm, registry = _registry()
+    check_call(dataset, device, batch_size)
     proto = get_protocol(protocol, **{k: v for k, v in protocol_overrides.items() if v is not None})
     if isinstance(dataset, str):
         dataset = proto.dataset_ref(dataset)  # a bare name: the generator version the protocol pins

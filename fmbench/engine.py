@@ -307,3 +307,16 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
     per_condition = {c.id: sum(r["seconds"] for r in log.records if r["condition"] == c.id)
                      + preparation.get(c.id, {}).get("seconds", 0.0) for c in conditions}
     return Run(document, time.perf_counter() - started, per_condition)
+
+
+def check_call(dataset: Any, device: Any, batch_size: Any) -> None:
+    """`evaluate`'s own arguments, one clear error each (a ZeroDivisionError or an AttributeError had been)."""
+    from .errors import DataError, ProtocolError
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ProtocolError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+    if not isinstance(device, (str, torch.device)):
+        raise ProtocolError(f"device must be 'auto', 'cpu', 'cuda[:N]' or a torch.device, got {device!r}")
+    if not isinstance(dataset, str) and not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise DataError(f"dataset must be a name ('nucleus', 'folder:PATH') or a dataset object with __len__ and "
+                        f"__getitem__, got {type(dataset).__name__}")

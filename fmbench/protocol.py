@@ -144,6 +144,7 @@ class Protocol:
         for key in overrides:
             if key not in {"n_images", "seed", "image_size", "split", "corruptions", "attacks", "precision", "reference_snr"}:
                 raise ProtocolError(f"protocol field {key!r} cannot be overridden")
+        overrides = checked_overrides(overrides)
         if overrides.get("precision", "fp32") not in PRECISIONS:
             raise ProtocolError(f"precision must be one of {', '.join(PRECISIONS)}, got {overrides['precision']!r}")
         labels = {}
@@ -224,3 +225,20 @@ def eps_label(eps: float, norm: str = "linf") -> str:
     if norm == "linf" and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
     return f"{eps:g}"
+
+
+def checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Protocol overrides of the right types, one clear error each: whole numbers for
+    ``n_images``/``seed``/``image_size``; lists of names for ``corruptions``/``attacks``, where one
+    string is read as the CLI reads it (``"noise, sib"``) rather than letter by letter."""
+    out = dict(overrides)
+    for key in ("n_images", "seed", "image_size"):
+        if out.get(key) is not None and (not isinstance(out[key], int) or isinstance(out[key], bool)):
+            raise ProtocolError(f"{key} must be a whole number, got {out[key]!r}")
+    for key in ("corruptions", "attacks"):
+        if isinstance(out.get(key), str):
+            out[key] = [n.strip() for n in out[key].split(",")]
+        elif out.get(key) is not None and (not isinstance(out[key], (list, tuple))
+                                           or not all(isinstance(n, str) for n in out[key])):
+            raise ProtocolError(f"{key} must be a list of names, got {out[key]!r}")
+    return out

@@ -182,3 +182,21 @@ def test_a_model_class_defined_in_a_notebook_evaluates(monkeypatch):
     assert source_sha256(build()) is None
     result = fmbench.evaluate(build(), "nucleus", n_images=1, image_size=64, corruptions=["noise"], attacks=["none"])
     assert 0 <= result.summary["clean_iou"] <= 1
+
+
+def test_odd_arguments_are_one_clear_error_each():
+    """What a notebook user can pass by mistake: an fmbench error that says what is wrong, never a
+    ZeroDivisionError or a 'no len()' from deep inside; one string of names is read as the CLI reads it."""
+    kw = dict(n_images=1, image_size=64, attacks=["none"], corruptions=["none"], cache=False)
+    for bad, message in (({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+                         ({"batch_size": -2}, "at least 1"), ({"batch_size": 2.5}, "whole number"),
+                         ({"device": 0}, "device must be"), ({"n_images": "1"}, "n_images must be a whole number"),
+                         ({"n_images": 1.5}, "n_images must be a whole number"),
+                         ({"attacks": [3]}, "attacks must be a list of names")):
+        with pytest.raises(fmbench.FmbenchError, match=message):
+            fmbench.evaluate("unet-small", "nucleus", **{**kw, **bad})
+    for dataset in (None, 5, object()):
+        with pytest.raises(fmbench.DataError, match="dataset must be a name"):
+            fmbench.evaluate("unet-small", dataset, **kw)
+    p = fmbench.get_protocol("quick", corruptions="noise, sib", attacks="fgsm")
+    assert [c.name for c in p.corruptions] == ["noise", "sib"] and [a.name for a in p.attacks] == ["fgsm"]

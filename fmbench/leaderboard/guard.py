@@ -99,8 +99,9 @@ def training_claims(training: Mapping[str, Any]) -> list[str]:
     claims = {"model.training.defense": training.get("defense") or "none"}
     if isinstance(recipe, Mapping) and "defense" in recipe:
         claims["its recipe's defense"] = recipe.get("defense") or "none"
-    command = training.get("command")
-    ours = isinstance(command, str) and command.split()[:2] == ["fmbench", "train"]
+    raw = training.get("command")
+    command: str = raw if isinstance(raw, str) else ""
+    ours = command.split()[:2] == ["fmbench", "train"]
     if ours:
         claims["its command's --defense"] = flag(command, "--defense") or "none"
     problems = []
