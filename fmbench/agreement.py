@@ -129,6 +129,8 @@ def seed_agreement(entries: list[dict[str, Any]], *, n_boot: int = N_BOOT, seed:
     entries = [e for e in entries if not label_noise_of(e)]  # the main board's trainings only
     pid, _ = _pick_group(entries, "the entries")
     datasets = sorted({e["dataset"]["ref"] for e in entries})
+    if not datasets:
+        raise ResultError("no entries to measure seed agreement on (no clean-label entry matches)")
     if len(datasets) != 1:
         raise ResultError(f"seed agreement is measured on one dataset at a time; found {', '.join(datasets)}",
                           hints=("dataset",))

@@ -252,7 +252,7 @@ def run(loaded: LoadedModel, dataset: Dataset, dataset_ref: str, protocol: Proto
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise ModelContractError(f"{cond.label} failed on image {', '.join(batch.ids[:3])} of {dataset_ref!r} "
                                          f"({'x'.join(str(s) for s in batch.image.shape[-2:])}): "
-                                         f"{type(exc).__name__}: {first} (--debug shows where)") from exc
+                                         f"{type(exc).__name__}: {first}", hints=("traceback",)) from exc
             if applied.counts is not None:  # scored from other conditions' results, no model pass
                 counts = applied.counts
             else:

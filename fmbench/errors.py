@@ -45,6 +45,7 @@ HINTS = {
     "tier": "choose one protocol (tier=...)",
     "trust": "pass trust=[REF] if you have read that code",
     "weights": "pass weights=NAME to evaluate the weights trained on one of those datasets",
+    "traceback": "the model's own traceback is this error's __cause__",
 }
 
 

@@ -172,6 +172,24 @@ def name_from_meta(meta: Mapping[str, Any]) -> str | None:
     return weights_name(dataset, generation, seed if isinstance(seed, int) else 0, defense)
 
 
+def meta_problem(meta: Mapping[str, Any], weights: Weights) -> str | None:
+    """Why a checkpoint with the registered tensors still cannot be installed as them: its
+    metadata -- what every result made from it records about its training -- says another
+    command, validation IoU or defence than the registry does (or contradicts itself)."""
+    command, val = meta.get("command"), meta.get("val_iou")
+    proto = meta.get("protocol") if isinstance(meta.get("protocol"), str) else None
+    if weights.command and isinstance(command, str) and pinned_tier(command, proto) != pinned_tier(weights.command, proto):
+        return f"its metadata names the training command {command[:160]!r}, registered {weights.command!r}"
+    if isinstance(val, (int, float)) and weights.val_iou is not None and abs(val - weights.val_iou) > 1e-6:
+        return f"its metadata records validation IoU {val:.6f}, registered {weights.val_iou:.6f}"
+    recipe = meta.get("recipe")
+    said = {str(meta["defense"]) if meta.get("defense") else "none",
+            str(recipe.get("defense") or "none") if isinstance(recipe, Mapping) else "none"}
+    if "defense" in meta and len(said) > 1:
+        return f"its metadata contradicts itself on the defence ({', '.join(sorted(said))})"
+    return None
+
+
 def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[tuple[Path, bool, str]]:
     """Install reference weights a user downloaded (checkpoint files, or folders of them) into
     the user cache, each checked against the registry first: ``(file, installed, what happened)``."""
@@ -197,7 +215,7 @@ def install(paths: list[Path], registry: Any, overwrite: bool = False) -> list[t
             out.append((f, False, f"no registered weights {name!r} for model {model!r} (trained on dataset "
                                   f"{dataset!r})"))
             continue
-        problem = check_weights(w, data=data, state=state)
+        problem = check_weights(w, data=data, state=state) or meta_problem(meta, w)
         if problem:
             out.append((f, False, f"not the registered weights of {model} on {dataset}: {problem}"))
             continue

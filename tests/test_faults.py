@@ -302,3 +302,68 @@ def test_weights_pinned_by_both_hashes_are_accepted_and_either_mismatch_is_named
                                                command=""), path=path)
     assert "state sha256" in check_weights(Weights(path="w.pt", sha256=good.sha256, state_sha256="0" * 64,
                                                    command=""), path=path)
+
+
+def test_a_bare_dataset_name_selects_its_versions_and_nothing_to_measure_says_so():
+    from fmbench.agreement import seed_agreement
+    from fmbench.errors import ResultError
+    from fmbench.leaderboard.rank import select
+
+    entries = [{"dataset": {"ref": r}, "protocol": {"name": "quick", "id": i}}
+               for r, i in (("nucleus", "quick-v1"), ("nucleus@2", "quick-v2"), ("er", "quick-v2"))]
+    assert [e["dataset"]["ref"] for e in select(entries, dataset="nucleus", tier="quick-v2")] == ["nucleus@2"]
+    assert [e["dataset"]["ref"] for e in select(entries, dataset="nucleus")] == ["nucleus", "nucleus@2"]
+    assert [e["dataset"]["ref"] for e in select(entries, dataset="nucleus@2")] == ["nucleus@2"]
+    with pytest.raises(ResultError, match="no entries to measure seed agreement on"):
+        seed_agreement([])
+
+
+def test_a_model_failing_mid_run_names_no_cli_flag_in_the_library(tmp_path):
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 2, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 3:  # after the probes
+                raise RuntimeError("boom inside model")
+            return self.c(x)
+
+    with pytest.raises(fmbench.ModelContractError) as err:
+        fmbench.evaluate(Boom(), "nucleus", n_images=1, image_size=64, corruptions=["noise"], attacks=["none"],
+                         cache=False)
+    assert "boom inside model" in str(err.value) and "--" not in str(err.value)
+    assert "__cause__" in str(err.value) and isinstance(err.value.__cause__, RuntimeError)
+
+
+def test_zoo_install_refuses_the_registered_tensors_under_rewritten_metadata(tmp_path, monkeypatch):
+    """Every result made from an installed file records its metadata as the training's: the
+    registered tensors with another validation IoU, defence or command are not the registered weights."""
+    from fmbench.checkpoint import read_checkpoint
+    from fmbench.plugins import get_registry
+    from fmbench.weights import install
+
+    monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
+    src = next((ROOT / "leaderboard" / "zoo-weights").glob("*.pt"))
+    state, meta = read_checkpoint(src)
+    for k, change in enumerate(({"val_iou": 0.99}, {"defense": "pgd-at"},
+                                {"command": meta["command"].replace("--seed 0", "--seed 5")})):
+        forged = tmp_path / f"f{k}" / src.name
+        forged.parent.mkdir()
+        torch.save({"format": "fmbench-checkpoint", "meta": {**meta, **change}, "state_dict": state}, forged)
+        [(_, ok, said)] = install([forged], get_registry())
+        assert not ok and "its metadata" in said, said
+    [(_, ok, said)] = install([src], get_registry())
+    assert ok and "installed" in said, said
+
+
+def test_a_file_that_is_not_a_torch_file_says_so(tmp_path):
+    from fmbench.checkpoint import read_checkpoint
+    from fmbench.errors import CheckpointError
+
+    (tmp_path / "pw.pt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(CheckpointError, match=r"it is not a torch file \(torch.save writes a zip archive; this one "
+                                              r"begins b'root:x:0'\)"):
+        read_checkpoint(tmp_path / "pw.pt")

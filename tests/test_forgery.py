@@ -155,3 +155,19 @@ def test_a_training_record_that_contradicts_itself_is_refused_for_any_model(tmp_
     e["model"]["training"]["recipe"]["defense"] = "pgd-at"
     (d / "forged.json").write_text(json.dumps(e))
     assert not [p for p in validate_dir(d, _registry())[2] if "contradicts" in p]
+
+
+def test_a_file_named_as_the_campaign_names_entries_says_what_its_name_says(tmp_path):
+    name = "deeplabv3plus-r18+seed1__nucleus__quick-v2.json"
+    e = read_json(ROOT / "leaderboard" / name)
+    d = _board(tmp_path, e)
+    (d / "forged.json").unlink()
+    for wrong, said in (("deeplabv3plus-r18+seed7__nucleus__quick-v2.json", "the file name says seed 7"),
+                        ("deeplabv3plus-r18+pgd-at+seed1__nucleus__quick-v2.json", "defence 'pgd-at'"),
+                        ("deeplabv3plus-r18+seed1__er__quick-v1.json", "protocol 'quick-v1', dataset 'er'")):
+        (d / wrong).write_text(json.dumps(e))
+        problems = validate_dir(d, _registry())[2]
+        assert any(said in p and "rename the file" in p for p in problems), (wrong, problems)
+        (d / wrong).unlink()
+    (d / name).write_text(json.dumps(e))
+    assert validate_dir(d, _registry())[2] == []

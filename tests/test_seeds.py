@@ -136,6 +136,7 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
         for s in range(3):
             e = entry(a)
             e["model"]["training"]["seed"] = s
+            e["model"]["training"]["command"] = e["model"]["training"]["command"].replace("--seed 0", f"--seed {s}")
             e["model"]["ref"] = f"mynets:{a.replace('-', '_')}"
             e["model"]["weights_sha256"] = e["model"]["state_sha256"] = f"{a}{s}".encode().hex().ljust(64, "0")
             # each seed its own run: one image's IoU under one attack nudged (identical runs are one row)

@@ -35,6 +35,7 @@ CLI_HINTS = {
     "tier": "choose one with --tier",
     "trust": "pass --trust REF if you have read that code",
     "weights": "pass --weights NAME to evaluate the weights trained on one of those datasets",
+    "traceback": "--debug shows where",
 }
 
 

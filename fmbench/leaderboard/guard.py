@@ -15,7 +15,9 @@ whose every number is consistent (a forger's pass on 2026-11-30 got 16 such entr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..recipe import DEFENSES
@@ -114,6 +116,32 @@ def training_claims(training: Mapping[str, Any]) -> list[str]:
         problems.append(f"model.training.seed is {seed}, but its command {command[:120]!r} trains with "
                         f"--seed {flag(command, '--seed') or '0'}")
     return problems
+
+
+def name_problems(path: str | os.PathLike, entry: Mapping[str, Any]) -> list[str]:
+    """A file named as the campaign names entries (``MODEL[+DEFENCE][+seedS]__DATASET__PROTOCOL.json``)
+    must say what its name says: the protocol id, the dataset, and a ``+seedS`` or defence in the name
+    (a report page and a track's weights registry are keyed by the file name).  Other names are
+    not read."""
+    parts = Path(path).stem.split("__")
+    if len(parts) != 3 or not isinstance(entry.get("model"), Mapping):
+        return []
+    head, ds, pid = parts
+    training = entry["model"].get("training") if isinstance(entry["model"].get("training"), Mapping) else {}
+    ref = str((entry.get("dataset") or {}).get("ref", ""))
+    said = []
+    if pid != (entry.get("protocol") or {}).get("id"):
+        said.append(f"protocol {pid!r}")
+    if ":" not in ref and ds not in (ref, ref.split("@", 1)[0]):
+        said.append(f"dataset {ds!r}")
+    for token in head.split("+")[1:]:
+        if token.startswith("seed") and token[4:].isdigit() and int(token[4:]) != training.get("seed", 0):
+            said.append(f"seed {int(token[4:])}")
+        if token in DEFENSES and token != (training.get("defense") or "none"):
+            said.append(f"defence {token!r}")
+    return [f"the file name says {', '.join(said)}; the entry holds {ref!r}, protocol "
+            f"{(entry.get('protocol') or {}).get('id')!r}, seed {training.get('seed', 0)!r}, defence "
+            f"{training.get('defense') or 'none'!r}: rename the file after what it holds"] if said else []
 
 
 def registered_owner(model: Mapping[str, Any], registry: Registry) -> tuple[str, str] | None:

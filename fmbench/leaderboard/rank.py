@@ -23,10 +23,13 @@ SORT_TEXT = {"robust": "robust IoU", "corrupted": "corrupted IoU", "clean": "cle
 
 
 def select(entries: list[dict[str, Any]], *, dataset: str | None = None, tier: str | None = None) -> list[dict[str, Any]]:
-    """Entries on ``dataset`` under protocol ``tier`` (a name such as ``quick`` or an id)."""
+    """Entries on ``dataset`` under protocol ``tier`` (a name such as ``quick`` or an id).  A bare
+    dataset name also takes its generator versions (``nucleus``: ``nucleus@2`` too, which is what
+    ``quick-v2`` evaluates on when told ``nucleus``); ``nucleus@2`` takes only itself."""
     out = []
     for e in entries:
-        if dataset and e["dataset"]["ref"] != dataset:
+        ref = str(e["dataset"]["ref"])
+        if dataset and ref != dataset and ("@" in dataset or ref.split("@", 1)[0] != dataset):
             continue
         if tier and tier not in (e["protocol"]["name"], e["protocol"]["id"]):
             continue

@@ -285,6 +285,7 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
             problems.append(_file_problem(path, exc))
             continue
         found = check_entry(entry, registry, schema_check, base, track=for_entry(track, path))
+        found += guard.name_problems(path, entry) if isinstance(entry, dict) else []
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
@@ -303,7 +304,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
         entry = guard.strip_derived(read_json(path)) if registry is None else read_json(path)
         if registry is not None and schema_check is not None:
             problems = check_entry(entry, registry, schema_check, base, require_baselines=False,
-                                   track=for_entry(track, path))
+                                   track=for_entry(track, path)) + guard.name_problems(path, entry)
             if problems:
                 raise ResultError(f"{path}: {problems[0]} (every problem: `fmbench leaderboard validate`)")
         entry["_path"] = str(path)
