@@ -69,9 +69,9 @@ def read_checkpoint(path: str | os.PathLike | io.BytesIO,
         if unsafe:  # say what it pickles instead of torch's generic first line
             first = (f"it pickles {', '.join(unsafe[:4])}{' ...' if len(unsafe) > 4 else ''}, which fmbench does "
                      f"not unpickle; save just the state dict (and plain-JSON metadata) instead")
-        elif _head(path)[:2] not in (b"PK", b"\x80\x02") and _head(path)[:1] != b"\x80":  # neither zip nor pickle
+        elif (head := _head(path))[:2] != b"PK" and head[:1] != b"\x80":  # neither a zip archive nor a pickle
             first = (f"it is not a torch file (torch.save writes a zip archive; this one begins "
-                     f"{_head(path)[:8]!r}): save the state dict with torch.save")
+                     f"{head!r}): save the state dict with torch.save")
         elif len(first) < 12 or "weights_only" in str(exc):  # torch's own line says nothing ("101") or
             # advises unpickling with weights_only=False, which is never passed on
             first = ("it is not a weights-only torch file (an old-format or foreign pickle, or not a torch file); "

@@ -58,6 +58,9 @@ def command_flag(command: str, *names: str) -> str | None:
     for name in names:
         if name in words[:-1]:
             return words[words.index(name) + 1]
+        given = next((w for w in words if w.startswith(name + "=")), None)  # the --name=value spelling
+        if given is not None:
+            return given.split("=", 1)[1]
     return None
 
 

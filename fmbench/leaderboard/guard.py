@@ -88,14 +88,7 @@ def training_claims(training: Mapping[str, Any]) -> list[str]:
     """An entry's training record must agree with itself, for any model (registered weights are
     checked against their registry as well): the defence it is shown with, its recipe's defence
     and its ``fmbench train`` command's ``--defense``; its seed and the command's ``--seed``."""
-    def flag(command: str, name: str) -> str | None:
-        words = command.split()
-        for i, w in enumerate(words):
-            if w == name and i + 1 < len(words):
-                return words[i + 1]
-            if w.startswith(name + "="):
-                return w.split("=", 1)[1]
-        return None
+    from ..weights import command_flag as flag
 
     recipe = training.get("recipe")
     claims = {"model.training.defense": training.get("defense") or "none"}
@@ -171,16 +164,17 @@ def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
             model, table = e["model"], (e["dataset"]["ref"], e["protocol"]["hash"])
             iou = e["per_image"]["iou"]
             conds = tuple(sorted(iou))
-            values = np.concatenate([np.sort(np.asarray(iou[c], float)) for c in conds]) if conds else None
+            values = np.concatenate([np.sort(np.asarray(iou[c], float)) for c in conds]) if conds else np.zeros(0)
         except (KeyError, TypeError, AttributeError, ValueError):
             continue
+        comparable = values.size > 0 and bool(np.isfinite(values).all())
         keys = [("weights", h, *table) for h in (model.get("state_sha256"), model.get("weights_sha256"))
                 if isinstance(h, str) and h]
         twin = next((k for k in keys if k in seen), None)
         if twin is not None:
             problems.append(f"{path}: the same {twin[0]} ({twin[1][:12]}...) as {seen[twin]} on the same dataset and "
                             f"protocol; one checkpoint is one row")
-        elif values is not None and np.isfinite(values).all():
+        elif comparable:
             same = next((p for p, v in profiles.get((*table, conds), []) if v.shape == values.shape
                          and float(np.max(np.abs(v - values), initial=0.0)) <= SAME_IOU), None)
             if same is not None:
@@ -188,7 +182,7 @@ def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
                                 f"order) as {same} on the same dataset and protocol; one checkpoint is one row")
         for k in keys:
             seen.setdefault(k, path)
-        if values is not None and np.isfinite(values).all():
+        if comparable:
             profiles.setdefault((*table, conds), []).append((path, values))
     return problems
 
