@@ -203,7 +203,7 @@ def load_model(ref: str, args: dict[str, Any], registry: Registry, pm: pluggy.Pl
         if not path.is_file() and w.url:
             fetch_weights(w, path)
         if not path.is_file():
-            raise CheckpointError(f"weights for {ref!r} on {dataset!r} are missing at {path}; reproduce them with: "
+            raise CheckpointError(f"weights {name!r} for {ref!r} are missing at {path}; reproduce them with: "
                                   f"{reproduce_hint(w, path)} (or, holding the reference file, `fmbench zoo install FILE`)")
     if path is not None:
         state, meta = read_checkpoint(path)

@@ -109,10 +109,14 @@ def test_missing_weights_say_how_to_reproduce(bad_weights, tmp_path):
     pm, registry = bad_weights
     with pytest.raises(CheckpointError) as err:
         load_model("tiny-test", {}, registry, pm, dataset="er")
-    assert str(err.value) == (f"weights for 'tiny-test' on 'er' are missing at {tmp_path / 'absent.pt'}; "
+    assert str(err.value) == (f"weights 'er' for 'tiny-test' are missing at {tmp_path / 'absent.pt'}; "
                               f"reproduce them with: fmbench train --model tiny-test --dataset er "
                               f"--out {tmp_path / 'absent.pt'} (or, holding the reference file, "
                               "`fmbench zoo install FILE`)")
+    # asked for by name, not by dataset: the message names them (it said "on None")
+    with pytest.raises(CheckpointError) as err:
+        load_model("tiny-test", {}, registry, pm, weights="er")
+    assert str(err.value).startswith("weights 'er' for 'tiny-test' are missing at ")
 
 
 def test_card_reports_missing_and_mismatched_weights(bad_weights):
