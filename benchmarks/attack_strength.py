@@ -40,7 +40,7 @@ def reference_batch(protocol, dataset_ref, n):
     samples = [ds[i] for i in range(min(n, len(ds)))]
     x = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
     m = torch.from_numpy(np.stack([s.mask for s in samples]))
-    keys = [f"{dataset_ref}/{protocol.split}/{i}" for i in range(x.shape[0])]
+    keys = [f"{dataset_ref}/{s.id}" for s in samples]  # the engine's keys: the same reference noise as the entries
     return fmbench.reference_input(protocol, x, m, generators(protocol.seed, keys, "reference")), m.bool(), keys
 
 

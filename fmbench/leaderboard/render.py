@@ -201,6 +201,8 @@ FLAGS_NOTE = ("\nRobust IoU is each test image's lowest IoU over every attack at
               "training record shows it had plateaued). *other-data*: trained on another version of the "
               "dataset (the shipped `unet-small` learns from the realistic `nucleus@2`). *below-classical*: its clean or "
               "corrupted IoU is below Otsu's threshold on the same images. *unpinned-weights*: evaluated with a "
-              "checkpoint no registry pins by hash, so only its contributor's file can recheck it. Baseline rows (all foreground, all background, "
+              "checkpoint no registry pins by hash, so only its contributor's file can recheck it. *masking-unchecked*: "
+              "adversarially trained, and no check for gradient masking of its weights is on record, so its adversarial "
+              "scores are an upper bound (*gradient-masking*: a check found signs of it). Baseline rows (all foreground, all background, "
               "Otsu's threshold) are measured on the same inputs and never attacked.\n")
 

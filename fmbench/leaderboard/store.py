@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import integrity, scores
-from . import guard
+from . import guard, masking
 from ..baselines import BASELINES_KIND
 from ..baselines import check as check_baselines
 from ..errors import ResultError
@@ -277,6 +277,10 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
     paths = entry_paths(directory)
     base, problems = load_baselines(directory)
     track = track_weights(directory)
+    try:
+        masking.load(directory)
+    except ResultError as exc:
+        problems.append(str(exc))
     loaded = []
     for path in paths:
         try:
@@ -300,6 +304,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
     schema_check = schema_validator()[1] if registry is not None else None
     base = load_baselines(directory)[0] if registry is not None else None
     track = track_weights(directory) if registry is not None else None
+    checks = masking.load(directory) if registry is not None else {}
     for path in entry_paths(directory):
         entry = guard.strip_derived(read_json(path)) if registry is None else read_json(path)
         if registry is not None and schema_check is not None:
@@ -310,6 +315,7 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
         entry["_path"] = str(path)
         if registry is not None:  # read by the tables' `unpinned-weights` flag
             entry["_pinned"] = integrity.weights_pinned(entry, registry, for_entry(track, path))
+            entry["_masking"] = masking.flag(entry, checks)  # read by the tables' masking flags
         entries.append(entry)
     twice = duplicates([(e["_path"], e) for e in entries]) + guard.same_weights([(e["_path"], e) for e in entries])
     if registry is not None and twice:
