@@ -157,6 +157,9 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
             "do not edit by hand -->\n")
     found = studies(entries)
     if not found:
+        if entries:  # the exact-label references are in, no noisy-label point yet
+            return note + (f"No noisy-label point yet ({len(entries)} exact-label trainings are in): the study's grid "
+                           "(`python leaderboard/label_noise.py`, docs/label-noise.md) is being run.\n")
         return note + ("No label-noise entries yet: the study's grid (`python leaderboard/label_noise.py`, "
                        "docs/label-noise.md) has not been run.\n")
     lines = ["The label-noise track (docs/label-noise.md): each model trained with a fraction of its training "

@@ -77,29 +77,31 @@ def noise_levels(protocol: Protocol, registry: Registry) -> tuple[float, ...]:
 
 
 def _step_batch(x_all: torch.Tensor, m_all: torch.Tensor, keys: list[str], recipe: Recipe, protocol: Protocol, seed: int, step: int,
-                levels: tuple[float, ...] = (), own: list[OwnNoise | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                levels: tuple[float, ...] = (), own: list[OwnNoise | None] | None = None,
+                exact: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of one step: images, reference-condition noise (``noise-aug``: an SNR drawn
     per image from :func:`noise_levels`), crop, flip, rotation.  ``own``: measured images' own
-    noise (:mod:`fmbench.measured`), estimated once; they get only the noise they lack."""
+    noise (:mod:`fmbench.measured`), estimated once; they get only the noise they lack.  Images
+    are exposed by their ``exact`` masks (default ``m_all``): a rough annotation never changes an image."""
     g = torch.Generator().manual_seed(derive_seed("train", seed, step))
     idx = torch.randint(0, x_all.shape[0], (recipe.batch_size,), generator=g)
-    x, m = x_all[idx], m_all[idx]
+    x, m, e = x_all[idx], m_all[idx], (m_all if exact is None else exact)[idx]
     gens = generators(seed, [keys[i] for i in idx.tolist()], f"train-step-{step}")
 
     def sensor(b: slice) -> MeasuredSensor | None:
         if own is None:
             return None
-        return MeasuredSensor(x[b], m[b], protocol.camera, protocol.reference_snr,
+        return MeasuredSensor(x[b], e[b], protocol.camera, protocol.reference_snr,
                               own=[own[i] for i in idx[b].tolist()])
 
     if recipe.defense == "noise-aug":
         pick = torch.randint(0, len(levels), (recipe.batch_size,), generator=g).tolist()
         # per image: photon_scale depends on each image's own foreground and background
-        y = torch.cat([expose(protocol, x[b : b + 1], m[b : b + 1], [gens[b]], snr=levels[pick[b]],
+        y = torch.cat([expose(protocol, x[b : b + 1], e[b : b + 1], [gens[b]], snr=levels[pick[b]],
                               sensor=sensor(slice(b, b + 1)))
                        for b in range(recipe.batch_size)])
     else:
-        y = expose(protocol, x, m, gens, sensor=sensor(slice(None)))
+        y = expose(protocol, x, e, gens, sensor=sensor(slice(None)))
     H, W = x.shape[-2:]
     c = min(recipe.crop, H, W)
     out_x, out_m = [], []
@@ -218,7 +220,7 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
     state_file = Path(str(out) + ".state.pt")
     x_tr, m_tr = _load_split(dataset_train, recipe.n_train)
     x_va, m_va = _load_split(dataset_val, recipe.n_val)  # validation masks stay exact
-    key = _key_name(dataset_train, dataset_ref)
+    key, m_exact = _key_name(dataset_train, dataset_ref), m_tr  # the images' exposure: always the exact masks
     if recipe.label_noise:  # rough annotations on the chosen training images (fmbench.label_noise)
         from .label_noise import apply_setting, parse_setting
 
@@ -228,7 +230,7 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
                                               registry)).to(m_tr.dtype)
     # measured images keep their own noise and get only what they lack (estimated once)
     measured = not getattr(dataset_train, "synthetic", True)
-    own_tr = own_noises(x_tr, m_tr) if measured else None
+    own_tr = own_noises(x_tr, m_exact) if measured else None
     own_va = own_noises(x_va, m_va) if measured else None
     keys_tr = [f"{key}/train/{i}" for i in range(x_tr.shape[0])]
     keys_va = [f"{key}/val/{i}" for i in range(x_va.shape[0])]
@@ -298,7 +300,7 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
         if plateaued(step):  # (re-checked first after a resume)
             stopped_at = step
             break
-        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels, own_tr)
+        xb, mb = _step_batch(x_tr, m_tr, keys_tr, recipe, protocol, seed, step, levels, own_tr, m_exact)
         if attack is not None:
             xb = _adversarial_half(module, attack, xb, mb, seed, step)
         loss = _loss(module(xb), mb)

@@ -89,7 +89,8 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
              "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
     found = studies(entries)
     if not found:
-        parts.append("No point of the study has been run yet.")
+        parts.append(f"No noisy-label point yet ({len(entries)} exact-label trainings are in)." if entries else
+                     "No point of the study has been run yet.")
     for model, dataset, pid, data in found:
         if isinstance(data, ResultError):
             parts.append(f"**{model} on {dataset}** ({pid}): {data}")

@@ -252,7 +252,8 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
-    assert "No label-noise entries yet" in label_noise_markdown([base])
+    assert "No noisy-label point yet (1 exact-label trainings are in)" in label_noise_markdown([base])
+    assert "No label-noise entries yet" in label_noise_markdown([])
 
 
 def test_holm_over_a_kinds_rates_and_the_first_loss_decide_the_safe_rate(monkeypatch):
@@ -476,3 +477,28 @@ def test_a_plot_drawn_from_other_numbers_is_caught(tmp_path):
     other["kinds"][0]["rows"][1]["clean_iou"]["value"] += 0.01
     assert not plot_is_current(other, path)
     assert not plot_is_current(data, str(tmp_path / "missing.png"))
+
+
+def test_rough_labels_never_change_the_training_images(registry, masks, tmp_path, cli):
+    """An annotator's rough outline cannot change how the image was exposed: training images are
+    exposed (their photon scale solved for the reference SNR) on the exact masks, the rough ones
+    are only the targets.  Exposing on the rough masks changed ER's photon scale by a median 24 %
+    under smooth boundary noise and made an image with every object missed impossible to train on."""
+    import torch
+
+    from fmbench.train import RECIPE_V2, _step_batch
+
+    exact, keys = masks
+    x = torch.from_numpy(np.stack([np.asarray(fmbench.open_dataset("nucleus@2", "train", 128)[i].image, np.float32)
+                                   for i in range(len(keys))]))[:, None]
+    rough = apply_setting(exact, keys, parse_setting("missing:1:1", registry), 0, registry)
+    assert not rough.any()  # every object missed
+    m, r = torch.from_numpy(exact), torch.from_numpy(rough)
+    protocol = fmbench.get_protocol("quick-v2")
+    xe, me = _step_batch(x, m, keys, RECIPE_V2, protocol, 0, 3)
+    xr, mr = _step_batch(x, r, keys, RECIPE_V2, protocol, 0, 3, exact=m)
+    assert torch.equal(xe, xr) and me.any() and not mr.any()
+    run = cli("train", "--model", "unet-small", "--model-arg", "width=4", "--model-arg", "depth=2", "--dataset",
+              "nucleus", "--steps", "2", "--label-noise", "missing:1:1", "--out", "m.pt", "--quiet", cwd=tmp_path,
+              timeout=900)
+    assert run.returncode == 0, run.stderr
