@@ -41,7 +41,8 @@ def reference_batch(protocol, dataset_ref, n):
     x = torch.from_numpy(np.stack([s.image for s in samples]).astype(np.float32))[:, None]
     m = torch.from_numpy(np.stack([s.mask for s in samples]))
     keys = [f"{dataset_ref}/{s.id}" for s in samples]  # the engine's keys: the same reference noise as the entries
-    return fmbench.reference_input(protocol, x, m, generators(protocol.seed, keys, "reference")), m.bool(), keys
+    gens = generators(protocol.seed, keys, "reference")
+    return fmbench.reference_input(protocol, x, m, gens, synthetic=bool(getattr(ds, "synthetic", True))), m.bool(), keys
 
 
 def run(attack, model, x, m, keys, eps, tag, batch):

@@ -59,6 +59,7 @@ DEFAULT = {
     "segformer-b0:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2,upernet-convnext-atto:nucleus@2/v2/seed2,"
                                         "dpt-vit-tiny:nucleus@2/v2/seed2,lraspp-mbv3:nucleus@2/v2/pgd-at",
 }
+BASELINE = {"lraspp-mbv3:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2"}  # undefended, in the cache
 SWEEP = (8, 16, 32, 64, 128, 255)  # /255
 UNBOUNDED_IOU = 0.05  # at budget 1 the IoU must fall below this
 
@@ -91,46 +92,85 @@ def compare(a, b):
     return {"diff": float(d.mean()), "ci95": [lo, hi]}
 
 
-def check_target(reg, protocol, target, surrogates, args):
-    """The three checks on one target (``MODEL:WEIGHTS``) and their verdict."""
+def entry_path(ref: str, dataset_ref: str, tier: str) -> Path:
+    """The checked-in entry of ``MODEL:WEIGHTS`` (``nucleus@2/v2/pgd-at`` -> ``MODEL+pgd-at__nucleus__TIER``)."""
+    name, weights = ref.split(":", 1)
+    parts = weights.split("/")
+    suffix = f"+{parts[2]}" if len(parts) > 2 else ""
+    return Path("leaderboard") / f"{name}{suffix}__{dataset_ref.split('@')[0]}__{tier}.json"
+
+
+def white_box(reg, model, sha, x, m, keys, ref, clean, eps, args, entry_file):
+    """APGD (both losses, restarts) at ``eps``, per image combined with the entry's recorded worst
+    case where the entry exists: ``(per-image worst, record fields, per-image drop below the
+    entry's worst case or None)``.  The entry must be of these weights, this protocol and these
+    images, and its clean IoUs must come back exactly: else the comparison would mix two things."""
+    white = {}
+    for loss in ("ce", "masked-ce"):
+        best = None
+        for r in range(args.restarts):
+            atk = reg.build_attack(AttackEntry("apgd", (eps,), params=(("steps", args.steps), ("loss", loss))))
+            adv, _ = craft(atk, model, x, m, keys, eps, f"white/{loss}/{r}", args.batch)
+            s = score(model, adv, m, args.batch)
+            best = s if best is None else np.minimum(best, s)
+        white[f"apgd-{loss}"] = best
+    worst = np.minimum(white["apgd-ce"], white["apgd-masked-ce"])
+    out = {"white_box": {k: float(v.mean()) for k, v in white.items()}, "entry": None}
+    out["white_box"]["worst"] = float(worst.mean())
+    entry = json.loads(entry_file.read_text()) if entry_file.exists() else None
+    drop = None
+    if entry:
+        n = int(x.shape[0])
+        ids = [k[len(ref) + 1:] for k in keys]
+        if (entry["model"].get("state_sha256"), entry["protocol"]["id"], entry["dataset"]["ref"]) != (sha, args.tier, ref):
+            raise SystemExit(f"{entry_file}: not an entry of weights {str(sha)[:12]}... under {args.tier} on {ref}")
+        if entry["per_image"]["ids"][:n] != ids:
+            raise SystemExit(f"{entry_file}: its per-image ids are not the images attacked here")
+        recorded = np.array(entry["per_image"]["iou"]["worst-case@8/255"][:n], dtype=float)
+        # the same images, the same reference condition: the entry's clean IoUs come back
+        out["clean_vs_entry_max_abs"] = float(np.abs(clean - np.array(entry["per_image"]["iou"]["reference"][:n])).max())
+        if out["clean_vs_entry_max_abs"] > 1e-6:
+            raise SystemExit(f"{entry_file}: clean IoUs re-measured {out['clean_vs_entry_max_abs']:.2g} away from the "
+                             f"entry's: not the entry's inputs")
+        out["entry"], out["entry_worst_case"] = str(entry_file), float(recorded.mean())
+        both = np.minimum(recorded, worst)
+        out["stronger_vs_entry"] = compare(both, recorded)
+        worst, drop = both, both - recorded
+    out["white_box_worst"] = float(worst.mean())
+    return worst, out, drop
+
+
+def check_target(reg, protocol, target, surrogates, args, baseline=None):
+    """The three checks on one target (``MODEL:WEIGHTS``) and their verdict; with ``baseline``
+    (the same architecture undefended) the stronger white-box attack is run on it too, so the
+    defence's gain can be read at both attack strengths."""
     name, weights = target.split(":", 1)
     ref = protocol.dataset_ref(weights.split("/")[0].split("@")[0])
     loaded = load(target)
     model = loaded.module
     x, m, keys = reference_batch(protocol, ref, args.n_images)
     eps = 8 / 255
-    entry_file = Path("leaderboard") / f"{name}+{weights.rsplit('/', 1)[-1]}__{ref.split('@')[0]}__{args.tier}.json"
-    entry = json.loads(entry_file.read_text()) if entry_file.exists() else None
     rec = {"target": target, "state_sha256": loaded.state_sha256, "tier": args.tier, "dataset": ref,
-           "n_images": int(x.shape[0]), "entry": str(entry_file) if entry else None}
+           "n_images": int(x.shape[0])}
     clean = score(model, x, m, args.batch)
     rec["clean_iou"] = float(clean.mean())
     t0 = time.perf_counter()
 
-    # 1. stronger white box
-    white = {}
-    for loss in ("ce", "masked-ce"):
-        best = None
-        for r in range(args.restarts):
-            atk = reg.build_attack(AttackEntry("apgd", (eps,), params=(("steps", args.steps), ("loss", loss))))
-            adv, g = craft(atk, model, x, m, keys, eps, f"white/{loss}/{r}", args.batch)
-            s = score(model, adv, m, args.batch)
-            best = s if best is None else np.minimum(best, s)
-        white[f"apgd-{loss}"] = best
-    white_min = np.minimum(white["apgd-ce"], white["apgd-masked-ce"])
-    rec["white_box"] = {k: float(v.mean()) for k, v in white.items()}
-    rec["white_box"]["worst"] = float(white_min.mean())
-    if entry:
-        n = int(x.shape[0])
-        if entry["per_image"]["ids"][:n] != [f"test/{i:05d}" for i in range(n)]:
-            raise SystemExit(f"{entry_file}: its per-image ids are not the protocol's first {n} test images")
-        recorded = np.array(entry["per_image"]["iou"]["worst-case@8/255"][:n], dtype=float)
-        rec["entry_worst_case"] = float(recorded.mean())
-        # the same images, the same reference condition: the entry's clean IoUs come back
-        rec["clean_vs_entry_max_abs"] = float(np.abs(clean - np.array(entry["per_image"]["iou"]["reference"][:n])).max())
-        both = np.minimum(recorded, white_min)
-        rec["stronger_vs_entry"] = compare(both, recorded)
-        white_min = both
+    # 1. stronger white box (and on the undefended baseline)
+    white_min, fields, drop = white_box(reg, model, loaded.state_sha256, x, m, keys, ref, clean, eps, args,
+                                        entry_path(target, ref, args.tier))
+    rec.update(fields)
+    extra_drop = None
+    if baseline:
+        bl = load(baseline)
+        bclean = score(bl.module, x, m, args.batch)
+        bworst, bfields, bdrop = white_box(reg, bl.module, bl.state_sha256, x, m, keys, ref, bclean, eps, args,
+                                           entry_path(baseline, ref, args.tier))
+        rec["baseline"] = {"model": baseline, "clean_iou": float(bclean.mean()), **bfields,
+                           "gain_vs_baseline": compare(white_min, bworst)}
+        if drop is not None and bdrop is not None:  # does the stronger attack hurt the defence more?
+            extra_drop = rec["baseline"]["extra_drop_vs_baseline"] = compare(drop, bdrop)
+        del bl
 
     # 2. transfer
     fast = (("steps", 10), ("rel_step", 2.5))
@@ -149,15 +189,17 @@ def check_target(reg, protocol, target, surrogates, args):
         del smodel
     rec["transfer"] = per_surrogate
     rec["transfer_worst"] = float(transfer.mean())
-    rec["white_box_worst"] = float(white_min.mean())
     rec["transfer_vs_white"] = compare(transfer, white_min)
+    # per image: where a transfer attack wins even when it loses on average
+    rec["transfer_adds"] = compare(np.minimum(transfer, white_min), white_min)
 
     # 3. unbounded budget
-    sweep = {}
+    sweep, per_budget = {}, []
     for k in SWEEP:
         atk = reg.build_attack(AttackEntry("apgd", (k / 255,), params=(("steps", args.sweep_steps),)))
         adv, _ = craft(atk, model, x, m, keys, k / 255, f"sweep/{k}", args.batch)
-        sweep[f"{k}/255"] = float(score(model, adv, m, args.batch).mean())
+        per_budget.append(score(model, adv, m, args.batch))
+        sweep[f"{k}/255"] = float(per_budget[-1].mean())
     rec["sweep"] = sweep
     rec["seconds"] = round(time.perf_counter() - t0, 1)
 
@@ -167,9 +209,13 @@ def check_target(reg, protocol, target, surrogates, args):
         flags.append(f"transfer attacks beat the white-box ones by {-tv['diff']:.3f} (masked gradient)")
     if sweep["255/255"] >= UNBOUNDED_IOU:
         flags.append(f"IoU {sweep['255/255']:.3f} at budget 1 (should reach ~0: masked gradient)")
-    vals = list(sweep.values())
-    if any(b > a + 0.01 for a, b in zip(vals, vals[1:])):
-        flags.append("IoU rises with the budget somewhere in the sweep")
+    rises = [f"{a}/255 to {b}/255" for (a, pa), (b, pb) in zip(zip(SWEEP, per_budget), zip(SWEEP[1:], per_budget[1:]))
+             if compare(pb, pa)["ci95"][0] > 0]  # paired over images: a rise beyond the random starts' noise
+    if rises:
+        flags.append(f"IoU rises with the budget ({', '.join(rises)})")
+    if extra_drop is not None and extra_drop["ci95"][1] < 0:
+        flags.append(f"a stronger white-box attack lowers it {-extra_drop['diff']:.3f} more than the same architecture "
+                     f"undefended: the protocol's attacks favour the defence")
     rec["masking_flags"] = flags
     sv = rec.get("stronger_vs_entry")
     rec["under_stated"] = bool(sv and sv["ci95"][0] < -0.01 and sv["diff"] < -0.02)
@@ -180,7 +226,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", action="append", help="MODEL:WEIGHTS (repeatable); default: the nucleus pgd-at models")
     ap.add_argument("--surrogates", help="MODEL:WEIGHTS,... (default: per target, see DEFAULT)")
-    ap.add_argument("--tier", default="quick-v2")
+    ap.add_argument("--baseline", help="MODEL:WEIGHTS: the same architecture undefended, attacked as strongly "
+                    "(default: see BASELINE)")
+    ap.add_argument("--tier", default="quick-v2")  # (its own name: entries are found by it)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--sweep-steps", type=int, default=15)
@@ -198,7 +246,10 @@ def main():
     records = []
     for target in args.target or list(DEFAULT):
         surrogates = (args.surrogates or DEFAULT.get(target, "")).split(",")
-        rec = check_target(reg, protocol, target, [s for s in surrogates if s], args)
+        if not any(surrogates):
+            raise SystemExit(f"{target}: name its transfer surrogates with --surrogates MODEL:WEIGHTS,...")
+        rec = check_target(reg, protocol, target, [s for s in surrogates if s], args,
+                           args.baseline if args.target else BASELINE.get(target))
         records.append(rec)
         print(f"\n{target} on {rec['dataset']}: clean IoU {rec['clean_iou']:.3f} ({rec['seconds']:.0f} s)")
         if "entry_worst_case" in rec:
@@ -207,6 +258,12 @@ def main():
                   f"{rec['clean_vs_entry_max_abs']:.1e} of the entry's)")
             print(f"  + APGD (ce, masked-ce) white box {rec['entry_worst_case'] + sv['diff']:.3f}  "
                   f"{sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}]")
+        if "baseline" in rec:
+            b = rec["baseline"]
+            g = b["gain_vs_baseline"]
+            print(f"  undefended {b['model']}: entry's worst case {b.get('entry_worst_case', float('nan')):.3f}, "
+                  f"with APGD {b['white_box_worst']:.3f}; the defence's gain at that strength {g['diff']:+.3f} "
+                  f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
         for k, v in rec["transfer"].items():
             print(f"  transfer {k:<52} on target {v['on_target']:.3f} (on surrogate {v['on_surrogate']:.3f})")
         tv = rec["transfer_vs_white"]
@@ -215,14 +272,12 @@ def main():
         print("  budget sweep (APGD-CE): " + ", ".join(f"{k} {v:.3f}" for k, v in rec["sweep"].items()))
         print("  verdict: " + ("; ".join(rec["masking_flags"]) or "no sign of gradient masking")
               + ("; the protocol's attacks under-state the threat" if rec["under_stated"] else ""))
-    stamp = time.strftime("%Y-%m-%d")
-    for rec in records:
-        rec.update(conditions=conditions, date=stamp, settings={"steps": args.steps, "restarts": args.restarts,
-                                                               "sweep_steps": args.sweep_steps})
-    if args.json:
-        write(Path(args.json), {"tier": args.tier, "conditions": conditions, "records": records})
-    if args.record:
-        update_record(Path(args.record), records)
+        rec.update(conditions=conditions, date=time.strftime("%Y-%m-%d"),
+                   settings={"steps": args.steps, "restarts": args.restarts, "sweep_steps": args.sweep_steps})
+        if args.json:  # after each target: a long run keeps what it finished
+            write(Path(args.json), {"tier": args.tier, "conditions": conditions, "records": records})
+        if args.record:
+            update_record(Path(args.record), [rec])
 
 
 def write(path: Path, doc: dict) -> None:

@@ -21,9 +21,11 @@ DEFENDED = ROOT / "lraspp-mbv3+pgd-at__nucleus__quick-v2.json"
 NOISE_AUG = ROOT / "lraspp-mbv3+noise-aug__nucleus__quick-v2.json"
 
 
-def _record(sha: str, flags: list[str] | None = None) -> dict:
-    return {"target": "lraspp-mbv3:nucleus@2/v2/pgd-at", "state_sha256": sha, "masking_flags": flags or [],
-            "transfer_worst": 0.70, "white_box_worst": 0.58, "sweep": {"8/255": 0.68, "255/255": 0.03}}
+def _record(sha: str, flags: list[str] | None = None, **more) -> dict:
+    return {"target": "lraspp-mbv3:nucleus@2/v2/pgd-at", "state_sha256": sha, "dataset": "nucleus@2",
+            "tier": "quick-v2", "masking_flags": flags or [], "transfer_worst": 0.70, "white_box_worst": 0.58,
+            "entry_worst_case": 0.64, "transfer_vs_white": {"diff": 0.12, "ci95": [0.05, 0.19]},
+            "sweep": {"8/255": 0.68, "255/255": 0.03}, **more}
 
 
 def _write(folder: Path, records: list[dict]) -> None:
@@ -56,6 +58,15 @@ def test_only_adversarially_trained_rows_are_flagged_and_a_check_clears_only_its
     other = copy.deepcopy(e)
     other["model"]["state_sha256"] = "c" * 64  # another training of the same name: the record does not cover it
     assert masking.flag(other, {sha: _record(sha)})["flag"] == "masking-unchecked"
+    # a check on another dataset or protocol says nothing about this row
+    assert masking.flag(e, {sha: _record(sha, dataset="nucleus")})["flag"] == "masking-unchecked"
+    assert masking.flag(e, {sha: _record(sha, tier="full-v2")})["flag"] == "masking-unchecked"
+    # pooled seeds: a finding on one seed is not hidden by another seed's gap
+    from fmbench.leaderboard.rank import flags
+
+    found_flag = {"flag": "gradient-masking", "reason": "r"}
+    pooled = {**e, "members": [{**e, "_masking": masking.flag(other, {})}, {**e, "_masking": found_flag}]}
+    assert [f["flag"] for f in flags(pooled, None)] == ["gradient-masking"]
     found = masking.flag(e, {sha: _record(sha, ["transfer attacks beat the white-box ones by 0.100"])})
     assert found["flag"] == "gradient-masking" and "transfer attacks beat" in found["reason"]
 
@@ -73,6 +84,14 @@ def test_only_adversarially_trained_rows_are_flagged_and_a_check_clears_only_its
     ({"kind": masking.KIND, "records": [{**_record("d" * 64), "masking_flags": "none"}]}, "list of strings"),
     ({"kind": masking.KIND, "records": [{**_record("d" * 64), "transfer_worst": 7}]}, "transfer_worst must be an IoU"),
     ({"kind": masking.KIND, "records": [{**_record("d" * 64), "sweep": {}}]}, "sweep"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, sweep={"16/255": "high"})]}, "sweep"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, transfer_vs_white="x")]}, "paired differences"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, stronger_vs_entry=[1])]}, "paired differences"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, transfer=3)]}, "transfer must map"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, baseline="yes")]}, "baseline needs"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, transfer_worst=True)]}, "transfer_worst must be an IoU"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64, dataset=None)]}, "needs the dataset"),
+    ({"kind": masking.KIND, "records": [_record("d" * 64), _record("d" * 64)]}, "a second record"),
 ])
 def test_a_malformed_check_file_is_refused_by_validate_and_by_the_tables(board, bad, message):
     from fmbench.plugins import get_registry

@@ -65,7 +65,8 @@ def flags(entry: dict[str, Any], best: tuple[float, str] | None,
             f"evaluated with weights no registry pins (sha256 {str(loose['model'].get('weights_sha256'))[:12]}...): "
             f"these numbers can be rechecked only with the contributor's checkpoint (`fmbench leaderboard recheck "
             f"--checkpoint`), so they rest on the entry's word until someone does")})
-    masked = next((m["_masking"] for m in entry.get("members") or [entry] if m.get("_masking")), None)
+    masked = min((m["_masking"] for m in entry.get("members") or [entry] if m.get("_masking")),
+                 key=lambda f: f["flag"] != "gradient-masking", default=None)  # a finding before a gap
     if masked:  # adversarially trained: unchecked for, or found with, gradient masking (leaderboard.masking)
         out.append(masked)
     below = classical_flag(entry, table_baselines)
