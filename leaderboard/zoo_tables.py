@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from fmbench.errors import ResultError
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "zoo.md"
 START, END = "<!-- zoo-v2-tables:start (leaderboard/zoo_tables.py) -->", "<!-- zoo-v2-tables:end -->"
@@ -145,6 +147,58 @@ def defence_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+def masking_table(entries: list[dict], checks: dict | None = None) -> str:
+    """The gradient-masking check of each adversarially trained entry (``fmbench.leaderboard.masking``,
+    records made by ``benchmarks/gradient_masking.py``): white-box worst case (the entry's, and with
+    APGD added), the best transfer attack, and IoU as the budget grows; unchecked rows say so."""
+    from fmbench.leaderboard import masking
+
+    checks = masking.load(ROOT / "leaderboard") if checks is None else checks
+    lines = ["| model | dataset | entry's worst case @8/255 | + APGD (2 losses, restarts) | best transfer attack | "
+             "IoU at budget 16, 32, 64, 255 /255 (APGD) | gain over undefended: entry's attacks → + APGD | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    surrogates: set[str] = set()
+    for e in sorted(entries, key=lambda e: (e["dataset"]["ref"], e["model"]["ref"])):
+        defense = e["model"]["training"].get("defense") or "none"
+        if defense not in masking.ADVERSARIAL_DEFENSES:
+            continue
+        label = f"`{e['model']['ref']}` {defense}"
+        rec = checks.get(e["model"].get("state_sha256"))
+        if rec is None:
+            lines.append(f"| {label} | {e['dataset']['ref']} | | | | | | not checked: `masking-unchecked` |")
+            continue
+        surrogates.update(k.rsplit(" ", 1)[0] for k in rec.get("transfer", {}))
+        sv, tv = rec.get("stronger_vs_entry") or {}, rec["transfer_vs_white"]
+        sweep = ", ".join(_f(rec["sweep"].get(f"{k}/255")) for k in (16, 32, 64, 255))
+        b = rec.get("baseline") or {}
+        verdict = "; ".join(rec["masking_flags"]) or "no sign of masking"
+        gain = "not measured" if not b else (
+            f"{rec['entry_worst_case'] - b['entry_worst_case']:+.3f} → {b['gain_vs_baseline']['diff']:+.3f} "
+            f"[{b['gain_vs_baseline']['ci95'][0]:+.3f}, {b['gain_vs_baseline']['ci95'][1]:+.3f}] (vs `{b['model']}`)")
+        if rec.get("under_stated") and sv:  # a stronger attack goes further: read beside the undefended model's drop
+            st = rec.get("settings") or {}
+            grads = f"{2 * st['restarts'] * st['steps']}-gradient " if all(
+                type(st.get(k)) is int for k in ("restarts", "steps")) else ""
+            verdict += f"; {grads}APGD lowers its worst case by {-sv['diff']:.3f}" + (
+                f", the undefended model's by {-b['stronger_vs_entry']['diff']:.3f}: the protocol's cheap attacks "
+                f"understate the threat to both" if "stronger_vs_entry" in b else "")
+        lines.append(f"| {label} | {e['dataset']['ref']} | {_f(rec.get('entry_worst_case'))} | "
+                     f"{_f(rec['white_box_worst'])}"
+                     + (f" ({sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}])" if sv else "") + " | "
+                     f"{_f(rec['transfer_worst'])} ({tv['diff']:+.3f} [{tv['ci95'][0]:+.3f}, {tv['ci95'][1]:+.3f}]) | "
+                     f"{sweep} | {gain} | {verdict} |")
+    if len(lines) == 2:
+        return ""
+    if not surrogates:
+        return "\n".join(lines)
+    return "\n".join(lines) + (
+        "\n\nDifferences are paired over the test images with 95 % bootstrap intervals: white box with APGD added "
+        "against the entry's worst case, best transfer attack against that white-box worst case (masking shows as a "
+        "transfer attack that beats the white box). Transfer attacks are SegPGD, CosPGD and APGD crafted on "
+        + ", ".join(f"`{s}`" for s in sorted(surrogates)) + "; conditions and per-attack numbers are in "
+        "`leaderboard/checks/gradient-masking.json`.")
+
+
 def agreement_table(entries: list[dict]) -> str:
     """How much of each dataset's ranking is architecture (``fmbench.agreement.seed_agreement``
     over the undefended entries with seeds), one row per dataset x score."""
@@ -224,6 +278,8 @@ def section(table: dict, entries: list[dict] | None = None) -> str:
         agreement_table(entries or []) or "No dataset has three architectures with two or more seeds yet.",
         "**Defences** (against the same architecture undefended, seed 0, whatever the defended row's seed):",
         defence_table(rows),
+        *(["**Checked for gradient masking** (adversarially trained rows; `benchmarks/gradient_masking.py`):",
+           m] if (m := masking_table(entries or [])) else []),
         END,
     ])
 
@@ -251,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     table = json.loads(args.runs.read_text())
     doc = args.doc.read_text()
-    new = render(doc, table)
+    try:
+        new = render(doc, table)
+    except ResultError as err:  # a malformed check record: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if args.check:
         if new != doc:
             print(f"{args.doc}: the generated zoo tables are not current; run python leaderboard/zoo_tables.py",

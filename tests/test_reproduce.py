@@ -123,3 +123,28 @@ def test_a_run_of_some_seeds_keeps_the_table_rows_of_the_others(reproduce):
     previous = {"rows": [{"model": "m", "dataset": "nucleus", "seed": 2, "defense": "pgd-at"}]}
     assert reproduce.table_runs(previous, [0], ["none"]) == ([0, 2], ["none", "pgd-at"])
     assert reproduce.table_runs(None, [1], ["noise-aug"]) == ([0, 1], ["noise-aug", "none"])
+
+
+def test_the_masking_table_reads_every_record_the_loader_accepts(zoo_tables):
+    """docs/zoo.md's gradient-masking table: a checked row shows its numbers and verdict, an
+    unchecked one says so, and any record `masking.load` accepts renders without a traceback."""
+    import copy
+
+    from fmbench.files import read_json
+    from fmbench.leaderboard import masking
+
+    from .test_masking import DEFENDED, _record
+
+    e = read_json(DEFENDED)
+    sha = e["model"]["state_sha256"]
+    assert "not checked: `masking-unchecked`" in zoo_tables.masking_table([e], {})
+    rec = _record(sha, stronger_vs_entry={"diff": -0.07, "ci95": [-0.12, -0.03]}, under_stated=True,
+                  settings={"steps": "30", "restarts": None},
+                  baseline={"model": "lraspp-mbv3:nucleus@2/v2/seed2", "entry_worst_case": 0.33, "white_box_worst": 0.2,
+                            "gain_vs_baseline": {"diff": 0.38, "ci95": [0.31, 0.46]}})
+    assert masking.record_problem(rec) is None
+    table = zoo_tables.masking_table([e], {sha: rec})
+    assert "no sign of masking; APGD lowers its worst case by 0.070" in table and "+0.310 → +0.380" in table
+    flagged = copy.deepcopy(rec)
+    flagged["masking_flags"] = ["IoU 0.300 at budget 1 (should reach ~0: masked gradient)"]
+    assert "IoU 0.300 at budget 1" in zoo_tables.masking_table([e], {sha: flagged})

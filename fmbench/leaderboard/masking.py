@@ -72,7 +72,8 @@ def record_problem(rec: Any) -> str | None:
     base = rec.get("baseline")
     if base is not None and not (isinstance(base, dict) and isinstance(base.get("model"), str)
                                  and _iou(base.get("entry_worst_case")) and _iou(rec.get("entry_worst_case"))
-                                 and _difference(base.get("gain_vs_baseline"))):
+                                 and _difference(base.get("gain_vs_baseline"))
+                                 and ("stronger_vs_entry" not in base or _difference(base["stronger_vs_entry"]))):
         return "baseline needs its model, both entries' worst cases and gain_vs_baseline {diff, ci95}"
     return None
 
