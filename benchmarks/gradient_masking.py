@@ -3,6 +3,12 @@
     python benchmarks/gradient_masking.py                      # the nucleus pgd-at zoo models
     python benchmarks/gradient_masking.py --target lraspp-mbv3:nucleus@2/v2/pgd-at \\
         --surrogates lraspp-mbv3:nucleus@2/v2/seed2,unet-small:nucleus --json out.json
+    python benchmarks/gradient_masking.py --target mypkg:MyNet=mynet_at.pt --dataset nucleus \\
+        --entry leaderboard/mynet+pgd-at__nucleus__quick-v2.json --surrogates lraspp-mbv3:nucleus@2/v2/seed2 \\
+        --baseline mypkg:MyNet=mynet.pt --baseline-entry leaderboard/mynet__nucleus__quick-v2.json
+
+A model is ``NAME:WEIGHTS`` (a registered model and the name of its registered weights) or
+``REF=CHECKPOINT`` (any model reference and a checkpoint file: your own training).
 
 Adversarial training can make a model robust, or only make its input gradient useless to the
 attacker (Athalye, Carlini & Wagner, ICML 2018; Carlini et al. 2019, "On evaluating adversarial
@@ -65,6 +71,9 @@ UNBOUNDED_IOU = 0.05  # at budget 1 the IoU must fall below this
 
 
 def load(ref: str):
+    if "=" in ref:  # REF=CHECKPOINT: a contributor's own training
+        model, checkpoint = ref.rsplit("=", 1)
+        return fmbench.load_model(model, checkpoint=checkpoint)
     name, weights = ref.split(":", 1)
     return fmbench.load_model(name, weights=weights)
 
@@ -92,8 +101,11 @@ def compare(a, b):
     return {"diff": float(d.mean()), "ci95": [lo, hi]}
 
 
-def entry_path(ref: str, dataset_ref: str, tier: str) -> Path:
-    """The checked-in entry of ``MODEL:WEIGHTS`` (``nucleus@2/v2/pgd-at`` -> ``MODEL+pgd-at__nucleus__TIER``)."""
+def entry_path(ref: str, dataset_ref: str, tier: str, given: str | None = None) -> Path:
+    """The checked-in entry of ``MODEL:WEIGHTS`` (``nucleus@2/v2/pgd-at`` -> ``MODEL+pgd-at__nucleus__TIER``);
+    ``given`` (``--entry``) where the model is a checkpoint."""
+    if given or "=" in ref:
+        return Path(given or "")
     name, weights = ref.split(":", 1)
     parts = weights.split("/")
     suffix = f"+{parts[2]}" if len(parts) > 2 else ""
@@ -117,7 +129,7 @@ def white_box(reg, model, sha, x, m, keys, ref, clean, eps, args, entry_file):
     worst = np.minimum(white["apgd-ce"], white["apgd-masked-ce"])
     out = {"white_box": {k: float(v.mean()) for k, v in white.items()}, "entry": None}
     out["white_box"]["worst"] = float(worst.mean())
-    entry = json.loads(entry_file.read_text()) if entry_file.exists() else None
+    entry = json.loads(entry_file.read_text()) if entry_file.is_file() else None
     drop = None
     if entry:
         n = int(x.shape[0])
@@ -144,8 +156,10 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
     """The three checks on one target (``MODEL:WEIGHTS``) and their verdict; with ``baseline``
     (the same architecture undefended) the stronger white-box attack is run on it too, so the
     defence's gain can be read at both attack strengths."""
-    name, weights = target.split(":", 1)
-    ref = protocol.dataset_ref(weights.split("/")[0].split("@")[0])
+    weights = "" if "=" in target else target.split(":", 1)[1]
+    if "=" in target and not args.dataset:
+        raise SystemExit(f"{target}: a checkpoint needs --dataset")
+    ref = protocol.dataset_ref(args.dataset or weights.split("/")[0].split("@")[0])
     loaded = load(target)
     model = loaded.module
     x, m, keys = reference_batch(protocol, ref, args.n_images)
@@ -158,14 +172,14 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
 
     # 1. stronger white box (and on the undefended baseline)
     white_min, fields, drop = white_box(reg, model, loaded.state_sha256, x, m, keys, ref, clean, eps, args,
-                                        entry_path(target, ref, args.tier))
+                                        entry_path(target, ref, args.tier, args.entry))
     rec.update(fields)
     extra_drop = None
     if baseline:
         bl = load(baseline)
         bclean = score(bl.module, x, m, args.batch)
         bworst, bfields, bdrop = white_box(reg, bl.module, bl.state_sha256, x, m, keys, ref, bclean, eps, args,
-                                           entry_path(baseline, ref, args.tier))
+                                           entry_path(baseline, ref, args.tier, args.baseline_entry))
         rec["baseline"] = {"model": baseline, "clean_iou": float(bclean.mean()), **bfields,
                            "gain_vs_baseline": compare(white_min, bworst)}
         if drop is not None and bdrop is not None:  # does the stronger attack hurt the defence more?
@@ -229,6 +243,9 @@ def main():
     ap.add_argument("--baseline", help="MODEL:WEIGHTS: the same architecture undefended, attacked as strongly "
                     "(default: see BASELINE)")
     ap.add_argument("--tier", default="quick-v2")  # (its own name: entries are found by it)
+    ap.add_argument("--dataset", help="the dataset (default: read from the weights' name)")
+    ap.add_argument("--entry", help="the target's leaderboard entry (default: found by its weights' name)")
+    ap.add_argument("--baseline-entry", help="the baseline's leaderboard entry (default: found by its weights' name)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--sweep-steps", type=int, default=15)
