@@ -193,7 +193,9 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
                         f"{str(state)[:12]}..., not the registered {name!r} ({w.state_sha256[:12]}...)")
     if w.command:
         problems += [f"model {ref!r} on {ds!r}: {p}"
-                     for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy, registry)]
+                     # registered bytes that predate checkpoints recording their command stand for the registry's
+                     for p in training_problems(entry["model"].get("training"), w.command, str(name), legacy or file_pinned,
+                                                registry)]
     found = entry["model"].get("training")
     training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     conv: Mapping[str, Any] = training["convergence"] if isinstance(training.get("convergence"), Mapping) else {}

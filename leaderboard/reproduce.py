@@ -152,7 +152,8 @@ def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
             row.update({k: old[k] for k in TRAIN_COLUMNS if k in old})
         if p.entry.exists():
             e = json.loads(p.entry.read_text())
-            row.update(eval_command=e["provenance"]["command"],
+            row.update(weights=e["model"].get("weights") or row["weights"],  # a shipped model's own weights
+                       eval_command=e["provenance"]["command"],
                        eval_minutes=round((e["provenance"].get("seconds") or 0) / 60, 1),
                        clean_iou=e["summary"]["clean_iou"],
                        corruption_robustness=e["summary"].get("corruption_robustness"),

@@ -488,3 +488,20 @@ def test_terminal_escapes_in_a_contributed_file_are_refused():
     ok = copy.deepcopy(e)  # a checkpoint's own metadata is its author's free text
     ok["model"]["meta"] = {"notes": "trained by lab X\nsee README"}
     assert consistency(ok) == []
+
+
+def test_registered_bytes_without_a_recorded_command_stand_for_the_registrys_under_v2():
+    """The shipped ER weights predate checkpoints recording their command: a quick-v2 entry made
+    with exactly those bytes records none and is valid (the registry's command stands for them);
+    relabelling its training is still refused, and so is a missing command on bytes not pinned."""
+    from fmbench import integrity
+
+    e = read_json(ROOT / "leaderboard" / "unet-small__er__quick-v2.json")
+    assert e["model"]["training"].get("command") is None and e["protocol"]["version"] == 2
+    assert integrity.weights_problems(e, _registry()) == []
+    relabelled = copy.deepcopy(e)
+    relabelled["model"]["training"]["seed"] = 3
+    assert any("seed" in p for p in integrity.weights_problems(relabelled, _registry()))
+    other_bytes = copy.deepcopy(e)
+    other_bytes["model"]["weights_sha256"] = "0" * 64
+    assert any("training command None" in p for p in integrity.weights_problems(other_bytes, _registry()))
