@@ -159,11 +159,11 @@ def masking_table(entries: list[dict], checks: dict | None = None) -> str:
              "|---|---|---:|---:|---:|---:|---:|---|"]
     surrogates: set[str] = set()
     for e in sorted(entries, key=lambda e: (e["dataset"]["ref"], e["model"]["ref"])):
-        defense = e["model"]["training"].get("defense") or "none"
-        if defense not in masking.ADVERSARIAL_DEFENSES:
+        defense = masking.adversarial_defense(e)
+        if defense is None:
             continue
         label = f"`{e['model']['ref']}` {defense}"
-        rec = checks.get(e["model"].get("state_sha256"))
+        rec = masking.record_for(e, checks)
         if rec is None:
             lines.append(f"| {label} | {e['dataset']['ref']} | | | | | | not checked: `masking-unchecked` |")
             continue

@@ -21,13 +21,13 @@ protocol it ran on.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import ResultError
+from ..files import read_json
 
 KIND = "fmbench-gradient-masking-check"
 FILE = Path("checks") / "gradient-masking.json"
@@ -35,15 +35,19 @@ ADVERSARIAL_DEFENSES = ("pgd-at",)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+def _number(v: Any, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+
+
 def _iou(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+    return _number(v, 0, 1)
 
 
 def _difference(v: Any) -> bool:
     """``{"diff": number, "ci95": [lo, hi]}``, a paired difference of IoUs."""
     if not isinstance(v, dict) or not isinstance(v.get("ci95"), list) or len(v["ci95"]) != 2:
         return False
-    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and -1 <= x <= 1 for x in [v.get("diff"), *v["ci95"]])
+    return all(_number(x, -1, 1) for x in [v.get("diff"), *v["ci95"]])
 
 
 def record_problem(rec: Any) -> str | None:
@@ -84,10 +88,7 @@ def load(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
     path = Path(directory) / FILE
     if not path.is_file():
         return {}
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ResultError(f"{path}: not readable JSON ({err})") from None
+    doc = read_json(path)  # size, encoding, duplicate keys and depth checked as for entries
     if not isinstance(doc, dict) or doc.get("kind") != KIND or not isinstance(doc.get("records"), list):
         raise ResultError(f"{path}: not a gradient-masking check document (kind {KIND!r} with a list of records)")
     out: dict[str, dict[str, Any]] = {}
@@ -101,17 +102,29 @@ def load(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return out
 
 
+def adversarial_defense(entry: dict[str, Any]) -> str | None:
+    """The entry's defence when it is adversarial training (its scores then need a check), else None."""
+    defense = ((entry.get("model") or {}).get("training") or {}).get("defense") or "none"
+    return defense if defense in ADVERSARIAL_DEFENSES else None
+
+
+def record_for(entry: dict[str, Any], checks: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The check of the entry's weights on its dataset and protocol, or None: a check on other
+    images or another protocol says nothing about this row."""
+    rec = checks.get(str((entry.get("model") or {}).get("state_sha256")))
+    protocol = entry.get("protocol") or {}
+    if rec is None or rec["dataset"] != (entry.get("dataset") or {}).get("ref") \
+            or rec["tier"] not in (protocol.get("id"), protocol.get("name")):
+        return None
+    return rec
+
+
 def flag(entry: dict[str, Any], checks: dict[str, dict[str, Any]]) -> dict[str, str] | None:
     """The masking flag of one entry (see the module docstring), or None."""
-    model = entry.get("model") or {}
-    defense = (model.get("training") or {}).get("defense") or "none"
-    if defense not in ADVERSARIAL_DEFENSES:
+    defense = adversarial_defense(entry)
+    if defense is None:
         return None
-    rec = checks.get(str(model.get("state_sha256")))
-    protocol = entry.get("protocol") or {}
-    if rec is not None and (rec["dataset"] != (entry.get("dataset") or {}).get("ref")
-                            or rec["tier"] not in (protocol.get("id"), protocol.get("name"))):
-        rec = None  # a check on other images or another protocol says nothing about this row
+    rec = record_for(entry, checks)
     if rec is None:
         return {"flag": "masking-unchecked", "reason": (
             f"adversarially trained ({defense}) and no gradient-masking check of these weights is on record "
