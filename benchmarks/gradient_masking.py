@@ -31,9 +31,16 @@ Each comparison prints the mean IoU difference with its paired 95 % bootstrap in
 images; the verdict lists which checks flag masking.  Lower IoU = stronger attack.
 
 ``--record`` (default ``leaderboard/checks/gradient-masking.json``) keeps one record per checked
-checkpoint (by state sha256, replacing an older record of the same weights): the leaderboard reads
-it to flag adversarially trained rows ``masking-unchecked`` or ``gradient-masking``
+checkpoint (by state sha256, replacing an older record of the same weights): its per-image IoUs,
+from which the leaderboard computes every comparison and the verdict beside the entries' own
+per-image IoUs, to flag adversarially trained rows ``masking-unchecked`` or ``gradient-masking``
 (``fmbench.leaderboard.masking``).  ``--record ''`` writes none.
+
+    python benchmarks/gradient_masking.py --recheck [--n-images 2] [--target MODEL:WEIGHTS]
+
+re-runs each record's clean IoUs, white-box APGD and budget sweep (the same random starts) on its
+first images and compares them image by image with the record (``--tolerance``, 0.01): a
+reviewer's check that a record someone sent was measured, not written.
 """
 
 from __future__ import annotations
@@ -51,12 +58,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attack_strength import ci, reference_batch  # noqa: E402
+from attack_strength import reference_batch  # noqa: E402
 
 import fmbench  # noqa: E402
 from fmbench.attack import frozen_params, track_gradients  # noqa: E402
+from fmbench.files import read_json  # noqa: E402
+from fmbench.leaderboard import masking  # noqa: E402
 from fmbench.plugins import get_registry  # noqa: E402
 from fmbench.protocol import AttackEntry  # noqa: E402
+from fmbench.scores import per_image  # noqa: E402
 from fmbench.seeding import generators  # noqa: E402
 
 DEFAULT = {
@@ -67,7 +77,6 @@ DEFAULT = {
 }
 BASELINE = {"lraspp-mbv3:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2"}  # undefended, in the cache
 SWEEP = (8, 16, 32, 64, 128, 255)  # /255
-UNBOUNDED_IOU = 0.05  # at budget 1 the IoU must fall below this
 
 
 def load(ref: str):
@@ -95,12 +104,6 @@ def score(model, x, m, batch):
                           for i in range(0, x.shape[0], batch)]).double().numpy()
 
 
-def compare(a, b):
-    d = a - b
-    lo, hi = ci(d)
-    return {"diff": float(d.mean()), "ci95": [lo, hi]}
-
-
 def entry_path(ref: str, dataset_ref: str, tier: str, given: str | None = None) -> Path:
     """The checked-in entry of ``MODEL:WEIGHTS`` (``nucleus@2/v2/pgd-at`` -> ``MODEL+pgd-at__nucleus__TIER``);
     ``given`` (``--entry``) where the model is a checkpoint."""
@@ -112,11 +115,25 @@ def entry_path(ref: str, dataset_ref: str, tier: str, given: str | None = None) 
     return Path("leaderboard") / f"{name}{suffix}__{dataset_ref.split('@')[0]}__{tier}.json"
 
 
-def white_box(reg, model, sha, x, m, keys, ref, clean, eps, args, entry_file):
-    """APGD (both losses, restarts) at ``eps``, per image combined with the entry's recorded worst
-    case where the entry exists: ``(per-image worst, record fields, per-image drop below the
-    entry's worst case or None)``.  The entry must be of these weights, this protocol and these
-    images, and its clean IoUs must come back exactly: else the comparison would mix two things."""
+def bound_entry(entry_file: Path, sha, ids, clean, args, ref):
+    """The entry the check compares with: of these weights, this protocol and these images, and
+    its clean IoUs come back exactly -- else the comparison would mix two things."""
+    if not entry_file.is_file():
+        raise SystemExit(f"{entry_file}: no such entry (name it with --entry / --baseline-entry)")
+    entry = read_json(entry_file)
+    if (entry["model"].get("state_sha256"), entry["protocol"]["id"], entry["dataset"]["ref"]) != (sha, args.tier, ref):
+        raise SystemExit(f"{entry_file}: not an entry of weights {str(sha)[:12]}... under {args.tier} on {ref}")
+    if entry["per_image"]["ids"] != ids:
+        raise SystemExit(f"{entry_file}: its per-image ids are not the images attacked here (use all its images)")
+    gap = float(np.abs(clean - per_image(entry, "clean_iou")).max())
+    if gap > masking.SAME:
+        raise SystemExit(f"{entry_file}: clean IoUs re-measured {gap:.2g} away from the entry's: not the entry's inputs")
+    return entry
+
+
+def white_box(reg, model, x, m, keys, eps, args):
+    """APGD (cross-entropy and masked cross-entropy, ``--restarts`` random starts each) at ``eps``:
+    per image the lowest IoU, and each loss's mean."""
     white = {}
     for loss in ("ce", "masked-ce"):
         best = None
@@ -126,34 +143,25 @@ def white_box(reg, model, sha, x, m, keys, ref, clean, eps, args, entry_file):
             s = score(model, adv, m, args.batch)
             best = s if best is None else np.minimum(best, s)
         white[f"apgd-{loss}"] = best
-    worst = np.minimum(white["apgd-ce"], white["apgd-masked-ce"])
-    out = {"white_box": {k: float(v.mean()) for k, v in white.items()}, "entry": None}
-    out["white_box"]["worst"] = float(worst.mean())
-    entry = json.loads(entry_file.read_text()) if entry_file.is_file() else None
-    drop = None
-    if entry:
-        n = int(x.shape[0])
-        ids = [k[len(ref) + 1:] for k in keys]
-        if (entry["model"].get("state_sha256"), entry["protocol"]["id"], entry["dataset"]["ref"]) != (sha, args.tier, ref):
-            raise SystemExit(f"{entry_file}: not an entry of weights {str(sha)[:12]}... under {args.tier} on {ref}")
-        if entry["per_image"]["ids"][:n] != ids:
-            raise SystemExit(f"{entry_file}: its per-image ids are not the images attacked here")
-        recorded = np.array(entry["per_image"]["iou"]["worst-case@8/255"][:n], dtype=float)
-        # the same images, the same reference condition: the entry's clean IoUs come back
-        out["clean_vs_entry_max_abs"] = float(np.abs(clean - np.array(entry["per_image"]["iou"]["reference"][:n])).max())
-        if out["clean_vs_entry_max_abs"] > 1e-6:
-            raise SystemExit(f"{entry_file}: clean IoUs re-measured {out['clean_vs_entry_max_abs']:.2g} away from the "
-                             f"entry's: not the entry's inputs")
-        out["entry"], out["entry_worst_case"] = str(entry_file), float(recorded.mean())
-        both = np.minimum(recorded, worst)
-        out["stronger_vs_entry"] = compare(both, recorded)
-        worst, drop = both, both - recorded
-    out["white_box_worst"] = float(worst.mean())
-    return worst, out, drop
+    return np.minimum(white["apgd-ce"], white["apgd-masked-ce"]), {k: float(v.mean()) for k, v in white.items()}
+
+
+def sweep_iou(reg, model, x, m, keys, args, budgets=SWEEP):
+    out = {}
+    for k in budgets:
+        atk = reg.build_attack(AttackEntry("apgd", (k / 255,), params=(("steps", args.sweep_steps),)))
+        adv, _ = craft(atk, model, x, m, keys, k / 255, f"sweep/{k}", args.batch)
+        out[f"{k}/255"] = score(model, adv, m, args.batch)
+    return out
+
+
+def _list(a):
+    return [float(v) for v in a]
 
 
 def check_target(reg, protocol, target, surrogates, args, baseline=None):
-    """The three checks on one target (``MODEL:WEIGHTS``) and their verdict; with ``baseline``
+    """The three checks on one target (``MODEL:WEIGHTS``): its record (per-image IoUs) and what
+    ``fmbench.leaderboard.masking.measure`` makes of it beside the entries; with ``baseline``
     (the same architecture undefended) the stronger white-box attack is run on it too, so the
     defence's gain can be read at both attack strengths."""
     weights = "" if "=" in target else target.split(":", 1)[1]
@@ -163,27 +171,26 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
     loaded = load(target)
     model = loaded.module
     x, m, keys = reference_batch(protocol, ref, args.n_images)
+    ids = [k[len(ref) + 1:] for k in keys]
     eps = 8 / 255
-    rec = {"target": target, "state_sha256": loaded.state_sha256, "tier": args.tier, "dataset": ref,
-           "n_images": int(x.shape[0])}
     clean = score(model, x, m, args.batch)
-    rec["clean_iou"] = float(clean.mean())
+    entry = bound_entry(entry_path(target, ref, args.tier, args.entry), loaded.state_sha256, ids, clean, args, ref)
+    rec = {"target": target, "state_sha256": loaded.state_sha256, "tier": args.tier, "dataset": ref,
+           "n_images": int(x.shape[0]), "clean_iou": float(clean.mean())}
     t0 = time.perf_counter()
 
     # 1. stronger white box (and on the undefended baseline)
-    white_min, fields, drop = white_box(reg, model, loaded.state_sha256, x, m, keys, ref, clean, eps, args,
-                                        entry_path(target, ref, args.tier, args.entry))
-    rec.update(fields)
-    extra_drop = None
+    white, rec["white_box"] = white_box(reg, model, x, m, keys, eps, args)
+    pi = rec["per_image"] = {"ids": ids, "clean": _list(clean), "white_box": _list(white)}
+    bentry = None
     if baseline:
         bl = load(baseline)
         bclean = score(bl.module, x, m, args.batch)
-        bworst, bfields, bdrop = white_box(reg, bl.module, bl.state_sha256, x, m, keys, ref, bclean, eps, args,
-                                           entry_path(baseline, ref, args.tier, args.baseline_entry))
-        rec["baseline"] = {"model": baseline, "clean_iou": float(bclean.mean()), **bfields,
-                           "gain_vs_baseline": compare(white_min, bworst)}
-        if drop is not None and bdrop is not None:  # does the stronger attack hurt the defence more?
-            extra_drop = rec["baseline"]["extra_drop_vs_baseline"] = compare(drop, bdrop)
+        bentry = bound_entry(entry_path(baseline, ref, args.tier, args.baseline_entry), bl.state_sha256, ids, bclean,
+                             args, ref)
+        bwhite, bmeans = white_box(reg, bl.module, x, m, keys, eps, args)
+        rec["baseline"] = {"model": baseline, "state_sha256": bl.state_sha256, "white_box": bmeans,
+                           "per_image": {"ids": ids, "clean": _list(bclean), "white_box": _list(bwhite)}}
         del bl
 
     # 2. transfer
@@ -203,37 +210,73 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
         del smodel
     rec["transfer"] = per_surrogate
     rec["transfer_worst"] = float(transfer.mean())
-    rec["transfer_vs_white"] = compare(transfer, white_min)
-    # per image: where a transfer attack wins even when it loses on average
-    rec["transfer_adds"] = compare(np.minimum(transfer, white_min), white_min)
+    pi["transfer"] = _list(transfer)
 
     # 3. unbounded budget
-    sweep, per_budget = {}, []
-    for k in SWEEP:
-        atk = reg.build_attack(AttackEntry("apgd", (k / 255,), params=(("steps", args.sweep_steps),)))
-        adv, _ = craft(atk, model, x, m, keys, k / 255, f"sweep/{k}", args.batch)
-        per_budget.append(score(model, adv, m, args.batch))
-        sweep[f"{k}/255"] = float(per_budget[-1].mean())
-    rec["sweep"] = sweep
+    sweep = sweep_iou(reg, model, x, m, keys, args)
+    rec["sweep"] = {k: float(v.mean()) for k, v in sweep.items()}
+    pi["sweep"] = {k: _list(v) for k, v in sweep.items()}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
+    problem = masking.record_problem(rec)
+    if problem:
+        raise SystemExit(f"{target}: the record would be refused: {problem}")
+    return rec, masking.measure(rec, entry, bentry)
 
-    flags = []
-    tv = rec["transfer_vs_white"]
-    if tv["ci95"][1] < 0:
-        flags.append(f"transfer attacks beat the white-box ones by {-tv['diff']:.3f} (masked gradient)")
-    if sweep["255/255"] >= UNBOUNDED_IOU:
-        flags.append(f"IoU {sweep['255/255']:.3f} at budget 1 (should reach ~0: masked gradient)")
-    rises = [f"{a}/255 to {b}/255" for (a, pa), (b, pb) in zip(zip(SWEEP, per_budget), zip(SWEEP[1:], per_budget[1:]))
-             if compare(pb, pa)["ci95"][0] > 0]  # paired over images: a rise beyond the random starts' noise
-    if rises:
-        flags.append(f"IoU rises with the budget ({', '.join(rises)})")
-    if extra_drop is not None and extra_drop["ci95"][1] < 0:
-        flags.append(f"a stronger white-box attack lowers it {-extra_drop['diff']:.3f} more than the same architecture "
-                     f"undefended: the protocol's attacks favour the defence")
-    rec["masking_flags"] = flags
-    sv = rec.get("stronger_vs_entry")
-    rec["under_stated"] = bool(sv and sv["ci95"][0] < -0.01 and sv["diff"] < -0.02)
-    return rec
+
+def recheck(reg, path: Path, args) -> int:
+    """Re-run each record's clean IoUs, white-box APGD and budget sweep on its first
+    ``--n-images`` images (the same random starts) and compare per image: 0 when all agree
+    within ``--tolerance``."""
+    bad = 0
+    for sha, rec in masking.load(path.parent.parent).items():
+        if args.target and rec["target"] not in args.target:
+            continue
+        loaded = load(rec["target"])
+        if loaded.state_sha256 != sha:
+            print(f"{rec['target']}: weights {loaded.state_sha256[:12]}... are not the checked {sha[:12]}...")
+            bad += 1
+            continue
+        protocol = reg.protocol(rec["tier"])
+        x, m, keys = reference_batch(protocol, rec["dataset"], args.n_images)
+        n, pi = x.shape[0], rec["per_image"]
+        if [k[len(rec["dataset"]) + 1:] for k in keys] != pi["ids"][:n]:
+            print(f"{rec['target']}: the record's images are not the protocol's")
+            bad += 1
+            continue
+        args.steps, args.restarts, args.sweep_steps = (rec["settings"][k] for k in ("steps", "restarts", "sweep_steps"))
+        got = {"clean": score(loaded.module, x, m, args.batch),
+               "white_box": white_box(reg, loaded.module, x, m, keys, 8 / 255, args)[0],
+               **{f"sweep {k}": v for k, v in sweep_iou(reg, loaded.module, x, m, keys, args).items()}}
+        want = {"clean": pi["clean"], "white_box": pi["white_box"], **{f"sweep {k}": v for k, v in pi["sweep"].items()}}
+        gaps = {k: float(np.abs(got[k] - np.asarray(want[k][:n])).max()) for k in got}
+        worst = max(gaps, key=gaps.get)
+        ok = gaps[worst] <= args.tolerance
+        bad += not ok
+        print(f"{rec['target']} on {rec['dataset']} ({n} images): {'ok' if ok else 'MISMATCH'}, largest per-image "
+              f"difference {gaps[worst]:.2g} ({worst}; tolerance {args.tolerance})")
+    return 1 if bad else 0
+
+
+def report(target, rec, mm):
+    print(f"\n{target} on {rec['dataset']}: clean IoU {rec['clean_iou']:.3f} ({rec['seconds']:.0f} s)")
+    sv = mm["stronger_vs_entry"]
+    print(f"  entry's worst case @8/255       {mm['entry_worst_case']:.3f}")
+    print(f"  + APGD (ce, masked-ce) white box {mm['white_box_worst']:.3f}  "
+          f"{sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}]")
+    if "baseline" in mm:
+        b = mm["baseline"]
+        g = b["gain_vs_baseline"]
+        print(f"  undefended {b['model']}: entry's worst case {b['entry_worst_case']:.3f}, with APGD "
+              f"{b['white_box_worst']:.3f}; the defence's gain at that strength {g['diff']:+.3f} "
+              f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
+    for k, v in rec["transfer"].items():
+        print(f"  transfer {k:<52} on target {v['on_target']:.3f} (on surrogate {v['on_surrogate']:.3f})")
+    tv = mm["transfer_vs_white"]
+    print(f"  transfer worst {mm['transfer_worst']:.3f} vs white-box worst: {tv['diff']:+.3f} "
+          f"[{tv['ci95'][0]:+.3f}, {tv['ci95'][1]:+.3f}]")
+    print("  budget sweep (APGD-CE): " + ", ".join(f"{k} {v:.3f}" for k, v in rec["sweep"].items()))
+    print("  verdict: " + ("; ".join(mm["findings"]) or "no sign of gradient masking")
+          + ("; the protocol's attacks under-state the threat" if mm["under_stated"] else ""))
 
 
 def main():
@@ -249,14 +292,20 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--sweep-steps", type=int, default=15)
-    ap.add_argument("--n-images", type=int, default=16)
+    ap.add_argument("--n-images", type=int, help="images (default: all of the protocol's; --recheck: 2)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--record", default="leaderboard/checks/gradient-masking.json",
                     help="the leaderboard's check records to update ('' for none)")
+    ap.add_argument("--recheck", action="store_true", help="re-run part of the records on --n-images images")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="--recheck: largest per-image IoU difference")
     args = ap.parse_args()
     reg = get_registry()
+    if args.recheck:
+        args.n_images = args.n_images or 2
+        raise SystemExit(recheck(reg, Path(args.record), args))
     protocol = reg.protocol(args.tier)
+    args.n_images = args.n_images or protocol.n_images
     conditions = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
                   f"threads; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"# {conditions}; {args.tier}, {args.n_images} images; APGD {args.steps} steps x {args.restarts} restarts")
@@ -265,32 +314,12 @@ def main():
         surrogates = (args.surrogates or DEFAULT.get(target, "")).split(",")
         if not any(surrogates):
             raise SystemExit(f"{target}: name its transfer surrogates with --surrogates MODEL:WEIGHTS,...")
-        rec = check_target(reg, protocol, target, [s for s in surrogates if s], args,
-                           args.baseline if args.target else BASELINE.get(target))
-        records.append(rec)
-        print(f"\n{target} on {rec['dataset']}: clean IoU {rec['clean_iou']:.3f} ({rec['seconds']:.0f} s)")
-        if "entry_worst_case" in rec:
-            sv = rec["stronger_vs_entry"]
-            print(f"  entry's worst case @8/255       {rec['entry_worst_case']:.3f} (clean IoUs re-measured within "
-                  f"{rec['clean_vs_entry_max_abs']:.1e} of the entry's)")
-            print(f"  + APGD (ce, masked-ce) white box {rec['entry_worst_case'] + sv['diff']:.3f}  "
-                  f"{sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}]")
-        if "baseline" in rec:
-            b = rec["baseline"]
-            g = b["gain_vs_baseline"]
-            print(f"  undefended {b['model']}: entry's worst case {b.get('entry_worst_case', float('nan')):.3f}, "
-                  f"with APGD {b['white_box_worst']:.3f}; the defence's gain at that strength {g['diff']:+.3f} "
-                  f"[{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]")
-        for k, v in rec["transfer"].items():
-            print(f"  transfer {k:<52} on target {v['on_target']:.3f} (on surrogate {v['on_surrogate']:.3f})")
-        tv = rec["transfer_vs_white"]
-        print(f"  transfer worst {rec['transfer_worst']:.3f} vs white-box worst: {tv['diff']:+.3f} "
-              f"[{tv['ci95'][0]:+.3f}, {tv['ci95'][1]:+.3f}]")
-        print("  budget sweep (APGD-CE): " + ", ".join(f"{k} {v:.3f}" for k, v in rec["sweep"].items()))
-        print("  verdict: " + ("; ".join(rec["masking_flags"]) or "no sign of gradient masking")
-              + ("; the protocol's attacks under-state the threat" if rec["under_stated"] else ""))
+        rec, mm = check_target(reg, protocol, target, [s for s in surrogates if s], args,
+                               args.baseline if args.target else BASELINE.get(target))
+        report(target, rec, mm)
         rec.update(conditions=conditions, date=time.strftime("%Y-%m-%d"),
                    settings={"steps": args.steps, "restarts": args.restarts, "sweep_steps": args.sweep_steps})
+        records.append(rec)
         if args.json:  # after each target: a long run keeps what it finished
             write(Path(args.json), {"tier": args.tier, "conditions": conditions, "records": records})
         if args.record:
@@ -307,14 +336,15 @@ def write(path: Path, doc: dict) -> None:
 def update_record(path: Path, records: list[dict]) -> None:
     """Merge ``records`` into the leaderboard's check file (one per checkpoint), checked by the
     same reader the leaderboard uses before it replaces the file."""
-    from fmbench.leaderboard import masking
-
     doc = json.loads(path.read_text()) if path.is_file() else {"kind": masking.KIND, "records": []}
     doc["method"] = ("benchmarks/gradient_masking.py on the protocol's test images at the reference condition: "
                      "APGD (ce, masked-ce) with restarts at 8/255 against the entry's recorded worst case; transfer "
                      "attacks (SegPGD, CosPGD, APGD crafted on other models) against the white-box worst case; APGD at "
                      "budgets up to 1. Flags: transfer beats white box (paired 95 % bootstrap interval below 0), IoU "
-                     f"at budget 1 at or above {UNBOUNDED_IOU}, IoU rising with the budget")
+                     f"at budget 1 at or above {masking.UNBOUNDED_IOU}, IoU rising with the budget, a stronger attack lowering it more than the same architecture undefended; "
+                     "the record holds per-image IoUs "
+                     "and the leaderboard computes every comparison and verdict from them and the entries "
+                     "(fmbench.leaderboard.masking.measure)")
     new = {r["state_sha256"] for r in records}
     doc["records"] = [r for r in doc["records"] if r["state_sha256"] not in new] + records
     with tempfile.TemporaryDirectory() as tmp:  # read back by the leaderboard's reader before it replaces the file

@@ -154,6 +154,7 @@ def masking_table(entries: list[dict], checks: dict | None = None) -> str:
     from fmbench.leaderboard import masking
 
     checks = masking.load(ROOT / "leaderboard") if checks is None else checks
+    by_sha = {str(e["model"].get("state_sha256")): e for e in entries}
     lines = ["| model | dataset | entry's worst case @8/255 | + APGD (2 losses, restarts) | best transfer attack | "
              "IoU at budget 16, 32, 64, 255 /255 (APGD) | gain over undefended: entry's attacks → + APGD | verdict |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -164,28 +165,29 @@ def masking_table(entries: list[dict], checks: dict | None = None) -> str:
             continue
         label = f"`{e['model']['ref']}` {defense}"
         rec = masking.record_for(e, checks)
-        if rec is None:
-            lines.append(f"| {label} | {e['dataset']['ref']} | | | | | | not checked: `masking-unchecked` |")
+        mm = masking.measure(rec, e, masking.baseline_entry(rec, e, by_sha)) if rec is not None else None
+        if mm is None or mm["mismatch"]:
+            why = f"the check on record is not of this entry ({mm['mismatch']})" if mm else "not checked"
+            lines.append(f"| {label} | {e['dataset']['ref']} | | | | | | {why}: `masking-unchecked` |")
             continue
         surrogates.update(k.rsplit(" ", 1)[0] for k in rec.get("transfer", {}))
-        sv, tv = rec.get("stronger_vs_entry") or {}, rec["transfer_vs_white"]
-        sweep = ", ".join(_f(rec["sweep"].get(f"{k}/255")) for k in (16, 32, 64, 255))
-        b = rec.get("baseline") or {}
-        verdict = "; ".join(rec["masking_flags"]) or "no sign of masking"
+        sv, tv = mm["stronger_vs_entry"], mm["transfer_vs_white"]
+        sweep = ", ".join(_f(mm["sweep"].get(f"{k}/255")) for k in (16, 32, 64, 255))
+        b = mm.get("baseline") or {}
+        verdict = "; ".join(mm["findings"]) or "no sign of masking"
         gain = "not measured" if not b else (
-            f"{rec['entry_worst_case'] - b['entry_worst_case']:+.3f} → {b['gain_vs_baseline']['diff']:+.3f} "
+            f"{mm['entry_worst_case'] - b['entry_worst_case']:+.3f} → {b['gain_vs_baseline']['diff']:+.3f} "
             f"[{b['gain_vs_baseline']['ci95'][0]:+.3f}, {b['gain_vs_baseline']['ci95'][1]:+.3f}] (vs `{b['model']}`)")
-        if rec.get("under_stated") and sv:  # a stronger attack goes further: read beside the undefended model's drop
+        if mm["under_stated"]:  # a stronger attack goes further: read beside the undefended model's drop
             st = rec.get("settings") or {}
             grads = f"{2 * st['restarts'] * st['steps']}-gradient " if all(
                 type(st.get(k)) is int for k in ("restarts", "steps")) else ""
             verdict += f"; {grads}APGD lowers its worst case by {-sv['diff']:.3f}" + (
                 f", the undefended model's by {-b['stronger_vs_entry']['diff']:.3f}: the protocol's cheap attacks "
-                f"understate the threat to both" if "stronger_vs_entry" in b else "")
-        lines.append(f"| {label} | {e['dataset']['ref']} | {_f(rec.get('entry_worst_case'))} | "
-                     f"{_f(rec['white_box_worst'])}"
-                     + (f" ({sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}])" if sv else "") + " | "
-                     f"{_f(rec['transfer_worst'])} ({tv['diff']:+.3f} [{tv['ci95'][0]:+.3f}, {tv['ci95'][1]:+.3f}]) | "
+                f"understate the threat to both" if b else "")
+        lines.append(f"| {label} | {e['dataset']['ref']} | {_f(mm['entry_worst_case'])} | "
+                     f"{_f(mm['white_box_worst'])} ({sv['diff']:+.3f} [{sv['ci95'][0]:+.3f}, {sv['ci95'][1]:+.3f}]) | "
+                     f"{_f(mm['transfer_worst'])} ({tv['diff']:+.3f} [{tv['ci95'][0]:+.3f}, {tv['ci95'][1]:+.3f}]) | "
                      f"{sweep} | {gain} | {verdict} |")
     if len(lines) == 2:
         return ""

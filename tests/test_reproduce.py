@@ -126,25 +126,27 @@ def test_a_run_of_some_seeds_keeps_the_table_rows_of_the_others(reproduce):
 
 
 def test_the_masking_table_reads_every_record_the_loader_accepts(zoo_tables):
-    """docs/zoo.md's gradient-masking table: a checked row shows its numbers and verdict, an
-    unchecked one says so, and any record `masking.load` accepts renders without a traceback."""
-    import copy
-
+    """docs/zoo.md's gradient-masking table: a checked row shows the numbers and verdict computed
+    from its record and entries, an unchecked one (or one whose record is of other inputs) says so,
+    and any record `masking.load` accepts renders without a traceback."""
     from fmbench.files import read_json
     from fmbench.leaderboard import masking
 
-    from .test_masking import DEFENDED, _record
+    from .test_masking import DEFENDED, UNDEFENDED, _record
 
-    e = read_json(DEFENDED)
+    e, base = read_json(DEFENDED), read_json(UNDEFENDED)
     sha = e["model"]["state_sha256"]
     assert "not checked: `masking-unchecked`" in zoo_tables.masking_table([e], {})
-    rec = _record(sha, stronger_vs_entry={"diff": -0.07, "ci95": [-0.12, -0.03]}, under_stated=True,
-                  settings={"steps": "30", "restarts": None},
-                  baseline={"model": "lraspp-mbv3:nucleus@2/v2/seed2", "entry_worst_case": 0.33, "white_box_worst": 0.2,
-                            "gain_vs_baseline": {"diff": 0.38, "ci95": [0.31, 0.46]}})
+    rec = _record(e, white_drop=0.07, baseline=base, baseline_drop=0.13, settings={"steps": "30", "restarts": None})
     assert masking.record_problem(rec) is None
-    table = zoo_tables.masking_table([e], {sha: rec})
-    assert "no sign of masking; APGD lowers its worst case by 0.070" in table and "+0.310 → +0.380" in table
-    flagged = copy.deepcopy(rec)
-    flagged["masking_flags"] = ["IoU 0.300 at budget 1 (should reach ~0: masked gradient)"]
+    table = zoo_tables.masking_table([e, base], {sha: rec})
+    m = masking.measure(rec, e, base)
+    gain = m["baseline"]["gain_vs_baseline"]["diff"]
+    assert f"no sign of masking; APGD lowers its worst case by {-m['stronger_vs_entry']['diff']:.3f}" in table
+    assert f"{m['entry_worst_case'] - m['baseline']['entry_worst_case']:+.3f} → {gain:+.3f}" in table
+    assert "not measured" in zoo_tables.masking_table([e], {sha: rec})  # the baseline's entry is not given
+    flagged = _record(e, sweep=(0.6, 0.4, 0.35, 0.32, 0.31, 0.3))
     assert "IoU 0.300 at budget 1" in zoo_tables.masking_table([e], {sha: flagged})
+    other = _record(e)
+    other["per_image"]["clean"] = [min(1.0, v + 0.01) for v in other["per_image"]["clean"]]
+    assert "is not of this entry" in zoo_tables.masking_table([e], {sha: other})

@@ -278,9 +278,10 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
     base, problems = load_baselines(directory)
     track = track_weights(directory)
     try:
-        masking.load(directory)
+        checks = masking.load(directory)
     except ResultError as exc:
         problems.append(str(exc))
+        checks = {}
     loaded = []
     for path in paths:
         try:
@@ -290,6 +291,9 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
             continue
         found = check_entry(entry, registry, schema_check, base, track=for_entry(track, path))
         found += guard.name_problems(path, entry) if isinstance(entry, dict) else []
+        mismatch = None if found else masking.entry_problem(entry, checks)
+        found += [f"the gradient-masking check of its weights ({masking.FILE}) is not of this entry: {mismatch}"
+                  ] if mismatch else []
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
@@ -315,8 +319,10 @@ def load_entries(directory: str | os.PathLike, registry: Registry | None = None)
         entry["_path"] = str(path)
         if registry is not None:  # read by the tables' `unpinned-weights` flag
             entry["_pinned"] = integrity.weights_pinned(entry, registry, for_entry(track, path))
-            entry["_masking"] = masking.flag(entry, checks)  # read by the tables' masking flags
         entries.append(entry)
+    by_sha = {str(e["model"].get("state_sha256")): e for e in entries}
+    for entry in entries if registry is not None else ():
+        entry["_masking"] = masking.flag(entry, checks, by_sha)  # read by the tables' masking flags
     twice = duplicates([(e["_path"], e) for e in entries]) + guard.same_weights([(e["_path"], e) for e in entries])
     if registry is not None and twice:
         raise ResultError(f"{twice[0]}; an entry is ranked once (every problem: `fmbench leaderboard validate`)")
