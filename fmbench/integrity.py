@@ -171,6 +171,11 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
         return []
     if entry["model"].get("weights") is None and track_weight_listed(entry, track_weights):
         return []
+    if track_weights is not None:  # a track's trainings are its own registry's, never the main zoo's
+        return [f"model {ref!r} on {ds!r}: its weights are not the ones this track's weights registry "
+                f"(weights/registry.json) lists under this file's name" + (
+                    "" if any(track_weights.values()) else " (it lists none)")
+                + ": a track compares its own trainings only"]
     named = entry["model"].get("weights")
     if named is not None and named not in spec.weights:
         return [f"model {ref!r} on {ds!r} names weights {named!r}, which are not registered "

@@ -74,6 +74,8 @@ def parse_setting(text: str, registry: Registry) -> Setting:
         raise ProtocolError(f"--label-noise {text!r}: RATE and SEVERITY must be numbers") from None
     if not 0.0 <= rate <= 1.0:
         raise ProtocolError(f"--label-noise {text!r}: RATE must lie in [0, 1] (a fraction of the training images)")
+    if rate == 0:  # also -0 and 1e-400
+        raise ProtocolError(f"--label-noise {text!r}: a rate of 0 is an exact-label training; drop --label-noise")
     if not severity > 0:
         raise ProtocolError(f"--label-noise {text!r}: SEVERITY must be > 0")
     if not (math.isfinite(severity) and severity <= spec.max_severity):

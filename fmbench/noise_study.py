@@ -1,15 +1,14 @@
 """The label-noise study's statistics: accuracy and robustness against the rate of noisy training
 masks, each rate tested against the model trained on exact masks.
 
-For one model, dataset and protocol, the entries trained with one noise kind at several rates
-(and severity) and the entries trained on exact labels (rate 0: each image's mean over their
-training seeds) are compared image by image on the same test images: per rate, each headline score with its 95 % bootstrap interval, and for
-each score the paired difference to rate 0 (mean, its bootstrap interval), a two-sided Wilcoxon
-signed-rank test, its p-value Holm-corrected over the rates of the kind, and the matched-pairs
-rank-biserial correlation as the effect size.  ``max_safe_rate`` is the largest rate up to which
-no rate shows a significant loss (Holm-corrected p < 0.05, the difference's interval below 0, and
-larger than the training-noise floor where it is measured; :func:`study`) — the study's "how much
-noise makes no difference".
+For one model, dataset and protocol, the entries trained with one noise kind at several rates (and severity)
+and the entries trained on exact labels (rate 0: each image's mean over their training seeds) are compared
+image by image on the same test images: per rate, each headline score with its 95 % bootstrap interval, and
+for each score the paired difference to rate 0 (mean, its bootstrap interval), a two-sided Wilcoxon
+signed-rank test, its p-value Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
+correlation as the effect size.  ``max_safe_rate`` is the largest rate up to which no rate shows a
+significant loss (Holm-corrected p < 0.05, the difference's interval below 0, and larger than the
+training-noise floor where it is measured; :func:`study`) — the study's "how much noise makes no difference".
 """
 
 from __future__ import annotations
@@ -31,13 +30,9 @@ LABELS = {"clean_iou": "clean IoU", "clean_dice": "clean Dice", "corrupted_iou":
 def _per_image(entry: dict[str, Any], key: str) -> np.ndarray:
     """Per-image values of a study score.  Entries keep per-image IoU only; for one binary mask
     Dice = 2 IoU / (1 + IoU) exactly, so per-image clean Dice is computed from it."""
-    if key == "clean_dice":
-        j = scores.per_image(entry, "clean_iou")
-        assert j is not None
-        return 2 * j / (1 + j)
-    v = scores.per_image(entry, key)
+    v = scores.per_image(entry, "clean_iou" if key == "clean_dice" else key)
     assert v is not None
-    return v
+    return 2 * v / (1 + v) if key == "clean_dice" else v
 
 
 def _score(entry: dict[str, Any], key: str) -> dict[str, Any]:
@@ -99,6 +94,13 @@ def _seed(e: dict[str, Any]) -> int:
     return int(e["model"]["training"].get("seed") or 0)
 
 
+def _how_trained(entry: dict[str, Any]) -> str:
+    """What a training was, apart from its label noise and seed: recipe, data, protocol, precision."""
+    t = entry["model"].get("training") or {}
+    recipe = sorted((k, str(v)) for k, v in (t.get("recipe") or {}).items() if k != "label_noise")
+    return str((recipe, t.get("dataset"), t.get("protocol"), bool(t.get("half"))))[:400]
+
+
 def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, Any]:
     """The study's table for ``model`` on ``dataset`` (one protocol), per noise kind (module docstring).
 
@@ -135,6 +137,9 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     for e in mine:
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
             raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
+        if _how_trained(e) != _how_trained(ref):  # the labels must be the only difference
+            raise ResultError(f"{model} on {dataset}: entries trained differently beyond their labels and seed (recipe, "
+                              f"data, protocol or precision); the study compares trainings that differ in their labels")
     # the reference: each image's mean over every exact-label training (one seed's luck is not the baseline)
     reference = {k: np.mean([_per_image(e, k) for e in exact], axis=0) for k in SCORES}
     floor_tests: list[dict[str, Any]] = []

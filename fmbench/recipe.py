@@ -92,6 +92,28 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _record_shape(conv: Mapping[str, Any], recipe: Mapping[str, Any], val_iou: Any) -> str | None:
+    """What in a convergence record no training under ``recipe`` could write (:func:`convergence`
+    and the trainer's early stop), or None."""
+    steps: Any = recipe.get("steps")
+    stopped, best_step = conv["stopped_at"], conv["best_step"]
+    every: Any = recipe.get("val_every")
+    patience: Any = recipe.get("patience")
+    least: Any = recipe.get("min_steps")
+    early = stopped < steps
+    if stopped > steps or best_step > stopped or best_step <= 0:
+        return f"best step {best_step} and stop at {stopped} do not fit a {steps}-step budget"
+    if _finite(every) and every > 0 and (best_step % every or (early and stopped % every)):
+        return f"it stopped at {stopped} or was best at {best_step}, where no validation ran (every {every} steps)"
+    if early and _finite(patience) and (patience <= 0 or stopped < max(patience, least if _finite(least) else 0)):
+        return f"an early stop at step {stopped} under patience {patience} and min_steps {least}"
+    if early != conv["reason"].startswith("early stop"):
+        return f"its reason {conv['reason'][:60]!r} is not how a training that {'stopped early' if early else 'used its budget'} ends"
+    if recipe.get("keep_best") and _finite(val_iou) and abs(val_iou - conv["best_val_iou"]) > 1e-6:
+        return f"the checkpoint keeps its best weights, yet its validation IoU {val_iou} is not the best {conv['best_val_iou']}"
+    return None
+
+
 def convergence_problems(training: Mapping[str, Any]) -> list[str]:
     """A training's convergence state must be the one its own record implies
     (:func:`fmbench.recipe.convergence`): it chooses between ``undertrained`` and
@@ -108,6 +130,9 @@ def convergence_problems(training: Mapping[str, Any]) -> list[str]:
         return ["training.convergence: a state without its best validation IoU, best step and reason"]
     if not _finite(gain) and stopped >= steps:
         return ["training.convergence: a state without the gain over the last quarter it rests on"]
+    shape = _record_shape(conv, recipe if isinstance(recipe, Mapping) else {}, training.get("val_iou"))
+    if shape:
+        return [f"training.convergence: {shape}; no training makes that record"]
     if stopped >= steps and abs(gain - RISING) <= 1e-6:  # the record rounds the gain to 6 decimals
         return []
     implied = "plateaued" if stopped < steps else ("rising" if gain > RISING else "plateaued")

@@ -245,8 +245,9 @@ def _train(module: torch.nn.Module, dataset_train: Dataset, dataset_val: Dataset
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     start, history, seconds = 0, [], 0.0
     best: dict[str, Any] = {"val_iou": -1.0, "step": 0, "state": None}  # keep_best: the best validation's weights
-    identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,
-                "recipe": dataclasses.asdict(recipe), "protocol": protocol.id}
+    identity = {"model": model_name, "model_args": model_args, "dataset": dataset_ref, "seed": seed,  # (rough labels:
+                "recipe": dataclasses.asdict(recipe), "protocol": protocol.id,  # images exposed on the exact masks since 29a30fd)
+                **({"label_noise_exposure": "exact masks"} if recipe.label_noise else {})}
     levels: tuple[float, ...] = ()
     attack = None
     if recipe.defense == "noise-aug":

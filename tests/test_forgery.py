@@ -109,7 +109,17 @@ def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
             doc["per_image"]["iou"][cond] = values[::-1] if k == 2 else values
         path.write_text(json.dumps(_recompute(doc)))  # the scores re-made from the altered values
     _, _, problems = validate_dir(d, _registry())
-    assert sum("the same per-image IoU under every condition" in p for p in problems) == 2, problems
+    assert sum("the same per-image IoU" in p for p in problems) == 2, problems
+    # nor a nudge of 3e-6 on one image per condition (beyond the 1e-6 tolerance), nor every value
+    # nudged by a different 3e-6 multiple: the median difference gives them away
+    for k, path in enumerate(sorted(d.glob("*.json"))):
+        doc = json.loads(path.read_text())
+        for cond, values in doc["per_image"]["iou"].items():
+            doc["per_image"]["iou"][cond] = [min(1.0, v + 3e-6 * k * (1 + (i % 3 == 0))) if v < 1 else v
+                                             for i, v in enumerate(values)]
+        path.write_text(json.dumps(_recompute(doc)))
+    _, _, problems = validate_dir(d, _registry())
+    assert sum("the same per-image IoU" in p for p in problems) == 2, problems
 
 
 def test_a_convergence_state_follows_its_record_within_the_records_rounding():
@@ -121,6 +131,38 @@ def test_a_convergence_state_follows_its_record_within_the_records_rounding():
     assert convergence_problems({"recipe": recipe, "convergence": {**record, "gain_last_quarter": 0.003}})
     assert convergence_problems({"recipe": recipe, "convergence": {"state": "plateaued", "stopped_at": 1}}) == [
         "training.convergence: a state without its best validation IoU, best step and reason"]
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"stopped_at": 500, "best_step": 400}, "an early stop at step 500"),
+    ({"best_step": 1150, "stopped_at": 900}, "do not fit"),
+    ({"best_step": 650}, "where no validation ran"),
+    ({"reason": "budget used up"}, "is not how a training that stopped early ends"),
+    ({"best_val_iou": 0.99}, "yet its validation IoU"),
+])
+def test_a_convergence_record_no_training_could_write_is_refused(change, said):
+    """An entry chooses between architecture-limited and undertrained by its convergence record;
+    one at odds with its recipe (an early stop before min_steps, a best step after the stop or
+    between validations, an early stop called a used-up budget) is no training's record."""
+    from fmbench.recipe import convergence_problems
+
+    t = read_json(ROOT / "leaderboard" / "fcn8s-r18__er__quick-v2.json")["model"]["training"]
+    assert t["convergence"]["stopped_at"] < t["recipe"]["steps"] and convergence_problems(t) == []
+    forged = {**t, "convergence": {**t["convergence"], **change}}
+    (problem,) = convergence_problems(forged)
+    assert said in problem and "no training makes that record" in problem
+
+
+def test_a_pooled_row_is_architecture_limited_only_when_every_seed_plateaued():
+    from fmbench.leaderboard.rank import convergence_flag
+
+    seeds = [read_json(ROOT / "leaderboard" / f"lraspp-mbv3{s}__nucleus__quick-v2.json") for s in ("", "+seed1", "+seed2")]
+    pooled = {**seeds[0], "members": seeds}
+    assert convergence_flag(pooled, "clean IoU far below")["flag"] == "architecture-limited"
+    seeds[2] = json.loads(json.dumps(seeds[2]))
+    seeds[2]["model"]["training"]["convergence"].update(state="rising", gain_last_quarter=0.02)
+    got = convergence_flag({**seeds[0], "members": seeds}, "clean IoU far below")
+    assert got["flag"] == "undertrained" and "seed 2's validation IoU was still rising" in got["reason"]
 
 
 def test_readers_that_do_not_validate_never_take_computed_keys_from_a_file(tmp_path):
@@ -144,7 +186,15 @@ def test_a_training_record_that_contradicts_itself_is_refused_for_any_model(tmp_
     for change, message in ((lambda t: t.update(defense="pgd-at"), r"contradicts itself: model.training.defense "
                              r"'pgd-at', its recipe's defense 'none', its command's --defense 'none'"),
                             (lambda t: t["recipe"].update(defense="noise-aug"), "contradicts itself"),
-                            (lambda t: t.update(seed=7), "model.training.seed is 7, but its command .* --seed 1")):
+                            (lambda t: t.update(seed=7), "model.training.seed is 7, but its command .* --seed 1"),
+                            # a noisy-label training shown with exact labels would rank on the main board
+                            (lambda t: t["recipe"].update(label_noise="boundary:1:2"),
+                             r"model.training.label_noise 'none', its recipe's label_noise 'boundary:1:2'"),
+                            (lambda t: t.update(command=t["command"] + " --label-noise boundary:1"),
+                             r"its command's --label-noise 'boundary:1:2'"),
+                            (lambda t: t.update(label_noise="boundary:0.2:2", command=t["command"] + " --label-noise "
+                                                "boundary:1:2", recipe={**t["recipe"], "label_noise": "boundary:1:2"}),
+                             r"model.training.label_noise 'boundary:0.2:2', its recipe's label_noise 'boundary:1:2'")):
         e = json.loads(json.dumps(base))
         change(e["model"]["training"])
         (d / "forged.json").write_text(json.dumps(e))

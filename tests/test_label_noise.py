@@ -3,14 +3,17 @@ training that records it, and a leaderboard track of its own."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 import fmbench
-from fmbench.label_noise import apply_setting, noisy_indices, parse_setting
+from fmbench.errors import ProtocolError
+from fmbench.label_noise import Setting, apply_setting, noisy_indices, parse_setting
 
-from .test_integrity import _recompute
+from .test_integrity import _own_run
 
 KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
 
@@ -66,7 +69,12 @@ def test_rates_are_exact_and_rate_zero_changes_nothing(registry, masks, rate):
     m, keys = masks
     chosen = noisy_indices(len(m), rate, seed=3)
     assert chosen.sum() == round(rate * len(m))
-    out = apply_setting(m, keys, parse_setting(f"boundary:{rate}:2", registry), 3, registry)
+    if rate == 0:  # no setting of its own: an exact-label training names no --label-noise
+        for text in ("boundary:0:2", "boundary:-0", "boundary:1e-400"):
+            with pytest.raises(ProtocolError, match="a rate of 0 is an exact-label training"):
+                parse_setting(text, registry)
+    setting = Setting("boundary", rate, 2.0) if rate == 0 else parse_setting(f"boundary:{rate}:2", registry)
+    out = apply_setting(m, keys, setting, 3, registry)
     changed = np.array([not np.array_equal(a, b) for a, b in zip(m, out)])
     assert not (changed & ~chosen).any()  # only the chosen images change
     assert np.array_equal(changed, chosen & np.array([bool(a.any()) for a in m]))  # and every chosen one with objects
@@ -324,13 +332,11 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     e["model"]["weights_sha256"], e["model"]["state_sha256"] = "e" * 64, "f" * 64  # its own checkpoint
     (tmp_path / "label-noise" / "exact.json").write_text(json.dumps(e))
     for k, rate in enumerate((0.2, 0.4)):
-        e["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"
-        e["model"]["weights_sha256"], e["model"]["state_sha256"] = f"{k}" * 64, f"{k + 5}" * 64  # one training each
-        attack = next(c["id"] for c in e["conditions"] if c["kind"] == "attack")  # and its own values
-        e["per_image"]["iou"][attack][0] = round(e["per_image"]["iou"][attack][0] * (0.99 - 0.01 * k), 6)
-        e["per_image"].pop("dice", None)
-        _recompute(e)
-        (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(e))
+        n = json.loads(json.dumps(e))
+        n["model"]["training"]["label_noise"] = f"missing:{rate}:0.2"  # (and so say its recipe and command)
+        n["model"]["training"]["recipe"]["label_noise"] = f"missing:{rate}:0.2"
+        n["model"]["weights_sha256"], n["model"]["state_sha256"] = f"{k}" * 64, f"{k + 5}" * 64  # one training each
+        (tmp_path / "label-noise" / f"m{rate}.json").write_text(json.dumps(_own_run(n, k)))  # and its own values
     r = cli("analyze", "--label-noise", "--dir", str(tmp_path), "--dataset", "er", "--out", str(tmp_path / "ln.png"))
     assert r.returncode == 1 and "no entries of unet-small on er here (models: mynets:UNet)" in r.stderr, r.stderr
     r = cli("analyze", "--label-noise", "--model", "mynets:UNet", "--dir", str(tmp_path), "--dataset", "er",
@@ -372,11 +378,16 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
         (track / "weights" / "registry.json").write_text(json.dumps(r))
         return validate_dir(track, registry)[2]
 
-    assert any("not the registered" in p for p in problems_after(lambda d: d["exact"].update(state_sha256="c" * 64)))
+    listed = "not the ones this track's weights registry (weights/registry.json) lists under this file's name"
+    assert any(listed in p for p in problems_after(lambda d: d["exact"].update(state_sha256="c" * 64)))
     # listed under another entry's name, or as another label-noise setting: not this entry's weights
-    assert any("not the registered" in p for p in problems_after(lambda d: d.update(other=d.pop("exact"))))
-    assert any("not the registered" in p for p in problems_after(
-        lambda d: d["exact"].update(label_noise="boundary:0.7:2")))
+    assert any(listed in p for p in problems_after(lambda d: d.update(other=d.pop("exact"))))
+    assert any(listed in p for p in problems_after(lambda d: d["exact"].update(label_noise="boundary:0.7:2")))
+    # the main zoo's registered weights are no rate-0 reference of a track: its own trainings only
+    shipped = json.loads((root / "unet-small__nucleus__quick-v2.json").read_text())
+    (track / "shipped.json").write_text(json.dumps(shipped))
+    assert any("shipped.json" in p and listed in p for p in problems_after(lambda d: None))
+    (track / "shipped.json").unlink()
     # the same training under a second name (a noisy model passed off as another exact-label seed)
     dup = json.loads(json.dumps(reg))
     dup["weights"]["unet-small"]["exact+seed2"] = dict(dup["weights"]["unet-small"]["exact"])
@@ -388,9 +399,9 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     e2 = json.loads(json.dumps(e))
     e2["model"]["training"]["seed"] = 2
     (track / "exact.json").write_text(json.dumps(e2))
-    assert any("not the registered" in p for p in validate_dir(track, registry)[2])
+    assert any(listed in p for p in validate_dir(track, registry)[2])
     (track / "exact.json").write_text(json.dumps(e))
-    assert any("not the registered" in p for p in problems_after(lambda d: d["exact"].update(command="fmbench train")))
+    assert any(listed in p for p in problems_after(lambda d: d["exact"].update(command="fmbench train")))
     # the main board never honours such a file: a registry beside its entries changes nothing
     board = tmp_path / "board"
     shutil.copytree(track, board)
@@ -502,3 +513,49 @@ def test_rough_labels_never_change_the_training_images(registry, masks, tmp_path
               "nucleus", "--steps", "2", "--label-noise", "missing:1:1", "--out", "m.pt", "--quiet", cwd=tmp_path,
               timeout=900)
     assert run.returncode == 0, run.stderr
+
+
+def _nucleus_study_entries():
+    from pathlib import Path
+
+    from fmbench.files import read_json
+
+    track = Path(__file__).resolve().parents[1] / "leaderboard" / "label-noise"
+    return [read_json(p) for p in sorted(track.glob("unet-small+labels-*__nucleus__quick-v2.json"))]
+
+
+def test_the_study_compares_only_trainings_that_differ_in_their_labels():
+    """A rate-0 reference trained with another recipe (or data, precision) would show its
+    difference as the label noise's effect: the study refuses to compare them."""
+    from fmbench.errors import ResultError
+    from fmbench.noise_study import study
+
+    entries = _nucleus_study_entries()
+    assert study(entries, "unet-small", "nucleus@2")["kinds"]
+    other = json.loads(json.dumps(entries))
+    exact = next(e for e in other if not e["model"]["training"].get("label_noise"))
+    exact["model"]["training"]["recipe"]["steps"] = 800
+    with pytest.raises(ResultError, match="trained differently beyond their labels and seed"):
+        study(other, "unet-small", "nucleus@2")
+
+
+def test_a_study_on_unpinned_weights_is_marked_and_not_counted_in_the_findings():
+    from fmbench.readme import label_noise_markdown
+
+    entries = _nucleus_study_entries()
+    counted = label_noise_markdown(entries)
+    assert "Against Yu et al.'s 20 %" in counted and "unpinned" not in counted
+    loose = label_noise_markdown([{**e, "_pinned": False} for e in entries])
+    assert "unet-small *(unpinned weights: not counted below)*" in loose and "Against Yu" not in loose
+
+
+def test_a_training_command_records_its_label_noise_as_the_recipe_writes_it():
+    """``--label-noise boundary:0.2`` trains ``boundary:0.2:2``; the command recorded beside it says
+    so too, since the track registry and validation compare the two as text."""
+    from fmbench.cli.run import _canonical_noise
+
+    assert _canonical_noise("fmbench train --model unet-small --label-noise boundary:0.2 --seed 1",
+                            "boundary:0.2:2") == "fmbench train --model unet-small --label-noise boundary:0.2:2 --seed 1"
+    assert _canonical_noise("fmbench train --label-noise=boundary:0.2", "boundary:0.2:2") == \
+        "fmbench train --label-noise boundary:0.2:2"
+    assert _canonical_noise("fmbench train --seed 1", None) == "fmbench train --seed 1"

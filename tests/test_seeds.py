@@ -15,7 +15,7 @@ from fmbench.analysis import across_entries
 from fmbench.files import read_json
 from fmbench.leaderboard.rank import groups, pool_seeds, rows
 
-from .test_integrity import _recompute
+from .test_integrity import _own_run
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard"
 ARCHS = ("unet-r18", "fpn-r18", "segformer-b0", "lraspp-mbv3")
@@ -139,13 +139,8 @@ def test_analyze_seeds_and_the_leaderboard_on_seeded_entries(tmp_path, cli):
             e["model"]["training"]["command"] = e["model"]["training"]["command"].replace("--seed 0", f"--seed {s}")
             e["model"]["ref"] = f"mynets:{a.replace('-', '_')}"
             e["model"]["weights_sha256"] = e["model"]["state_sha256"] = f"{a}{s}".encode().hex().ljust(64, "0")
-            # each seed its own run: one image's IoU under one attack nudged (identical runs are one row)
-            attack = next(c["id"] for c in e["conditions"] if c["kind"] == "attack")
-            v = e["per_image"]["iou"][attack][0]
-            e["per_image"]["iou"][attack][0] = v + 0.001 * s if v < 0.99 else v - 0.001 * s
-            e.get("per_image", {}).pop("dice", None)
-            _recompute(e)
-            (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(e))
+            # each seed its own run: its IoUs under corruptions and attacks moved (identical runs are one row)
+            (tmp_path / f"{a}{'+seed%d' % s if s else ''}__er__quick-v1.json").write_text(json.dumps(_own_run(e, s)))
     r = cli("leaderboard", "validate", str(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout
     r = cli("leaderboard", "--dir", str(tmp_path), "--format", "csv")

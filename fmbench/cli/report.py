@@ -64,7 +64,9 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
     folder = Path(directory) / "label-noise" if (Path(directory) / "label-noise").is_dir() else Path(directory)
     _, reg = registry()
     entries = select(load_entries(str(folder), reg), dataset=dataset_ref, tier=tier)
-    data = study(entries, model, dataset_ref)
+    # the dataset as the entries name it (--dataset nucleus selects the nucleus@2 entries)
+    refs = sorted({e["dataset"]["ref"] for e in entries if e["model"]["ref"] == model})
+    data = study(entries, model, refs[0] if len(refs) == 1 else dataset_ref)
     if not data["kinds"]:
         raise ResultError(f"no label-noise entry of {model} on {dataset_ref} in {folder} besides exact labels: nothing "
                           f"to compare (the study's entries: leaderboard/label_noise.py, docs/label-noise.md)")
@@ -76,8 +78,8 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
         click.echo("training noise not measured (no exact-label training with another seed): a difference may be "
                    "training luck; read it as a lead")
     else:
-        click.echo("training-noise floor (largest |Δ| of exact-label seeds "
-                   + ", ".join(str(t["seed"]) for t in data["training_noise"]) + f" against seed {data['seed']}): "
+        click.echo("training-noise floor (largest |Δ| of each exact-label training, seeds "
+                   + ", ".join(str(t["seed"]) for t in data["training_noise"]) + ", against the mean of the others): "
                    + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in data["floor"].items()))
     for kind in data["kinds"]:
         t = Table(title=f"{model} on {dataset_ref} · {data['protocol_id']}: {kind['kind']} noise, severity "

@@ -253,8 +253,8 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
 
         meta = train(module, ds_train, ds_val, model_name=model_ref, model_args={**(spec.defaults if spec else {}), **args},
                      dataset_ref=dataset_ref, protocol=protocol, registry=reg, recipe=recipe, seed=seed, out=out_path,
-                     resume=resume, overwrite=overwrite, half=half, command=pinned_tier(reproducing_command(drop_out=True), protocol.id),
-                     on_progress=on_progress)
+                     resume=resume, overwrite=overwrite, half=half, on_progress=on_progress,
+                     command=_canonical_noise(pinned_tier(reproducing_command(drop_out=True), protocol.id), noise))
     # the training record: the checkpoint's metadata plus what may differ between identical
     # runs (wall time), kept beside the checkpoint so the checkpoint itself stays reproducible
     write_json(record, meta)
@@ -266,3 +266,14 @@ def train_cmd(model_ref, model_args, dataset_ref, seed, steps, tier, out, half, 
     click.echo(f"checkpoint written to {out_path} (val IoU {meta['val_iou']:.4f}, "
                f"{time.perf_counter() - t0:.0f} s" + (f" this run, {meta['train_seconds']:.0f} s of training in all" if resume
                                                        else "") + f", state sha256 {meta['state_sha256'][:12]})")
+
+
+def _canonical_noise(command: str, noise: str | None) -> str:
+    """The recorded training command with its ``--label-noise`` written as the recipe writes it
+    (``boundary:0.2`` -> ``boundary:0.2:2``): the command and the setting are compared as text."""
+    import re
+    import shlex
+
+    if not noise:
+        return command
+    return re.sub(r"(^|\s)--label-noise(?:=|\s+)\S+", lambda m: f"{m.group(1)}--label-noise {shlex.quote(noise)}", command)

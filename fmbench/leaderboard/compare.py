@@ -54,6 +54,16 @@ def _versus(mine: dict[str, Any], theirs: dict[str, Any] | None, key: str, yours
     return out
 
 
+
+def protocol_typical(entries: list[dict[str, Any]], protocol_hash: str) -> dict[str, tuple[float, str]]:
+    """The typical seed spread the leaderboard reads a protocol's rows against (:func:`rank.groups`):
+    over the exact-label rows of every dataset of the protocol, an architecture's seeds pooled."""
+    arch: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        if e["protocol"]["hash"] == protocol_hash and not label_noise_of(e):
+            arch.setdefault((e["dataset"]["ref"], model_label(e, seed=False)), []).append(e)
+    return typical_spreads([pool_seeds(m) for m in arch.values()])
+
 def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Where a result would rank among entries with its protocol hash and dataset: for each
     headline score, the study's ratios and each family, the rank it would take and the
@@ -88,7 +98,7 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     mine_arch = arch.pop(model_label(mine, seed=False), None)  # its own row: never ranked against itself
     own = pool_seeds(mine_arch) if mine_arch else None
     peers = [pool_seeds(m) for m in arch.values()]
-    typical = typical_spreads(peers + ([own] if own else []))
+    typical = protocol_typical(entries, h)  # as the leaderboard reads it: over every exact-label table of the protocol
     if not peers and own is None:
         others = sorted({f"{e['dataset']['ref']} · {e['protocol']['id']} ({e['protocol']['hash']})" for e in entries})
         raise ResultError(f"no leaderboard entry has protocol {mine['protocol']['id']} ({h}) and dataset {ds!r}; "

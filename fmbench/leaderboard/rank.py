@@ -109,19 +109,27 @@ def convergence_flag(entry: dict[str, Any], gap: str) -> dict[str, str]:
     """Why a model far below the best is there, from its training record's validation curve
     (:func:`fmbench.train.convergence`): ``undertrained`` when its validation IoU was still rising
     when the budget ended (or when nothing says otherwise), ``architecture-limited`` when it had
-    plateaued -- more of the same training would not have closed the gap."""
-    conv = ((entry.get("model") or {}).get("training") or {}).get("convergence") or {}
-    state = conv.get("state")
-    if state == "plateaued":
-        return {"flag": "architecture-limited", "reason": (
-            f"{gap.split(': its robustness')[0]}; its training plateaued at validation IoU {conv['best_val_iou']:.3f} "
-            f"(best at step {conv['best_step']}, {conv['reason']} at step {conv['stopped_at']}): the gap is the "
-            f"architecture's under this recipe, not a short budget")}
-    if state == "rising":
+    plateaued -- more of the same training would not have closed the gap.  A row pooling seeds
+    is ``architecture-limited`` only when every seed's training plateaued."""
+    members = entry.get("members") or [entry]
+    convs = [((m.get("model") or {}).get("training") or {}).get("convergence") or {} for m in members]
+    seeds = [(m.get("model") or {}).get("training", {}).get("seed") for m in members]
+    head = gap.split(": its robustness")[0]
+    rising = [(s, c) for s, c in zip(seeds, convs) if c.get("state") == "rising"]
+    if rising:
+        s, conv = rising[0]
+        which = f"seed {s}'s" if len(members) > 1 else "its"
         return {"flag": "undertrained", "reason": (
-            f"{gap.split(': its robustness')[0]}; its validation IoU was still rising when the budget ended "
+            f"{head}; {which} validation IoU was still rising when the budget ended "
             f"(+{conv['gain_last_quarter']:.3f} over the last quarter, best {conv['best_val_iou']:.3f} at step "
             f"{conv['best_step']}): its robustness measures an undertrained model")}
+    if convs and all(c.get("state") == "plateaued" for c in convs):
+        conv = convs[0]
+        more = f" (and so did the other {len(convs) - 1} seeds')" if len(convs) > 1 else ""
+        return {"flag": "architecture-limited", "reason": (
+            f"{head}; its training plateaued at validation IoU {conv['best_val_iou']:.3f} "
+            f"(best at step {conv['best_step']}, {conv['reason']} at step {conv['stopped_at']}){more}: the gap is the "
+            f"architecture's under this recipe, not a short budget")}
     return {"flag": "undertrained", "reason": gap}
 
 
@@ -247,6 +255,9 @@ def typical_spreads(units: list[dict[str, Any]]) -> dict[str, tuple[float, str]]
     """Per score: the median seed standard deviation over ``units`` with several seeds, and
     where it was measured (``0.031, median of 11 architectures on nucleus@2``)."""
     out = {}
+    # a spread rests on rows whose every seed a registry pins: a contributor's "seeds" could be one
+    # training made to look like several, and would set the noise other rows are read against
+    units = [u for u in units if all(m.get("_pinned") is not False for m in u.get("members") or [u])]
     for key in SPREAD_KEYS:
         sds = [(u["seed_spread"][key]["sd"], u["dataset"]["ref"]) for u in units if key in u["seed_spread"]]
         if sds:
@@ -273,7 +284,7 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
             arch.setdefault(model_label(e, seed=False), []).append(e)
         pooled[gk] = [pool_seeds(m) for m in arch.values()]
     typical_by_protocol = {h: typical_spreads([u for (h2, _, n), us in pooled.items() if h2 == h and not n for u in us])
-                           for h, _, _ in pooled}
+                           for h, _, _ in pooled}  # (compare.protocol_typical: the same, for one protocol)
     out = []
     for (h, ds, noise), es in sorted(pooled.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][2],
                                                                       kv[0][0])):
