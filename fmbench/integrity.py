@@ -172,10 +172,8 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     if entry["model"].get("weights") is None and track_weight_listed(entry, track_weights):
         return []
     if track_weights is not None:  # a track's trainings are its own registry's, never the main zoo's
-        return [f"model {ref!r} on {ds!r}: its weights are not the ones this track's weights registry "
-                f"(weights/registry.json) lists under this file's name" + (
-                    "" if any(track_weights.values()) else " (it lists none)")
-                + ": a track compares its own trainings only"]
+        return [f"model {ref!r} on {ds!r}: its weights are not the ones this track's weights registry (weights/"
+                f"registry.json) lists under this file's name: a track compares its own trainings only"]
     named = entry["model"].get("weights")
     if named is not None and named not in spec.weights:
         return [f"model {ref!r} on {ds!r} names weights {named!r}, which are not registered "
@@ -206,6 +204,9 @@ def weights_problems(entry: Mapping[str, Any], registry: Registry,
     conv: Mapping[str, Any] = training["convergence"] if isinstance(training.get("convergence"), Mapping) else {}
     recipe: Mapping[str, Any] = training["recipe"] if isinstance(training.get("recipe"), Mapping) else {}
     best = conv.get("best_val_iou") if recipe.get("keep_best") else None  # else val_iou is the last validation's
+    if w.convergence is not None and (said := (conv.get("state"), conv.get("best_step"), conv.get("stopped_at"))) != w.convergence:
+        problems.append(f"model {ref!r} on {ds!r}: training.convergence (state, best step, stop) is {said}, but the "
+                        f"registered weights {name!r} record {w.convergence}")
     for key, v in (("val_iou", training.get("val_iou")), ("convergence.best_val_iou", best)):
         if w.val_iou is not None and v is not None and not (_number(v) and abs(v - w.val_iou) <= 1e-6):
             problems.append(f"model {ref!r} on {ds!r}: training.{key} is {v!r}, but the registered weights {name!r} "

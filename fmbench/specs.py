@@ -47,6 +47,8 @@ class Weights:
     machine but not across CPU types, so a checkpoint re-made by ``command`` elsewhere, whose
     tensors differ, is accepted *by measurement* when its recorded validation IoU lies within
     :data:`fmbench.weights.REPRODUCED_VAL_TOLERANCE` of it (a visible note, recorded in results).
+    ``convergence`` pins the training's convergence record (state, best step, stop step), which
+    decides between *undertrained* and *architecture-limited* in the tables.
     """
 
     path: str
@@ -56,6 +58,7 @@ class Weights:
     url: str | None = None
     state_sha256: str | None = None
     val_iou: float | None = None
+    convergence: tuple[str, int, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,11 @@ def register_weights(model: str, name: str, ckpt: Path) -> None:
     state, meta = read_checkpoint(ckpt)
     table = json.loads(WEIGHTS_FILE.read_text()) if WEIGHTS_FILE.exists() else {
         "kind": "fmbench-zoo-weights", "note": "written by leaderboard/reproduce.py", "weights": {}}
+    conv = meta.get("convergence") or {}
     table["weights"].setdefault(model, {})[name] = {"state_sha256": state_sha256(state), "command": meta["command"],
-                                                    "val_iou": meta.get("val_iou")}
+                                                    "val_iou": meta.get("val_iou"), **({"convergence": {
+                                                        k: conv[k] for k in ("state", "best_step", "stopped_at")}}
+                                                        if conv.get("state") in ("plateaued", "rising") else {})}
     table["weights"] = {m: dict(sorted(d.items())) for m, d in sorted(table["weights"].items())}
     write_json(WEIGHTS_FILE, table)
 

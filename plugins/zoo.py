@@ -132,8 +132,13 @@ def zoo_weights() -> dict[str, dict[str, Weights]]:
         return {}
     table = json.loads(WEIGHTS_FILE.read_text())["weights"]
     return {model: {ds: Weights(path=weights_file(model, ds), sha256="", state_sha256=w["state_sha256"],
-                                command=w["command"], val_iou=w.get("val_iou"))
+                                command=w["command"], val_iou=w.get("val_iou"), convergence=_convergence(w))
                     for ds, w in per_ds.items()} for model, per_ds in table.items()}
+
+
+def _convergence(w: dict) -> tuple[str, int, int] | None:
+    c = w.get("convergence")
+    return (str(c["state"]), int(c["best_step"]), int(c["stopped_at"])) if isinstance(c, dict) else None
 
 
 @hookimpl

@@ -153,6 +153,20 @@ def test_a_convergence_record_no_training_could_write_is_refused(change, said):
     assert said in problem and "no training makes that record" in problem
 
 
+def test_registered_weights_pin_their_convergence_record(tmp_path):
+    """A registered training's record forged whole -- state, gain, stop and reason consistent with
+    each other and with the recipe -- would turn architecture-limited into undertrained; the
+    registry pins state, best step and stop (plugins/zoo_weights.json)."""
+    name = "fcn8s-r18__er__quick-v2.json"
+    e = read_json(ROOT / "leaderboard" / name)
+    e["model"]["training"]["convergence"].update(state="rising", gain_last_quarter=0.05, stopped_at=1200,
+                                                 reason="budget used up")
+    d = _board(tmp_path, e)
+    _, _, problems = validate_dir(d, _registry())
+    assert any("training.convergence (state, best step, stop) is ('rising', 600, 1200), but the registered weights "
+               "'er/v2' record ('plateaued', 600, 800)" in p for p in problems), problems
+
+
 def test_a_pooled_row_is_architecture_limited_only_when_every_seed_plateaued():
     from fmbench.leaderboard.rank import convergence_flag
 
