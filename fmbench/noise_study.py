@@ -13,6 +13,7 @@ training-noise floor where it is measured; :func:`study`) — the study's "how m
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -46,9 +47,7 @@ def _mean_score(v: np.ndarray) -> dict[str, Any]:
 def holm(pvalues: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (same order as given)."""
     m = len(pvalues)
-    order = np.argsort(pvalues)
-    adjusted = np.empty(m)
-    running = 0.0
+    order, adjusted, running = np.argsort(pvalues), np.empty(m), 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
@@ -95,10 +94,14 @@ def _seed(e: dict[str, Any]) -> int:
 
 
 def _how_trained(entry: dict[str, Any]) -> str:
-    """What a training was, apart from its label noise and seed: recipe, data, protocol, precision."""
+    """A training apart from its label noise and seed: model arguments, recipe (a field it predates
+    at its default), data, protocol, precision."""
+    from .recipe import Recipe
+
     t = entry["model"].get("training") or {}
-    recipe = sorted((k, str(v)) for k, v in (t.get("recipe") or {}).items() if k != "label_noise")
-    return str((recipe, t.get("dataset"), t.get("protocol"), bool(t.get("half"))))[:400]
+    recipe = sorted((k, str(v)) for k, v in {**dataclasses.asdict(Recipe()), **(t.get("recipe") or {})}.items()
+                    if k != "label_noise")
+    return str((entry["model"].get("args"), recipe, t.get("dataset"), t.get("protocol"), bool(t.get("half"))))[:600]
 
 
 def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, Any]:
@@ -134,12 +137,12 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     if twice:
         raise ResultError(f"{model} on {dataset}: several exact-label entries with seed {twice[0]}; keep one")
     ref = next(e for e in exact if _seed(e) == seeds[0])
-    for e in mine:
+    for e in base + noisy:
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
             raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
         if _how_trained(e) != _how_trained(ref):  # the labels must be the only difference
-            raise ResultError(f"{model} on {dataset}: entries trained differently beyond their labels and seed (recipe, "
-                              f"data, protocol or precision); the study compares trainings that differ in their labels")
+            raise ResultError(f"{model} on {dataset}: {e.get('_path', 'an entry')} was trained otherwise than the rate-0 "
+                              f"entry beyond labels and seed (model arguments, recipe, data, protocol or precision)")
     # the reference: each image's mean over every exact-label training (one seed's luck is not the baseline)
     reference = {k: np.mean([_per_image(e, k) for e in exact], axis=0) for k in SCORES}
     floor_tests: list[dict[str, Any]] = []

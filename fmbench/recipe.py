@@ -103,7 +103,8 @@ def _record_shape(conv: Mapping[str, Any], recipe: Mapping[str, Any], val_iou: A
     early = stopped < steps
     if stopped > steps or best_step > stopped or best_step <= 0:
         return f"best step {best_step} and stop at {stopped} do not fit a {steps}-step budget"
-    if _finite(every) and every > 0 and (best_step % every or (early and stopped % every)):
+    # (the trainer also validates at the last step of the budget, on the grid or not)
+    if _finite(every) and every > 0 and ((best_step % every and best_step != steps) or (early and stopped % every)):
         return f"it stopped at {stopped} or was best at {best_step}, where no validation ran (every {every} steps)"
     if early and _finite(patience) and (patience <= 0 or stopped < max(patience, least if _finite(least) else 0)):
         return f"an early stop at step {stopped} under patience {patience} and min_steps {least}"

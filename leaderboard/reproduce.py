@@ -145,8 +145,11 @@ def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
     for p in pieces:
         row = {"model": p.model, "dataset": p.dataset, "seed": p.seed, "defense": p.defense, "weights": p.name}
         rec = Path(str(p.ckpt) + ".json")
-        if rec.exists():
-            meta = json.loads(rec.read_text())
+        meta = json.loads(rec.read_text()) if rec.exists() else None
+        entered = json.loads(p.entry.read_text())["model"].get("state_sha256") if p.entry.exists() else None
+        if meta is not None and entered not in (None, meta.get("state_sha256")):
+            meta = None  # a re-made checkpoint that is not the entry's weights: the entry's training stays
+        if meta is not None:
             row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
                        val_iou=meta.get("val_iou"), weights_sha256=meta.get("state_sha256"),
                        convergence=meta.get("convergence"))

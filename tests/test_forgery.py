@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -111,11 +112,11 @@ def test_one_checkpoint_is_one_row_whatever_it_is_called(tmp_path):
     _, _, problems = validate_dir(d, _registry())
     assert sum("the same per-image IoU" in p for p in problems) == 2, problems
     # nor a nudge of 3e-6 on one image per condition (beyond the 1e-6 tolerance), nor every value
-    # nudged by a different 3e-6 multiple: the median difference gives them away
+    # nudged by a different multiple of 3e-4: the median difference gives them away
     for k, path in enumerate(sorted(d.glob("*.json"))):
         doc = json.loads(path.read_text())
         for cond, values in doc["per_image"]["iou"].items():
-            doc["per_image"]["iou"][cond] = [min(1.0, v + 3e-6 * k * (1 + (i % 3 == 0))) if v < 1 else v
+            doc["per_image"]["iou"][cond] = [min(1.0, v + 3e-4 * k * (1 + (i % 3 == 0))) if v < 1 else v
                                              for i, v in enumerate(values)]
         path.write_text(json.dumps(_recompute(doc)))
     _, _, problems = validate_dir(d, _registry())
@@ -165,6 +166,38 @@ def test_registered_weights_pin_their_convergence_record(tmp_path):
     _, _, problems = validate_dir(d, _registry())
     assert any("training.convergence (state, best step, stop) is ('rising', 600, 1200), but the registered weights "
                "'er/v2' record ('plateaued', 600, 800)" in p for p in problems), problems
+
+
+def test_a_genuine_record_whose_last_validation_is_off_the_grid_passes():
+    """The trainer validates at the budget's last step too: version 1's 800 steps with validation
+    every 250, or --steps 1250, may be best there."""
+    from fmbench.recipe import RECIPE_V2, Recipe, convergence, convergence_problems
+
+    for recipe in (Recipe(steps=800, val_every=250, patience=0, keep_best=False),
+                   dataclasses.replace(RECIPE_V2, steps=1250)):
+        steps = [*range(recipe.val_every, recipe.steps, recipe.val_every), recipe.steps]
+        history = [{"step": k, "val_iou": 0.5 + 0.3 * k / recipe.steps} for k in steps]
+        conv = convergence(history, recipe, recipe.steps)
+        assert conv["best_step"] == recipe.steps
+        training = {"recipe": dataclasses.asdict(recipe), "convergence": conv, "val_iou": history[-1]["val_iou"]}
+        assert convergence_problems(training) == [], (recipe, conv)
+
+
+def test_every_registered_training_pins_the_convergence_record_of_its_entry():
+    """plugins/zoo_weights.json pins each registered v2 training's record (state, best step, stop)
+    as its board entry states it (a campaign registration without one, or a row re-made from other
+    weights, shows here)."""
+    reg = json.loads((ROOT / "plugins" / "zoo_weights.json").read_text())["weights"]
+    unpinned = []
+    for path in (ROOT / "leaderboard").glob("*__quick-v2.json"):
+        e = read_json(path)
+        conv = e["model"]["training"].get("convergence") or {}
+        w = reg.get(e["model"]["ref"], {}).get(e["model"].get("weights") or "")
+        if not w or conv.get("state") not in ("plateaued", "rising") or w["state_sha256"] != e["model"]["state_sha256"]:
+            continue
+        if w.get("convergence") != {k: conv[k] for k in ("state", "best_step", "stopped_at")}:
+            unpinned.append(path.name)
+    assert unpinned == []
 
 
 def test_a_pooled_row_is_architecture_limited_only_when_every_seed_plateaued():

@@ -535,8 +535,17 @@ def test_the_study_compares_only_trainings_that_differ_in_their_labels():
     other = json.loads(json.dumps(entries))
     exact = next(e for e in other if not e["model"]["training"].get("label_noise"))
     exact["model"]["training"]["recipe"]["steps"] = 800
-    with pytest.raises(ResultError, match="trained differently beyond their labels and seed"):
+    with pytest.raises(ResultError, match="was trained otherwise than the rate-0 entry beyond labels and seed"):
         study(other, "unet-small", "nucleus@2")
+    wider = json.loads(json.dumps(entries))  # another width is another model
+    next(e for e in wider if e["model"]["training"].get("label_noise"))["model"]["args"] = {"width": 64}
+    with pytest.raises(ResultError, match="beyond labels and seed"):
+        study(wider, "unet-small", "nucleus@2")
+    # a defended training of the same model is left out of the study, as it always was, not an error
+    defended = json.loads(json.dumps(entries[0]))
+    defended["model"]["training"]["defense"] = "pgd-at"
+    defended["model"]["training"]["recipe"]["defense"] = "pgd-at"
+    assert study(entries + [defended], "unet-small", "nucleus@2")["kinds"]
 
 
 def test_a_study_on_unpinned_weights_is_marked_and_not_counted_in_the_findings():

@@ -192,6 +192,12 @@ def _bad(**changes):
     (_bad(baseline="yes"), "baseline needs"),
     (_bad(baseline={"model": "m", "state_sha256": "e" * 64, "per_image": {"ids": []}}), "baseline.per_image needs"),
     (_bad(dataset=None), "needs the dataset"),
+    (_bad(sweep={"8/255": 0.6, "1/0": 0.01, "255/255": 0.01}), "written like 16/255"),  # (no division by zero)
+    (_bad(sweep={"8/255": 0.6, "255/255": 0.01}), "sweep must hold the budgets"),
+    (_bad(target=None), "needs the target"),
+    (_bad(settings=["steps", 30]), "settings must give"),
+    (_bad(**{"settings.steps": "30"}), "settings must give"),
+    (_bad(transfer={"m:w segpgd": {"on_target": 0.9, "per_image": [0.9] * 16}}), "lowest of every transfer attack"),
     ({"kind": masking.KIND, "records": [_record(read_json(DEFENDED))] * 2}, "a second record"),
 ])
 def test_a_malformed_check_file_is_refused_by_validate_and_by_the_tables(board, bad, message):
@@ -211,3 +217,17 @@ def test_the_checked_in_records_are_well_formed_and_of_checked_in_entries():
     assert set(checks) <= set(entries), "a check record names weights no entry has"
     for sha, rec in checks.items():
         assert masking.measure(rec, entries[sha])["mismatch"] is None
+
+
+def test_a_sweep_listed_out_of_order_cannot_hide_a_rise():
+    """Per-image sweeps must be listed in the summary's (rising) budget order, and the rise is
+    read in budget order whatever the listing."""
+    e = read_json(DEFENDED)
+    rec = _record(e, sweep=(0.6, 0.4, 0.2, 0.3, 0.05, 0.01))  # rises from 32/255 to 64/255
+    assert "IoU rises with the budget (32/255 to 64/255)" in masking.measure(rec, e)["findings"][0]
+    shuffled = copy.deepcopy(rec)
+    order = ["8/255", "16/255", "64/255", "32/255", "128/255", "255/255"]
+    shuffled["per_image"]["sweep"] = {k: rec["per_image"]["sweep"][k] for k in order}
+    assert "in its order" in masking.record_problem(shuffled)
+    assert masking.measure(shuffled, e)["findings"] == masking.measure(rec, e)["findings"]
+

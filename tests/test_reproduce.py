@@ -137,12 +137,12 @@ def test_the_masking_table_reads_every_record_the_loader_accepts(zoo_tables):
     e, base = read_json(DEFENDED), read_json(UNDEFENDED)
     sha = e["model"]["state_sha256"]
     assert "not checked: `masking-unchecked`" in zoo_tables.masking_table([e], {})
-    rec = _record(e, white_drop=0.07, baseline=base, baseline_drop=0.13, settings={"steps": "30", "restarts": None})
+    rec = _record(e, white_drop=0.07, baseline=base, baseline_drop=0.13)
     assert masking.record_problem(rec) is None
     table = zoo_tables.masking_table([e, base], {sha: rec})
     m = masking.measure(rec, e, base)
     gain = m["baseline"]["gain_vs_baseline"]["diff"]
-    assert f"no sign of masking; APGD lowers its worst case by {-m['stronger_vs_entry']['diff']:.3f}" in table
+    assert f"no sign of masking; 120-gradient APGD lowers its worst case by {-m['stronger_vs_entry']['diff']:.3f}" in table
     assert f"{m['entry_worst_case'] - m['baseline']['entry_worst_case']:+.3f} → {gain:+.3f}" in table
     assert "not measured" in zoo_tables.masking_table([e], {sha: rec})  # the baseline's entry is not given
     flagged = _record(e, sweep=(0.6, 0.4, 0.35, 0.32, 0.31, 0.3))

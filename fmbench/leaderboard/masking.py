@@ -14,13 +14,16 @@ in ``DIR/checks/gradient-masking.json``.  The tables then flag an adversarially 
   budget, or a stronger white-box attack lowers the defended model significantly more than the
   same architecture undefended (the protocol's attacks then favour the defence).
 
-A record is a contributor's claim like an entry, so nothing in it is taken on its word: it holds
-the per-image IoUs it measured, and every comparison and verdict is computed here from them and
-from the entries' own per-image IoUs (``measure``).  It clears only the weights it names (by
-hash), on the dataset, protocol and images it ran on, and only if its clean IoUs are the entry's
-(the same inputs) and its white-box attack is scored like the entry's; its summary numbers must
-be the means of its per-image ones.  ``benchmarks/gradient_masking.py --recheck`` re-runs part of
-a record on a few images.
+A record is a contributor's claim like an entry, so its words are never read: it holds the
+per-image IoUs it measured, and every comparison and verdict is computed here from them and from
+the entries' own per-image IoUs (``measure``).  It clears only the weights it names (by hash), on
+the dataset, protocol and all the images it ran on, and only if its clean IoUs are the entry's
+(the same inputs); its summary numbers must be the means of its per-image ones.  The per-image
+IoUs themselves are its contributor's measurements: ``benchmarks/gradient_masking.py --recheck``
+re-measures clean IoUs, the white-box attack, the budget sweep and (where the record keeps each
+attack's per-image IoUs) one transfer attack on a few images; what it does not re-run (the other
+images, the other transfer attacks, the undefended baseline) rests on the contributor's word, as
+an unpinned entry's numbers do.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def _series(v: Any, n: int) -> bool:
     return isinstance(v, list) and len(v) == n and all(_iou(x) for x in v)
 
 
+_BUDGET = re.compile(r"[0-9]{1,3}/[1-9][0-9]{0,3}")
+SWEEP = ("8/255", "16/255", "32/255", "64/255", "128/255", UNBOUNDED)  # the budgets a record must hold
+
+
 def _budget(key: str) -> float:
     num, _, den = key.partition("/")
     return float(num) / float(den)
@@ -65,9 +72,9 @@ def _per_image_problem(pi: Any, n: int, sweep: Mapping[str, Any], what: str = ""
     for key in ("clean", "white_box", *(() if what else ("transfer",))):
         if not _series(pi.get(key), n):
             return f"{what}per_image.{key} must hold one IoU in [0, 1] per image"
-    if not what and (not isinstance(pi.get("sweep"), dict) or set(pi["sweep"]) != set(sweep)
+    if not what and (not isinstance(pi.get("sweep"), dict) or list(pi["sweep"]) != list(sweep)
                      or not all(_series(v, n) for v in pi["sweep"].values())):
-        return "per_image.sweep must hold one IoU per image for each budget of the sweep"
+        return "per_image.sweep must hold one IoU per image for each budget of the sweep, in its order"
     return None
 
 
@@ -85,17 +92,28 @@ def record_problem(rec: Any) -> str | None:
     sweep = rec.get("sweep")
     if not isinstance(sweep, dict) or UNBOUNDED not in sweep or not all(_iou(v) for v in sweep.values()):
         return f"sweep must map budgets, up to {UNBOUNDED}, to IoUs in [0, 1]"
-    try:
-        if sorted(map(_budget, sweep)) != list(map(_budget, sweep)) or _budget(UNBOUNDED) != max(map(_budget, sweep)):
-            return f"sweep's budgets must rise to {UNBOUNDED}"
-    except ValueError:
+    if not all(isinstance(k, str) and _BUDGET.fullmatch(k) for k in sweep):
         return "sweep's budgets must be written like 16/255"
-    if not isinstance(rec.get("transfer", {}), dict):
+    if sorted(map(_budget, sweep)) != list(map(_budget, sweep)) or _budget(UNBOUNDED) != max(map(_budget, sweep)):
+        return f"sweep's budgets must rise to {UNBOUNDED}"
+    if not set(SWEEP) <= set(sweep):
+        return f"sweep must hold the budgets {', '.join(SWEEP)} (a shorter sweep cannot show IoU rising with the budget)"
+    if not isinstance(rec.get("target"), str) or not rec["target"]:
+        return "needs the target it checked (MODEL:WEIGHTS or REF=CHECKPOINT)"
+    settings = rec.get("settings")
+    if not isinstance(settings, dict) or not all(type(settings.get(k)) is int and settings[k] > 0
+                                                 for k in ("steps", "restarts", "sweep_steps")):
+        return "settings must give the attacks' steps, restarts and sweep_steps as positive integers"
+    if not isinstance(rec.get("transfer", {}), dict) or not all(isinstance(v, dict) for v in rec.get("transfer", {}).values()):
         return "transfer must map attacks to their results"
     pi: dict[str, Any] = rec.get("per_image") or {}
     problem = _per_image_problem(pi, n, sweep)
     if problem:
         return problem
+    each = [v["per_image"] for v in rec.get("transfer", {}).values() if "per_image" in v]
+    if each and (len(each) != len(rec["transfer"]) or not all(_series(v, n) for v in each)
+                 or float(np.abs(np.min(each, axis=0) - np.asarray(pi["transfer"])).max()) > 1e-9):
+        return "per_image.transfer must be, image by image, the lowest of every transfer attack's per-image IoUs"
     means = {"clean_iou": pi["clean"], "transfer_worst": pi["transfer"],
              **{f"sweep {k}": pi["sweep"][k] for k in sweep}}
     stated = {"clean_iou": rec.get("clean_iou"), "transfer_worst": rec.get("transfer_worst"),
@@ -193,7 +211,7 @@ def measure(rec: Mapping[str, Any], entry: Mapping[str, Any],
         found.append(f"transfer attacks beat the white-box ones by {-tv['diff']:.3f} (masked gradient)")
     if out["sweep"][UNBOUNDED] >= UNBOUNDED_IOU:
         found.append(f"IoU {out['sweep'][UNBOUNDED]:.3f} at budget 1 (should reach ~0: masked gradient)")
-    keys = list(sweep)
+    keys = sorted(sweep, key=_budget)
     rises = [f"{a} to {b}" for a, b in zip(keys, keys[1:])
              if paired_difference(sweep[b], sweep[a])["ci95"][0] > 0]  # beyond the random starts' noise
     if rises:
