@@ -239,6 +239,8 @@ def test_a_training_record_that_contradicts_itself_is_refused_for_any_model(tmp_
                              r"model.training.label_noise 'none', its recipe's label_noise 'boundary:1:2'"),
                             (lambda t: t.update(command=t["command"] + " --label-noise boundary:1"),
                              r"its command's --label-noise 'boundary:1:2'"),
+                            (lambda t: t.update(command="python -m " + t["command"] + " --label-noise boundary:1"),
+                             r"its command's --label-noise 'boundary:1:2'"),
                             (lambda t: t.update(label_noise="boundary:0.2:2", command=t["command"] + " --label-noise "
                                                 "boundary:1:2", recipe={**t["recipe"], "label_noise": "boundary:1:2"}),
                              r"model.training.label_noise 'boundary:0.2:2', its recipe's label_noise 'boundary:1:2'")):

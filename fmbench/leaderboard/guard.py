@@ -110,7 +110,8 @@ def training_claims(training: Mapping[str, Any], registry: Registry | None = Non
         claims["its recipe's defense"] = recipe.get("defense") or "none"
     raw = training.get("command")
     command: str = raw if isinstance(raw, str) else ""
-    ours = command.split()[:2] == ["fmbench", "train"]
+    words = command.split()  # `fmbench train ...`, also as `python -m fmbench train ...` or a path to fmbench
+    ours = any(w.endswith("fmbench") and words[i + 1:i + 2] == ["train"] for i, w in enumerate(words[:4]))
     if ours:
         claims["its command's --defense"] = flag(command, "--defense") or "none"
     problems = []
