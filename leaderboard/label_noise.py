@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path("README.md")
         if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
             rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
-            update_docs(args.board)
+            rep.run([sys.executable, str(Path(__file__).resolve()), "--docs"], False)  # today's code, as the README
         if args.commit and not args.dry_run:
             rep.git_commit([entry, args.board / "baselines", args.board / "weights", readme, DOC, DOC.parent / "img"],
                            f"label-noise study: {stem} (leaderboard/label_noise.py)")

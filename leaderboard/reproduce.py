@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             run([fmbench, *cmd[1:]], args.dry_run)
         if not args.dry_run:
             write_json(table, record(every, pid, previous))
-            if board == HERE and pid == "quick-v2":  # docs/zoo.md's generated tables stay current
-                zoo_tables.main(["--runs", str(table)])
+            if board == HERE and pid == "quick-v2":  # docs/zoo.md's generated tables stay current (in a process
+                # of their own: the code may have changed since this campaign started, the data with it)
+                run([sys.executable, str(Path(zoo_tables.__file__)), "--runs", str(table)], False)
             readme = Path("README.md")
             if p.entry.exists() and board == HERE and readme.exists():  # its generated tables stay current
                 run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(board)], False)
