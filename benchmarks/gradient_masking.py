@@ -69,15 +69,44 @@ from fmbench.protocol import AttackEntry  # noqa: E402
 from fmbench.scores import per_image  # noqa: E402
 from fmbench.seeding import generators  # noqa: E402
 
-DEFAULT = {
-    "lraspp-mbv3:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2,upernet-convnext-atto:nucleus@2/v2/seed2,"
-                                       "dpt-vit-tiny:nucleus@2/v2/seed2,segformer-b0:nucleus@2/v2/pgd-at",
-    "segformer-b0:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2,upernet-convnext-atto:nucleus@2/v2/seed2,"
-                                        "dpt-vit-tiny:nucleus@2/v2/seed2,lraspp-mbv3:nucleus@2/v2/pgd-at",
-}
-# the same architecture undefended, whose entry's exact weights are in the cache (segformer-b0's
-# undefended nucleus@2 weights re-made here were not the registered ones: docs/zoo.md)
-BASELINE = {"lraspp-mbv3:nucleus@2/v2/pgd-at": "lraspp-mbv3:nucleus@2/v2/seed2"}
+# transfer surrogates: undefended models of other families (a CNN with a coarse output, a
+# ConvNeXt, a ViT), the same architecture undefended, and any other adversarially trained model
+SURROGATE_ARCHS = ("lraspp-mbv3", "upernet-convnext-atto", "dpt-vit-tiny")
+
+
+def in_cache(ref: str) -> bool:
+    """Whether ``MODEL:WEIGHTS``'s registered weights are in this machine's cache."""
+    from fmbench.weights import weights_path
+
+    name, weights = ref.split(":", 1)
+    spec = get_registry().models.get(name)
+    w = spec.weights.get(weights) if spec else None
+    return w is not None and weights_path(w).is_file()
+
+
+def board_plan(tier: str, board: Path = Path("leaderboard")) -> list[tuple[str, list[str], str | None]]:
+    """The checks the board still lacks: each adversarially trained zoo entry of ``tier`` with no
+    record of its weights, with surrogates and an undefended baseline (entries' exact weights in
+    this cache, so the comparisons are with the board's own numbers): ``(target, surrogates,
+    baseline)``."""
+    records = masking.load(board)
+    entries = [read_json(p) for p in sorted(board.glob(f"*__{tier}.json"))]
+
+    def ref(e):
+        return f"{e['model']['ref']}:{e['model'].get('weights')}" if e["model"].get("weights") else None
+
+    plan = []
+    for e in entries:
+        target = ref(e)
+        if target is None or masking.adversarial_defense(e) is None or masking.record_for(e, records) is not None:
+            continue
+        same_ds = [x for x in entries if x["dataset"]["ref"] == e["dataset"]["ref"] and ref(x) and ref(x) != target]
+        plain = [x for x in same_ds if ((x["model"].get("training") or {}).get("defense") or "none") == "none"]
+        base = next((ref(x) for x in plain if x["model"]["ref"] == e["model"]["ref"] and in_cache(ref(x))), None)
+        sur = [next((ref(x) for x in plain if x["model"]["ref"] == a and in_cache(ref(x))), None) for a in SURROGATE_ARCHS]
+        sur += [ref(x) for x in same_ds if masking.adversarial_defense(x) and in_cache(ref(x))]
+        plan.append((target, list(dict.fromkeys(s for s in sur if s)), base))
+    return plan
 SWEEP = (8, 16, 32, 64, 128, 255)  # /255
 
 
@@ -296,10 +325,11 @@ def report(target, rec, mm):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--target", action="append", help="MODEL:WEIGHTS (repeatable); default: the nucleus pgd-at models")
-    ap.add_argument("--surrogates", help="MODEL:WEIGHTS,... (default: per target, see DEFAULT)")
+    ap.add_argument("--target", action="append", help="MODEL:WEIGHTS (repeatable); default: every adversarially "
+                    "trained entry of --tier with no check on record (board_plan)")
+    ap.add_argument("--surrogates", help="MODEL:WEIGHTS,... (default: per target, see board_plan)")
     ap.add_argument("--baseline", help="MODEL:WEIGHTS: the same architecture undefended, attacked as strongly "
-                    "(default: see BASELINE)")
+                    "(default: see board_plan)")
     ap.add_argument("--tier", default="quick-v2")  # (its own name: entries are found by it)
     ap.add_argument("--dataset", help="the dataset (default: read from the weights' name)")
     ap.add_argument("--entry", help="the target's leaderboard entry (default: found by its weights' name)")
@@ -312,6 +342,7 @@ def main():
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--record", default="leaderboard/checks/gradient-masking.json",
                     help="the leaderboard's check records to update ('' for none)")
+    ap.add_argument("--dry-run", action="store_true", help="print the checks it would run, and stop")
     ap.add_argument("--recheck", action="store_true", help="re-run part of the records on --n-images images")
     ap.add_argument("--tolerance", type=float, default=0.01, help="--recheck: largest per-image IoU difference")
     args = ap.parse_args()
@@ -325,12 +356,20 @@ def main():
                   f"threads; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"# {conditions}; {args.tier}, {args.n_images} images; APGD {args.steps} steps x {args.restarts} restarts")
     records = []
-    for target in args.target or list(DEFAULT):
-        surrogates = (args.surrogates or DEFAULT.get(target, "")).split(",")
+    plan = [(t, (args.surrogates or "").split(","), args.baseline) for t in args.target] if args.target \
+        else board_plan(args.tier)
+    if not plan:
+        print(f"every adversarially trained {args.tier} entry has its check on record")
+    for target, surrogates, baseline in plan:
         if not any(surrogates):
             raise SystemExit(f"{target}: name its transfer surrogates with --surrogates MODEL:WEIGHTS,...")
-        rec, mm = check_target(reg, protocol, target, [s for s in surrogates if s], args,
-                               args.baseline if args.target else BASELINE.get(target))
+        if ":" in target and "=" not in target and not in_cache(target):
+            print(f"{target}: its weights are not in this cache; skipped")
+            continue
+        print(f"{target}: surrogates {', '.join(s for s in surrogates if s)}; undefended baseline {baseline or 'none'}")
+        if args.dry_run:
+            continue
+        rec, mm = check_target(reg, protocol, target, [s for s in surrogates if s], args, baseline)
         report(target, rec, mm)
         rec.update(conditions=conditions, date=time.strftime("%Y-%m-%d"),
                    settings={"steps": args.steps, "restarts": args.restarts, "sweep_steps": args.sweep_steps})
