@@ -149,7 +149,7 @@ def test_eval_writes_complete_leaderboard_entry(real):
     assert prov["torch_version"] and prov["fmbench_version"]
     assert e["model"]["ref"] == "mymod:Thresh" and e["model"]["training"] == {
         "recipe": None, "seed": None, "defense": None, "dataset": None, "protocol": None, "val_iou": None,
-        "command": None, "convergence": None, "label_noise": None}
+        "command": None, "convergence": None, "label_noise": None, "machine": None}
     assert e["summary"] == summarize(e["conditions"])
     # an existing entry is refused before anything runs
     assert real["again"].returncode == 1
@@ -601,3 +601,13 @@ def test_the_wheel_carries_the_reference_entries(tmp_path):
                and "/baselines/" not in n]
     assert len(entries) == len(list((root / "leaderboard").glob("*__quick-v1.json"))) >= 33
     assert "fmbench_leaderboard/baselines/nucleus__quick-v1.json" in names
+
+
+def test_an_entry_records_where_its_weights_were_trained():
+    """The same training command gives other weights on another CPU type or thread count
+    (docs/zoo.md): an entry keeps what its checkpoint says of the machine."""
+    from fmbench.leaderboard.entry import training_record
+
+    meta = {"threads": 2, "cpu_capability": "AVX512", "torch_version": "2.15.0", "seed": 0}
+    assert training_record(meta)["machine"] == {"threads": 2, "cpu_capability": "AVX512", "torch": "2.15.0"}
+    assert training_record({"seed": 0})["machine"] is None

@@ -53,6 +53,9 @@ def training_record(meta: Any) -> dict[str, Any]:
         # plateaued or still rising when the budget ended (fmbench.train.convergence)
         "convergence": meta.get("convergence") if isinstance(meta.get("convergence"), dict) else None,
         "command": meta.get("command") if isinstance(meta.get("command"), str) else None,
+        # where it was trained: the same command gives other weights on another CPU type or thread count
+        "machine": {k: meta[m] for k, m in (("threads", "threads"), ("cpu_capability", "cpu_capability"),
+                                            ("torch", "torch_version")) if isinstance(meta.get(m), (int, str))} or None,
     }
 
 
