@@ -231,3 +231,41 @@ def test_a_sweep_listed_out_of_order_cannot_hide_a_rise():
     assert "in its order" in masking.record_problem(shuffled)
     assert masking.measure(shuffled, e)["findings"] == masking.measure(rec, e)["findings"]
 
+
+
+def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path):
+    """``benchmarks/gradient_masking.py --recheck``: a record measured here (the shipped
+    unet-small on two nucleus@2 images, few steps) rechecks to difference 0; the same record with
+    one image's white-box IoU moved by 0.05 does not."""
+    import argparse
+    import importlib.util
+
+    path = ROOT.parent / "benchmarks" / "gradient_masking.py"
+    spec = importlib.util.spec_from_file_location("gradient_masking", path)
+    gm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gm)
+    from fmbench.plugins import get_registry
+
+    reg = get_registry()
+    args = argparse.Namespace(steps=2, restarts=1, sweep_steps=2, batch=2, n_images=2, tolerance=0.01, target=None)
+    target, tier = "unet-small:nucleus", "quick-v2"
+    loaded = gm.load(target)
+    x, m, keys = gm.reference_batch(reg.protocol(tier), "nucleus@2", 2)
+    ids = [k[len("nucleus@2") + 1:] for k in keys]
+    clean = gm.score(loaded.module, x, m, 2)
+    white = gm.white_box(reg, loaded.module, x, m, keys, 8 / 255, args)[0]
+    sweep = gm.sweep_iou(reg, loaded.module, x, m, keys, args)
+    rec = {"target": target, "state_sha256": loaded.state_sha256, "tier": tier, "dataset": "nucleus@2", "n_images": 2,
+           "clean_iou": float(clean.mean()), "transfer": {}, "transfer_worst": float(white.mean()),
+           "sweep": {k: float(v.mean()) for k, v in sweep.items()},
+           "settings": {"steps": 2, "restarts": 1, "sweep_steps": 2},
+           "per_image": {"ids": ids, "clean": gm._list(clean), "white_box": gm._list(white),
+                         "transfer": gm._list(white), "sweep": {k: gm._list(v) for k, v in sweep.items()}}}
+    record = tmp_path / "checks" / "gradient-masking.json"
+    gm.update_record(record, [rec])
+    assert gm.recheck(reg, record, args) == 0
+    v = rec["per_image"]["white_box"][1]
+    rec["per_image"]["white_box"][1] = v - 0.05 if v >= 0.05 else v + 0.05
+    record.unlink()
+    gm.update_record(record, [rec])
+    assert gm.recheck(reg, record, args) == 1
