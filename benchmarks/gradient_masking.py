@@ -214,7 +214,8 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
     clean = score(model, x, m, args.batch)
     entry = bound_entry(entry_path(target, ref, args.tier, args.entry), loaded.state_sha256, ids, clean, args, ref)
     rec = {"target": target, "state_sha256": loaded.state_sha256, "tier": args.tier, "dataset": ref,
-           "n_images": int(x.shape[0]), "clean_iou": float(clean.mean())}
+           "n_images": int(x.shape[0]), "clean_iou": float(clean.mean()),
+           "settings": {"steps": args.steps, "restarts": args.restarts, "sweep_steps": args.sweep_steps}}
     t0 = time.perf_counter()
 
     # 1. stronger white box (and on the undefended baseline)
@@ -371,8 +372,7 @@ def main():
             continue
         rec, mm = check_target(reg, protocol, target, [s for s in surrogates if s], args, baseline)
         report(target, rec, mm)
-        rec.update(conditions=conditions, date=time.strftime("%Y-%m-%d"),
-                   settings={"steps": args.steps, "restarts": args.restarts, "sweep_steps": args.sweep_steps})
+        rec.update(conditions=conditions, date=time.strftime("%Y-%m-%d"))
         records.append(rec)
         if args.json:  # after each target: a long run keeps what it finished
             write(Path(args.json), {"tier": args.tier, "conditions": conditions, "records": records})
