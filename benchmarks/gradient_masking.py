@@ -66,7 +66,6 @@ from fmbench.files import read_json  # noqa: E402
 from fmbench.leaderboard import masking  # noqa: E402
 from fmbench.plugins import get_registry  # noqa: E402
 from fmbench.protocol import AttackEntry  # noqa: E402
-from fmbench.scores import per_image  # noqa: E402
 from fmbench.seeding import generators  # noqa: E402
 
 # transfer surrogates: undefended models of other families (a CNN with a coarse output, a
@@ -154,11 +153,9 @@ def bound_entry(entry_file: Path, sha, ids, clean, args, ref):
     entry = read_json(entry_file)
     if (entry["model"].get("state_sha256"), entry["protocol"]["id"], entry["dataset"]["ref"]) != (sha, args.tier, ref):
         raise SystemExit(f"{entry_file}: not an entry of weights {str(sha)[:12]}... under {args.tier} on {ref}")
-    if entry["per_image"]["ids"] != ids:
-        raise SystemExit(f"{entry_file}: its per-image ids are not the images attacked here (use all its images)")
-    gap = float(np.abs(clean - per_image(entry, "clean_iou")).max())
-    if gap > masking.SAME:
-        raise SystemExit(f"{entry_file}: clean IoUs re-measured {gap:.2g} away from the entry's: not the entry's inputs")
+    why = masking.bound({"ids": ids, "clean": list(clean)}, entry, "this run")[1]  # as the leaderboard will bind it
+    if why:
+        raise SystemExit(f"{entry_file}: {why} (use all its images)")
     return entry
 
 

@@ -147,6 +147,11 @@ def correlation_markdown(gs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unpinned(entries: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """The studies (model, dataset, protocol id) resting on weights no registry pins."""
+    return {(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries if e.get("_pinned") is False}
+
+
 def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     """The label-noise track's findings (:func:`fmbench.noise_study.study` per model, dataset and
     protocol): per noise kind, the largest rate of noisy training masks with no significant loss
@@ -177,7 +182,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     allowed: list[float] = []  # per setting consistent with Yu et al.: the largest loss at 20 % its interval allows
     floors: dict[bool, list[str]] = {True: [], False: []}
     # a study resting on weights no registry pins is shown, marked, and never counted in the findings
-    loose = {(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries if e.get("_pinned") is False}
+    loose = unpinned(entries)
     for model, dataset, pid, data in found:
         if isinstance(data, ResultError):
             lines.append(f"| {model} | {dataset} | {pid} | — | — | {data} | | | | |")

@@ -75,6 +75,7 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
     from fmbench.errors import ResultError
     from fmbench.leaderboard import load_entries
     from fmbench.noise_study import markdown, plot, plot_is_current, studies
+    from fmbench.readme import unpinned
     from fmbench.plugins import get_registry
 
     entries = load_entries(str(board), get_registry())
@@ -99,8 +100,7 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
         if img is not None:
             img.mkdir(parents=True, exist_ok=True)
             plot(data, str(img / name))
-        if any(e.get("_pinned") is False for e in entries if (e["model"]["ref"], e["dataset"]["ref"],
-                                                               e["protocol"]["id"]) == (model, dataset, pid)):
+        if (model, dataset, pid) in unpinned(entries):
             parts.append(f"*{model} on {dataset} ({pid}) rests on weights no registry pins (`unpinned-weights`): "
                          f"its numbers are its contributor's word until rechecked, and the README's findings leave "
                          f"it out.*")

@@ -146,8 +146,8 @@ def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
         row = {"model": p.model, "dataset": p.dataset, "seed": p.seed, "defense": p.defense, "weights": p.name}
         rec = Path(str(p.ckpt) + ".json")
         meta = json.loads(rec.read_text()) if rec.exists() else None
-        entered = json.loads(p.entry.read_text())["model"].get("state_sha256") if p.entry.exists() else None
-        if meta is not None and entered not in (None, meta.get("state_sha256")):
+        e = json.loads(p.entry.read_text()) if p.entry.exists() else None
+        if meta is not None and e is not None and e["model"].get("state_sha256") not in (None, meta.get("state_sha256")):
             meta = None  # a re-made checkpoint that is not the entry's weights: the entry's training stays
         if meta is not None:
             row.update(train_command=meta.get("command"), train_minutes=round(meta["train_seconds"] / 60, 1),
@@ -156,8 +156,7 @@ def record(pieces: list[Piece], pid: str, previous: dict | None = None) -> dict:
         else:
             old = before.get(key(row), {})
             row.update({k: old[k] for k in TRAIN_COLUMNS if k in old})
-        if p.entry.exists():
-            e = json.loads(p.entry.read_text())
+        if e is not None:
             row.update(weights=e["model"].get("weights") or row["weights"],  # a shipped model's own weights
                        eval_command=e["provenance"]["command"],
                        eval_minutes=round((e["provenance"].get("seconds") or 0) / 60, 1),

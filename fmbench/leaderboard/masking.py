@@ -168,14 +168,17 @@ def record_for(entry: Mapping[str, Any], checks: Mapping[str, Mapping[str, Any]]
     """The check of the entry's weights on its dataset and protocol, or None: a check on other
     images or another protocol says nothing about this row."""
     rec = checks.get(str((entry.get("model") or {}).get("state_sha256")))
+    return rec if rec is not None and _same_table(rec, entry) else None
+
+
+def _same_table(rec: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    """Whether the record ran on the entry's dataset and protocol."""
     protocol = entry.get("protocol") or {}
-    if rec is None or rec["dataset"] != (entry.get("dataset") or {}).get("ref") \
-            or rec["tier"] not in (protocol.get("id"), protocol.get("name")):
-        return None
-    return rec
+    return rec["dataset"] == (entry.get("dataset") or {}).get("ref") and rec["tier"] in (protocol.get("id"),
+                                                                                         protocol.get("name"))
 
 
-def _bound(pi: Mapping[str, Any], entry: Mapping[str, Any], what: str) -> tuple[np.ndarray, str | None]:
+def bound(pi: Mapping[str, Any], entry: Mapping[str, Any], what: str) -> tuple[np.ndarray, str | None]:
     """The entry's per-image robust IoU on the record's images, and why the record is not of
     the entry's inputs (or None)."""
     ids = (entry.get("per_image") or {}).get("ids")
@@ -194,7 +197,7 @@ def measure(rec: Mapping[str, Any], entry: Mapping[str, Any],
     the entries' (paired 95 % bootstrap intervals over the images): ``{"mismatch": why the record
     is not of this entry, or None, "findings": signs of masking, ...}``."""
     pi = rec["per_image"]
-    worst, mismatch = _bound(pi, entry, "the check")
+    worst, mismatch = bound(pi, entry, "the check")
     out: dict[str, Any] = {"mismatch": mismatch, "findings": []}
     if mismatch:
         return out
@@ -220,7 +223,7 @@ def measure(rec: Mapping[str, Any], entry: Mapping[str, Any],
     out["under_stated"] = bool(sv["ci95"][0] < -0.01 and sv["diff"] < -0.02)
     base = rec.get("baseline")
     if base and base_entry is not None:
-        bworst, bmismatch = _bound(base["per_image"], base_entry, "the baseline's check")
+        bworst, bmismatch = bound(base["per_image"], base_entry, "the baseline's check")
         out["baseline_mismatch"] = bmismatch
         if not bmismatch:
             bwhite = np.minimum(np.asarray(base["per_image"]["white_box"], float), bworst)
@@ -263,7 +266,7 @@ def baseline_entry(rec: Mapping[str, Any] | None, entry: Mapping[str, Any],
     architecture undefended, on the record's dataset and protocol."""
     base: dict[str, Any] = (rec or {}).get("baseline") or {}
     found = (by_sha or {}).get(base["state_sha256"]) if rec and base else None
-    if rec is None or found is None or _defense(found) != "none" or record_for(found, {base["state_sha256"]: rec}) is None \
+    if rec is None or found is None or _defense(found) != "none" or not _same_table(rec, found) \
             or (found.get("model") or {}).get("ref") != (entry.get("model") or {}).get("ref"):
         return None
     return found
@@ -272,7 +275,5 @@ def baseline_entry(rec: Mapping[str, Any] | None, entry: Mapping[str, Any],
 def entry_problem(entry: Mapping[str, Any], checks: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Why the check on record for this entry's weights is not of this entry (``leaderboard
     validate`` reports it), or None."""
-    rec = checks.get(str((entry.get("model") or {}).get("state_sha256")))
-    if rec is None or record_for(entry, checks) is None:
-        return None
-    return measure(rec, entry)["mismatch"]
+    rec = record_for(entry, checks)
+    return None if rec is None else bound(rec["per_image"], entry, "the check")[1]
