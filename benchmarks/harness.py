@@ -12,7 +12,7 @@
    wall time and peak resident memory (``os.wait4``'s ``ru_maxrss`` of that process alone);
    time should double with the images and memory stay flat (images are streamed in batches).
 
-    python benchmarks/harness.py [--model unet-small] [--dataset nucleus] [--tier quick]
+    python benchmarks/harness.py [--model unet-small] [--dataset nucleus] [--tier quick-v1]
         [--n-images 8] [--repeats 2] [--scaling 8,16] [--threads 2] [--device cpu]
 """
 
@@ -119,7 +119,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet-small")
     ap.add_argument("--dataset", default="nucleus")
-    ap.add_argument("--tier", default="quick")
+    ap.add_argument("--tier", default="quick-v1", help="the README's figures are quick-v1's")
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="0: only the scaling runs")
@@ -133,8 +133,9 @@ def main() -> int:
 
     device = torch.device(args.device)
     protocol = fmbench.get_protocol(args.tier, n_images=args.n_images)
-    dataset = fmbench.open_dataset(args.dataset, protocol.split, protocol.image_size)
-    loaded = fmbench.load_model(args.model, dataset=args.dataset)
+    ref = protocol.dataset_ref(args.dataset)  # `nucleus` under a v2 protocol is nucleus@2
+    dataset = fmbench.open_dataset(ref, protocol.split, protocol.image_size)
+    loaded = fmbench.load_model(args.model, dataset=ref, generation=protocol.version)
     loaded.module.to(device).eval()
 
     with tempfile.TemporaryDirectory(prefix="fmbench-bench-") as tmp:

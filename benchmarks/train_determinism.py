@@ -1,6 +1,7 @@
 """Where do two trainings with the same seed diverge?  Stand-ins for other machines, side by side.
 
-The same ``fmbench train`` command (unet-small on nucleus, seed 0, ``--steps N``) is run in
+The same ``fmbench train`` command (unet-small on nucleus, seed 0, ``--tier quick-v1 --steps N``: the
+recipe and data docs/zoo.md's table was measured with) is run in
 fresh processes under settings that differ the way machines do: the thread count
 (``OMP_NUM_THREADS``), the vector instruction set PyTorch's own kernels use
 (``ATEN_CPU_CAPABILITY``) and the one oneDNN's kernels use (``ONEDNN_MAX_CPU_ISA``).  Each
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
             full_env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
             full_env.update(env)
             subprocess.run([sys.executable, "-m", "fmbench", "train", "--model", "unet-small", "--dataset", "nucleus",
-                            "--seed", "0", "--steps", str(args.steps), "--out", str(out), "--quiet"],
+                            "--seed", "0", "--tier", "quick-v1", "--steps", str(args.steps), "--out", str(out), "--quiet"],
                            env=full_env, check=True, capture_output=True)
             state, meta = read_checkpoint(out)
             if first is None:

@@ -4,7 +4,10 @@ For each zoo model: the time of one training step of the recipe (batch 8 of 128x
 forward + backward + AdamW), best of ``--repeats`` after a warm-up, times the recipe's steps
 (goal: <= 15 min); and the time of one forward and one forward+backward image pass at the
 ``quick`` tier's 256x256, times the tier's pass counts (2032 forward, 1008 backward image
-passes for 16 images), which is the model's own compute for a ``quick`` evaluation.
+passes for 16 images under quick-v1; 1776 and 832 under quick-v2), which is the model's own
+compute for a ``quick`` evaluation.  The recipe is version 1's fixed one (800 steps): version 2's
+stops early on a validation plateau, so its step count is only an upper bound (1200), and its
+measured minutes are in leaderboard/runs/zoo-quick-v2.json.
 
     python benchmarks/zoo_budget.py [--models a,b] [--threads 2] [--repeats 3]
 """
@@ -18,7 +21,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-# the quick tier's model passes (16 images; from a result file's "passes")
+# quick-v1's model passes (16 images; from a result file's "passes"); quick-v2: 1776 and 832
 QUICK_FORWARD, QUICK_BACKWARD = 2032, 1008
 
 
@@ -47,8 +50,8 @@ def main() -> int:
 
     recipe = Recipe()
     wanted = set(args.models.split(",")) if args.models else None
-    print(f"{args.threads} threads; recipe: {recipe.steps} steps of batch {recipe.batch_size} x {recipe.crop}x{recipe.crop}; "
-          f"quick tier: {QUICK_FORWARD} forward + {QUICK_BACKWARD} backward image passes at 256x256\n")
+    print(f"{args.threads} threads; v1 recipe: {recipe.steps} steps of batch {recipe.batch_size} x {recipe.crop}x{recipe.crop}; "
+          f"quick-v1: {QUICK_FORWARD} forward + {QUICK_BACKWARD} backward image passes at 256x256\n")
     print(f"{'model':24s} {'params M':>8s} {'s/step':>7s} {'train min':>9s} {'fwd ms/img':>10s} "
           f"{'fwd+bwd ms/img':>14s} {'quick compute min':>17s}")
     for name, _, factory, _ in ZOO:

@@ -1,7 +1,7 @@
 """Rebuild the reference leaderboard: train every zoo model on each dataset, then evaluate it.
 
-    python leaderboard/reproduce.py                       # the quick-v1 zoo, resumable
-    python leaderboard/reproduce.py --tier quick-v2       # the version-2 zoo (its own recipe)
+    python leaderboard/reproduce.py                       # the quick tier's (version-2) zoo, resumable
+    python leaderboard/reproduce.py --tier quick-v1       # the version-1 zoo (800 steps, seed 0)
     python leaderboard/reproduce.py --tier quick-v2 --datasets nucleus --seeds 1,2
     python leaderboard/reproduce.py --tier quick-v2 --models unet-r18 --defenses noise-aug,pgd-at
     python leaderboard/reproduce.py --dry-run             # print the commands only
@@ -210,7 +210,7 @@ def git_commit(paths: list[Path], message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tier", default=TIER, help="protocol tier or id (quick: quick-v1; quick-v2: the version-2 zoo)")
+    ap.add_argument("--tier", default=TIER, help="protocol tier or id (quick: its released version, quick-v2; quick-v1: the version-1 zoo)")
     ap.add_argument("--models", help="comma-separated zoo models (default: all)")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds (version 2 on)")

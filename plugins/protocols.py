@@ -120,7 +120,6 @@ QUICK_V2 = Protocol(
     corruptions=QUICK_CORRUPTIONS,
     attacks=QUICK_ATTACKS_V2,
     data_versions=V2_DATA,
-    draft=True,
 )
 
 FULL_V2 = Protocol(

@@ -51,7 +51,7 @@ class UNet(nn.Module):
 
 
 TRAIN_COMMAND = ("fmbench train --model unet-small --dataset {data} --seed 0 "
-                 "--out plugins/weights/unet-small_{dataset}.pt --half")
+                 "--out plugins/weights/unet-small_{dataset}.pt --half --tier quick-v1")
 # the data each shipped model is trained on: nucleus on version 2 (realistic edges and
 # annotation, docs/datasets.md); the weights serve every version of the dataset
 TRAINED_ON = {"nucleus": "nucleus@2", "mito": "mito", "er": "er"}

@@ -48,7 +48,7 @@ def test_a_run_that_differs_in_what_it_measures_is_never_reused(change, tmp_path
     if change == "protocol":
         kwargs["n_images"] = 2
     elif change == "dataset version":
-        dataset = "nucleus@2"
+        dataset = "nucleus@1"  # the default tier (quick-v2) reads a bare "nucleus" as nucleus@2
     elif change == "weights":
         kwargs["weights"] = "mito"  # another registered weights file of the same model
     else:
@@ -124,7 +124,7 @@ def test_a_changed_model_source_is_never_reused(tmp_path, cli):
 def test_cache_ls_and_clear(cli):
     fmbench.evaluate("unet-small", "nucleus", **TINY)
     (row,) = cache.listing()
-    assert row["model"] == "unet-small" and row["dataset"] == "nucleus" and 0 <= row["clean_iou"] <= 1
+    assert row["model"] == "unet-small" and row["dataset"] == "nucleus@2" and 0 <= row["clean_iou"] <= 1
     r = cli("cache", "ls", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)[0]["key"] == row["key"]
     r = cli("cache", "clear", row["key"][:8])

@@ -135,7 +135,7 @@ def test_noise_free_images_read_as_measured_score_like_the_built_in_data(tmp_pat
 
     out = tmp_path / "exp"
     proto = fmbench.get_protocol("quick", n_images=4, corruptions=["noise"], attacks=["none"])
-    export(fmbench.open_dataset("nucleus", "test", 256), out, n=4)
+    export(fmbench.open_dataset(proto.dataset_ref("nucleus"), "test", 256), out, n=4)  # what the tier reads
     (out / "manifest.json").unlink()  # without its manifest, a folder of images is measured data
     folder = fmbench.evaluate("unet-small", f"folder:{out}", proto, weights="nucleus", batch_size=4)
     built_in = fmbench.evaluate("unet-small", "nucleus", proto, batch_size=4)

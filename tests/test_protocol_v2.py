@@ -14,11 +14,13 @@ SMALL = {"n_images": 2, "image_size": 96, "corruptions": ["none"], "batch_size":
 MEMBERS = ["fgsm", "pgd", "segpgd", "cospgd", "worst-case"]
 
 
-def test_version_1_is_unchanged_and_still_what_the_tier_names(registry):
+def test_version_1_is_unchanged_and_the_tier_names_the_released_version(registry):
     assert registry.protocol("quick-v1").hash == "93c8a1db79edd95e"
     assert registry.protocol("full-v1").hash == "2c073c9752d9c942"
-    # v2 is a draft until its reference leaderboard exists: run by id, not yet by tier name
-    assert registry.protocol("quick").id == "quick-v1" and registry.protocol("quick-v2").draft
+    # quick-v2 is released (its reference leaderboard exists); full-v2 is a draft until its own
+    # does: run by id, not yet by the tier name, which still means full-v1
+    assert registry.protocol("quick").id == "quick-v2" and not registry.protocol("quick-v2").draft
+    assert registry.protocol("full").id == "full-v1" and registry.protocol("full-v2").draft
     v2 = registry.protocol("quick-v2").content()
     assert "metrics" not in v2 and "datasets" not in v2 and v2["data_versions"] == [["nucleus", 2]]
 
@@ -120,13 +122,28 @@ def test_an_ensemble_run_on_its_own_refines_too():
     assert wc["passes"]["backward_images"] == 2 * (1 + 5 + 5 + 5 + 5)  # FGSM, PGD/SegPGD/CosPGD-5, refine
 
 
-def test_the_terminal_leaderboard_says_the_v2_table_is_a_draft(cli):
-    """The caption's '[draft protocol: ...]' is text: rich markup must not swallow it."""
+def test_the_terminal_leaderboard_captions_the_v2_tables(cli):
     r = cli("leaderboard", "--tier", "quick-v2")
     assert r.returncode == 0, r.stderr
     flat = " ".join(r.stdout.split())
-    assert "[draft protocol: its reference leaderboard is still being built" in flat
+    assert "quick-v2 (protocol" in flat and "draft protocol" not in flat  # released
     assert "± the standard deviation over an architecture's training seeds" in flat
+
+
+def test_a_draft_protocol_s_caption_is_text_not_markup(registry, monkeypatch):
+    """A table under a draft protocol says so; its '[draft protocol: ...]' must survive rich."""
+    from rich.console import Console
+
+    from fmbench.leaderboard import groups, load_entries, render
+    from fmbench.leaderboard.store import default_dir, load_baselines
+
+    gs = groups(load_entries(str(default_dir()), registry), "robust", load_baselines(str(default_dir()))[0])
+    monkeypatch.setattr(render, "_draft", lambda protocol_id: True)
+    console = Console(record=True, width=400)
+    for table in render.render_tables(gs[:1]):
+        console.print(table)
+    flat = " ".join(console.export_text().split())
+    assert "[draft protocol: its reference leaderboard is still being built" in flat
 
 
 def test_eval_prints_the_flags_its_table_would_give_and_says_when_images_are_few(cli, tmp_path):

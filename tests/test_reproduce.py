@@ -65,18 +65,18 @@ def test_v2_pieces_are_named_per_seed_and_defense(reproduce, tmp_path, monkeypat
     # the shipped model is evaluated once, never trained
     assert "train --model unet-small" not in out and out.count("eval --model unet-small") == 1
     assert reproduce.entry_stem("fpn-r18", "er", "quick-v2", 2, "noise-aug") == "fpn-r18+noise-aug+seed2__er__quick-v2"
-    assert reproduce.main(["--dry-run", "--seeds", "1"]) == 1  # the version-1 zoo has seed 0 only
+    assert reproduce.main(["--dry-run", "--tier", "quick-v1", "--seeds", "1"]) == 1  # the version-1 zoo has seed 0 only
 
 
 def test_finished_pairs_are_not_retrained_on_a_machine_without_their_weights(reproduce, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)
-    entry = ROOT / "leaderboard" / "unet-r18__nucleus__quick-v1.json"
+    entry = ROOT / "leaderboard" / "unet-r18__nucleus__quick-v2.json"  # the default tier's
     assert entry.exists()
     assert reproduce.main(["--dry-run", "--models", "unet-r18", "--datasets", "nucleus",
                            "--work", str(tmp_path / "work")]) == 0
     out = capsys.readouterr().out
-    assert "skip unet-r18__nucleus__quick-v1.json: entry exists, weights not in this cache" in out
+    assert "skip unet-r18__nucleus__quick-v2.json: entry exists, weights not in this cache" in out
     assert "fmbench train" not in out and "fmbench eval" not in out
 
 

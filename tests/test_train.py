@@ -55,7 +55,7 @@ def test_train_cli_writes_checkpoint_that_eval_loads(tmp_path, cli):
     state, meta = read_checkpoint(tmp_path / "m.pt")
     assert all(v.dtype == torch.float16 for k, v in state.items() if v.is_floating_point())
     assert meta["command"] == ("fmbench train --model unet-small --model-arg width=4 --model-arg depth=2 "
-                               "--dataset nucleus --steps 2 --half --tier quick-v1")  # no --out, --quiet; the version it ran under
+                               "--dataset nucleus --steps 2 --half --tier quick-v2")  # no --out, --quiet; the version it ran under
     record = json.loads((tmp_path / "m.pt.json").read_text())
     assert record["train_seconds"] > 0 and record["state_sha256"] == meta["state_sha256"]
     # the same command in another process, writing elsewhere, writes the same weights and

@@ -245,6 +245,7 @@ def leaderboard_baselines_cmd(dataset_ref, tier, directory, n_check, overwrite):
 
     pm, reg = registry()
     protocol = reg.protocol(tier)
+    dataset_ref = protocol.dataset_ref(dataset_ref)  # `nucleus` under quick-v2 is nucleus@2
     dataset = open_dataset(dataset_ref, protocol.split, protocol.image_size, registry=reg, pm=pm)
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{dataset_ref}__{protocol.id}")
     path = Path(directory) / "baselines" / f"{slug}.json"
