@@ -262,9 +262,9 @@ def test_leaderboard_ranks_within_protocol_and_dataset(board, proto):
     r = invoke("leaderboard", "--dir", str(d), "--format", "json")
     assert r.exit_code == 0, r.output
     gs = json.loads(r.output)
-    assert [(g["protocol_id"], len(g["rows"])) for g in gs] == [("tiny-v1", 4), ("tiny-v2", 1)]
-    assert [row["model"] for row in gs[0]["rows"]] == ["net-c", "net-a", "net-d", "net-b"]
-    assert [row["rank"] for row in gs[0]["rows"]] == [1, 2, 3, 4]
+    assert [(g["protocol_id"], len(g["rows"])) for g in gs] == [("tiny-v2", 1), ("tiny-v1", 4)]  # newest first
+    assert [row["model"] for row in gs[1]["rows"]] == ["net-c", "net-a", "net-d", "net-b"]
+    assert [row["rank"] for row in gs[1]["rows"]] == [1, 2, 3, 4]
     r = invoke("leaderboard", "--dir", str(d), "--tier", "tiny-v1", "--sort", "clean", "--format", "csv")
     lines = r.output.splitlines()
     assert lines[0].startswith("protocol,protocol_hash,dataset,rank,model")

@@ -128,6 +128,11 @@ def test_the_terminal_leaderboard_captions_the_v2_tables(cli):
     flat = " ".join(r.stdout.split())
     assert "quick-v2 (protocol" in flat and "draft protocol" not in flat  # released
     assert "± the standard deviation over an architecture's training seeds" in flat
+    # each tier's newest version first; an earlier version's tables say what the tier means now
+    r = cli("leaderboard", "--dataset", "er")
+    flat = " ".join(r.stdout.split())
+    v1 = "er · quick-v1 [earlier version: the tier now means quick-v2] (protocol"
+    assert r.returncode == 0 and v1 in flat and flat.index("er · quick-v2 (protocol") < flat.index(v1)
 
 
 def test_a_draft_protocol_s_caption_is_text_not_markup(registry, monkeypatch):

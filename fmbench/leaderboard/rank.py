@@ -286,8 +286,11 @@ def groups(entries: list[dict[str, Any]], sort: str = "robust",
     typical_by_protocol = {h: typical_spreads([u for (h2, _, n), us in pooled.items() if h2 == h and not n for u in us])
                            for h, _, _ in pooled}  # (compare.protocol_typical: the same, for one protocol)
     out = []
-    for (h, ds, noise), es in sorted(pooled.items(), key=lambda kv: (kv[1][0]["protocol"]["id"], kv[0][1], kv[0][2],
-                                                                      kv[0][0])):
+    def order(kv: tuple) -> tuple:  # each tier's newest version first, then by dataset
+        p = kv[1][0]["protocol"]
+        return (str(p.get("name", "")), -int(p.get("version") or 0), p["id"], kv[0][1], kv[0][2], kv[0][0])
+
+    for (h, ds, noise), es in sorted(pooled.items(), key=order):
         es = sorted(es, key=lambda e: (_score(e, key) is None, -(_score(e, key) or 0.0), row_label(e)))
         cleans = [(c, row_label(e)) for e in es if (c := _score(e, "clean_iou")) is not None]
         best = max(cleans) if cleans else None

@@ -45,6 +45,19 @@ def _draft(protocol_id: str) -> bool:
         return False
 
 
+def _superseded(protocol_id: str) -> str | None:
+    """The id its tier name now means, when a registered protocol is an earlier released version."""
+    from ..plugins import get_registry
+
+    try:
+        reg = get_registry()
+        p = reg.protocol(protocol_id)
+        now = reg.protocol(p.name)
+    except Exception:  # noqa: BLE001 - an unknown (plugin's, variant) protocol has no tier of ours
+        return None
+    return now.id if now.version > p.version and not p.draft else None
+
+
 def draft_note(protocol_id: str | None, n_rows: int) -> str | None:
     """A line for statistics read from a draft protocol's entries, or ``None``."""
     if not protocol_id or not _draft(protocol_id):
@@ -57,6 +70,8 @@ def _title(group: dict[str, Any]) -> str:
     head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
     draft = (" [draft protocol: its reference leaderboard is still being built, "
              f"{len(group['entries'])} rows so far]" if _draft(group["protocol_id"]) else "")
+    if (now := _superseded(group["protocol_id"])):
+        draft += f" [earlier version: the tier now means {now}]"
     if group.get("label_noise"):
         draft += f" — label-noise track: trained on {group['label_noise']} annotations"
     return (f"{group['dataset']} · {group['protocol_id']}{draft} (protocol {group['protocol_hash']}), sorted by "
