@@ -232,5 +232,5 @@ def test_worked_example_package_installs_trains_and_evaluates(tmp_path):
     assert r.returncode == 0, r.stderr
     entry = json.loads((tmp_path / "e.json").read_text())
     assert entry["model"]["ref"] == "mynet" and entry["model"]["plugin"] == "mynet"
-    assert entry["model"]["training"]["command"] == "fmbench train --model mynet --dataset nucleus --steps 2 --tier quick-v1"
+    assert entry["model"]["training"]["command"] == "fmbench train --model mynet --dataset nucleus --steps 2 --tier quick-v2"
     assert entry["provenance"]["command"].startswith("fmbench eval --model mynet --checkpoint w.pt")
