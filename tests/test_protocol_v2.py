@@ -143,7 +143,7 @@ def test_a_draft_protocol_s_caption_is_text_not_markup(registry, monkeypatch):
     from fmbench.leaderboard.store import default_dir, load_baselines
 
     gs = groups(load_entries(str(default_dir()), registry), "robust", load_baselines(str(default_dir()))[0])
-    monkeypatch.setattr(render, "_draft", lambda protocol_id: True)
+    monkeypatch.setattr(render, "_standing", lambda protocol_id: (True, None))
     console = Console(record=True, width=400)
     for table in render.render_tables(gs[:1]):
         console.print(table)

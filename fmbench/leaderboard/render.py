@@ -35,27 +35,23 @@ def _cell(row: dict[str, Any], key: str, markup: bool = True) -> str:
     return escape(str(v)) if markup else str(v)  # "m [pgd-at]" is not markup
 
 
-def _draft(protocol_id: str) -> bool:
-    """Whether the protocol is a registered draft (its reference leaderboard is being built)."""
-    from ..plugins import get_registry
-
-    try:
-        return bool(get_registry().protocol(protocol_id).draft)
-    except Exception:  # noqa: BLE001 - an unknown (plugin's, variant) protocol is not a draft of ours
-        return False
-
-
-def _superseded(protocol_id: str) -> str | None:
-    """The id its tier name now means, when a registered protocol is an earlier released version."""
+def _standing(protocol_id: str) -> tuple[bool, str | None]:
+    """Whether a registered protocol is a draft (its reference leaderboard is being built), and
+    the id its tier name now means when it is an earlier released version; an unknown (plugin's,
+    variant) protocol is neither."""
     from ..plugins import get_registry
 
     try:
         reg = get_registry()
         p = reg.protocol(protocol_id)
         now = reg.protocol(p.name)
-    except Exception:  # noqa: BLE001 - an unknown (plugin's, variant) protocol has no tier of ours
-        return None
-    return now.id if now.version > p.version and not p.draft else None
+    except Exception:  # noqa: BLE001 - not a protocol of this registry
+        return False, None
+    return bool(p.draft), (now.id if now.version > p.version and not p.draft else None)
+
+
+def _draft(protocol_id: str) -> bool:
+    return _standing(protocol_id)[0]
 
 
 def draft_note(protocol_id: str | None, n_rows: int) -> str | None:
@@ -68,13 +64,12 @@ def draft_note(protocol_id: str | None, n_rows: int) -> str | None:
 
 def _title(group: dict[str, Any]) -> str:
     head = next((e["scores"]["headline"]["label"] for e in group["entries"] if e.get("scores")), "8/255")
-    draft = (" [draft protocol: its reference leaderboard is still being built, "
-             f"{len(group['entries'])} rows so far]" if _draft(group["protocol_id"]) else "")
-    if (now := _superseded(group["protocol_id"])):
-        draft += f" [earlier version: the tier now means {now}]"
+    draft, now = _standing(group["protocol_id"])
+    status = (f" [draft protocol: its reference leaderboard is still being built, {len(group['entries'])} rows so far]"
+              if draft else f" [earlier version: the tier now means {now}]" if now else "")
     if group.get("label_noise"):
-        draft += f" — label-noise track: trained on {group['label_noise']} annotations"
-    return (f"{group['dataset']} · {group['protocol_id']}{draft} (protocol {group['protocol_hash']}), sorted by "
+        status += f" — label-noise track: trained on {group['label_noise']} annotations"
+    return (f"{group['dataset']} · {group['protocol_id']}{status} (protocol {group['protocol_hash']}), sorted by "
             f"{SORT_TEXT[group['sort']]}; robust IoU: per image the worst attack at {head}; rel.: the study's "
             f"relative robustness; 95 % intervals over the {group['entries'][0]['dataset']['n_images']} test images"
             + ("; ± the standard deviation over an architecture's training seeds (n seeds: its row)"
