@@ -16,7 +16,11 @@ models", ECCV 2024):
 ``steps`` counts input gradients, so ``apgd`` with ``steps=5`` costs what PGD-5 costs (one
 forward and one backward pass per step and image).  ``loss="ce"`` is cross-entropy; ``"masked-ce"``
 (SEA's masked cross-entropy) counts only the pixels still classified correctly, so the attack
-stops pushing pixels it has already flipped.
+stops pushing pixels it has already flipped.  ``"to-background"`` is targeted at the IoU itself:
+the log-probability of background on the true foreground pixels (maximised), i.e. no true
+positive left, which is IoU 0 whatever the background pixels do.  Cross-entropy can be met by
+flipping every pixel to foreground instead (IoU = the foreground share, not 0), so a budget sweep
+that asks whether IoU reaches 0 needs this loss beside the others.
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ def masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ce * right.to(ce.dtype)
 
 
+def to_background(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Log-probability of background on the true foreground pixels (0 elsewhere): maximal when
+    no foreground pixel is found, i.e. at IoU 0."""
+    return -segmentation_loss(logits, torch.zeros_like(target)) * target.to(logits.dtype)
+
+
+LOSSES = {"ce": segmentation_loss, "masked-ce": masked_ce, "to-background": to_background}
+
+
 class APGD(Attack):
     name = "apgd"
     norms = ("linf",)
@@ -70,15 +83,15 @@ class APGD(Attack):
         self.norm = check_norm(norm, self.name, ("linf",))
         if int(steps) != steps or steps < 2:
             raise ProtocolError(f"attack 'apgd': steps must be an integer >= 2, got {steps!r}")
-        if loss not in ("ce", "masked-ce"):
-            raise ProtocolError(f"attack 'apgd': loss must be 'ce' or 'masked-ce', got {loss!r}")
+        if loss not in LOSSES:
+            raise ProtocolError(f"attack 'apgd': loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         self.steps, self.loss, self.momentum, self.rho = int(steps), loss, float(momentum), float(rho)
 
     def iterations(self, eps: float) -> int:
         return self.steps
 
     def __call__(self, model, x, target, eps, gens):
-        loss_fn = segmentation_loss if self.loss == "ce" else masked_ce
+        loss_fn = LOSSES[self.loss]
         seen: list[torch.Tensor] = []
 
         def traced(logits, tgt):  # the forward pass a gradient makes also gives the iterate's IoU

@@ -397,7 +397,7 @@ def test_apgd_spends_one_gradient_per_step_and_keeps_its_lowest_iou_iterate(regi
     x, m = test_set
     x, m = x[:6], m[:6]
     eps = 8 / 255
-    for loss in ("ce", "masked-ce"):
+    for loss in ("ce", "masked-ce", "to-background"):
         attack = make(registry, "apgd", steps=6, loss=loss)
         with track_gradients() as tr:
             adv = run(trained, attack, x, m, eps)
@@ -411,6 +411,25 @@ def test_apgd_spends_one_gradient_per_step_and_keeps_its_lowest_iou_iterate(regi
             assert iou(trained, adv, m).mean() <= iou(trained, pgd, m).mean() + 0.02
     with pytest.raises(fmbench.ProtocolError, match="loss must be"):
         make(registry, "apgd", loss="dice")
+
+
+def test_apgd_to_background_loss_targets_the_iou(registry, trained, test_set):
+    """``to-background`` counts only the true foreground pixels and is highest when each is
+    called background; with the whole [0, 1] range as budget it takes the IoU to about 0."""
+    from fmbench_plugins.apgd import to_background
+
+    m = torch.zeros(1, 4, 4, dtype=torch.long)
+    m[0, :2] = 1
+    sure_bg = torch.zeros(1, 2, 4, 4)
+    sure_bg[:, 0] = 20.0
+    per_pixel = to_background(sure_bg, m)
+    assert (per_pixel[0, 2:] == 0).all() and (per_pixel[0, :2] > -1e-6).all()  # background pixels do not count
+    sure_fg = sure_bg.flip(1)
+    assert (to_background(sure_fg, m)[0, :2] < -10).all()  # foreground kept: far from the maximum
+    x, m = test_set
+    x, m = x[:4], m[:4]
+    adv = run(trained, make(registry, "apgd", steps=10, loss="to-background"), x, m, 1.0)
+    assert iou(trained, adv, m).max() < 0.05
     with pytest.raises(fmbench.ProtocolError, match="unsupported norm"):
         make(registry, "apgd", "l2")
 

@@ -118,6 +118,21 @@ def test_the_verdict_comes_from_the_numbers_not_from_the_records_words(kwargs, f
     assert got["flag"] == "gradient-masking" and finding in got["reason"]
 
 
+def test_a_budget_one_plateau_under_cross_entropy_alone_is_read_as_an_upper_bound():
+    """Cross-entropy can be met by calling every pixel foreground (IoU = the foreground share):
+    a record whose sweep used it alone says its budget-1 IoU is an upper bound; one with the
+    targeted loss does not."""
+    e = read_json(DEFENDED)
+    plateau = (0.6, 0.4, 0.3, 0.25, 0.23, 0.23)
+    old = masking.measure(_record(e, sweep=plateau), e)["findings"]
+    assert any("IoU 0.230 at budget 1" in f and "upper bound" in f and "--resweep" in f for f in old)
+    rec = _record(e, sweep=plateau)
+    rec["settings"]["sweep_losses"] = ["ce", "masked-ce", "to-background"]
+    assert masking.record_problem(rec) is None
+    new = masking.measure(rec, e)["findings"]
+    assert any("IoU 0.230 at budget 1" in f for f in new) and not any("upper bound" in f for f in new)
+
+
 def test_a_stronger_attack_that_hurts_the_defence_more_than_its_undefended_architecture_is_found():
     e, base = read_json(DEFENDED), read_json(UNDEFENDED)
     board = {x["model"]["state_sha256"]: x for x in (e, base)}
@@ -197,6 +212,9 @@ def _bad(**changes):
     (_bad(target=None), "needs the target"),
     (_bad(settings=["steps", 30]), "settings must give"),
     (_bad(**{"settings.steps": "30"}), "settings must give"),
+    (_bad(**{"settings.sweep_losses": ["ce", "ce"]}), "settings.sweep_losses must list distinct"),
+    (_bad(**{"settings.sweep_losses": ["dice"]}), "settings.sweep_losses must list distinct"),
+    (_bad(**{"settings.sweep_losses": []}), "settings.sweep_losses must list distinct"),
     (_bad(transfer={"m:w segpgd": {"on_target": 0.9, "per_image": [0.9] * 16}}), "lowest of every transfer attack"),
     ({"kind": masking.KIND, "records": [_record(read_json(DEFENDED))] * 2}, "a second record"),
 ])
@@ -247,7 +265,8 @@ def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path):
     from fmbench.plugins import get_registry
 
     reg = get_registry()
-    args = argparse.Namespace(steps=2, restarts=1, sweep_steps=2, batch=2, n_images=2, tolerance=0.01, target=None)
+    args = argparse.Namespace(steps=2, restarts=1, sweep_steps=2, batch=2, n_images=2, tolerance=0.01, target=None,
+                              sweep_losses=("ce",))  # a record from before the sweep's other losses
     target, tier = "unet-small:nucleus", "quick-v2"
     loaded = gm.load(target)
     x, m, keys = gm.reference_batch(reg.protocol(tier), "nucleus@2", 2)
@@ -264,6 +283,29 @@ def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path):
     record = tmp_path / "checks" / "gradient-masking.json"
     gm.update_record(record, [rec])
     assert gm.recheck(reg, record, args) == 0
+    assert args.sweep_losses == ["ce"]  # read from the record (none recorded: cross-entropy alone)
+
+    # --resweep: the sweep again with the targeted loss, per image never above cross-entropy's
+    # (its random starts are the record's), recorded as such; it then rechecks as made
+    args.sweep_losses = ("ce", "to-background")
+    assert gm.resweep(reg, record, args, "here") == 0
+    new = masking.load(record.parent.parent)[loaded.state_sha256]
+    assert new["settings"]["sweep_losses"] == ["ce", "to-background"]
+    assert new["sweep_remeasured"]["losses_before"] == ["ce"]
+    for k, v in sweep.items():
+        assert (np.asarray(new["per_image"]["sweep"][k]) <= v + 1e-12).all()
+    assert new["per_image"]["white_box"] == rec["per_image"]["white_box"]  # the rest is kept
+    assert gm.recheck(reg, record, args) == 0
+    gm.update_record(record, [rec])
+    rec2 = copy.deepcopy(rec)
+    rec2["per_image"]["clean"][0] = min(1.0, rec2["per_image"]["clean"][0] + 0.01)
+    rec2["clean_iou"] = float(np.mean(rec2["per_image"]["clean"]))
+    record.unlink()
+    gm.update_record(record, [rec2])
+    with pytest.raises(SystemExit, match="clean IoUs here are not the record's"):
+        gm.resweep(reg, record, args, "here")
+
+    args.sweep_losses = ("ce",)
     v = rec["per_image"]["white_box"][1]
     rec["per_image"]["white_box"][1] = v - 0.05 if v >= 0.05 else v + 0.05
     record.unlink()
