@@ -54,6 +54,10 @@ import zoo_tables  # noqa: E402  (beside this script)
 HERE = Path(__file__).resolve().parent
 DATASETS = ("nucleus", "er", "mito")
 TIER = "quick"
+# (model, dataset) -> training steps, for undefended version-2 trainings whose validation IoU was
+# still rising when RECIPE_V2's 1200 steps ran out (docs/zoo.md, "Longer budgets"); passed as
+# ``--steps``, so the registered command says it and re-runs it
+LONGER = {("upernet-convnext-atto", "mito"): 2400}
 
 
 def zoo_models() -> list[str]:
@@ -272,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ship and not p.ckpt.exists():
             cmd = ["fmbench", "train", "--model", p.model, "--dataset", p.dataset, "--seed", str(p.seed),
                    "--tier", args.tier, *(["--defense", p.defense] if p.defense != "none" else []),
+                   *(["--steps", str(LONGER[p.model, p.dataset])]
+                     if p.defense == "none" and gen == 2 and (p.model, p.dataset) in LONGER else []),
                    "--out", str(p.ckpt), "--quiet"]
             if Path(str(p.ckpt) + ".state.pt").exists():
                 cmd.append("--resume")

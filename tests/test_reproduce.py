@@ -68,6 +68,21 @@ def test_v2_pieces_are_named_per_seed_and_defense(reproduce, tmp_path, monkeypat
     assert reproduce.main(["--dry-run", "--tier", "quick-v1", "--seeds", "1"]) == 1  # the version-1 zoo has seed 0 only
 
 
+def test_a_longer_budget_is_named_in_the_training_command(reproduce, tmp_path, monkeypatch, capsys):
+    """A (model, dataset) given more steps (``LONGER``) trains with ``--steps N`` in its command,
+    undefended and under version 2 only, so the registered command re-runs what was trained."""
+    monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(reproduce, "LONGER", {("unet-r18", "er"): 2000})
+    (tmp_path / "board").mkdir()
+    assert reproduce.main(["--dry-run", "--tier", "quick-v2", "--models", "unet-r18", "--datasets", "er,nucleus",
+                           "--defenses", "none,pgd-at", "--train-only",
+                           "--work", str(tmp_path / "work"), "--board", str(tmp_path / "board")]) == 0
+    trains = [line for line in capsys.readouterr().out.splitlines() if " train " in line]
+    assert [("--steps 2000" in t, "--dataset er" in t, "--defense" in t) for t in trains] == [
+        (True, True, False), (False, True, True), (False, False, False), (False, False, True)]
+
+
 def test_finished_pairs_are_not_retrained_on_a_machine_without_their_weights(reproduce, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)
