@@ -253,12 +253,14 @@ def check_target(reg, protocol, target, surrogates, args, baseline=None):
     crafted = transfer_attacks(eps, args.steps)
     transfer, per_surrogate = None, {}
     for sref in surrogates:
-        smodel = load(sref).module
+        sloaded = load(sref)  # a weights name can be re-registered later: the record keeps which weights
+        smodel = sloaded.module
         for tag, e in crafted.items():
             adv, _ = craft(reg.build_attack(e), smodel, x, m, keys, eps, f"transfer/{tag}", args.batch)
             s = score(model, adv, m, args.batch)
             per_surrogate[f"{sref} {tag}"] = {"on_target": float(s.mean()), "per_image": _list(s),
-                                              "on_surrogate": float(score(smodel, adv, m, args.batch).mean())}
+                                              "on_surrogate": float(score(smodel, adv, m, args.batch).mean()),
+                                              "surrogate_sha256": sloaded.state_sha256}
             transfer = s if transfer is None else np.minimum(transfer, s)
         del smodel
     rec["transfer"] = per_surrogate
@@ -305,11 +307,18 @@ def recheck(reg, path: Path, args) -> int:
         kept = [k for k, v in rec["transfer"].items() if "per_image" in v]
         if kept:  # one transfer attack re-crafted on its surrogate (the first the record keeps per image)
             sref, tag = kept[0].rsplit(" ", 1)
-            adv, _ = craft(reg.build_attack(transfer_attacks(8 / 255, args.steps)[tag]), load(sref).module, x, m, keys,
+            sloaded = load(sref)
+            was = rec["transfer"][kept[0]].get("surrogate_sha256")
+            if was is not None and was != sloaded.state_sha256:
+                print(f"{rec['target']}: surrogate {sref} is now weights {sloaded.state_sha256[:12]}..., the record's "
+                      f"were {str(was)[:12]}...; transfer not rechecked")
+                kept = [""]
+        if kept and kept[0]:
+            adv, _ = craft(reg.build_attack(transfer_attacks(8 / 255, args.steps)[tag]), sloaded.module, x, m, keys,
                            8 / 255, f"transfer/{tag}", args.batch)
             got[f"transfer {kept[0]}"] = score(loaded.module, adv, m, args.batch)
             want[f"transfer {kept[0]}"] = rec["transfer"][kept[0]]["per_image"]
-        else:
+        elif not kept:
             print(f"{rec['target']}: the record keeps no transfer attack's per-image IoUs; transfer not rechecked")
         gaps = {k: float(np.abs(got[k] - np.asarray(want[k][:n])).max()) for k in got}
         worst = max(gaps, key=gaps.get)

@@ -251,7 +251,7 @@ def test_a_sweep_listed_out_of_order_cannot_hide_a_rise():
 
 
 
-def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path):
+def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path, capsys):
     """``benchmarks/gradient_masking.py --recheck``: a record measured here (the shipped
     unet-small on two nucleus@2 images, few steps) rechecks to difference 0; the same record with
     one image's white-box IoU moved by 0.05 does not."""
@@ -304,6 +304,16 @@ def test_recheck_re_measures_a_record_and_catches_an_edited_value(tmp_path):
     gm.update_record(record, [rec2])
     with pytest.raises(SystemExit, match="clean IoUs here are not the record's"):
         gm.resweep(reg, record, args, "here")
+
+    # a transfer surrogate whose weights name now means other weights is not re-crafted
+    moved = copy.deepcopy(rec)
+    moved["transfer"] = {f"{target} segpgd": {"on_target": float(white.mean()), "per_image": gm._list(white),
+                                              "on_surrogate": 0.5, "surrogate_sha256": "0" * 64}}
+    record.unlink()
+    gm.update_record(record, [moved])
+    capsys.readouterr()
+    assert gm.recheck(reg, record, args) == 0
+    assert f"surrogate {target} is now weights" in capsys.readouterr().out
 
     args.sweep_losses = ("ce",)
     v = rec["per_image"]["white_box"][1]
