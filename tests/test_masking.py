@@ -215,6 +215,8 @@ def _bad(**changes):
     (_bad(**{"settings.sweep_losses": ["ce", "ce"]}), "settings.sweep_losses must list distinct"),
     (_bad(**{"settings.sweep_losses": ["dice"]}), "settings.sweep_losses must list distinct"),
     (_bad(**{"settings.sweep_losses": []}), "settings.sweep_losses must list distinct"),
+    (_bad(**{"settings.sweep_losses": [{"ce": 1}]}), "settings.sweep_losses must list distinct"),
+    (_bad(**{"settings.sweep_losses": "ce"}), "settings.sweep_losses must list distinct"),
     (_bad(transfer={"m:w segpgd": {"on_target": 0.9, "per_image": [0.9] * 16}}), "lowest of every transfer attack"),
     ({"kind": masking.KIND, "records": [_record(read_json(DEFENDED))] * 2}, "a second record"),
 ])

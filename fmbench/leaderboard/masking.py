@@ -112,8 +112,8 @@ def record_problem(rec: Any) -> str | None:
                                                  for k in ("steps", "restarts", "sweep_steps")):
         return "settings must give the attacks' steps, restarts and sweep_steps as positive integers"
     losses = settings.get("sweep_losses", ["ce"])
-    if not isinstance(losses, list) or not losses or len(set(map(str, losses))) != len(losses) \
-            or not set(losses) <= set(SWEEP_LOSSES):
+    if not isinstance(losses, list) or not losses or not all(isinstance(v, str) and v in SWEEP_LOSSES for v in losses) \
+            or len(set(losses)) != len(losses):
         return f"settings.sweep_losses must list distinct losses of {', '.join(SWEEP_LOSSES)}"
     if not isinstance(rec.get("transfer", {}), dict) or not all(isinstance(v, dict) for v in rec.get("transfer", {}).values()):
         return "transfer must map attacks to their results"
