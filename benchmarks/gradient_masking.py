@@ -190,7 +190,8 @@ SWEEP_LOSSES = masking.SWEEP_LOSSES
 
 def sweep_iou(reg, model, x, m, keys, args, budgets=SWEEP):
     """Per budget, per image the lowest IoU of APGD with each of ``args.sweep_losses`` (cross-entropy
-    keeps its record-1 random starts, so a cross-entropy-only record rechecks as it was made)."""
+    keeps the random starts it had before the other losses, so a record made with it alone
+    rechecks as it was made)."""
     out = {}
     for k in budgets:
         for loss in args.sweep_losses:
@@ -305,21 +306,20 @@ def recheck(reg, path: Path, args) -> int:
                **{f"sweep {k}": v for k, v in sweep_iou(reg, loaded.module, x, m, keys, args).items()}}
         want = {"clean": pi["clean"], "white_box": pi["white_box"], **{f"sweep {k}": v for k, v in pi["sweep"].items()}}
         kept = [k for k, v in rec["transfer"].items() if "per_image" in v]
-        if kept:  # one transfer attack re-crafted on its surrogate (the first the record keeps per image)
+        if not kept:
+            print(f"{rec['target']}: the record keeps no transfer attack's per-image IoUs; transfer not rechecked")
+        else:  # one transfer attack re-crafted on its surrogate (the first the record keeps per image)
             sref, tag = kept[0].rsplit(" ", 1)
             sloaded = load(sref)
             was = rec["transfer"][kept[0]].get("surrogate_sha256")
             if was is not None and was != sloaded.state_sha256:
                 print(f"{rec['target']}: surrogate {sref} is now weights {sloaded.state_sha256[:12]}..., the record's "
                       f"were {str(was)[:12]}...; transfer not rechecked")
-                kept = [""]
-        if kept and kept[0]:
-            adv, _ = craft(reg.build_attack(transfer_attacks(8 / 255, args.steps)[tag]), sloaded.module, x, m, keys,
-                           8 / 255, f"transfer/{tag}", args.batch)
-            got[f"transfer {kept[0]}"] = score(loaded.module, adv, m, args.batch)
-            want[f"transfer {kept[0]}"] = rec["transfer"][kept[0]]["per_image"]
-        elif not kept:
-            print(f"{rec['target']}: the record keeps no transfer attack's per-image IoUs; transfer not rechecked")
+            else:
+                adv, _ = craft(reg.build_attack(transfer_attacks(8 / 255, args.steps)[tag]), sloaded.module, x, m, keys,
+                               8 / 255, f"transfer/{tag}", args.batch)
+                got[f"transfer {kept[0]}"] = score(loaded.module, adv, m, args.batch)
+                want[f"transfer {kept[0]}"] = rec["transfer"][kept[0]]["per_image"]
         gaps = {k: float(np.abs(got[k] - np.asarray(want[k][:n])).max()) for k in got}
         worst = max(gaps, key=gaps.get)
         ok = gaps[worst] <= args.tolerance
