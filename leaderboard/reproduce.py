@@ -57,7 +57,7 @@ TIER = "quick"
 # (model, dataset) -> training steps, for undefended version-2 trainings whose validation IoU was
 # still rising when RECIPE_V2's 1200 steps ran out (docs/zoo.md, "Longer budgets"); passed as
 # ``--steps``, so the registered command says it and re-runs it
-LONGER = {("upernet-convnext-atto", "mito"): 2400}
+LONGER = {("upernet-convnext-atto", "mito"): 2400, ("dpt-vit-tiny", "mito"): 4000}
 
 
 def zoo_models() -> list[str]:
