@@ -185,9 +185,6 @@ def white_box(reg, model, x, m, keys, eps, args):
     return np.minimum(white["apgd-ce"], white["apgd-masked-ce"]), {k: float(v.mean()) for k, v in white.items()}
 
 
-SWEEP_LOSSES = masking.SWEEP_LOSSES
-
-
 def sweep_iou(reg, model, x, m, keys, args, budgets=SWEEP):
     """Per budget, per image the lowest IoU of APGD with each of ``args.sweep_losses`` (cross-entropy
     keeps the random starts it had before the other losses, so a record made with it alone
@@ -403,8 +400,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--sweep-steps", type=int, default=15)
-    ap.add_argument("--sweep-losses", default=",".join(SWEEP_LOSSES),
-                    help=f"APGD losses of the budget sweep, per image the lowest IoU (default {','.join(SWEEP_LOSSES)})")
+    ap.add_argument("--sweep-losses", default=",".join(masking.SWEEP_LOSSES),
+                    help=f"APGD losses of the budget sweep, per image the lowest IoU (default {','.join(masking.SWEEP_LOSSES)})")
     ap.add_argument("--n-images", type=int, help="images (default: all of the protocol's; --recheck: 2)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", help="write the measurements here")
