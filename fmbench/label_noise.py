@@ -153,3 +153,23 @@ def gallery(image: np.ndarray, mask: np.ndarray, key: str, registry: Registry, s
             canvas.paste(Image.fromarray(rgb), (x0, y0 + label_h))
             draw.text((x0 + 2, y0 + 2), f"{sev:g} {spec.unit}", fill=(0, 0, 0), font=font)
     return canvas
+
+
+def roughness(masks: np.ndarray, keys: list[str], registry: Registry, settings: list[tuple[str, float]],
+              seed: int = 0) -> list[dict[str, Any]]:
+    """How far each (kind, severity) takes a mask from the exact one, over ``masks`` (bool
+    ``(N, H, W)``, every one made noisy): per setting the median and 10th percentile over the
+    images of the mask IoU (noisy against exact), and the mean share of the exact foreground lost
+    and the mean added, as a share of it.  It is what a severity means on a dataset's objects: a
+    pixel on a nucleus is not a pixel on a 4-px tubule."""
+    rows = []
+    fg = np.maximum(masks.sum((1, 2)), 1)
+    for kind, severity in settings:
+        setting = Setting(registry.label_noise(kind).name, 1.0, float(severity))
+        noisy = apply_setting(masks, keys, setting, seed, registry)
+        iou = (masks & noisy).sum((1, 2)) / np.maximum((masks | noisy).sum((1, 2)), 1)
+        rows.append({"kind": setting.kind, "severity": setting.severity, "images": len(masks),
+                     "mask_iou_median": float(np.median(iou)), "mask_iou_p10": float(np.percentile(iou, 10)),
+                     "lost": float(np.mean((masks & ~noisy).sum((1, 2)) / fg)),
+                     "added": float(np.mean((noisy & ~masks).sum((1, 2)) / fg))})
+    return rows

@@ -131,6 +131,54 @@ def test_missing_and_spurious_hit_their_rates(registry):
     assert added / n_obj == pytest.approx(0.3, abs=0.1)  # a few land beside each other and merge
 
 
+def _network(h=128, step=24, width=4):
+    """A lattice of 4-px tubules: a thin network whose junction-to-junction segments are known."""
+    m = np.zeros((h, h), bool)
+    for c in range(step // 2, h, step):
+        m[:, c - width // 2:c + width // 2] = True
+        m[c - width // 2:c + width // 2, :] = True
+    m[:2], m[-2:], m[:, :2], m[:, -2:] = False, False, False, False
+    return m
+
+
+def test_a_thin_network_is_cut_into_its_segments_and_compact_objects_stay_whole():
+    """An annotator skips or misdraws a tubule segment, not the whole ER: a network component is
+    cut at its skeleton's junctions; nuclei (touching ones too) stay one object each."""
+    from fmbench_plugins.label_noise import _objects  # (the built-in plugins' module)
+
+    net = _network()
+    labels, n = _objects(net)
+    assert (labels > 0).sum() == net.sum()  # every pixel belongs to one segment
+    # 5 x 5 junctions inside; 4 x 5 edges between them along each axis (+ the ends at the border)
+    assert 40 <= n <= 80, n
+    sizes = np.bincount(labels.ravel())[1:]
+    assert sizes.max() < 0.05 * net.sum()
+    yy, xx = np.mgrid[:128, :128]
+    blobs = ((yy - 40) ** 2 + (xx - 40) ** 2 < 15 ** 2) | ((yy - 40) ** 2 + (xx - 68) ** 2 < 15 ** 2)  # touching
+    blobs |= (yy - 100) ** 2 / 8 ** 2 + (xx - 64) ** 2 / 40 ** 2 < 1  # an elongated nucleus: 5:1
+    labels, n = _objects(blobs)
+    assert n == 2 and np.array_equal(labels > 0, blobs)
+
+
+def test_noise_on_a_network_acts_per_segment():
+    """missing drops about SEVERITY of the segments (never the network at once); boundary
+    erosion thins a segment without cutting it off from its neighbours."""
+    from fmbench_plugins.label_noise import Boundary, Missing, _objects
+
+    net = _network()
+    _labels, n = _objects(net)
+    dropped = []
+    for seed in range(8):
+        out = Missing()(net, 0.3, np.random.default_rng(seed))
+        dropped.append(1 - out.sum() / net.sum())
+        assert out.any()
+    assert np.mean(dropped) == pytest.approx(0.3, abs=0.08)
+    out = Boundary()(net, 1.0, np.random.default_rng(0))
+    assert (out & ~net).any() and (net & ~out).any()  # some segments dilated, some eroded
+    # erosion comes from the background only: the network stays one piece
+    assert ndi.label(out, structure=np.ones((3, 3)))[1] == 1
+
+
 def test_training_records_the_noise_and_entries_rank_in_their_own_track(registry, tmp_path, cli):
     r = cli("train", "--model", "unet-small", "--model-arg", "width=4", "--model-arg", "depth=2", "--dataset",
             "nucleus", "--steps", "2", "--label-noise", "missing:0.4", "--out", "m.pt", "--quiet", cwd=tmp_path,
@@ -164,6 +212,22 @@ def test_gallery(tmp_path, cli):
 
     img = np.asarray(Image.open(tmp_path / "g.png").convert("RGB"))
     assert ((img[..., 0] == 255) & (img[..., 1] == 0) & (img[..., 2] == 255)).sum() > 500  # noisy outlines drawn
+
+
+def test_roughness_measures_how_far_each_severity_takes_the_masks(registry, masks, cli):
+    """Rougher settings give lower mask IoU; missing removes and spurious adds foreground only;
+    a bad --setting is one line and exit 1."""
+    from fmbench.label_noise import roughness
+
+    m, keys = masks
+    rows = roughness(m, keys, registry, [("boundary", 1), ("boundary", 3), ("missing", 0.4), ("spurious", 0.4)])
+    b1, b3, miss, spur = rows
+    assert 0.5 < b3["mask_iou_median"] < b1["mask_iou_median"] < 1
+    assert miss["added"] == 0 and 0.2 < miss["lost"] < 0.6 and spur["lost"] == 0 and spur["added"] > 0.1
+    r = cli("label-noise", "roughness", "--dataset", "nucleus", "--images", "3", "--setting", "coarse:2")
+    assert r.returncode == 0 and "coarse" in r.stdout, r.stderr
+    r = cli("label-noise", "roughness", "--dataset", "nucleus", "--images", "3", "--setting", "coarse:99")
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "--setting 'coarse:99'" in r.stderr
 
 
 def test_the_study_statistics_find_the_rate_where_loss_begins():

@@ -270,3 +270,41 @@ def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
     img = gallery(np.asarray(s.image, float), np.asarray(s.mask, bool), f"{dataset_ref}/train/{index}", reg, seed)
     atomic_write(out, lambda f: img.save(f, format="PNG"))
     click.echo(f"label-noise gallery written to {out}")
+
+
+@label_noise_group.command("roughness")
+@click.option("--dataset", "dataset_ref", required=True, help="Registered dataset name or scheme:... reference.")
+@click.option("--images", type=click.IntRange(min=1), default=48, show_default=True,
+              help="The first N training images, every one made noisy.")
+@click.option("--setting", "settings", multiple=True, metavar="KIND[:SEVERITY]",
+              help="A kind at a severity (repeatable; default: every kind at each gallery severity).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="The training seed the noise is drawn with.")
+def label_noise_roughness(dataset_ref, images, settings, seed):
+    """How rough each label noise is on a dataset: mask IoU of noisy against exact masks."""
+    import numpy as np
+    from rich.table import Table
+
+    from ..errors import ProtocolError
+    from ..label_noise import parse_setting, roughness
+
+    _, reg = registry()
+    ds = _data_open(dataset_ref, "train", reg.protocol(DEFAULT_TIER).image_size, None)
+    n = min(images, len(ds))
+    masks = np.stack([np.asarray(ds[i].mask, bool) for i in range(n)])
+    chosen = []
+    for text in settings or [f"{k}:{s:g}" for k, spec in reg.label_noises.items() for s in spec.severities]:
+        kind, _, sev = text.partition(":")
+        try:  # checked as --label-noise is
+            setting = parse_setting(f"{kind}:1" + (f":{sev}" if sev else ""), reg)
+        except ProtocolError as e:
+            raise ProtocolError(f"--setting {text!r}: {str(e).split(': ', 1)[-1]}") from None
+        chosen.append((setting.kind, setting.severity))
+    rows = roughness(masks, [f"{dataset_ref}/train/{i}" for i in range(n)], reg, chosen, seed)
+    table = Table(title=f"label noise on {dataset_ref}: {n} training images, each made noisy (seed {seed})",
+                  title_justify="left")
+    for col in ("kind", "severity", "mask IoU median", "p10", "lost", "added"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for r in rows:
+        table.add_row(r["kind"], f"{r['severity']:g}", f"{r['mask_iou_median']:.3f}", f"{r['mask_iou_p10']:.3f}",
+                      f"{r['lost']:.3f}", f"{r['added']:.3f}")
+    console().print(table)
