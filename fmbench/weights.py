@@ -44,11 +44,17 @@ def weights_path(weights: Weights) -> Path:
 
 
 def reproduce_hint(weights: Weights, path: Path) -> str:
-    """The command that makes ``path`` (``--out PATH`` added when the command has none)."""
+    """The command that makes ``path`` (``--out PATH`` added when the command has none).  A
+    training command that names no protocol trains under the default tier's *newest* version,
+    which need not be the one the weights were made under: the hint says so."""
     import shlex
 
     cmd = weights.command
-    return cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
+    hint = cmd if " --out " in f" {cmd} " else f"{cmd} --out {shlex.quote(str(path))}"
+    if " train " in f" {cmd} " and command_flag(cmd, "--tier", "--protocol") is None:
+        hint += (" (it names no --tier: add the protocol version the weights were made under, e.g. "
+                 "--tier quick-v1, or it trains under the default tier's newest version)")
+    return hint
 
 
 def command_flag(command: str, *names: str) -> str | None:

@@ -338,3 +338,16 @@ def test_releasing_the_next_version_keeps_the_v1_zoo_entries_valid(tmp_path):
     (board / "unet-r18__nucleus__quick-v1.json").write_text(json.dumps(e))
     problems = validate_dir(board, reg)[2]
     assert any("is not the registered weights'" in p for p in problems), problems
+
+
+def test_a_hint_to_remake_weights_says_when_its_command_names_no_protocol(tmp_path):
+    """A third-party registered command without --tier trains under the default tier's newest
+    version; the hint that prints it says so instead of implying it remakes the weights as made."""
+    from fmbench import Weights
+    from fmbench.weights import reproduce_hint
+
+    bare = Weights(path="w.pt", sha256="0" * 64, command="fmbench train --model m --dataset nucleus --seed 0")
+    pinned = Weights(path="w.pt", sha256="0" * 64, command="fmbench train --model m --dataset nucleus --tier quick-v1")
+    assert "names no --tier" in reproduce_hint(bare, tmp_path / "w.pt")
+    hint = reproduce_hint(pinned, tmp_path / "w.pt")
+    assert "names no --tier" not in hint and hint.endswith(f"--out {tmp_path / 'w.pt'}")
