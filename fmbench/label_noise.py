@@ -167,7 +167,8 @@ def roughness(masks: np.ndarray, keys: list[str], registry: Registry, settings: 
     for kind, severity in settings:
         setting = Setting(registry.label_noise(kind).name, 1.0, float(severity))
         noisy = apply_setting(masks, keys, setting, seed, registry)
-        iou = (masks & noisy).sum((1, 2)) / np.maximum((masks | noisy).sum((1, 2)), 1)
+        union = (masks | noisy).sum((1, 2))
+        iou = np.where(union > 0, (masks & noisy).sum((1, 2)) / np.maximum(union, 1), 1.0)  # both empty: agree
         rows.append({"kind": setting.kind, "severity": setting.severity, "images": len(masks),
                      "mask_iou_median": float(np.median(iou)), "mask_iou_p10": float(np.percentile(iou, 10)),
                      "lost": float(np.mean((masks & ~noisy).sum((1, 2)) / fg)),

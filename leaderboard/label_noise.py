@@ -38,8 +38,8 @@ KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
 RATES = (0.0, 0.2, 0.4, 0.7, 1.0)
 # On the thin structures (ER tubules ~4 px wide, mitochondria ~6 px) a kind measured in pixels
 # takes its smallest gallery severity: its noisy masks then differ from the exact ones about as
-# much as the defaults do on nuclei (docs/label-noise.md, "How rough": median mask IoU 0.74-0.91
-# against 0.83-0.91); the defaults there would be far rougher (boundary:2 on ER: 0.61).
+# much as the defaults do on nuclei (docs/label-noise.md, "How rough": median mask IoU 0.74-0.90
+# against 0.83-0.91); the defaults there would be far rougher (boundary:2 on ER: 0.63).
 THIN_SEVERITY = {"boundary": 1.0, "boundary-smooth": 0.5, "coarse": 1.0}
 SEVERITY = {(ds, kind): sev for ds in ("er", "mito") for kind, sev in THIN_SEVERITY.items()}
 

@@ -61,11 +61,22 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
             if gone.any():
                 c[gone] = 0
                 changed = True
-    return img[1:-1, 1:-1].astype(bool)
+    skel = img[1:-1, 1:-1].astype(bool)
+    # staircases: a pixel whose two orthogonal neighbours (N and E, say) touch each other, with
+    # nothing on its opposite side, is redundant; without it each line is 8-connected and one
+    # pixel wide, so a branch point is a pixel with 3 or more neighbours, at any angle
+    for rot in range(4):
+        s = np.rot90(skel, rot)
+        p = np.pad(s, 1)
+        n_, e_, s_, w_, sw = p[:-2, 1:-1], p[1:-1, 2:], p[2:, 1:-1], p[1:-1, :-2], p[2:, :-2]
+        s &= ~(n_ & e_ & ~s_ & ~w_ & ~sw)
+        skel = np.rot90(s, -rot)
+    return np.ascontiguousarray(skel)
 
 
-def _segments(comp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, int]:
-    """A network component cut into its junction-to-junction segments: labels 1..k (0 outside)."""
+def _segments(comp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """A network component cut into its junction-to-junction segments: labels 1..k (0 outside),
+    each one connected, and the pruned skeleton (the network's centre lines)."""
     skel = _skeleton(comp)
     prune = int(round(PRUNE * float(np.median(dist[skel])))) if skel.any() else 0
     for _ in range(prune):  # spurs of the thinning are not branches
@@ -74,35 +85,50 @@ def _segments(comp: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, int]:
         if not ends.any():
             break
         skel &= ~ends
-    _count, cross = _neighbours(skel)
-    branches = skel & ~ndi.binary_dilation(skel & (cross >= 3), structure=EIGHT)
+    count, cross = _neighbours(skel)
+    branches = skel & ~ndi.binary_dilation(skel & ((count >= 3) | (cross >= 3)), structure=EIGHT)
     labels, k = ndi.label(branches, structure=EIGHT)
     if k <= 1:
-        return comp.astype(np.int32), 1
-    _, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    return np.where(comp, labels[iy, ix], 0), k
+        return comp.astype(np.int32), 1, skel
+    while True:  # each pixel takes a branch by growing the branches through the component: connected pieces
+        grown = np.where(comp & (labels == 0), ndi.maximum_filter(labels, footprint=EIGHT), labels)
+        if np.array_equal(grown, labels):
+            return np.where(comp, labels, 0), k, skel
+        labels = grown
 
 
-def _objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
+def _network_objects(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """The objects of ``mask`` (labels 1..n, in the order of its 8-connected components): the
-    components, with every thin network cut into segments."""
+    components, with every thin network cut into segments; and the networks' centre lines
+    (bool, empty where there is no network)."""
+    mask = np.asarray(mask, bool)
     labels, n = ndi.label(mask, structure=EIGHT)
+    spine = np.zeros(mask.shape, bool)
     if n == 0:
-        return labels, n
+        return labels, n, spine
     dist = ndi.distance_transform_edt(mask)
     ids = np.arange(1, n + 1)
     network = ndi.sum(mask, labels, ids) > THIN * np.pi * ndi.maximum(dist, labels, ids) ** 2
     if not network.any():
-        return labels, n
+        return labels, n, spine
     out, nxt = np.zeros_like(labels), 0
     for i, box in enumerate(ndi.find_objects(labels), 1):
         box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
         comp = labels[box] == i
-        pieces, k = _segments(comp, dist[box]) if network[i - 1] else (comp.astype(np.int32), 1)
+        if network[i - 1]:
+            pieces, k, skel = _segments(comp, dist[box])
+            spine[box] |= skel & comp
+        else:
+            pieces, k = comp.astype(np.int32), 1
         out[box][comp] = pieces[comp] + nxt
         nxt += k
     ids, dense = np.unique(out, return_inverse=True)  # a segment that got no pixel leaves no gap
-    return dense.reshape(out.shape), len(ids) - 1
+    return dense.reshape(out.shape).astype(labels.dtype), len(ids) - 1, spine
+
+
+def _objects(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    labels, n, _spine = _network_objects(mask)
+    return labels, n
 
 
 class Boundary(LabelNoise):
@@ -114,7 +140,7 @@ class Boundary(LabelNoise):
     summary = "each object eroded or dilated by up to SEVERITY pixels (its own amount)"
 
     def __call__(self, mask, severity, rng):
-        labels, n = _objects(mask)
+        labels, n, spine = _network_objects(mask)
         out = np.zeros_like(mask)
         r = int(round(severity))
         eroded: dict[int, np.ndarray] = {}
@@ -123,9 +149,9 @@ class Boundary(LabelNoise):
             k = int(rng.integers(-r, r + 1))
             if k > 0:
                 obj = ndi.binary_dilation(obj, iterations=k)
-            elif k < 0:  # eroded from the background only: a segment's cut ends stay joined to its network
-                if -k not in eroded:
-                    eroded[-k] = ndi.binary_erosion(mask, iterations=-k)
+            elif k < 0:  # eroded from the background only, never past a tubule's centre line:
+                if -k not in eroded:  # a segment stays joined to its network, thinned, not cut
+                    eroded[-k] = ndi.binary_erosion(mask, iterations=-k) | spine
                 shrunk = obj & eroded[-k]
                 obj = shrunk if shrunk.any() else obj  # a thin object is not erased by erosion
             out |= obj

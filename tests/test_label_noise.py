@@ -158,6 +158,15 @@ def test_a_thin_network_is_cut_into_its_segments_and_compact_objects_stay_whole(
     blobs |= (yy - 100) ** 2 / 8 ** 2 + (xx - 64) ** 2 / 40 ** 2 < 1  # an elongated nucleus: 5:1
     labels, n = _objects(blobs)
     assert n == 2 and np.array_equal(labels > 0, blobs)
+    for angle in (0, 20, 45):  # two crossing tubules: four arms, at any angle; every segment one piece
+        t = np.deg2rad(angle)
+        cross = np.zeros((128, 128), bool)
+        for a in (t, t + np.pi / 2):
+            cross |= np.abs((yy - 64) * np.cos(a) - (xx - 64) * np.sin(a)) < 2
+        cross &= (yy - 64) ** 2 + (xx - 64) ** 2 < 55 ** 2
+        labels, n = _objects(cross)
+        assert n == 4, (angle, n)
+        assert all(ndi.label(labels == i, structure=np.ones((3, 3)))[1] == 1 for i in range(1, n + 1))
 
 
 def test_noise_on_a_network_acts_per_segment():
@@ -173,10 +182,11 @@ def test_noise_on_a_network_acts_per_segment():
         dropped.append(1 - out.sum() / net.sum())
         assert out.any()
     assert np.mean(dropped) == pytest.approx(0.3, abs=0.08)
-    out = Boundary()(net, 1.0, np.random.default_rng(0))
-    assert (out & ~net).any() and (net & ~out).any()  # some segments dilated, some eroded
-    # erosion comes from the background only: the network stays one piece
-    assert ndi.label(out, structure=np.ones((3, 3)))[1] == 1
+    for severity in (1.0, 3.0):
+        out = Boundary()(net, severity, np.random.default_rng(0))
+        assert (out & ~net).any() and (net & ~out).any()  # some segments dilated, some eroded
+        # erosion comes from the background only and stops at the centre line: the network stays one piece
+        assert ndi.label(out, structure=np.ones((3, 3)))[1] == 1, severity
 
 
 def test_training_records_the_noise_and_entries_rank_in_their_own_track(registry, tmp_path, cli):
@@ -226,8 +236,14 @@ def test_roughness_measures_how_far_each_severity_takes_the_masks(registry, mask
     assert miss["added"] == 0 and 0.2 < miss["lost"] < 0.6 and spur["lost"] == 0 and spur["added"] > 0.1
     r = cli("label-noise", "roughness", "--dataset", "nucleus", "--images", "3", "--setting", "coarse:2")
     assert r.returncode == 0 and "coarse" in r.stdout, r.stderr
-    r = cli("label-noise", "roughness", "--dataset", "nucleus", "--images", "3", "--setting", "coarse:99")
-    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "--setting 'coarse:99'" in r.stderr
+    for bad, why in (("coarse:99", "at most"), ("coarse:1:2", "expected KIND[:SEVERITY]"),
+                     ("coarse:x", "SEVERITY must be a number"), ("coarse:", "expected KIND[:SEVERITY]")):
+        r = cli("label-noise", "roughness", "--dataset", "nucleus", "--images", "3", "--setting", bad)
+        assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and f"--setting {bad!r}: " in r.stderr, r.stderr
+        assert why in r.stderr, r.stderr
+    empty = np.zeros((2, 16, 16), bool)
+    empty[1, 4:12, 4:12] = True  # an image with no object: noisy and exact agree (IoU 1, not 0)
+    assert roughness(empty, ["a", "b"], registry, [("missing", 0.1)])[0]["mask_iou_p10"] > 0.5
 
 
 def test_the_study_statistics_find_the_rate_where_loss_begins():

@@ -253,7 +253,9 @@ def label_noise_group():
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Image of the training split.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="The training seed the noise is drawn with.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
+@click.option("--tier", default=DEFAULT_TIER, show_default=True,
+              help="Protocol whose dataset version a bare name means (nucleus -> nucleus@2 under v2).")
+def label_noise_gallery(dataset_ref, out, index, seed, tier, overwrite=False):
     """Every label noise at each severity on one training image: exact and noisy outlines."""
     import numpy as np
 
@@ -263,7 +265,9 @@ def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
 
     refuse_existing(out, overwrite)
     _, reg = registry()
-    ds = _data_open(dataset_ref, "train", reg.protocol(DEFAULT_TIER).image_size, None)
+    protocol = reg.protocol(tier)
+    dataset_ref = protocol.dataset_ref(dataset_ref)  # `nucleus` is the version the protocol trains on
+    ds = _data_open(dataset_ref, "train", protocol.image_size, None)
     if index >= len(ds):
         raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(ds)} images)")
     s = ds[index]
@@ -279,7 +283,9 @@ def label_noise_gallery(dataset_ref, out, index, seed, overwrite=False):
 @click.option("--setting", "settings", multiple=True, metavar="KIND[:SEVERITY]",
               help="A kind at a severity (repeatable; default: every kind at each gallery severity).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="The training seed the noise is drawn with.")
-def label_noise_roughness(dataset_ref, images, settings, seed):
+@click.option("--tier", default=DEFAULT_TIER, show_default=True,
+              help="Protocol whose dataset version a bare name means (nucleus -> nucleus@2 under v2).")
+def label_noise_roughness(dataset_ref, images, settings, seed, tier):
     """How rough each label noise is on a dataset: mask IoU of noisy against exact masks."""
     import numpy as np
     from rich.table import Table
@@ -288,17 +294,23 @@ def label_noise_roughness(dataset_ref, images, settings, seed):
     from ..label_noise import parse_setting, roughness
 
     _, reg = registry()
-    ds = _data_open(dataset_ref, "train", reg.protocol(DEFAULT_TIER).image_size, None)
+    protocol = reg.protocol(tier)
+    dataset_ref = protocol.dataset_ref(dataset_ref)  # `nucleus` is the version the protocol trains on
+    ds = _data_open(dataset_ref, "train", protocol.image_size, None)
     n = min(images, len(ds))
     masks = np.stack([np.asarray(ds[i].mask, bool) for i in range(n)])
-    chosen = []
+    chosen: list[tuple[str, float]] = []
     for text in settings or [f"{k}:{s:g}" for k, spec in reg.label_noises.items() for s in spec.severities]:
-        kind, _, sev = text.partition(":")
-        try:  # checked as --label-noise is
-            setting = parse_setting(f"{kind}:1" + (f":{sev}" if sev else ""), reg)
+        parts = text.split(":")
+        if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
+            raise ProtocolError(f"--setting {text!r}: expected KIND[:SEVERITY] (e.g. boundary:2)")
+        try:  # the severity checked as --label-noise checks it
+            setting = parse_setting(f"{parts[0]}:1" + (f":{parts[1]}" if len(parts) == 2 else ""), reg)
         except ProtocolError as e:
-            raise ProtocolError(f"--setting {text!r}: {str(e).split(': ', 1)[-1]}") from None
-        chosen.append((setting.kind, setting.severity))
+            why = str(e).split(": ", 1)[-1].replace("RATE and SEVERITY must be numbers", "SEVERITY must be a number")
+            raise ProtocolError(f"--setting {text!r}: {why}") from None
+        if (setting.kind, setting.severity) not in chosen:
+            chosen.append((setting.kind, setting.severity))
     rows = roughness(masks, [f"{dataset_ref}/train/{i}" for i in range(n)], reg, chosen, seed)
     table = Table(title=f"label noise on {dataset_ref}: {n} training images, each made noisy (seed {seed})",
                   title_justify="left")
