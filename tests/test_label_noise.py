@@ -341,6 +341,21 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
     assert "No noisy-label point yet (1 exact-label trainings are in)" in label_noise_markdown([base])
+    # robustness before accuracy: the synthetic losses above hit clean and corrupted IoU at the same rate;
+    # a loss of corrupted IoU alone from 20 % (clean IoU only from 70 %) comes earlier, and is counted so
+
+    def corrupted_first(rate, loss_corrupted, loss_clean):
+        e = at(rate, loss_clean)
+        for c in e["conditions"]:
+            if c["kind"] == "corruption":
+                e["per_image"]["iou"][c["id"]] = [max(v - loss_corrupted, 0.0) for v in e["per_image"]["iou"][c["id"]]]
+        e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
+        return e
+
+    assert "in 0 (the noisy labels cost robustness to corruptions before they cost accuracy), at the same rate in 1" \
+        in label_noise_markdown(track)
+    early = [base, corrupted_first(0.2, 0.1, 0.0), corrupted_first(0.4, 0.1, 0.0), corrupted_first(0.7, 0.1, 0.1)]
+    assert "a lower rate than the first of clean IoU in 1 (the noisy labels" in label_noise_markdown(early)
     assert "No label-noise entries yet" in label_noise_markdown([])
 
 
