@@ -251,7 +251,8 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"corrupted IoU comes at a lower rate than the first of clean IoU in {order.count('earlier')} "
                   f"(the noisy labels cost robustness to corruptions before they cost accuracy), at the same rate "
                   f"in {order.count('same')}, at a higher rate in {order.count('later')}, and neither shows a loss "
-                  f"in {order.count('neither')}."]
+                  f"in {order.count('neither')}. Read it with the sizes in docs/label-noise.md: corrupted IoU averages "
+                  f"many conditions per image, so its paired test is also the more sensitive one."]
     if floors[True] or floors[False]:
         lines += ["", "A loss counts only beyond the *training noise*: how much the same model trained on exact labels "
                   "with other seeds differs from the reference, image by image"
