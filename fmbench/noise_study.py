@@ -1,14 +1,11 @@
 """The label-noise study's statistics: accuracy and robustness against the rate of noisy training
 masks, each rate tested against the model trained on exact masks.
 
-For one model, dataset and protocol, the entries trained with one noise kind at several rates (and severity)
-and the entries trained on exact labels (rate 0: each image's mean over their training seeds) are compared
-image by image on the same test images: per rate, each headline score with its 95 % bootstrap interval, and
-for each score the paired difference to rate 0 (mean, its bootstrap interval), a two-sided Wilcoxon
-signed-rank test, its p-value Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
-correlation as the effect size.  ``max_safe_rate`` is the largest rate up to which no rate shows a
-significant loss (Holm-corrected p < 0.05, the difference's interval below 0, and larger than the
-training-noise floor where it is measured; :func:`study`) — the study's "how much noise makes no difference".
+For one model, dataset and protocol, the noisy-label entries of each kind (and severity) and the exact-label
+entries (rate 0: each image's mean over their training seeds) are compared image by image: per rate, each
+score with its 95 % bootstrap interval, the paired difference to rate 0 (mean, bootstrap interval), a two-sided
+Wilcoxon signed-rank test Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
+effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`).
 """
 
 from __future__ import annotations
@@ -55,12 +52,10 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def rank_biserial(d: np.ndarray) -> float:
-    """Matched-pairs rank-biserial correlation of differences ``d`` (zeros dropped): +1 all
-    positive, -1 all negative."""
+    """Matched-pairs rank-biserial correlation of ``d`` (zeros dropped): +1 all positive, -1 all negative."""
     from scipy.stats import rankdata
 
-    d = d[d != 0]
-    if d.size == 0:
+    if (d := d[d != 0]).size == 0:
         return 0.0
     r = rankdata(np.abs(d))
     return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
@@ -108,13 +103,13 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     """The study's table for ``model`` on ``dataset`` (one protocol), per noise kind (module docstring).
 
     A per-image test compares two *trained models*; with one training per rate it cannot tell the
-    label noise from training luck (two trainings on the same exact labels with other seeds also
-    differ, image by image).  So the reference (rate 0) is each image's mean over every training
-    on exact labels (seeds), not one seed's; each of those trainings against the mean of the others
-    gives the *training-noise floor* (per score, the largest |Δ|), and a rate's loss counts as
-    significant only when its Holm-corrected p is below 0.05, its bootstrap interval lies below 0,
-    and it is larger than the floor.  With one exact-label training the reference is that one,
-    ``floor`` is ``None``, and the result says the floor was not measured."""
+    label noise from training luck.  So the reference (rate 0) is each image's mean over every
+    exact-label training (seeds); each of those against the mean of the others gives the
+    *training-noise floor* (per score, the largest |Δ|).  A rate's loss is significant when its
+    Holm-corrected p < 0.05, its interval lies below 0, it exceeds the floor, **and** its interval
+    against the exact-label training of the same seed (same initialisation and batch order) lies
+    below 0 too: a reference's luck cannot make it (likewise a gain).  With one exact-label
+    training the reference is that one and ``floor`` is ``None`` (not measured)."""
     mine = [e for e in entries if e["model"]["ref"] == model and e["dataset"]["ref"] == dataset]
     if not mine:
         here = sorted({e["model"]["ref"] for e in entries if e["dataset"]["ref"] == dataset})
@@ -168,14 +163,16 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         tests: dict[str, list[dict[str, Any]]] = {k: [] for k in SCORES}
         for e in es:
             rows.append({"rate": setting_of(e)[1], **{k: _score(e, k) for k in SCORES}})  # type: ignore[index]
-            for k in SCORES:
-                tests[k].append(_test(_per_image(e, k), reference[k]))
+            for k in SCORES:  # against the mean of the exact-label trainings, and against the same seed's
+                same = _test(_per_image(e, k), _per_image(ref, k))
+                tests[k].append({**_test(_per_image(e, k), reference[k]), "same_seed": {
+                    x: same[x] for x in ("diff", "ci95", "p")}})
         for k in SCORES:
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
-                t["p_holm"] = adj
+                t["p_holm"], lo, hi = adj, t["same_seed"]["ci95"][0], t["same_seed"]["ci95"][1]
                 t["beyond_floor"] = None if floor is None else bool(abs(t["diff"]) > floor[k])
-                t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False)
-                t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False)
+                t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False and hi < 0)
+                t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False and lo > 0)
             for row, t in zip(rows[1:], tests[k]):
                 row[f"{k}_test"] = t
         safe = {}
@@ -195,8 +192,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
 
 
 def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any] | ResultError]]:
-    """Every study in a set of track entries, one per model, dataset and protocol with noisy-label
-    entries: ``(model, dataset, protocol id, the study or why it cannot be made)``."""
+    """Every study in track entries, per model, dataset and protocol: ``(..., the study or why not)``."""
     keys = sorted({(e["model"]["ref"], e["dataset"]["ref"], e["protocol"]["id"]) for e in entries
                    if (e["model"].get("training") or {}).get("label_noise")})  # a malformed one: an error row
     out: list[tuple[str, str, str, dict[str, Any] | ResultError]] = []
@@ -211,10 +207,9 @@ def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str
 
 
 def plot(data: dict[str, Any], out: str) -> str:
-    """Accuracy and robustness against the rate of noisy training masks, one line per kind (a
-    PNG). Top row: each score with its 95 % interval over images; bottom row: the paired
-    difference to exact labels with its 95 % interval (what the tests judge; on its own scale, so a
-    loss of 0.01 is visible); a filled marker where the loss is significant (Holm, p < 0.05)."""
+    """Accuracy and robustness against the rate of noisy training masks, one line per kind (a PNG). Top
+    row: each score with its 95 % interval over images; bottom row: the paired difference to exact labels
+    with its 95 % interval (what the tests judge, on its own scale); filled where significant."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,18 +219,15 @@ def plot(data: dict[str, Any], out: str) -> str:
     for col, k in enumerate(SCORES):
         top, bottom = axes[0][col], axes[1][col]
         for i, kind in enumerate(data["kinds"]):
-            rows = kind["rows"]
-            rates = [r["rate"] for r in rows]
+            rows, rates = kind["rows"], [r["rate"] for r in kind["rows"]]
             vals = [r[k]["value"] for r in rows]
-            lo = [r[k]["ci95"][0] if r[k].get("ci95") else v for r, v in zip(rows, vals)]
-            hi = [r[k]["ci95"][1] if r[k].get("ci95") else v for r, v in zip(rows, vals)]
+            lo, hi = ([r[k]["ci95"][j] if r[k].get("ci95") else v for r, v in zip(rows, vals)] for j in (0, 1))
             label = f"{kind['kind']} (severity {kind['severity']:g})"
             top.plot(rates, vals, marker="o", color=f"C{i}", label=label, mfc="white")
             top.fill_between(rates, lo, hi, color=f"C{i}", alpha=0.12)
             tests = [r[f"{k}_test"] for r in rows[1:]]
-            d = [0.0] + [t["diff"] for t in tests]
-            dlo = [0.0] + [t["ci95"][0] for t in tests]
-            dhi = [0.0] + [t["ci95"][1] for t in tests]
+            d, dlo, dhi = ([0.0] + [t["diff"] for t in tests], [0.0] + [t["ci95"][0] for t in tests],
+                           [0.0] + [t["ci95"][1] for t in tests])
             bottom.plot(rates, d, marker="o", color=f"C{i}", mfc="white")
             bottom.fill_between(rates, dlo, dhi, color=f"C{i}", alpha=0.15)
             for flag, marker in (("significant_loss", "o"), ("significant_gain", "^")):
@@ -269,8 +261,7 @@ def plot(data: dict[str, Any], out: str) -> str:
 
 
 def digest(data: dict[str, Any]) -> str:
-    """A short hash of a study's numbers, written into its plot's PNG metadata so that a check can
-    tell a plot drawn from other entries (:func:`plot_is_current`)."""
+    """A short hash of a study's numbers, in its plot's PNG metadata (:func:`plot_is_current`)."""
     import hashlib
     import json
 
@@ -288,9 +279,14 @@ def plot_is_current(data: dict[str, Any], path: str) -> bool:
         return False
 
 
+def safe_text(kind: dict[str, Any], key: str) -> str:
+    """A kind's largest rate with no detected loss of ``key``; "none" when the lowest rate lost."""
+    v = kind["max_safe_rate"][key]
+    return f"{v:.0%}" if v > 0 else f"none (a loss at {kind['rows'][1]['rate']:.0%})"
+
+
 def _test_text(t: dict[str, Any], p_key: str = "p_holm") -> str:
-    return (f"Δ {t['diff']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}], p {t[p_key]:.2g}, "
-            f"r {t['effect']:+.2f}")
+    return f"Δ {t['diff']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}], p {t[p_key]:.2g}, r {t['effect']:+.2f}"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -310,20 +306,19 @@ def markdown(data: dict[str, Any]) -> str:
         n = len(data["training_noise"])
         out += [f"*Training noise*: each exact-label training against the mean of the other{'s' * (n > 2)} "
                 "(uncorrected p). A difference must exceed the largest of these |Δ| (the floor) to count: a smaller "
-                "loss cannot count whatever its p-value, and a larger one counts only with its test. It is a "
-                "heuristic from "
-                f"{n} trainings, not a calibrated test: the noisy-label models share their seed (initialisation, "
-                "batch order) with one of the reference trainings, so their differences are not exchangeable with "
-                "these; it removes differences of the size training luck produced here.", "",
+                f"loss cannot count whatever its p-value, and a larger one counts only with its test. It is a heuristic "
+                f"from {n} trainings, not a calibrated test: the noisy-label models share their seed (initialisation, "
+                f"batch order) with the seed-{data['seed']} reference training, so a difference must also hold "
+                f"against that training alone.", "",
                 "| exact labels | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---|" + "---|" * len(SCORES)]
         for t in data["training_noise"]:
             out.append(f"| seed {t['seed']} − the others | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
-        out.append("| floor | " + " | ".join(f"{data['floor'][k]:.3f}" for k in SCORES) + " |")
+        out.append("| floor | " + " | ".join(f"{data['floor'][k]:.4f}" for k in SCORES) + " |")
         out.append("")
     for kind in data["kinds"]:
         top = kind["rows"][-1]["rate"]
-        safe = ", ".join(f"{LABELS[k]} {v:.0%}" + (f" (floor {data['floor'][k]:.3f})" if data["floor"] else "")
-                         for k, v in kind["max_safe_rate"].items())
+        safe = ", ".join(f"{LABELS[k]} {safe_text(kind, k)}" + (f" (floor {data['floor'][k]:.4f})" if data["floor"]
+                                                                 else "") for k in kind["max_safe_rate"])
         erratic = kind.get("not_monotone") or []
         note = (f". A loss of {', '.join(LABELS[k] for k in erratic)} at one rate is not seen at every higher rate: "
                 f"with one training per rate, read it as a lead (training luck beyond the floor?), not a threshold"
@@ -344,6 +339,11 @@ def markdown(data: dict[str, Any]) -> str:
                                       f"*{test}* (gain)" if t["significant_gain"] else test)
                     if t.get("beyond_floor") is False and t["p_holm"] < ALPHA and not t["ci95"][0] <= 0 <= t["ci95"][1]:
                         cell += " (within training noise)"
+                    elif t.get("same_seed") and t["p_holm"] < ALPHA and not t["ci95"][0] <= 0 <= t["ci95"][1] \
+                            and not (t["significant_loss"] or t["significant_gain"]) and len(ref_seeds) > 1:
+                        ss = t["same_seed"]
+                        cell += (f" (not against seed {data['seed']} alone: Δ {ss['diff']:+.3f} "
+                                 f"[{ss['ci95'][0]:+.3f}, {ss['ci95'][1]:+.3f}])")
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
         out.append("")

@@ -352,10 +352,10 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
         e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
         return e
 
-    assert "in 0 (the noisy labels cost robustness to corruptions before they cost accuracy), at the same rate in 1" \
+    assert "(or clean IoU shows none) in 0, at the same rate in 1" \
         in label_noise_markdown(track)
     early = [base, corrupted_first(0.2, 0.1, 0.0), corrupted_first(0.4, 0.1, 0.0), corrupted_first(0.7, 0.1, 0.1)]
-    assert "a lower rate than the first of clean IoU in 1 (the noisy labels" in label_noise_markdown(early)
+    assert "(or clean IoU shows none) in 1 (at 20%; in 0 of them" in label_noise_markdown(early)
     assert "No label-noise entries yet" in label_noise_markdown([])
 
 
@@ -378,8 +378,10 @@ def test_holm_over_a_kinds_rates_and_the_first_loss_decide_the_safe_rate(monkeyp
         e["model"]["training"]["label_noise"] = f"boundary:{rate}:2"
         return e
 
-    def run(results):
-        feed = iter(results * len(noise_study.SCORES))
+    def run(results, same=None):  # per rate the test against the mean and, if given, against the same seed
+        mean = results * len(noise_study.SCORES)
+        same = mean if same is None else same * len(noise_study.SCORES)
+        feed = iter([x for pair in zip(same, mean) for x in pair])  # the study asks for the same seed's first
 
         def fake(a, b):
             d, lo, hi, p = next(feed)
@@ -410,6 +412,17 @@ def test_holm_over_a_kinds_rates_and_the_first_loss_decide_the_safe_rate(monkeyp
         "reference_seeds": [0], "training_noise": [], "floor": None, "kinds": [kind]})
     kind = run([(-0.05, -0.08, -0.02, 0.01), (-0.05, -0.08, -0.02, 0.001), (-0.05, -0.08, -0.02, 0.04)])
     assert kind["not_monotone"] == []  # a loss at every rate from the first on
+    # a loss against the mean of the exact-label trainings that the same seed's exact-label training
+    # does not show (its interval reaches 0) is the reference's luck, not the labels': it does not count
+    loss = (-0.05, -0.08, -0.02, 0.001)
+    kind = run([loss, loss, loss], same=[loss, (0.01, -0.02, 0.04, 0.5), loss])
+    assert [r["clean_iou_test"]["significant_loss"] for r in kind["rows"][1:]] == [True, False, True]
+    assert kind["rows"][2]["clean_iou_test"]["same_seed"]["diff"] == 0.01
+    md = noise_study.markdown({"model": "m", "dataset": "er", "protocol_id": "p", "n_images": 16, "alpha": 0.05,
+                               "seed": 0, "reference_seeds": [0, 1, 2], "training_noise": [], "floor": None,
+                               "kinds": [kind]})
+    row40 = next(line for line in md.splitlines() if line.startswith("| 40% |"))
+    assert row40.split(" | ")[1].endswith("(not against seed 0 alone: Δ +0.010 [-0.020, +0.040])")  # clean IoU
 
 
 def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
