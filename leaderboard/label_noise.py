@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -225,11 +226,18 @@ def main(argv: list[str] | None = None) -> int:
             cmd.append("--resume")
         rep.run(cmd, args.dry_run)
         readme = Path("README.md")
+        # a person's uncommitted edits in the README or the doc are theirs to commit, not this point's
+        edited = [] if not args.commit else [p for p in (readme, DOC) if p.exists() and subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", str(p)]).returncode != 0]
+        if edited:
+            print(f"not committing {', '.join(map(str, edited))} with this point: uncommitted edits there "
+                  f"(regenerated in place; commit them yourself)", file=sys.stderr, flush=True)
         if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
             rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
             rep.run([sys.executable, str(Path(__file__).resolve()), "--docs"], False)  # today's code, as the README
         if args.commit and not args.dry_run:
-            rep.git_commit([entry, args.board / "baselines", args.board / "weights", readme, DOC,
+            rep.git_commit([entry, args.board / "baselines", args.board / "weights",
+                            *(p for p in (readme, DOC) if p not in edited),
                             *sorted((DOC.parent / "img").glob("label-noise-study-*.png"))],
                            f"label-noise study: {stem} (leaderboard/label_noise.py)")
     return 0
