@@ -16,8 +16,8 @@
 Objects are what an annotator outlines one at a time: the 8-connected components of the exact
 mask, except that a thin network (a component whose area exceeds ``THIN`` x pi x r^2, r its
 largest inscribed radius: the ER's tubules, branched mitochondria) is cut at the junctions of its
-skeleton into tubule segments, each pixel going to its nearest branch.  Compact objects (nuclei,
-touching nuclei, single mitochondria) stay whole.
+skeleton into tubule segments (the branches grown through the component, so each segment is one
+connected piece).  Compact objects (nuclei, touching nuclei, single mitochondria) stay whole.
 """
 
 from __future__ import annotations
