@@ -249,8 +249,8 @@ def plot(data: dict[str, Any], out: str) -> str:
             bottom.set_ylabel("Δ against exact labels (paired 95 %)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images): "
-                 f"filled circle = significant loss, filled triangle = significant gain against exact labels (Holm-"
-                 f"corrected Wilcoxon p < 0.05, paired interval excluding 0, beyond the grey training-noise band)",
+                 f"filled circle = significant loss, filled triangle = significant gain against exact labels (Holm p < 0.05, "
+                 f"paired interval excluding 0, beyond the grey training-noise band, and so against seed {data['seed']} alone)",
                  fontsize=8)
     fig.tight_layout()
     from .files import save_figure
