@@ -111,8 +111,9 @@ def test_missing_weights_say_how_to_reproduce(bad_weights, tmp_path):
         load_model("tiny-test", {}, registry, pm, dataset="er")
     assert str(err.value) == (f"weights 'er' for 'tiny-test' are missing at {tmp_path / 'absent.pt'}; "
                               f"reproduce them with: fmbench train --model tiny-test --dataset er "
-                              f"--out {tmp_path / 'absent.pt'} (or, holding the reference file, "
-                              "`fmbench zoo install FILE`)")
+                              f"--out {tmp_path / 'absent.pt'} (it names no --tier: add the protocol version the "
+                              "weights were made under, e.g. --tier quick-v1, or it trains under the default tier's "
+                              "newest version) (or, holding the reference file, `fmbench zoo install FILE`)")
     # asked for by name, not by dataset: the message names them (it said "on None")
     with pytest.raises(CheckpointError) as err:
         load_model("tiny-test", {}, registry, pm, weights="er")
