@@ -50,11 +50,8 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
         changed = False
         for step in (0, 1):
             c = img[1:-1, 1:-1]
-            p2, p3, p4, p5 = img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:], img[2:, 2:]
-            p6, p7, p8, p9 = img[2:, 1:-1], img[2:, :-2], img[1:-1, :-2], img[:-2, :-2]
-            ring = [p2, p3, p4, p5, p6, p7, p8, p9]
-            b = sum(r.astype(np.int16) for r in ring)
-            a = sum(((ring[i] == 0) & (ring[(i + 1) % 8] == 1)).astype(np.int16) for i in range(8))
+            p2, p4, p6, p8 = img[:-2, 1:-1], img[1:-1, 2:], img[2:, 1:-1], img[1:-1, :-2]
+            b, a = _neighbours(c)  # (img's border stays 0: padding c again gives img)
             side = ((p2 & p4 & p6) == 0) & ((p4 & p6 & p8) == 0) if step == 0 else \
                 ((p2 & p4 & p8) == 0) & ((p2 & p6 & p8) == 0)
             gone = (c == 1) & (b >= 2) & (b <= 6) & (a == 1) & side

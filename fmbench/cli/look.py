@@ -242,6 +242,13 @@ def data_compare_cmd(reference, dataset_ref, n, split, tier, out, as_json, overw
     click.echo(f"figure written to {out}")
 
 
+def _train_split(dataset_ref, tier, reg):
+    """The training split a protocol trains on: a bare name pinned to its version (nucleus -> nucleus@2)."""
+    protocol = reg.protocol(tier)
+    dataset_ref = protocol.dataset_ref(dataset_ref)
+    return dataset_ref, _data_open(dataset_ref, "train", protocol.image_size, None)
+
+
 @cli.group("label-noise")
 def label_noise_group():
     """Label-noise models: rough annotations for training (docs/label-noise.md)."""
@@ -265,9 +272,7 @@ def label_noise_gallery(dataset_ref, out, index, seed, tier, overwrite=False):
 
     refuse_existing(out, overwrite)
     _, reg = registry()
-    protocol = reg.protocol(tier)
-    dataset_ref = protocol.dataset_ref(dataset_ref)  # `nucleus` is the version the protocol trains on
-    ds = _data_open(dataset_ref, "train", protocol.image_size, None)
+    dataset_ref, ds = _train_split(dataset_ref, tier, reg)
     if index >= len(ds):
         raise DataError(f"dataset {dataset_ref!r}: image index {index} is out of range (it has {len(ds)} images)")
     s = ds[index]
@@ -294,9 +299,7 @@ def label_noise_roughness(dataset_ref, images, settings, seed, tier):
     from ..label_noise import parse_setting, roughness
 
     _, reg = registry()
-    protocol = reg.protocol(tier)
-    dataset_ref = protocol.dataset_ref(dataset_ref)  # `nucleus` is the version the protocol trains on
-    ds = _data_open(dataset_ref, "train", protocol.image_size, None)
+    dataset_ref, ds = _train_split(dataset_ref, tier, reg)
     n = min(images, len(ds))
     masks = np.stack([np.asarray(ds[i].mask, bool) for i in range(n)])
     chosen: list[tuple[str, float]] = []
