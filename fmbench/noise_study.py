@@ -6,6 +6,8 @@ entries (rate 0: each image's mean over their training seeds) are compared image
 score with its 95 % bootstrap interval, the paired difference to rate 0 (mean, bootstrap interval), a two-sided
 Wilcoxon signed-rank test Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
 effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`).
+``trend``: Kendall's τ of each score against the rate over the kind's trainings themselves, with its exact
+permutation p (:func:`fmbench.ranktests.trend`): the one test here whose unit is the training.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import scores
+from .ranktests import holm, rank_biserial, trend
 from .errors import ResultError
 
 SCORES = ("clean_iou", "clean_dice", "corrupted_iou", "robust_iou")
@@ -39,26 +42,6 @@ def _score(entry: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _mean_score(v: np.ndarray) -> dict[str, Any]:
     return {"value": float(v.mean()), "ci95": [round(c, 6) for c in scores.interval(v, scores.resamples(v.size))]}
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    m = len(pvalues)
-    order, adjusted, running = np.argsort(pvalues), np.empty(m), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
-
-
-def rank_biserial(d: np.ndarray) -> float:
-    """Matched-pairs rank-biserial correlation of ``d`` (zeros dropped): +1 all positive, -1 all negative."""
-    from scipy.stats import rankdata
-
-    if (d := d[d != 0]).size == 0:
-        return 0.0
-    r = rankdata(np.abs(d))
-    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
 
 
 def setting_of(entry: dict[str, Any]) -> tuple[str, float, float] | None:
@@ -186,8 +169,11 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         # a loss at some rate but none at a higher one: with one training per rate, a lead, not a threshold
         erratic = [k for k in SCORES if any(r[f"{k}_test"]["significant_loss"] and not all(
             h[f"{k}_test"]["significant_loss"] for h in rows[i + 1:]) for i, r in enumerate(rows[1:], 1))]
+        # over the trainings themselves (the same seed's exact-label one and one per rate): a monotone trend
+        trends = {k: trend([r["rate"] for r in rows], [_per_image(e, k).mean() for e in [ref, *es]]) for k in SCORES
+                  } if len(es) >= 2 else None
         out["kinds"].append({"kind": kind, "severity": severity, "rows": rows, "max_safe_rate": safe,
-                             "not_monotone": erratic})
+                             "not_monotone": erratic, "trend": trends})
     return out
 
 
@@ -346,5 +332,11 @@ def markdown(data: dict[str, Any]) -> str:
                                  f"[{ss['ci95'][0]:+.3f}, {ss['ci95'][1]:+.3f}])")
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
+        if kind.get("trend"):
+            tr = kind["trend"]
+            n = tr[SCORES[0]]["n"]
+            out.append(f"| trend over the {n} trainings | " + " | ".join(
+                (f"**{t}** (falls)" if tr[k]["tau"] < 0 else f"*{t}* (rises)") if tr[k]["p"] < ALPHA else t
+                for k in SCORES for t in [f"τ {tr[k]['tau']:+.2f}, exact p {tr[k]['p']:.2g}"]) + " |")
         out.append("")
     return "\n".join(out)
