@@ -43,6 +43,61 @@ RATES = (0.0, 0.2, 0.4, 0.7, 1.0)
 # against 0.83-0.91); the defaults there would be far rougher (boundary:2 on ER: 0.63).
 THIN_SEVERITY = {"boundary": 1.0, "boundary-smooth": 0.5, "coarse": 1.0}
 SEVERITY = {(ds, kind): sev for ds in ("er", "mito") for kind, sev in THIN_SEVERITY.items()}
+# the grid docs/label-noise.md reports on (its generated progress line): (model, datasets, kinds)
+STUDY = (("unet-small", ("nucleus", "er", "mito"), KINDS), ("lraspp-mbv3", ("nucleus",), ("boundary",)))
+
+
+def plan(reg, models, datasets, kinds, rates, seed: int = 0, null_seeds=(1, 2), severity: float | None = None
+         ) -> list[tuple[str, str, str | None, int]]:
+    """The points of a grid, in the order they are run: per model and dataset the exact-label
+    trainings (rate 0: ``seed``, then ``null_seeds``), then each kind at each rate above 0."""
+    from fmbench.label_noise import parse_setting
+
+    points: list[tuple[str, str, str | None, int]] = []
+    for m in models:
+        for ds in datasets:
+            if 0.0 in rates:  # exact labels: the reference, then other seeds for the training-noise floor
+                points += [(m, ds, None, seed)] + [(m, ds, None, s) for s in null_seeds if s != seed]
+            for kind in kinds:
+                for rate in (r for r in rates if r > 0):
+                    sev = severity or SEVERITY.get((ds, kind))
+                    text = f"{kind}:{rate:g}" + (f":{sev:g}" if sev else "")
+                    points.append((m, ds, parse_setting(text, reg).text, seed))
+    return points
+
+
+def stem_of(m: str, ds: str, setting: str | None, seed: int, protocol_id: str) -> str:
+    tag = "exact" if setting is None else setting.replace(":", "-")
+    return f"{m}+labels-{tag}{'' if seed == 0 else f'+seed{seed}'}__{ds}__{protocol_id}"
+
+
+def progress(board: Path, reg, tier: str = "quick-v2") -> str:
+    """How much of the study's grid (``STUDY``) has an entry in ``board``, and what is still to run."""
+    pid = reg.protocol(tier).id
+    total, todo = 0, {}
+    for m, datasets, kinds in STUDY:
+        for p in plan(reg, [m], datasets, kinds, RATES):
+            total += 1
+            if not (board / f"{stem_of(*p, pid)}.json").exists():
+                todo.setdefault((p[0], p[1]), []).append(p)
+    parts = []
+    for (m, ds), ps in todo.items():
+        seeds = [str(p[3]) for p in ps if p[2] is None]
+        noisy = [p[2] for p in ps if p[2] is not None]
+        kinds = {k for mm, dss, ks in STUDY if mm == m and ds in dss for k in ks}
+        what = [f"exact labels (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})"] if seeds else []
+        if len(noisy) == len(kinds) * (len(RATES) - 1) and len(kinds) > 1:
+            what.append("every kind at every rate")
+        else:
+            by: dict[str, list[str]] = {}
+            for text in noisy:
+                kind, rate, _sev = text.split(":")
+                by.setdefault(kind, []).append(f"{float(rate):.0%}")
+            what += [f"{k} at {', '.join(r)}" for k, r in by.items()]
+        parts.append(f"{m} on {ds} — {'; '.join(what)}")
+    done = total - sum(len(v) for v in todo.values())
+    return (f"**Progress** (generated): {done} of the grid's {total} trainings have their entry here"
+            + (f". Still to run: {'. '.join(parts)}." if parts else ": the grid is complete."))
 
 
 def _reproduce():
@@ -100,6 +155,7 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
              "permutation p — the one test here whose unit is the training, so training luck is inside its null "
              "(fmbench/ranktests.py); with 5 trainings only a strictly monotone order reaches p < 0.05 (p = 0.017). "
              "**Bold (falls)**, *italic (rises)*: p < 0.05."]
+    parts.append(progress(board, get_registry()))
     found = studies(entries)
     if not found:
         parts.append(f"No noisy-label point yet ({len(entries)} exact-label trainings are in)." if entries else
@@ -177,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     os.environ.setdefault("FMBENCH_CACHE", str(Path(".work/cache").resolve()))
     rep = _reproduce()
-    from fmbench.label_noise import parse_setting
     from fmbench.plugins import get_registry
     from fmbench.runlog import partial_path
     from fmbench.weights import cache_dir
@@ -189,21 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     args.board.mkdir(parents=True, exist_ok=True)
     weights = cache_dir() / "weights" / "label-noise"
     weights.mkdir(parents=True, exist_ok=True)
-    points: list[tuple[str, str, str | None, int]] = []
-    null_seeds = [int(x) for x in args.null_seeds.split(",") if x.strip()]
-    for m in args.models.split(","):
-        for ds in args.datasets.split(","):
-            rates = [float(r) for r in args.rates.split(",")]
-            if 0.0 in rates:  # exact labels: the reference, then other seeds for the training-noise floor
-                points += [(m, ds, None, args.seed)] + [(m, ds, None, s) for s in null_seeds if s != args.seed]
-            for kind in args.kinds.split(","):
-                for rate in (r for r in rates if r > 0):
-                    severity = args.severity or SEVERITY.get((ds, kind))
-                    text = f"{kind}:{rate:g}" + (f":{severity:g}" if severity else "")
-                    points.append((m, ds, parse_setting(text, reg).text, args.seed))
+    points = plan(reg, args.models.split(","), args.datasets.split(","), args.kinds.split(","),
+                  [float(r) for r in args.rates.split(",")], args.seed,
+                  [int(x) for x in args.null_seeds.split(",") if x.strip()], args.severity)
     for m, ds, setting, seed in points:
-        tag = "exact" if setting is None else setting.replace(":", "-")
-        stem = f"{m}+labels-{tag}{'' if seed == 0 else f'+seed{seed}'}__{ds}__{protocol.id}"
+        stem = stem_of(m, ds, setting, seed, protocol.id)
         ckpt, entry, result = weights / f"{stem}.pt", args.board / f"{stem}.json", args.work / f"{stem}.json"
         if entry.exists():
             continue

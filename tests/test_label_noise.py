@@ -588,6 +588,34 @@ def test_the_docs_study_tables_are_current():
     assert mod.main(["--docs", "--check"]) == 0
 
 
+def test_the_docs_say_how_much_of_the_grid_is_measured_and_what_is_left(tmp_path):
+    """The generated progress line counts the grid's points with an entry and names the rest, so a
+    hand-written count cannot go stale."""
+    import importlib.util
+    from pathlib import Path
+
+    from fmbench.plugins import get_registry
+
+    path = Path(__file__).resolve().parents[1] / "leaderboard" / "label_noise.py"
+    spec = importlib.util.spec_from_file_location("label_noise_runner2", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    reg = get_registry()
+    n = sum(len(mod.plan(reg, [m], ds, kinds, mod.RATES)) for m, ds, kinds in mod.STUDY)
+    assert n == 76  # 3 datasets x (3 exact + 5 kinds x 4 rates) + (3 exact + 4 boundary rates)
+    text = mod.progress(tmp_path, reg)
+    assert text.startswith("**Progress** (generated): 0 of the grid's 76 trainings have their entry here.")
+    assert "lraspp-mbv3 on nucleus — exact labels (seeds 0, 1, 2); boundary at 20%, 40%, 70%, 100%." in text
+    for m, ds, kinds in mod.STUDY:
+        for point in mod.plan(reg, [m], ds, kinds, mod.RATES):
+            if not (point[1] == "er" and point[2] and point[2].startswith("coarse:0.4")):
+                (tmp_path / f"{mod.stem_of(*point, 'quick-v2')}.json").write_text("{}")
+    assert mod.progress(tmp_path, reg) == ("**Progress** (generated): 75 of the grid's 76 trainings have their entry "
+                                           "here. Still to run: unet-small on er — coarse at 40%.")
+    (tmp_path / "unet-small+labels-coarse-0.4-1__er__quick-v2.json").write_text("{}")
+    assert mod.progress(tmp_path, reg).endswith("76 of the grid's 76 trainings have their entry here: the grid is complete.")
+
+
 def test_a_track_entry_must_name_its_label_noise_as_training_writes_it(tmp_path):
     """A relabelled setting that is not the trainer's own text (``boundary:0.5``, an unknown kind,
     a rate outside [0, 1]) is a validation problem, and the study's generators say so in one line
