@@ -270,7 +270,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"and it averages many conditions per image, so its paired test is also the more sensitive one: "
                   f"read the sizes in docs/label-noise.md."]
     if order:
-        lines += ["", "*Across trainings* (the test whose unit is the training, so training luck is inside its null: "
+        lines += ["", "*Across trainings* (the test whose unit is the training, so training luck is inside its null if the trainings are exchangeable: "
                   "Kendall's τ between the rate and each training's mean score, exact permutation p < 0.05"
                   + ("; with the exact-label training and 4 rates that takes a strictly monotone order, p = 0.017"
                      if sizes == {5} else "") + f"), over the same "

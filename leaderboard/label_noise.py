@@ -152,7 +152,7 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
              "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README. "
              "Last row of a kind, *trend over the n trainings*: Kendall's τ between the rate and each training's mean "
              "score (the exact-label training of the noisy models' seed, and one training per rate), with its exact "
-             "permutation p — the one test here whose unit is the training, so training luck is inside its null "
+             "permutation p — the one test here whose unit is the training, so training luck is inside its null (if the trainings are exchangeable: see above) "
              "(fmbench/ranktests.py); with 5 trainings only a strictly monotone order reaches p < 0.05 (p = 0.017). "
              "**Bold (falls)**, *italic (rises)*: p < 0.05."]
     parts.append(progress(board, get_registry()))
