@@ -5,10 +5,13 @@ The study's per-image tests compare two trained models, so with one training per
 label noise from training luck.  :func:`trend` asks the question at the level where training luck
 lives: over the n trainings of one noise kind (the exact-label one and one per rate, all with the same
 seed), does the score move monotonically with the rate?  Kendall's τ between rate and score, with the
-exact permutation p-value: under the null (the rate does not change the score) the n trainings are
-exchangeable, so every assignment of their scores to the rates is equally likely and training luck
-is inside the null distribution.  With 5 trainings only a strictly monotone order reaches p < 0.05
-(two-sided p = 2/120 ≈ 0.017 for τ = ±1; one pair out of order gives 0.083).
+exact permutation p-value: under the null (the rate does not change the score) *and* if the n
+trainings are exchangeable, every assignment of their scores to the rates is equally likely and
+training luck is inside the null distribution.  Exchangeability is an assumption: with nested noisy
+sets whose spread around the exact-label training grew with the rate, a monotone order would be
+likelier than the permutation count says (docs/label-noise.md measures that spread).  With 5
+trainings only a strictly monotone order reaches p < 0.05 (two-sided p = 2/120 ≈ 0.017 for τ = ±1;
+one pair out of order gives 0.083).
 """
 
 from __future__ import annotations
