@@ -6,8 +6,6 @@ entries (rate 0: each image's mean over their training seeds) are compared image
 score with its 95 % bootstrap interval, the paired difference to rate 0 (mean, bootstrap interval), a two-sided
 Wilcoxon signed-rank test Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
 effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`).
-``trend``: Kendall's τ of each score against the rate over the kind's trainings themselves, with its exact
-permutation p (:func:`fmbench.ranktests.trend`): the one test here whose unit is the training.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import scores
-from .ranktests import holm, rank_biserial, trend
+from .ranktests import holm, luck_bar, rank_biserial
 from .errors import ResultError
 
 SCORES = ("clean_iou", "clean_dice", "corrupted_iou", "robust_iou")
@@ -130,6 +128,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
             floor_tests.append({"seed": _seed(e), **{k: _test(_per_image(e, k), np.mean([_per_image(f, k) for f in others],
                                                                                          axis=0)) for k in SCORES}})
     floor = {k: max(abs(t[k]["diff"]) for t in floor_tests) for k in SCORES} if floor_tests else None
+    bar = {k: luck_bar([float(_per_image(e, k).mean()) for e in exact], ALPHA) for k in SCORES} if floor else None
     kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for e in noisy:
         s = setting_of(e)
@@ -138,7 +137,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     out: dict[str, Any] = {"model": model, "dataset": dataset, "protocol_id": ref["protocol"]["id"],
                            "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "seed": seeds[0],
                            "reference_seeds": [_seed(e) for e in exact], "training_noise": floor_tests,
-                           "floor": floor, "kinds": []}
+                           "floor": floor, "luck_bar": bar, "kinds": []}
     for (kind, severity), es in sorted(kinds.items()):
         es = sorted(es, key=lambda e: setting_of(e)[1])  # type: ignore[index]
         rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) if len(exact) == 1 else _mean_score(reference[k])
@@ -154,6 +153,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"], lo, hi = adj, t["same_seed"]["ci95"][0], t["same_seed"]["ci95"][1]
                 t["beyond_floor"] = None if floor is None else bool(abs(t["diff"]) > floor[k])
+                t["beyond_luck"] = None if bar is None else bool(abs(t["diff"]) > bar[k])  # calibrated (ranktests)
                 t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False and hi < 0)
                 t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False and lo > 0)
             for row, t in zip(rows[1:], tests[k]):
@@ -169,11 +169,11 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
         # a loss at some rate but none at a higher one: with one training per rate, a lead, not a threshold
         erratic = [k for k in SCORES if any(r[f"{k}_test"]["significant_loss"] and not all(
             h[f"{k}_test"]["significant_loss"] for h in rows[i + 1:]) for i, r in enumerate(rows[1:], 1))]
-        # over the trainings themselves (the same seed's exact-label one and one per rate): a monotone trend
-        trends = {k: trend([r["rate"] for r in rows], [_per_image(e, k).mean() for e in [ref, *es]]) for k in SCORES
-                  } if len(es) >= 2 else None
+        # the first significant loss that is also beyond the calibrated training-luck bar (None: none)
+        past_luck = {k: next((r["rate"] for r in rows[1:] if r[f"{k}_test"]["significant_loss"]
+                              and r[f"{k}_test"]["beyond_luck"]), None) for k in SCORES} if bar else None
         out["kinds"].append({"kind": kind, "severity": severity, "rows": rows, "max_safe_rate": safe,
-                             "not_monotone": erratic, "trend": trends})
+                             "not_monotone": erratic, "first_loss_beyond_luck": past_luck})
     return out
 
 
@@ -227,6 +227,8 @@ def plot(data: dict[str, Any], out: str) -> str:
         if data.get("floor"):
             bottom.axhspan(-data["floor"][k], data["floor"][k], color="0.85", zorder=0,
                            label="training noise (exact labels, other seeds)")
+            for j, b in enumerate((-data["luck_bar"][k], data["luck_bar"][k]) if data.get("luck_bar") else ()):
+                bottom.axhline(b, color="0.4", lw=0.8, ls="--", label=None if j else "95 % training-luck bar")
             if col == 0:
                 bottom.legend(fontsize=7)
         bottom.set_xlabel("fraction of training masks with noise")
@@ -300,6 +302,12 @@ def markdown(data: dict[str, Any]) -> str:
         for t in data["training_noise"]:
             out.append(f"| seed {t['seed']} − the others | " + " | ".join(_test_text(t[k], "p") for k in SCORES) + " |")
         out.append("| floor | " + " | ".join(f"{data['floor'][k]:.4f}" for k in SCORES) + " |")
+        if data.get("luck_bar"):
+            out.append("| 95 % training-luck bar | " + " | ".join(f"{data['luck_bar'][k]:.4f}" for k in SCORES) + " |")
+            out += ["", f"*Training-luck bar*: the half-width of the 95 % prediction interval for one more exact-label "
+                    f"training's mean score (Student t, {n - 1} degrees of freedom, from these {n}): calibrated where "
+                    "the floor is a heuristic (docs/label-noise.md, *How often can luck pass?*). A significant cell "
+                    "says whether it is also beyond the bar; one inside it is a lead."]
         out.append("")
     for kind in data["kinds"]:
         top = kind["rows"][-1]["rate"]
@@ -309,8 +317,11 @@ def markdown(data: dict[str, Any]) -> str:
         note = (f". A loss of {', '.join(LABELS[k] for k in erratic)} at one rate is not seen at every higher rate: "
                 f"with one training per rate, read it as a lead (training luck beyond the floor?), not a threshold"
                 if erratic else "")
+        lucky = kind.get("first_loss_beyond_luck")
+        beyond = ("; first loss beyond the training-luck bar: " + ", ".join(
+            f"{LABELS[k]} {'none' if lucky[k] is None else format(lucky[k], '.0%')}" for k in lucky)) if lucky else ""
         out += [f"*{kind['kind']}*, severity {kind['severity']:g}, rates measured up to {top:.0%} — largest rate with "
-                f"no detected loss: {safe}{note}", "",
+                f"no detected loss: {safe}{beyond}{note}", "",
                 "| rate | " + " | ".join(LABELS[k] for k in SCORES) + " |", "|---:|" + "---|" * len(SCORES)]
         for row in kind["rows"]:
             cells = []
@@ -323,6 +334,8 @@ def markdown(data: dict[str, Any]) -> str:
                     test = _test_text(t)
                     cell += "<br>" + (f"**{test}**" if t["significant_loss"] else
                                       f"*{test}* (gain)" if t["significant_gain"] else test)
+                    if (t["significant_loss"] or t["significant_gain"]) and t.get("beyond_luck") is not None:
+                        cell += " (beyond the luck bar)" if t["beyond_luck"] else " (inside the luck bar: a lead)"
                     if t.get("beyond_floor") is False and t["p_holm"] < ALPHA and not t["ci95"][0] <= 0 <= t["ci95"][1]:
                         cell += " (within training noise)"
                     elif t.get("same_seed") and t["p_holm"] < ALPHA and not t["ci95"][0] <= 0 <= t["ci95"][1] \
@@ -332,11 +345,5 @@ def markdown(data: dict[str, Any]) -> str:
                                  f"[{ss['ci95'][0]:+.3f}, {ss['ci95'][1]:+.3f}])")
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
-        if kind.get("trend"):
-            tr = kind["trend"]
-            n = tr[SCORES[0]]["n"]
-            out.append(f"| trend over the {n} trainings | " + " | ".join(
-                (f"**{t}** (falls)" if tr[k]["tau"] < 0 else f"*{t}* (rises)") if tr[k]["p"] < ALPHA else t
-                for k in SCORES for t in [f"τ {tr[k]['tau']:+.2f}, exact p {tr[k]['p']:.2g}"]) + " |")
         out.append("")
     return "\n".join(out)

@@ -148,13 +148,10 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
              "paired mean difference Δ [95 % bootstrap interval], the two-sided Wilcoxon signed-rank p "
              "Holm-corrected over the rates of the kind, and the rank-biserial effect r (−1: every image "
              "worse). **Bold**: a significant loss, *italic (gain)*: a significant gain — p < 0.05, the paired "
-             "interval excluding 0, and larger than the training-noise floor where it is measured. Clean Dice is "
-             "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README. "
-             "Last row of a kind, *trend over the n trainings*: Kendall's τ between the rate and each training's mean "
-             "score (the exact-label training of the noisy models' seed, and one training per rate), with its exact "
-             "permutation p — the one test here whose unit is the training, so training luck is inside its null (if the trainings are exchangeable: see above) "
-             "(fmbench/ranktests.py); with 5 trainings only a strictly monotone order reaches p < 0.05 (p = 0.017). "
-             "**Bold (falls)**, *italic (rises)*: p < 0.05."]
+             "interval excluding 0, larger than the training-noise floor where it is measured, and the same against "
+             "the exact-label training of the noisy models' seed alone; after it, whether it is also beyond the "
+             "calibrated training-luck bar (a significant difference inside it is a lead). Clean Dice is "
+             "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
     parts.append(progress(board, get_registry()))
     found = studies(entries)
     if not found:
