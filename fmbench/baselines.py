@@ -171,6 +171,20 @@ def measure(dataset: Any, dataset_ref: str, protocol: Any, registry: Any, *, dev
 def check(doc: dict[str, Any]) -> list[str]:
     """Problems with a baselines document: its summary against its per-image IoU, list lengths
     and values."""
+    wrong = [f"{k} is not {t}" for k, t in (("protocol", "an object"), ("dataset", "an object"), ("per_image", "an object"),
+                                         ("summary", "an object"), ("conditions", "a list"))
+             if not isinstance(doc.get(k), list if t == "a list" else dict)]
+    if not wrong:
+        pi, summ = doc["per_image"], doc["summary"]
+        wrong += [f"{k} is not a string" for k, v in (("protocol.hash", doc["protocol"].get("hash")),
+                                                       ("dataset.ref", doc["dataset"].get("ref"))) if not isinstance(v, str)]
+        wrong += [] if isinstance(pi.get("ids"), list) else ["per_image.ids is not a list"]
+        iou_ok = isinstance(pi.get("iou"), dict) and all(isinstance(c, dict) and all(isinstance(v, list) for v in c.values())
+                                                         for c in pi["iou"].values())
+        wrong += [] if iou_ok else ["per_image.iou is not {baseline: {condition: [values]}}"]
+        wrong += [f"summary.{k} is not an object" for k, v in summ.items() if not isinstance(v, dict)]
+    if wrong:
+        return [f"not a baselines document: {'; '.join(wrong)}"]
     problems = []
     try:
         ids = doc["per_image"]["ids"]
@@ -184,7 +198,7 @@ def check(doc: dict[str, Any]) -> list[str]:
         if problems:
             return problems
         expected = summary({k: {"iou": v} for k, v in iou.items()}, doc["conditions"])
-    except (KeyError, TypeError, StopIteration, ZeroDivisionError) as exc:
+    except (KeyError, TypeError, AttributeError, StopIteration, ZeroDivisionError) as exc:
         return [f"not a baselines document ({type(exc).__name__}: {exc})"]
     for name, s in expected.items():
         for key, value in s.items():

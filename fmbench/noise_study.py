@@ -77,7 +77,7 @@ def _how_trained(entry: dict[str, Any]) -> str:
     t = entry["model"].get("training") or {}
     recipe = sorted((k, str(v)) for k, v in {**dataclasses.asdict(Recipe()), **(t.get("recipe") or {})}.items()
                     if k != "label_noise")
-    return str((entry["model"].get("args"), recipe, t.get("dataset"), t.get("protocol"), bool(t.get("half"))))[:600]
+    return str((entry["model"].get("args"), recipe, t.get("dataset"), t.get("protocol"), bool(t.get("half"))))
 
 
 def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, Any]:

@@ -223,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="with --docs: exit 1 if they are not current")
     args = ap.parse_args(argv)
     if args.docs:
-        if update_docs(args.board, check=args.check) or not args.check:
+        from fmbench.errors import FmbenchError
+
+        try:
+            current = update_docs(args.board, check=args.check)
+        except FmbenchError as exc:  # an entry that does not validate: one line, nothing written
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if current or not args.check:
             return 0
         print(f"{DOC}: the label-noise tables are not current; run python leaderboard/label_noise.py --docs",
               file=sys.stderr)

@@ -340,6 +340,8 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
+    # no loss at 20 % and nothing measured beyond it: not yet a verdict either way
+    assert "cannot tell in 1" in label_noise_markdown([base, at(0.2, 0.0)])
     assert "No noisy-label point yet (1 exact-label trainings are in)" in label_noise_markdown([base])
     # robustness before accuracy: the synthetic losses above hit clean and corrupted IoU at the same rate;
     # a loss of corrupted IoU alone from 20 % (clean IoU only from 70 %) comes earlier, and is counted so
@@ -538,6 +540,94 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     shutil.copytree(track, board)
     (board / "weights" / "registry.json").write_text(json.dumps(reg))
     assert any("not the registered" in p for p in validate_dir(board, registry)[2])
+
+
+def test_forged_or_inconsistent_track_files_are_refused_with_one_line_each(tmp_path, registry, capsys):
+    """What a fault-finding pass forged on a copy of the track: every case is a problem line naming its
+    file (never a traceback, never a pass) -- an entry trained otherwise than its study's reference, a file
+    name that says another label-noise setting, an unknown kind, a rate that noises no mask, a malformed
+    baselines file; and the docs generator says so in one line."""
+    import importlib.util
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fmbench.leaderboard.store import validate_dir
+
+    root = Path(__file__).resolve().parents[1] / "leaderboard" / "label-noise"
+    track = tmp_path / "label-noise"
+    shutil.copytree(root / "baselines", track / "baselines")
+    shutil.copytree(root / "weights", track / "weights")
+    stems = ["unet-small+labels-exact__nucleus__quick-v2", "unet-small+labels-exact+seed1__nucleus__quick-v2",
+             "unet-small+labels-boundary-0.2-2__nucleus__quick-v2"]
+    for stem in stems:
+        shutil.copy(root / f"{stem}.json", track / f"{stem}.json")
+    assert validate_dir(track, registry)[2] == []
+    noisy = track / f"{stems[2]}.json"
+    original = json.loads(noisy.read_text())
+
+    def problems_with(edit, name=None):
+        e = json.loads(json.dumps(original))
+        edit(e)
+        target = track / name if name else noisy
+        noisy.unlink()
+        target.write_text(json.dumps(e))
+        found = validate_dir(track, registry)[2]
+        target.unlink()
+        noisy.write_text(json.dumps(original))
+        return found
+
+    # trained with another learning rate than the exact-label reference: the study cannot compare them
+    found = problems_with(lambda e: e["model"]["training"]["recipe"].update(lr=0.01))
+    assert any("was trained otherwise than the rate-0 entry" in p for p in found), found
+    # a file named after another setting than the entry holds
+    found = problems_with(lambda e: None, name="unet-small+labels-boundary-1-2__nucleus__quick-v2.json")
+    assert any("label noise 'boundary-1-2'" in p and "boundary-1-2__nucleus" in p for p in found), found
+
+    def relabel(text):
+        def edit(e):
+            t = e["model"]["training"]
+            t["label_noise"] = t["recipe"]["label_noise"] = text
+            t["command"] = t["command"].replace("boundary:0.2:2", str(text))
+        return edit
+
+    # a training command that trains elsewhere than the entry says (dataset, protocol version)
+    found = problems_with(lambda e: e["model"]["training"].update(
+        command=e["model"]["training"]["command"].replace("--dataset nucleus", "--dataset er")))
+    assert any("model.training.dataset is 'nucleus@2', but its command" in p and "trains on 'er'" in p for p in found)
+    found = problems_with(lambda e: e["model"]["training"].update(
+        command=e["model"]["training"]["command"].replace("--tier quick-v2", "--tier quick-v1")))
+    assert any("trains under --tier quick-v1" in p for p in found), found
+    found = problems_with(relabel("foo:0.2:2"))
+    assert any(p.startswith(str(noisy)) and "unknown label noise 'foo'" in p for p in found), found
+    found = problems_with(relabel("boundary:1e-05:2"))
+    assert any("a rate of 1e-05 of 256 training images makes no mask noisy" in p for p in found), found
+    # one checkpoint under a hash written in capitals is still one checkpoint
+    from fmbench.leaderboard.guard import same_weights
+
+    twin = json.loads(json.dumps(original))
+    twin["model"]["state_sha256"] = twin["model"]["state_sha256"].upper()
+    twin["per_image"]["iou"] = {c: [min(1.0, v + 0.01) for v in vs] for c, vs in twin["per_image"]["iou"].items()}
+    assert any("one checkpoint is one row" in p for p in same_weights([("a.json", original), ("b.json", twin)]))
+    # a malformed baselines file: a problem naming it, not a KeyError
+    bad = track / "baselines" / "broken.json"
+    doc = json.loads(next((root / "baselines").glob("*.json")).read_text())
+    for edit in (lambda d: d.pop("protocol"), lambda d: d["protocol"].update(hash=["x"]),
+                 lambda d: d["per_image"].update(iou=[]), lambda d: d.update(summary=[])):
+        d = json.loads(json.dumps(doc))
+        edit(d)
+        bad.write_text(json.dumps(d))
+        found = validate_dir(track, registry)[2]
+        assert any(p.startswith(f"{bad}: not a baselines document") for p in found), found
+    bad.unlink()
+    # the docs generator on a board with an invalid entry: one line, exit 1
+    noisy.write_text(json.dumps({**original, "scores": {**original["scores"], "robust_iou": {"value": 0.9}}}))
+    spec = importlib.util.spec_from_file_location("label_noise_runner3", root.parent / "label_noise.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--docs", "--check", "--board", str(track)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(noisy) in err[0]
 
 
 def test_the_docs_study_tables_are_current():

@@ -88,12 +88,12 @@ def _label_noise(text: Any, registry: Registry | None) -> str:
     """A label-noise setting as the track names it (``boundary:0.2:2``; ``none`` for exact labels)."""
     if not text:
         return "none"
-    from ..errors import ProtocolError
+    from ..errors import ProtocolError, UnknownNameError
     from ..label_noise import parse_setting
 
     try:
         return parse_setting(str(text), registry).text if registry is not None else str(text)
-    except ProtocolError:
+    except (ProtocolError, UnknownNameError):
         return f"{str(text)[:40]} (not a label-noise setting)"
 
 
@@ -127,6 +127,29 @@ def training_claims(training: Mapping[str, Any], registry: Registry | None = Non
     if len(set(noise.values())) > 1:
         problems.append("the training record contradicts itself: " + ", ".join(f"{k} {v!r}" for k, v in noise.items())
                         + " (label noise decides which board an entry ranks on)")
+    elif (said := noise["model.training.label_noise"]) != "none" and registry is not None and \
+            "(not a label-noise setting)" not in said:  # a rate training refuses: it noises no mask of its images
+        n = (recipe or {}).get("n_train", 256) if isinstance(recipe, Mapping) else 256
+        rate = float(said.split(":")[1])
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0 and round(rate * n) == 0:
+            problems.append(f"model.training.label_noise {said}: a rate of {rate:g} of {n} training images makes no "
+                            f"mask noisy; `fmbench train` refuses it (an exact-label training)")
+    made_under, on = training.get("protocol"), flag(command, "--dataset")
+    if ours and registry is not None and isinstance(made_under, str) and made_under:  # where the command trains
+        from ..weights import pinned_tier
+
+        tier = flag(pinned_tier(command, made_under), "--tier", "--protocol")
+        try:
+            proto = registry.protocol(tier) if tier else None
+            trained_on = proto.dataset_ref(on) if proto is not None and on else None
+        except Exception:  # noqa: BLE001 - a tier or dataset the registry does not know: said below
+            proto, trained_on = None, None
+        if tier and (proto is None or proto.id != made_under):
+            problems.append(f"model.training.protocol is {made_under!r}, but its command {command[:120]!r} trains "
+                            f"under --tier {tier}")
+        elif trained_on and isinstance(training.get("dataset"), str) and trained_on != training["dataset"]:
+            problems.append(f"model.training.dataset is {training['dataset']!r}, but its command {command[:120]!r} "
+                            f"trains on {trained_on!r}")
     seed = training.get("seed")
     if ours and isinstance(seed, int) and not isinstance(seed, bool) and str(seed) != (flag(command, "--seed") or "0"):
         problems.append(f"model.training.seed is {seed}, but its command {command[:120]!r} trains with "
@@ -155,6 +178,9 @@ def name_problems(path: str | os.PathLike, entry: Mapping[str, Any]) -> list[str
             said.append(f"seed {int(token[4:])}")
         if token in DEFENSES and token != (training.get("defense") or "none"):
             said.append(f"defence {token!r}")
+        noise = str(training.get("label_noise") or "exact").replace(":", "-")
+        if token.startswith("labels-") and token[len("labels-"):] != noise:  # the track's names (runner's stem_of)
+            said.append(f"label noise {token[len('labels-'):]!r} (the entry: {noise!r})")
     return [f"the file name says {', '.join(said)}; the entry holds {ref!r}, protocol "
             f"{(entry.get('protocol') or {}).get('id')!r}, seed {training.get('seed', 0)!r}, defence "
             f"{training.get('defense') or 'none'!r}: rename the file after what it holds"] if said else []
@@ -191,8 +217,8 @@ def same_weights(entries: list[tuple[str, Mapping[str, Any]]]) -> list[str]:
         except (KeyError, TypeError, AttributeError, ValueError):
             continue
         comparable = values.size > 0 and bool(np.isfinite(values).all())
-        keys = [("weights", h, *table) for h in (model.get("state_sha256"), model.get("weights_sha256"))
-                if isinstance(h, str) and h]
+        keys = [("weights", h.lower(), *table) for h in (model.get("state_sha256"), model.get("weights_sha256"))
+                if isinstance(h, str) and h]  # a hash in capitals is the same hash
         twin = next((k for k in keys if k in seen), None)
         if twin is not None:
             problems.append(f"{path}: the same {twin[0]} ({twin[1][:12]}...) as {seen[twin]} on the same dataset and "

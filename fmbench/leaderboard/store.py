@@ -150,7 +150,7 @@ def track_weights(directory: str | os.PathLike) -> dict[str, Any] | None:
         for stem, w in (records.items() if isinstance(records, dict) else ()):
             for key in ("sha256", "state_sha256"):
                 h = w.get(key) if isinstance(w, dict) else None
-                if isinstance(h, str) and seen.setdefault(h, stem) != stem:
+                if isinstance(h, str) and seen.setdefault(h.lower(), stem) != stem:
                     raise ResultError(f"{path}: {model} {stem!r} lists the same weights ({key} {h[:12]}…) as "
                                       f"{seen[h]!r}; one training cannot be two entries")
     return doc["weights"]
@@ -297,6 +297,10 @@ def validate_dir(directory: str | os.PathLike, registry: Registry) -> tuple[str,
         problems += [f"{path}: {p}" for p in found]
         if not found:
             loaded.append((str(path), entry))
+    if Path(directory).resolve().name in TRACKS:  # the study made of the track's entries must be one it can make
+        from ..noise_study import studies
+        problems += [f"{directory}: {m} on {d} ({pid}): {err}" for m, d, pid, err in
+                     studies([{**e, "_path": p} for p, e in loaded]) if isinstance(err, ResultError)]
     return name, len(paths), problems + duplicates(loaded) + guard.same_weights(loaded)
 
 
