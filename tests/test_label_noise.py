@@ -379,6 +379,17 @@ def test_the_training_luck_bar_is_calibrated_and_the_floor_is_not():
     bars = 4.302653 * x.std(1, ddof=1) * np.sqrt(4 / 3)  # t(0.975, 2): luck_bar, vectorised
     assert [luck_bar(list(v)) for v in x[:50]] == pytest.approx(bars[:50].tolist(), rel=1e-6)
     assert np.mean(d[:, 0] < -bars) == pytest.approx(0.025, abs=0.004)
+    # five exact-label trainings: the floor rule 18 % / 9 % / 27 %, the bar still 2.5 % and about a third narrower
+    x5, new5 = rng.normal(size=(20_000, 5)), rng.normal(size=(20_000, 4))
+    floor5 = np.abs(x5 - (x5.sum(1, keepdims=True) - x5) / 4).max(1)
+    d5 = new5 - x5.mean(1)[:, None]
+    assert np.mean(np.abs(d5[:, 0]) > floor5) == pytest.approx(0.18, abs=0.01)
+    loss5 = (d5 < -floor5[:, None]) & (new5 < x5[:, [0]])
+    assert loss5[:, 0].mean() == pytest.approx(0.09, abs=0.01) and loss5.any(1).mean() == pytest.approx(0.27, abs=0.015)
+    bars5 = 2.776445 * x5.std(1, ddof=1) * np.sqrt(6 / 5)
+    assert luck_bar(list(x5[0])) == pytest.approx(bars5[0], rel=1e-6)
+    assert np.mean(d5[:, 0] < -bars5) == pytest.approx(0.025, abs=0.004)
+    assert bars5.mean() == pytest.approx(2.86, abs=0.05) and bars.mean() == pytest.approx(4.41, abs=0.08)
     assert luck_bar([0.90, 0.91, 0.92]) == pytest.approx(4.303 * 0.01 * np.sqrt(4 / 3), rel=1e-3)
     with pytest.raises(ValueError, match="at least 2"):
         luck_bar([0.9])
