@@ -284,8 +284,8 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"its training noise is larger too (the floors below): read the sizes in docs/label-noise.md."]
     if luck["bars"]:
         lines += ["", f"*Beyond training luck?* The floor is a heuristic: a noisy-label training that were only another "
-                  f"draw of training luck would pass the rules above as a loss at one rate about 14 % of the time where "
-                  f"the per-image test passes anyway (docs/label-noise.md, *How often can luck pass?*). The calibrated "
+                  f"draw of training luck would pass the rules above as a loss at one rate about 14 % of the time with "
+                  f"three exact-label trainings (9 % with five) where the per-image test passes anyway (docs/label-noise.md, *How often can luck pass?*). The calibrated "
                   f"check is the *training-luck bar*, the half-width of the 95 % prediction interval for one more "
                   f"exact-label training (Student t from the exact-label trainings; {'; '.join(luck['bars'])}). Of the "
                   f"{luck['losses']} significant losses in the table (clean, corrupted and robust IoU, every rate), "
