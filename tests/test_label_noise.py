@@ -641,6 +641,27 @@ def test_forged_or_inconsistent_track_files_are_refused_with_one_line_each(tmp_p
     assert len(err) == 1 and err[0].startswith("error: ") and str(noisy) in err[0]
 
 
+def test_the_shipped_study_checkpoints_are_the_registered_trainings():
+    """The checkpoints .ci/run rechecks the track's entries with are the ones its weights registry lists
+    under the same names (file sha256), and their entries exist."""
+    import json
+    from pathlib import Path
+
+    from fmbench.files import sha256_file
+
+    track = Path(__file__).resolve().parents[1] / "leaderboard" / "label-noise"
+    shipped = sorted((track / "checkpoints").glob("*.pt"))
+    assert len(shipped) == 2
+    listed = json.loads((track / "weights" / "registry.json").read_text())["weights"]
+    for path in shipped:
+        assert (track / f"{path.stem}.json").is_file()
+        model = path.stem.split("+")[0]
+        assert listed[model][path.stem]["sha256"] == sha256_file(path)
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()  # and CI rechecks each
+    assert '--checkpoint "leaderboard/label-noise/checkpoints/$stem.pt"' in ci
+    assert all(f'"{path.stem}"' in ci for path in shipped)
+
+
 def test_the_docs_study_tables_are_current():
     """docs/label-noise.md's generated tables are the ones the track's entries give."""
     import importlib.util
