@@ -211,9 +211,11 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
             t = last.get("clean_iou_test")
             delta = "" if t is None else f"{last['clean_iou']['value']:.3f} ({t['diff']:+.3f})"
             safe = kind["max_safe_rate"]
-            gains = "; ".join(f"{k.replace('_iou', ' IoU')} at " + ", ".join(f"{r['rate']:.0%}" for r in kind["rows"][1:]
-                                                                         if r[f"{k}_test"]["significant_gain"])
-                              for k in TESTED if any(r[f"{k}_test"]["significant_gain"] for r in kind["rows"][1:]))
+            gains = "; ".join(f"{k.replace('_iou', ' IoU')} at " + ", ".join(
+                f"{r['rate']:.0%}" + ("" if r[f"{k}_test"].get("beyond_luck") is None else " (beyond the luck bar)"
+                                      if r[f"{k}_test"]["beyond_luck"] else " (a lead: inside the luck bar)")
+                for r in kind["rows"][1:] if r[f"{k}_test"]["significant_gain"])
+                for k in TESTED if any(r[f"{k}_test"]["significant_gain"] for r in kind["rows"][1:]))
             lines.append(f"| {model} | {dataset} | {pid} | {kind['kind']} ({kind['severity']:g}) | "
                          f"{', '.join(f'{r:.0%}' for r in rates)} | "
                          + " | ".join(safe_text(kind, k) + (f" ({fl[k]:.4f})" if fl else "") for k in TESTED)
@@ -288,7 +290,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"three exact-label trainings (9 % with five) where the per-image test passes anyway (docs/label-noise.md, *How often can luck pass?*). The calibrated "
                   f"check is the *training-luck bar*, the half-width of the 95 % prediction interval for one more "
                   f"exact-label training (Student t from the exact-label trainings; {'; '.join(luck['bars'])}). Of the "
-                  f"{luck['losses']} significant losses in the table (clean, corrupted and robust IoU, every rate), "
+                  f"{luck['losses']} significant losses behind the table (clean, corrupted and robust IoU, every rate), "
                   f"{luck['beyond']} lie beyond it. First loss of clean IoU beyond it: "
                   f"{', '.join(luck['first']) or 'none'}" + (f"; none in {luck['never']} settings" if luck["never"] else "")
                   + ". A significant loss inside the bar is a lead, not a finding."]

@@ -319,6 +319,16 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert floored["kinds"][0]["max_safe_rate"]["clean_iou"] == 0.4
     md = markdown(floored)
     assert "| seed 1 − the others | Δ -0.06" in md and "(within training noise)" in md
+    # the calibrated training-luck bar: t(0.975, 2) s sqrt(1 + 1/3) over the three trainings' mean clean IoU
+    means = [np.mean(e["per_image"]["iou"]["reference"]) for e in [base] + null]
+    bar = 4.302653 * np.std(means, ddof=1) * np.sqrt(4 / 3)
+    assert floored["luck_bar"]["clean_iou"] == pytest.approx(bar, rel=1e-5)
+    t70 = floored["kinds"][0]["rows"][3]["clean_iou_test"]
+    assert t70["beyond_luck"] == (abs(t70["diff"]) > bar)
+    assert ("(beyond the luck bar)" if t70["beyond_luck"] else "(inside the luck bar: a lead)") in md
+    assert "| 95 % training-luck bar | " in md
+    assert "| clean IoU at 20% (a lead: inside the luck bar); corrupted IoU at 20% (a lead: inside the luck bar)" \
+        in label_noise_markdown(track + null + [gain])
     assert "largest rate with no detected loss: clean IoU 40% (floor 0.06" in md
     with pytest.raises(Exception, match="seeds"):
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
