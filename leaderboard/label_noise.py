@@ -146,7 +146,7 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
     from fmbench.errors import ResultError
     from fmbench.leaderboard import load_entries
     from fmbench.noise_study import markdown, plot, plot_is_current, studies
-    from fmbench.readme import unpinned
+    from fmbench.noise_readme import unpinned
     from fmbench.plugins import get_registry
 
     entries = load_entries(str(board), get_registry())

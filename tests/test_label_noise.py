@@ -288,7 +288,7 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert kind["rows"][2]["clean_dice"]["value"] < kind["rows"][0]["clean_dice"]["value"]
     # the docs' table: every rate, the loss in bold, the safe rates stated
     from fmbench.noise_study import markdown
-    from fmbench.readme import label_noise_markdown
+    from fmbench.noise_readme import label_noise_markdown
 
     md = markdown(got)
     assert "rates measured up to 100% — largest rate with no detected loss: clean IoU 20%" in md
@@ -841,7 +841,7 @@ def test_the_study_compares_only_trainings_that_differ_in_their_labels():
 
 
 def test_a_study_on_unpinned_weights_is_marked_and_not_counted_in_the_findings():
-    from fmbench.readme import label_noise_markdown
+    from fmbench.noise_readme import label_noise_markdown
 
     entries = _nucleus_study_entries()
     counted = label_noise_markdown(entries)
