@@ -630,6 +630,13 @@ def test_forged_or_inconsistent_track_files_are_refused_with_one_line_each(tmp_p
     twin["model"]["state_sha256"] = twin["model"]["state_sha256"].upper()
     twin["per_image"]["iou"] = {c: [min(1.0, v + 0.01) for v in vs] for c, vs in twin["per_image"]["iou"].items()}
     assert any("one checkpoint is one row" in p for p in same_weights([("a.json", original), ("b.json", twin)]))
+    listed = json.loads((track / "weights" / "registry.json").read_text())
+    records = listed["weights"]["unet-small"]
+    records["copy"] = {**records[stems[0]], "sha256": records[stems[0]]["sha256"].upper()}
+    (track / "weights" / "registry.json").write_text(json.dumps(listed))
+    with pytest.raises(Exception, match="lists the same weights .* one training cannot be two entries"):
+        validate_dir(track, registry)
+    shutil.copy(root / "weights" / "registry.json", track / "weights" / "registry.json")
     # a malformed baselines file: a problem naming it, not a KeyError
     bad = track / "baselines" / "broken.json"
     doc = json.loads(next((root / "baselines").glob("*.json")).read_text())

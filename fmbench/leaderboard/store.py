@@ -152,7 +152,7 @@ def track_weights(directory: str | os.PathLike) -> dict[str, Any] | None:
                 h = w.get(key) if isinstance(w, dict) else None
                 if isinstance(h, str) and seen.setdefault(h.lower(), stem) != stem:
                     raise ResultError(f"{path}: {model} {stem!r} lists the same weights ({key} {h[:12]}…) as "
-                                      f"{seen[h]!r}; one training cannot be two entries")
+                                      f"{seen[h.lower()]!r}; one training cannot be two entries")
     return doc["weights"]
 
 
