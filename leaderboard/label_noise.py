@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BOARD = HERE / "label-noise"
 DOC = HERE.parent / "docs" / "label-noise.md"
+ZOO_DOC = HERE.parent / "docs" / "zoo.md"
 START, END = "<!-- label-noise-study:start (leaderboard/label_noise.py --docs) -->", "<!-- label-noise-study:end -->"
 KINDS = ("boundary", "boundary-smooth", "missing", "spurious", "coarse")
 RATES = (0.0, 0.2, 0.4, 0.7, 1.0)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         rep.run(cmd, args.dry_run)
         readme = Path("README.md")
         # a person's uncommitted edits in the README or the doc are theirs to commit, not this point's
-        edited = [] if not args.commit else [p for p in (readme, DOC) if p.exists() and subprocess.run(
+        edited = [] if not args.commit else [p for p in (readme, DOC, ZOO_DOC) if p.exists() and subprocess.run(
             ["git", "diff", "--quiet", "HEAD", "--", str(p)]).returncode != 0]
         if edited:
             print(f"not committing {', '.join(map(str, edited))} with this point: uncommitted edits there "
@@ -300,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dry_run and args.board == BOARD and readme.exists():  # its generated findings stay current
             rep.run([fmbench, "leaderboard", "--update-readme", "--readme", str(readme), "--dir", str(HERE)], False)
             rep.run([sys.executable, str(Path(__file__).resolve()), "--docs"], False)  # today's code, as the README
+            if setting is None:  # docs/zoo.md's between-seed table shows the study's exact-label trainings too
+                rep.run([sys.executable, str(HERE / "zoo_tables.py")], False)
         if args.commit and not args.dry_run:
             rep.git_commit([entry, args.board / "baselines", args.board / "weights",
-                            *(p for p in (readme, DOC) if p not in edited),
+                            *(p for p in (readme, DOC, ZOO_DOC) if p not in edited),
                             *sorted((DOC.parent / "img").glob("label-noise-study-*.png"))],
                            f"label-noise study: {stem} (leaderboard/label_noise.py)")
     return 0
