@@ -1,11 +1,11 @@
 """The label-noise study's statistics: accuracy and robustness against the rate of noisy training
-masks, each rate tested against the model trained on exact masks.
-
+masks, each rate tested against the model trained on exact masks, and judged against training luck.
 For one model, dataset and protocol, the noisy-label entries of each kind (and severity) and the exact-label
 entries (rate 0: each image's mean over their training seeds) are compared image by image: per rate, each
 score with its 95 % bootstrap interval, the paired difference to rate 0 (mean, bootstrap interval), a two-sided
 Wilcoxon signed-rank test Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
-effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`).
+effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`);
+``beyond_luck`` whether a difference exceeds the calibrated training-luck bar (:func:`ranktests.luck_bar`).
 """
 
 from __future__ import annotations
