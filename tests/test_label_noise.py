@@ -563,12 +563,23 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     assert any("not the registered" in p for p in validate_dir(board, registry)[2])
 
 
+def _runner():
+    """leaderboard/label_noise.py (the study's runner; a script, not a package module), imported."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("label_noise_runner", Path(__file__).resolve().parents[1]
+                                                  / "leaderboard" / "label_noise.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_forged_or_inconsistent_track_files_are_refused_with_one_line_each(tmp_path, registry, capsys):
     """What a fault-finding pass forged on a copy of the track: every case is a problem line naming its
     file (never a traceback, never a pass) -- an entry trained otherwise than its study's reference, a file
     name that says another label-noise setting, an unknown kind, a rate that noises no mask, a malformed
     baselines file; and the docs generator says so in one line."""
-    import importlib.util
     import json
     import shutil
     from pathlib import Path
@@ -650,9 +661,7 @@ def test_forged_or_inconsistent_track_files_are_refused_with_one_line_each(tmp_p
     bad.unlink()
     # the docs generator on a board with an invalid entry: one line, exit 1
     noisy.write_text(json.dumps({**original, "scores": {**original["scores"], "robust_iou": {"value": 0.9}}}))
-    spec = importlib.util.spec_from_file_location("label_noise_runner3", root.parent / "label_noise.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _runner()
     assert mod.main(["--docs", "--check", "--board", str(track)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(noisy) in err[0]
@@ -681,28 +690,18 @@ def test_the_shipped_study_checkpoints_are_the_registered_trainings():
 
 def test_the_docs_study_tables_are_current():
     """docs/label-noise.md's generated tables are the ones the track's entries give."""
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "leaderboard" / "label_noise.py"
-    spec = importlib.util.spec_from_file_location("label_noise_runner", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _runner()
     assert mod.main(["--docs", "--check"]) == 0
 
 
 def test_the_docs_say_how_much_of_the_grid_is_measured_and_what_is_left(tmp_path):
     """The generated progress line counts the grid's points with an entry and names the rest, so a
     hand-written count cannot go stale."""
-    import importlib.util
-    from pathlib import Path
 
     from fmbench.plugins import get_registry
 
-    path = Path(__file__).resolve().parents[1] / "leaderboard" / "label_noise.py"
-    spec = importlib.util.spec_from_file_location("label_noise_runner2", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _runner()
     reg = get_registry()
     n = sum(len(mod.plan(reg, [m], ds, kinds, mod.RATES, null_seeds=seeds)) for m, ds, kinds, seeds in mod.STUDY)
     assert n == 82  # 3 datasets x (5 exact + 5 kinds x 4 rates) + (3 exact + 4 boundary rates)
