@@ -247,7 +247,7 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
     cannot be relabelled as another seed, a defended model or a label-noise setting (their
     numbers would recheck exactly: the weights are the registered ones).  ``legacy``: a version-1
     entry, whose weights may predate checkpoints recording their command (the rest is checked)."""
-    from .weights import command_flag, pinned_tier
+    from .weights import command_flag, pinned_tier, trained_under
 
     if not isinstance(training, Mapping):
         return [f"the entry records no training for the registered weights {name!r}"]
@@ -266,11 +266,9 @@ def training_problems(training: Any, command: str, name: str, legacy: bool = Fal
            "label_noise": training.get("label_noise") or None}
     on = command_flag(command, "--dataset")
     if on and registry is not None:  # `--dataset nucleus --tier quick-v2` trains on nucleus@2
-        try:
-            on = registry.protocol(command_flag(command, "--tier", "--protocol") or DEFAULT_TIER).dataset_ref(on)
-        except Exception:  # noqa: BLE001 - a tier the registry does not know: the weights name says
-            on = name.split("/")[0] if "@" not in on and "@" in name.split("/")[0] else on
-    elif on and "@" not in on and "@" in name.split("/")[0]:
+        resolved = trained_under(command, registry, default_tier=DEFAULT_TIER)[2]
+        on = resolved or (name.split("/")[0] if "@" not in on and "@" in name.split("/")[0] else on)
+    elif on and "@" not in on and "@" in name.split("/")[0]:  # no registry: the weights name says
         on = name.split("/")[0]
     if on:
         want["dataset"], got["dataset"] = on, training.get("dataset")

@@ -91,6 +91,25 @@ def pinned_tier(command: str, protocol_id: str | None) -> str:
     return command[:start] + " " + protocol_id + command[flag.end(1):]
 
 
+def trained_under(command: str, registry: Any, made_under: str | None = None,
+                  default_tier: str | None = None) -> tuple[str | None, Any, str | None]:
+    """Where an ``fmbench train`` command trains: the tier it names (pinned to ``made_under``,
+    the protocol version it ran under; ``default_tier`` where it names none), that tier's
+    protocol and the dataset it trains on under it (``--dataset nucleus --tier quick-v2`` trains
+    on ``nucleus@2``).  The protocol and/or dataset are None where the registry does not know
+    them (or the command names no dataset)."""
+    tier = command_flag(pinned_tier(command, made_under), "--tier", "--protocol") or default_tier
+    on = command_flag(command, "--dataset")
+    try:
+        proto = registry.protocol(tier) if tier else None
+    except Exception:  # noqa: BLE001 - a tier the registry does not know
+        return tier, None, None
+    try:
+        return tier, proto, (proto.dataset_ref(on) if proto is not None and on else None)
+    except Exception:  # noqa: BLE001 - a dataset the registry does not know
+        return tier, proto, None
+
+
 def check_weights(weights: Weights, data: bytes | None = None, path: Path | None = None,
                   state: Mapping[str, torch.Tensor] | None = None, digest: str | None = None) -> str | None:
     """Why the weights (the bytes ``data``, or the file ``path``) are not the registered ones,

@@ -268,6 +268,22 @@ def test_overwrite_drops_a_damaged_state_and_pinned_commands_read_one_way(regist
         "fmbench train --model m --tier quick-v1 --seed 0"
 
 
+def test_a_training_command_resolves_where_it_trains_one_way(registry):
+    """`trained_under` is the one reading of a training command's tier and dataset (the registry
+    check and the entry check share it): a bare dataset under a versioned tier, a tier name
+    pinned to the version it ran under, a tier the registry does not know, a misspelt dataset."""
+    from fmbench.weights import trained_under
+
+    tier, proto, on = trained_under("fmbench train --model m --dataset nucleus --tier quick-v2", registry)
+    assert (tier, proto.id, on) == ("quick-v2", "quick-v2", "nucleus@2")
+    assert trained_under("fmbench train --dataset er --tier quick", registry, "quick-v1")[:1] == ("quick-v1",)
+    assert trained_under("fmbench train --dataset er", registry, default_tier="quick-v2")[2] == "er"
+    assert trained_under("fmbench train --dataset er --tier nope-v9", registry)[1:] == (None, None)
+    tier, proto, on = trained_under("fmbench train --dataset nuclues --tier quick-v2", registry)
+    assert proto is not None and on == "nuclues"  # as written: then it names no entry's dataset
+    assert trained_under("fmbench train --model m", registry) == (None, None, None)
+
+
 def test_rescore_keeps_the_label_noise_tracks_entries(tmp_path, cli):
     track = tmp_path / "label-noise"
     shutil.copytree(ROOT / "leaderboard" / "label-noise", track)

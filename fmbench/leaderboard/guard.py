@@ -134,16 +134,11 @@ def training_claims(training: Mapping[str, Any], registry: Registry | None = Non
         if isinstance(n, int) and not isinstance(n, bool) and n > 0 and round(rate * n) == 0:
             problems.append(f"model.training.label_noise {said}: a rate of {rate:g} of {n} training images makes no "
                             f"mask noisy; `fmbench train` refuses it (an exact-label training)")
-    made_under, on = training.get("protocol"), flag(command, "--dataset")
+    made_under = training.get("protocol")
     if ours and registry is not None and isinstance(made_under, str) and made_under:  # where the command trains
-        from ..weights import pinned_tier
+        from ..weights import trained_under
 
-        tier = flag(pinned_tier(command, made_under), "--tier", "--protocol")
-        try:
-            proto = registry.protocol(tier) if tier else None
-            trained_on = proto.dataset_ref(on) if proto is not None and on else None
-        except Exception:  # noqa: BLE001 - a tier or dataset the registry does not know: said below
-            proto, trained_on = None, None
+        tier, proto, trained_on = trained_under(command, registry, made_under)
         if tier and (proto is None or proto.id != made_under):
             problems.append(f"model.training.protocol is {made_under!r}, but its command {command[:120]!r} trains "
                             f"under --tier {tier}")
