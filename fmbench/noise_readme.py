@@ -151,9 +151,11 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"draw of training luck would pass the rules above as a loss at one rate about 14 % of the time with "
                   f"three exact-label trainings (9 % with five) where the per-image test passes anyway (docs/label-noise.md, *How often can luck pass?*). The calibrated "
                   f"check is the *training-luck bar*, the half-width of the 95 % prediction interval for one more "
-                  f"exact-label training (Student t from the exact-label trainings; {'; '.join(luck['bars'])}). Of the "
-                  f"{luck['losses']} significant losses behind the table (clean, corrupted and robust IoU, every rate), "
-                  f"{luck['beyond']} lie beyond it. First loss of clean IoU beyond it: "
+                  f"exact-label training (Student t from the exact-label trainings; {'; '.join(luck['bars'])}); the "
+                  f"difference to the exact-label training of the noisy models' own seed must also pass the bar for two "
+                  f"trainings (√2 s t: they share initialisation and batch order, so a lucky seed would otherwise "
+                  f"make gains). Of the {luck['losses']} significant losses behind the table (clean, corrupted and "
+                  f"robust IoU, every rate), {luck['beyond']} lie beyond both. First loss of clean IoU beyond them: "
                   f"{', '.join(luck['first']) or 'none'}" + (f"; none in {luck['never']} settings" if luck["never"] else "")
                   + ". A significant loss inside the bar is a lead, not a finding."]
     if floors[True] or floors[False]:

@@ -5,7 +5,9 @@ entries (rate 0: each image's mean over their training seeds) are compared image
 score with its 95 % bootstrap interval, the paired difference to rate 0 (mean, bootstrap interval), a two-sided
 Wilcoxon signed-rank test Holm-corrected over the rates of the kind, and the matched-pairs rank-biserial
 effect.  ``max_safe_rate`` is the largest rate up to which no rate shows a significant loss (:func:`study`);
-``beyond_luck`` whether a difference exceeds the calibrated training-luck bar (:func:`ranktests.luck_bar`).
+``beyond_luck`` whether a difference exceeds the calibrated training-luck bars (:func:`ranktests.luck_bar`):
+against the exact-label mean, and against the exact-label training of the noisy models' own seed.
+The plot is :mod:`fmbench.noise_plot`.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
             floor_tests.append({"seed": _seed(e), **{k: _test(_per_image(e, k), np.mean([_per_image(f, k) for f in others],
                                                                                          axis=0)) for k in SCORES}})
     floor = {k: max(abs(t[k]["diff"]) for t in floor_tests) for k in SCORES} if floor_tests else None
-    bar = {k: luck_bar([float(_per_image(e, k).mean()) for e in exact], ALPHA) for k in SCORES} if floor else None
+    means = {k: [float(_per_image(e, k).mean()) for e in exact] for k in SCORES}
+    bar = {k: luck_bar(means[k], ALPHA) for k in SCORES} if floor else None  # against the mean; and the same seed:
+    pair = {k: luck_bar(means[k], ALPHA, pair=True) for k in SCORES} if floor else None
     kinds: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for e in noisy:
         s = setting_of(e)
@@ -137,7 +141,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     out: dict[str, Any] = {"model": model, "dataset": dataset, "protocol_id": ref["protocol"]["id"],
                            "n_images": ref["dataset"]["n_images"], "alpha": ALPHA, "seed": seeds[0],
                            "reference_seeds": [_seed(e) for e in exact], "training_noise": floor_tests,
-                           "floor": floor, "luck_bar": bar, "kinds": []}
+                           "floor": floor, "luck_bar": bar, "luck_bar_same_seed": pair, "kinds": []}
     for (kind, severity), es in sorted(kinds.items()):
         es = sorted(es, key=lambda e: setting_of(e)[1])  # type: ignore[index]
         rows: list[dict[str, Any]] = [{"rate": 0.0, **{k: _score(ref, k) if len(exact) == 1 else _mean_score(reference[k])
@@ -153,7 +157,8 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"], lo, hi = adj, t["same_seed"]["ci95"][0], t["same_seed"]["ci95"][1]
                 t["beyond_floor"] = None if floor is None else bool(abs(t["diff"]) > floor[k])
-                t["beyond_luck"] = None if bar is None else bool(abs(t["diff"]) > bar[k])  # calibrated (ranktests)
+                t["beyond_luck"] = None if bar is None or pair is None else bool(  # calibrated (ranktests)
+                    abs(t["diff"]) > bar[k] and abs(d := t["same_seed"]["diff"]) > pair[k] and d * t["diff"] > 0)
                 t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False and hi < 0)
                 t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False and lo > 0)
             for row, t in zip(rows[1:], tests[k]):
@@ -190,81 +195,6 @@ def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str
         except ResultError as err:
             out.append((model, dataset, pid, err))
     return out
-
-
-def plot(data: dict[str, Any], out: str) -> str:
-    """Accuracy and robustness against the rate of noisy training masks, one line per kind (a PNG). Top
-    row: each score with its 95 % interval over images; bottom row: the paired difference to exact labels
-    with its 95 % interval (what the tests judge, on its own scale); filled where significant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(SCORES), figsize=(4.0 * len(SCORES), 6.0), squeeze=False, sharex=True)
-    for col, k in enumerate(SCORES):
-        top, bottom = axes[0][col], axes[1][col]
-        for i, kind in enumerate(data["kinds"]):
-            rows, rates = kind["rows"], [r["rate"] for r in kind["rows"]]
-            vals = [r[k]["value"] for r in rows]
-            lo, hi = ([r[k]["ci95"][j] if r[k].get("ci95") else v for r, v in zip(rows, vals)] for j in (0, 1))
-            label = f"{kind['kind']} (severity {kind['severity']:g})"
-            top.plot(rates, vals, marker="o", color=f"C{i}", label=label, mfc="white")
-            top.fill_between(rates, lo, hi, color=f"C{i}", alpha=0.12)
-            tests = [r[f"{k}_test"] for r in rows[1:]]
-            d, dlo, dhi = ([0.0] + [t["diff"] for t in tests], [0.0] + [t["ci95"][0] for t in tests],
-                           [0.0] + [t["ci95"][1] for t in tests])
-            bottom.plot(rates, d, marker="o", color=f"C{i}", mfc="white")
-            bottom.fill_between(rates, dlo, dhi, color=f"C{i}", alpha=0.15)
-            for flag, marker in (("significant_loss", "o"), ("significant_gain", "^")):
-                sig = [(r["rate"], r[k]["value"], t["diff"]) for r, t in zip(rows[1:], tests) if t[flag]]
-                if sig:
-                    top.plot([x for x, _, _ in sig], [v for _, v, _ in sig], marker, color=f"C{i}")
-                    bottom.plot([x for x, _, _ in sig], [v for _, _, v in sig], marker, color=f"C{i}")
-        top.set_title(LABELS[k], fontsize=10)
-        top.set_ylim(0, 1)
-        bottom.axhline(0, color="0.5", lw=0.8)
-        if data.get("floor"):
-            bottom.axhspan(-data["floor"][k], data["floor"][k], color="0.85", zorder=0,
-                           label="training noise (exact labels, other seeds)")
-            for j, b in enumerate((-data["luck_bar"][k], data["luck_bar"][k]) if data.get("luck_bar") else ()):
-                bottom.axhline(b, color="0.4", lw=0.8, ls="--", label=None if j else "95 % training-luck bar")
-            if col == 0:
-                bottom.legend(fontsize=7)
-        bottom.set_xlabel("fraction of training masks with noise")
-        if col == 0:
-            top.set_ylabel("score (95 % interval over images)", fontsize=8)
-            bottom.set_ylabel("Δ against exact labels (paired 95 %)", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images): "
-                 f"filled circle = significant loss, filled triangle = significant gain against exact labels (Holm p < 0.05, "
-                 f"paired interval excluding 0, beyond the grey training-noise band, and so against seed {data['seed']} alone)",
-                 fontsize=8)
-    fig.tight_layout()
-    from .files import save_figure
-
-    save_figure(fig, out, dpi=90, metadata={"Description": f"fmbench label-noise study {digest(data)}"})
-    plt.close(fig)
-    return out
-
-
-def digest(data: dict[str, Any]) -> str:
-    """A short hash of a study's numbers, in its plot's PNG metadata (:func:`plot_is_current`)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def plot_is_current(data: dict[str, Any], path: str) -> bool:
-    """Whether the PNG at ``path`` was drawn from exactly these numbers."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.info.get("Description") == f"fmbench label-noise study {digest(data)}"
-    except OSError:
-        return False
 
 
 def safe_text(kind: dict[str, Any], key: str) -> str:
@@ -304,10 +234,15 @@ def markdown(data: dict[str, Any]) -> str:
         out.append("| floor | " + " | ".join(f"{data['floor'][k]:.4f}" for k in SCORES) + " |")
         if data.get("luck_bar"):
             out.append("| 95 % training-luck bar | " + " | ".join(f"{data['luck_bar'][k]:.4f}" for k in SCORES) + " |")
+            if data.get("luck_bar_same_seed"):
+                out.append(f"| … against seed {data['seed']} alone | " + " | ".join(
+                    f"{data['luck_bar_same_seed'][k]:.4f}" for k in SCORES) + " |")
             out += ["", f"*Training-luck bar*: the half-width of the 95 % prediction interval for one more exact-label "
-                    f"training's mean score (Student t, {n - 1} degrees of freedom, from these {n}): calibrated where "
-                    "the floor is a heuristic (docs/label-noise.md, *How often can luck pass?*). A significant cell "
-                    "says whether it is also beyond the bar; one inside it is a lead."]
+                    f"training's mean score (Student t, {n - 1} degrees of freedom, from these {n}), and for the "
+                    f"difference of two trainings (×√2/√(1+1/n)), which the difference to the seed-{data['seed']} training "
+                    "must pass too (it shares the noisy models' seed): calibrated where the floor is a heuristic "
+                    "(docs/label-noise.md, *How often can luck pass?*). A significant cell says whether it is beyond "
+                    "both; one inside either is a lead."]
         out.append("")
     for kind in data["kinds"]:
         top = kind["rows"][-1]["rate"]

@@ -146,7 +146,8 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
     marks a plot there that was drawn from other numbers (so a check fails)."""
     from fmbench.errors import ResultError
     from fmbench.leaderboard import load_entries
-    from fmbench.noise_study import markdown, plot, plot_is_current, studies
+    from fmbench.noise_plot import plot, plot_is_current
+    from fmbench.noise_study import markdown, studies
     from fmbench.noise_readme import unpinned
     from fmbench.plugins import get_registry
 

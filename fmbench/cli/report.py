@@ -57,7 +57,8 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
     from rich.table import Table
 
     from ..leaderboard import load_entries, select
-    from ..noise_study import SCORES, plot, study
+    from ..noise_plot import plot
+    from ..noise_study import SCORES, study
 
     if not dataset_ref:
         raise ResultError("--label-noise needs --dataset (one dataset at a time)")
