@@ -213,6 +213,12 @@ def test_training_records_the_noise_and_entries_rank_in_their_own_track(registry
         hardware="x", command="c")
     gs = groups([entry, clean])
     assert len(gs) == 2 and {g["label_noise"] for g in gs} == {"", "missing:0.4:0.2"}  # never ranked together
+    from fmbench.errors import ResultError
+    from fmbench.leaderboard.compare import compare
+
+    with pytest.raises(ResultError, match=r"trained with label noise missing:0.4:0.2, and no entry here on nucleus "
+                                          r"· quick-v1\S* has that setting: noisy-label trainings never rank"):
+        compare(dict(res.document if hasattr(res, "document") else res), [clean])  # (it said: no entry on nucleus)
 
 
 def test_gallery(tmp_path, cli):

@@ -100,6 +100,11 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
     peers = [pool_seeds(m) for m in arch.values()]
     typical = protocol_typical(entries, h)  # as the leaderboard reads it: over every exact-label table of the protocol
     if not peers and own is None:
+        if (noise := label_noise_of(mine)) and any(e["protocol"]["hash"] == h and e["dataset"]["ref"] == ds
+                                                   for e in entries):
+            raise ResultError(f"trained with label noise {noise}, and no entry here on {ds} · "
+                              f"{mine['protocol']['id']} has that setting: noisy-label trainings never rank with "
+                              "exact-label ones (the label-noise track compares them: docs/label-noise.md)")
         others = sorted({f"{e['dataset']['ref']} · {e['protocol']['id']} ({e['protocol']['hash']})" for e in entries})
         raise ResultError(f"no leaderboard entry has protocol {mine['protocol']['id']} ({h}) and dataset {ds!r}; "
                           f"entries exist for: {', '.join(others) or 'none'}")
