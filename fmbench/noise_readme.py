@@ -50,7 +50,8 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     allowed: list[float] = []  # per setting consistent with Yu et al.: the largest loss at 20 % its interval allows
     floors: dict[bool, list[str]] = {True: [], False: []}
     # the calibrated check: significant losses beyond the training-luck bar, and where clean IoU's first one is
-    luck: dict[str, Any] = {"losses": 0, "beyond": 0, "bars": [], "first": [], "never": 0, "early_beyond": 0}
+    luck: dict[str, Any] = {"losses": 0, "beyond": 0, "bars": [], "first": [], "never": 0, "early_beyond": 0,
+                            "replicates": 0, "confirmed": [], "unconfirmed": []}
     # a study resting on weights no registry pins is shown, marked, and never counted in the findings
     loose = unpinned(entries)
     for model, dataset, pid, data in found:
@@ -64,6 +65,12 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                              f"{kind['kind']} ({kind['severity']:g}) | {measured} | "
                              + " | ".join(f"{kind['max_safe_rate'][k]:.0%}" for k in TESTED) + " | | |")
             continue
+        for r in data.get("replicates") or []:  # a grid finding trained again with another seed
+            for k in (k for k in TESTED if r[k]["confirms"] is not None):
+                what = f"{dataset} {r['kind']} {r['rate']:.0%} {k.replace('_iou', ' IoU')} " + \
+                    ("loss" if r[k]["grid"]["finding"] < 0 else "gain") + f" (seed {r['seed']})"
+                luck["confirmed" if r[k]["confirms"] else "unconfirmed"].append(what)
+            luck["replicates"] += 1
         fl = data["floor"]
         if data.get("luck_bar"):
             luck["bars"].append(f"{model} on {dataset} — " + ", ".join(
@@ -158,6 +165,11 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                   f"robust IoU, every rate), {luck['beyond']} lie beyond both. First loss of clean IoU beyond them: "
                   f"{', '.join(luck['first']) or 'none'}" + (f"; none in {luck['never']} settings" if luck["never"] else "")
                   + ". A significant loss inside the bar is a lead, not a finding."]
+    if luck["replicates"]:
+        lines += ["", f"*Replicated?* Each grid point is one training; {luck['replicates']} setting"
+                  f"{'s were' if luck['replicates'] > 1 else ' was'} trained again with another seed (docs/label-noise.md, "
+                  f"*Replicates*). Confirmed (both of the replicate's intervals on the finding's side): "
+                  f"{', '.join(luck['confirmed']) or 'none'}. Not confirmed: {', '.join(luck['unconfirmed']) or 'none'}."]
     if floors[True] or floors[False]:
         lines += ["", "A loss counts only beyond the *training noise*: how much the same model trained on exact labels "
                   "with other seeds differs from the reference, image by image"

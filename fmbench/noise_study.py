@@ -103,10 +103,21 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     base = [e for e in mine if setting_of(e) is None and (e["model"]["training"].get("defense") or "none") == "none"]
     noisy = [e for e in mine if setting_of(e) is not None
              and (e["model"]["training"].get("defense") or "none") == "none"]
-    seeds = sorted({_seed(e) for e in noisy}) or [0]
-    if len(seeds) > 1:
-        raise ResultError(f"{model} on {dataset}: noisy-label entries trained with seeds {seeds}; the study "
-                          "compares one seed's trainings")
+    # the grid's trainings share one seed (the most common); a setting trained again with another seed is a replicate
+    seeds = sorted({_seed(e) for e in noisy}, key=lambda s: (-sum(_seed(e) == s for e in noisy), s)) or [0]
+    replicates = [e for e in noisy if _seed(e) != seeds[0]]
+    noisy = [e for e in noisy if _seed(e) == seeds[0]]
+    for group in (noisy, replicates):
+        keys = [(setting_of(e), _seed(e)) for e in group]
+        if len(set(keys)) < len(keys):
+            raise ResultError(f"{model} on {dataset}: several noisy-label entries with one setting and seed; keep one")
+    for e in replicates:
+        if setting_of(e) not in {setting_of(f) for f in noisy}:
+            raise ResultError(f"{model} on {dataset}: {setting_of(e)} with seed {_seed(e)} replicates a setting "
+                              f"with no seed-{seeds[0]} training here")
+        if not any(_seed(f) == _seed(e) for f in base):
+            raise ResultError(f"{model} on {dataset}: no exact-label training with seed {_seed(e)} to compare its "
+                              f"replicate {setting_of(e)} with")
     if not any(_seed(e) == seeds[0] for e in base):
         raise ResultError(f"{model} on {dataset}: no entry trained on exact labels (rate 0) with seed {seeds[0]} "
                           "to compare with")
@@ -115,7 +126,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     if twice:
         raise ResultError(f"{model} on {dataset}: several exact-label entries with seed {twice[0]}; keep one")
     ref = next(e for e in exact if _seed(e) == seeds[0])
-    for e in base + noisy:
+    for e in base + noisy + replicates:
         if e["per_image"]["ids"] != ref["per_image"]["ids"]:
             raise ResultError(f"{model} on {dataset}: entries scored on other images than the rate-0 one")
         if _how_trained(e) != _how_trained(ref):  # the labels must be the only difference
@@ -179,7 +190,31 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
                               and r[f"{k}_test"]["beyond_luck"]), None) for k in SCORES} if bar else None
         out["kinds"].append({"kind": kind, "severity": severity, "rows": rows, "max_safe_rate": safe,
                              "not_monotone": erratic, "first_loss_beyond_luck": past_luck})
+    out["replicates"] = [_replicate(e, next(f for f in exact if _seed(f) == _seed(e)), reference, out, bar, pair)
+                         for e in sorted(replicates, key=lambda e: (setting_of(e), _seed(e)))]
     return out
+
+
+def _replicate(e: dict[str, Any], own: dict[str, Any], reference: dict[str, np.ndarray], out: dict[str, Any],
+               bar: dict[str, float] | None, pair: dict[str, float] | None) -> dict[str, Any]:
+    """A setting trained again with another seed (its own initialisation, batch order and noisy images),
+    against the exact-label training of *its* seed and the exact-label mean, beside the grid's training
+    of the setting.  It *confirms* the grid's significant loss or gain when both its intervals lie on
+    the same side of 0; otherwise it does not (one more training's luck, or a smaller effect)."""
+    kind, rate, severity = setting_of(e)  # type: ignore[misc]
+    row = next(r for k in out["kinds"] if (k["kind"], k["severity"]) == (kind, severity)
+               for r in k["rows"][1:] if r["rate"] == rate)
+    rep: dict[str, Any] = {"kind": kind, "rate": rate, "severity": severity, "seed": _seed(e)}
+    for k in SCORES:
+        own_t, mean_t, grid = _test(_per_image(e, k), _per_image(own, k)), _test(_per_image(e, k), reference[k]), \
+            row[f"{k}_test"]
+        sign = -1 if grid["significant_loss"] else 1 if grid["significant_gain"] else 0
+        rep[k] = {**_score(e, k), "own_seed": own_t, "mean": mean_t, "grid": {
+            "diff": grid["diff"], "same_seed_diff": grid["same_seed"]["diff"], "finding": sign},
+            "beyond_luck": None if bar is None or pair is None else bool(
+                abs(mean_t["diff"]) > bar[k] and abs(own_t["diff"]) > pair[k] and own_t["diff"] * mean_t["diff"] > 0),
+            "confirms": None if sign == 0 else bool(all(sign * c > 0 for t in (own_t, mean_t) for c in t["ci95"]))}
+    return rep
 
 
 def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any] | ResultError]]:
@@ -280,5 +315,23 @@ def markdown(data: dict[str, Any]) -> str:
                                  f"[{ss['ci95'][0]:+.3f}, {ss['ci95'][1]:+.3f}])")
                 cells.append(cell)
             out.append(f"| {row['rate']:.0%} | " + " | ".join(cells) + " |")
+        out.append("")
+    if data.get("replicates"):
+        out += [f"*Replicates*: a setting trained again with another seed (its own initialisation, batch order and "
+                f"choice of noisy images), against the exact-label training of its seed and the exact-label mean; "
+                f"beside it the seed-{data['seed']} training's differences (against seed {data['seed']}; against the "
+                "mean). A significant seed-{0} finding is *confirmed* when both of the replicate's intervals lie on "
+                "its side of 0.".replace("{0}", str(data["seed"])), "",
+                "| setting | seed | score | value | against its seed | against the mean | grid | verdict |",
+                "|---|---:|---|---:|---|---|---|---|"]
+        for r in data["replicates"]:
+            for k in TESTED:
+                g, v = r[k]["grid"], r[k]["confirms"]
+                verdict = ("confirms the " + ("loss" if g["finding"] < 0 else "gain")) if v else (
+                    "does not confirm the " + ("loss" if g["finding"] < 0 else "gain")) if v is False else "—"
+                verdict += " (beyond the luck bars)" if r[k]["beyond_luck"] else ""
+                out.append(f"| {r['kind']} {r['rate']:.0%} (severity {r['severity']:g}) | {r['seed']} | {LABELS[k]} | "
+                           f"{r[k]['value']:.3f} | {_test_text(r[k]['own_seed'], 'p')} | {_test_text(r[k]['mean'], 'p')} | "
+                           f"Δ {g['same_seed_diff']:+.3f}; {g['diff']:+.3f} | {verdict} |")
         out.append("")
     return "\n".join(out)

@@ -263,7 +263,8 @@ def test_a_file_named_as_the_campaign_names_entries_says_what_its_name_says(tmp_
     (d / "forged.json").unlink()
     for wrong, said in (("deeplabv3plus-r18+seed7__nucleus__quick-v2.json", "the file name says seed 7"),
                         ("deeplabv3plus-r18+pgd-at+seed1__nucleus__quick-v2.json", "defence 'pgd-at'"),
-                        ("deeplabv3plus-r18+seed1__er__quick-v1.json", "protocol 'quick-v1', dataset 'er'")):
+                        ("deeplabv3plus-r18+seed1__er__quick-v1.json", "protocol 'quick-v1', dataset 'er'"),
+                        ("deeplabv3plus-r18__nucleus__quick-v2.json", "the file name says seed 0")):  # no +seedS
         (d / wrong).write_text(json.dumps(e))
         problems = validate_dir(d, _registry())[2]
         assert any(said in p and "rename the file" in p for p in problems), (wrong, problems)

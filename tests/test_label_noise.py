@@ -330,15 +330,44 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     bar = 4.302653 * np.std(means, ddof=1) * np.sqrt(4 / 3)
     assert floored["luck_bar"]["clean_iou"] == pytest.approx(bar, rel=1e-5)
     t70 = floored["kinds"][0]["rows"][3]["clean_iou_test"]
-    assert t70["beyond_luck"] == (abs(t70["diff"]) > bar)
+    pair = 4.302653 * np.std(means, ddof=1) * np.sqrt(2)  # and the same-seed difference past t s sqrt 2
+    assert floored["luck_bar_same_seed"]["clean_iou"] == pytest.approx(pair, rel=1e-5)
+    assert t70["beyond_luck"] == (abs(t70["diff"]) > bar and t70["same_seed"]["diff"] < -pair)
     assert ("(beyond the luck bar)" if t70["beyond_luck"] else "(inside the luck bar: a lead)") in md
     assert "| 95 % training-luck bar | " in md
     assert "| clean IoU at 20% (a lead: inside the luck bar); corrupted IoU at 20% (a lead: inside the luck bar)" \
         in label_noise_markdown(track + null + [gain])
     assert "largest rate with no detected loss: clean IoU 40% (floor 0.06" in md
-    with pytest.raises(Exception, match="seeds"):
+    with pytest.raises(Exception, match="replicates a setting with no seed-0 training"):
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
                                                   "label_noise": "missing:0.2:0.2", "seed": 1}}}], "unet-small", "er")
+    # replicates: the 70 % setting trained again with seed 1 (loss 0.1 against seed 1's exact training: it
+    # confirms the grid's loss) and the 40 % one with seed 2 (no loss: it does not confirm)
+    def again(rate, seed, loss):
+        e = at(rate, loss)
+        e["model"]["training"]["seed"] = seed
+        return e
+
+    reps = study(track + null + [again(0.7, 1, 0.16), again(0.4, 2, -0.01)], "unet-small", "er")
+    assert reps["seed"] == 0 and [(r["rate"], r["seed"]) for r in reps["replicates"]] == [(0.4, 2), (0.7, 1)]
+    r40, r70 = reps["replicates"]
+    assert r70["clean_iou"]["own_seed"]["diff"] == pytest.approx(-0.1, abs=0.005)
+    assert r70["clean_iou"]["confirms"] is True and r70["clean_iou"]["grid"]["finding"] == -1
+    assert r40["clean_iou"]["grid"]["finding"] == 0 and r40["clean_iou"]["confirms"] is None
+    assert reps["kinds"] == floored["kinds"]  # the grid's statistics do not move
+    md = markdown(reps)
+    assert "*Replicates*" in md and "| boundary 70% (severity 2) | 1 | clean IoU |" in md and "confirms the loss" in md
+    weak = study(track + null + [again(0.7, 2, -0.01)], "unet-small", "er")["replicates"][0]["clean_iou"]
+    assert weak["confirms"] is False and "does not confirm the loss" in markdown(
+        study(track + null + [again(0.7, 2, -0.01)], "unet-small", "er"))
+    readme = label_noise_markdown(track + null + [again(0.7, 1, 0.16)])
+    assert "*Replicated?* Each grid point is one training; 1 setting was trained again" in readme
+    assert "Confirmed (both of the replicate's intervals on the finding's side): er boundary 70% clean IoU loss " \
+           "(seed 1)" in readme and "Not confirmed: none." in readme
+    with pytest.raises(Exception, match="no exact-label training with seed 3"):
+        study(track + null + [again(0.7, 3, 0.1)], "unet-small", "er")
+    with pytest.raises(Exception, match="several noisy-label entries with one setting and seed"):
+        study(track + null + [again(0.7, 1, 0.1), again(0.7, 1, 0.12)], "unet-small", "er")
     # the README's generated summary reads the same numbers, and compares them with Yu et al.'s 20 %
 
     text = label_noise_markdown(track)

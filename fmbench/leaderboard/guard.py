@@ -168,7 +168,10 @@ def name_problems(path: str | os.PathLike, entry: Mapping[str, Any]) -> list[str
         said.append(f"protocol {pid!r}")
     if ":" not in ref and ds not in (ref, ref.split("@", 1)[0]):
         said.append(f"dataset {ds!r}")
-    for token in head.split("+")[1:]:
+    tokens = head.split("+")[1:]
+    if not any(t.startswith("seed") and t[4:].isdigit() for t in tokens) and training.get("seed") not in (0, None):
+        said.append("seed 0")  # no `+seedS`: the campaign's seed 0
+    for token in tokens:
         if token.startswith("seed") and token[4:].isdigit() and int(token[4:]) != training.get("seed", 0):
             said.append(f"seed {int(token[4:])}")
         if token in DEFENSES and token != (training.get("defense") or "none"):
