@@ -169,7 +169,10 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
         lines += ["", f"*Replicated?* Each grid point is one training; {luck['replicates']} setting"
                   f"{'s were' if luck['replicates'] > 1 else ' was'} trained again with another seed (docs/label-noise.md, "
                   f"*Replicates*). Confirmed (both of the replicate's intervals on the finding's side): "
-                  f"{', '.join(luck['confirmed']) or 'none'}. Not confirmed: {', '.join(luck['unconfirmed']) or 'none'}."]
+                  f"{', '.join(luck['confirmed']) or 'none'}. Not confirmed: {', '.join(luck['unconfirmed']) or 'none'}. "
+                  f"A noisy-label training has luck of its own (which images are noisy, and how) that the exact-label "
+                  f"trainings behind the bars do not sample: passing the bars is necessary, not sufficient, and a "
+                  f"confirmation is of the direction — the docs give the sizes side by side."]
     if floors[True] or floors[False]:
         lines += ["", "A loss counts only beyond the *training noise*: how much the same model trained on exact labels "
                   "with other seeds differs from the reference, image by image"

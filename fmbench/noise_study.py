@@ -329,7 +329,9 @@ def markdown(data: dict[str, Any]) -> str:
                 g, v = r[k]["grid"], r[k]["confirms"]
                 verdict = ("confirms the " + ("loss" if g["finding"] < 0 else "gain")) if v else (
                     "does not confirm the " + ("loss" if g["finding"] < 0 else "gain")) if v is False else "—"
-                verdict += " (beyond the luck bars)" if r[k]["beyond_luck"] else ""
+                other = g["finding"] * r[k]["own_seed"]["diff"] < 0  # the replicate went the other way
+                verdict += (" (itself beyond the luck bars" + (", the other way)" if other else ")")) \
+                    if r[k]["beyond_luck"] else ""
                 out.append(f"| {r['kind']} {r['rate']:.0%} (severity {r['severity']:g}) | {r['seed']} | {LABELS[k]} | "
                            f"{r[k]['value']:.3f} | {_test_text(r[k]['own_seed'], 'p')} | {_test_text(r[k]['mean'], 'p')} | "
                            f"Δ {g['same_seed_diff']:+.3f}; {g['diff']:+.3f} | {verdict} |")

@@ -357,6 +357,7 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert reps["kinds"] == floored["kinds"]  # the grid's statistics do not move
     md = markdown(reps)
     assert "*Replicates*" in md and "| boundary 70% (severity 2) | 1 | clean IoU |" in md and "confirms the loss" in md
+    assert "does not confirm" not in md
     weak = study(track + null + [again(0.7, 2, -0.01)], "unet-small", "er")["replicates"][0]["clean_iou"]
     assert weak["confirms"] is False and "does not confirm the loss" in markdown(
         study(track + null + [again(0.7, 2, -0.01)], "unet-small", "er"))
