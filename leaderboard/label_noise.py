@@ -161,7 +161,9 @@ def docs_section(board: Path, img: Path | None = None, check_img: Path | None = 
              "worse). **Bold**: a significant loss, *italic (gain)*: a significant gain — p < 0.05, the paired "
              "interval excluding 0, larger than the training-noise floor where it is measured, and the same against "
              "the exact-label training of the noisy models' seed alone; after it, whether it is also beyond the "
-             "calibrated training-luck bar (a significant difference inside it is a lead). Clean Dice is "
+             "calibrated training-luck bars — against the mean, and against that seed's training for two "
+             "trainings (\"the luck bar\" in the cells: both; a significant difference inside either is a lead). "
+             "Replicates (the same setting trained with another seed) follow each study. Clean Dice is "
              "computed per image from clean IoU (Dice = 2 IoU / (1 + IoU) for one mask), so it is not tested separately in the README."]
     parts.append(progress(board, get_registry()))
     found = studies(entries)
