@@ -96,8 +96,9 @@ def trained_under(command: str, registry: Any, made_under: str | None = None,
     """Where an ``fmbench train`` command trains: the tier it names (pinned to ``made_under``,
     the protocol version it ran under; ``default_tier`` where it names none), that tier's
     protocol and the dataset it trains on under it (``--dataset nucleus --tier quick-v2`` trains
-    on ``nucleus@2``).  The protocol and/or dataset are None where the registry does not know
-    them (or the command names no dataset)."""
+    on ``nucleus@2``).  The protocol is None for a tier the registry does not know (and then the
+    dataset too), the dataset None where the command names none; a name the protocol does not
+    resolve comes back as written (it then matches no entry's dataset)."""
     tier = command_flag(pinned_tier(command, made_under), "--tier", "--protocol") or default_tier
     on = command_flag(command, "--dataset")
     try:
