@@ -168,8 +168,7 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
             for t, adj in zip(tests[k], holm([t["p"] for t in tests[k]])):
                 t["p_holm"], lo, hi = adj, t["same_seed"]["ci95"][0], t["same_seed"]["ci95"][1]
                 t["beyond_floor"] = None if floor is None else bool(abs(t["diff"]) > floor[k])
-                t["beyond_luck"] = None if bar is None or pair is None else bool(  # calibrated (ranktests)
-                    abs(t["diff"]) > bar[k] and abs(d := t["same_seed"]["diff"]) > pair[k] and d * t["diff"] > 0)
+                t["beyond_luck"] = _beyond(t["diff"], t["same_seed"]["diff"], k, bar, pair)
                 t["significant_loss"] = bool(adj < ALPHA and t["ci95"][1] < 0 and t["beyond_floor"] is not False and hi < 0)
                 t["significant_gain"] = bool(adj < ALPHA and t["ci95"][0] > 0 and t["beyond_floor"] is not False and lo > 0)
             for row, t in zip(rows[1:], tests[k]):
@@ -195,6 +194,15 @@ def study(entries: list[dict[str, Any]], model: str, dataset: str) -> dict[str, 
     return out
 
 
+def _beyond(against_mean: float, against_seed: float, k: str, bar: dict[str, float] | None,
+            pair: dict[str, float] | None) -> bool | None:
+    """Beyond both calibrated training-luck bars (:func:`ranktests.luck_bar`), on one side: the
+    difference to the exact-label mean past ``bar``, and to the same-seed training past ``pair``."""
+    if bar is None or pair is None:
+        return None
+    return bool(abs(against_mean) > bar[k] and abs(against_seed) > pair[k] and against_mean * against_seed > 0)
+
+
 def _replicate(e: dict[str, Any], own: dict[str, Any], reference: dict[str, np.ndarray], out: dict[str, Any],
                bar: dict[str, float] | None, pair: dict[str, float] | None) -> dict[str, Any]:
     """A setting trained again with another seed (its own initialisation, batch order and noisy images),
@@ -211,8 +219,7 @@ def _replicate(e: dict[str, Any], own: dict[str, Any], reference: dict[str, np.n
         sign = -1 if grid["significant_loss"] else 1 if grid["significant_gain"] else 0
         rep[k] = {**_score(e, k), "own_seed": own_t, "mean": mean_t, "grid": {
             "diff": grid["diff"], "same_seed_diff": grid["same_seed"]["diff"], "finding": sign},
-            "beyond_luck": None if bar is None or pair is None else bool(
-                abs(mean_t["diff"]) > bar[k] and abs(own_t["diff"]) > pair[k] and own_t["diff"] * mean_t["diff"] > 0),
+            "beyond_luck": _beyond(mean_t["diff"], own_t["diff"], k, bar, pair),
             "confirms": None if sign == 0 else bool(all(sign * c > 0 for t in (own_t, mean_t) for c in t["ci95"]))}
     return rep
 
