@@ -240,9 +240,9 @@ def studies(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str
 
 
 def safe_text(kind: dict[str, Any], key: str) -> str:
-    """A kind's largest rate with no detected loss of ``key``; "none" when the lowest rate lost."""
+    """A kind's largest rate with no detected loss of ``key``; 0 % when the lowest rate measured lost."""
     v = kind["max_safe_rate"][key]
-    return f"{v:.0%}" if v > 0 else f"none (a loss at {kind['rows'][1]['rate']:.0%})"
+    return f"{v:.0%}" if v > 0 else f"0% (a loss at {kind['rows'][1]['rate']:.0%})"
 
 
 def _test_text(t: dict[str, Any], p_key: str = "p_holm") -> str:

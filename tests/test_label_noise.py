@@ -335,8 +335,13 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     assert t70["beyond_luck"] == (abs(t70["diff"]) > bar and t70["same_seed"]["diff"] < -pair)
     assert ("(beyond the luck bar)" if t70["beyond_luck"] else "(inside the luck bar: a lead)") in md
     assert "| 95 % training-luck bar | " in md
-    assert "| clean IoU at 20% (a lead: inside the luck bar); corrupted IoU at 20% (a lead: inside the luck bar)" \
-        in label_noise_markdown(track + null + [gain])
+    tiers = label_noise_markdown(track + null + [gain])
+    assert "| clean IoU at 20% (a lead); corrupted IoU at 20% (a lead)" in tiers
+    # each safe rate twice: counting significant losses, and only those beyond the luck bars
+    b = floored["kinds"][0]["rows"]
+    beyond = next((r["rate"] for r in b[1:] if r["clean_iou_test"]["beyond_luck"]), None)
+    safe_beyond = max(r["rate"] for r in b if beyond is None or r["rate"] < beyond)
+    assert f"| boundary (2) | 0%, 20%, 40%, 70%, 100% | 40% · {safe_beyond:.0%} |" in tiers
     assert "largest rate with no detected loss: clean IoU 40% (floor 0.06" in md
     with pytest.raises(Exception, match="replicates a setting with no seed-0 training"):
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
@@ -364,7 +369,10 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     readme = label_noise_markdown(track + null + [again(0.7, 1, 0.16)])
     assert "*Replicated?* Each grid point is one training; 1 setting was trained again" in readme
     assert "Confirmed (both of the replicate's intervals on the finding's side): er boundary 70% clean IoU loss " \
-           "(seed 1)" in readme and "Not confirmed: none." in readme
+           "(seed 1)" in readme and "Not confirmed: none. Reversed (both on the other side): none." in readme
+    # a replicate that went the other way is said to reverse the finding, in the list and beside a gain
+    back = label_noise_markdown(track + null + [again(0.7, 1, -0.2)])
+    assert "Reversed (both on the other side): er boundary 70% clean IoU loss (seed 1)" in back
     with pytest.raises(Exception, match="no exact-label training with seed 3"):
         study(track + null + [again(0.7, 3, 0.1)], "unet-small", "er")
     with pytest.raises(Exception, match="several noisy-label entries with one setting and seed"):
@@ -373,16 +381,18 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
 
     text = label_noise_markdown(track)
     assert "| unet-small | er | quick-v1 | boundary (2) | 0%, 20%, 40%, 70%, 100% | 20% |" in text
-    assert "over 1 model × dataset × noise settings: the clean IoU shows no detected loss up to at least " \
-           "20 % and a loss at a higher rate, as they found, in 1; no detected loss at any rate measured in 0 " in text
-    assert "a significant loss at 20 % or less in 0. No detected loss is consistent with Yu et al., not " \
-           "proof of no effect: at 20 % the paired 95 % intervals still allow a loss of clean IoU of up to 0.00" in text
+    assert "over 1 model × dataset × noise settings, counting significant losses: clean IoU shows no loss up to " \
+           "at least 20 % and a loss at a higher rate, as they found, in 1; no loss at any rate measured in 0 " in text
+    assert "a loss at 20 % or less in 0. No detected loss is consistent with Yu et al., not proof of no effect: " \
+           "where 20 % shows no significant loss, the paired 95 % intervals still allow a loss of clean IoU of " \
+           "up to 0.00" in text
     # no loss at any rate: consistent with their 20 %, but no threshold is observed, and that is said
-    assert "and a loss at a higher rate, as they found, in 0; no detected loss at any rate measured in 1 " \
+    assert "and a loss at a higher rate, as they found, in 0; no loss at any rate measured in 1 " \
         "(consistent with their 20 %, but without the loss they saw beyond it" in label_noise_markdown(
             [base, at(0.2, 0.0), at(0.4, 0.0)])
-    # with a measured floor, the README gives it beside each safe rate: the smallest loss that could count
-    assert "| 40% (0.06" in label_noise_markdown(track + null)
+    # with a measured floor, the README gives it with the bars: the smallest loss that could count
+    assert "*Training luck, measured* (per study and score: the floor / the luck bar against the exact-label " \
+           "mean / against the same seed's training): unet-small on er — clean IoU 0.06" in label_noise_markdown(track + null)
     # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
@@ -400,10 +410,10 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
         e["scores"] = scores.compute(e["conditions"], e["per_image"]["iou"])
         return e
 
-    assert "(or clean IoU shows none) in 0, at the same rate in 1" \
-        in label_noise_markdown(track)
+    assert "comes at a lower rate than clean IoU's in 0, at the same rate in 1" in label_noise_markdown(track)
     early = [base, corrupted_first(0.2, 0.1, 0.0), corrupted_first(0.4, 0.1, 0.0), corrupted_first(0.7, 0.1, 0.1)]
-    assert "(or clean IoU shows none) in 1 (at 20%; in 0 of them" in label_noise_markdown(early)
+    assert "comes at a lower rate than clean IoU's in 1 (at 20%; clean IoU shows none in 0 of them)" \
+        in label_noise_markdown(early)
     assert "No label-noise entries yet" in label_noise_markdown([])
 
 
