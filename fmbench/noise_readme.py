@@ -69,9 +69,9 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
             continue
         if (model, dataset, pid) in loose:
             for kind in data["kinds"]:
-                rates = ", ".join(f"{r['rate']:.0%}" for r in kind["rows"])
+                shown = ", ".join(f"{r['rate']:.0%}" for r in kind["rows"])
                 lines.append(f"| {model} *(unpinned weights: not counted below)* | {dataset} | {pid} | "
-                             f"{kind['kind']} ({kind['severity']:g}) | {rates} | "
+                             f"{kind['kind']} ({kind['severity']:g}) | {shown} | "
                              + " | ".join(f"{kind['max_safe_rate'][k]:.0%}" for k in TESTED) + " | | |")
             continue
         bars = bool(data.get("luck_bar"))
