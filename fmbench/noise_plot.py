@@ -16,6 +16,8 @@ def plot(data: dict[str, Any], out: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(SCORES), figsize=(4.0 * len(SCORES), 6.0), squeeze=False, sharex=True)
@@ -38,6 +40,13 @@ def plot(data: dict[str, Any], out: str) -> str:
                 if sig:
                     top.plot([x for x, _, _ in sig], [v for _, v, _ in sig], marker, color=f"C{i}")
                     bottom.plot([x for x, _, _ in sig], [v for _, _, v in sig], marker, color=f"C{i}")
+        for j, r in enumerate(data.get("replicates") or []):  # the same setting trained with another seed
+            i = next(n for n, kd in enumerate(data["kinds"]) if (kd["kind"], kd["severity"]) == (r["kind"], r["severity"]))
+            t = r[k]["mean"]  # against the exact-label mean, as the grid's differences are
+            top.plot([r["rate"]], [r[k]["value"]], "D", color=f"C{i}", mfc="white", ms=6)
+            bottom.errorbar([r["rate"]], [t["diff"]], yerr=[[t["diff"] - t["ci95"][0]], [t["ci95"][1] - t["diff"]]],
+                            fmt="D", color=f"C{i}", mfc="white", ms=6, capsize=2,
+                            label=None if j else "replicate (another seed)")
         top.set_title(LABELS[k], fontsize=10)
         top.set_ylim(0, 1)
         bottom.axhline(0, color="0.5", lw=0.8)
@@ -53,10 +62,11 @@ def plot(data: dict[str, Any], out: str) -> str:
             top.set_ylabel("score (95 % interval over images)", fontsize=8)
             bottom.set_ylabel("Δ against exact labels (paired 95 %)", fontsize=8)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images): "
-                 f"filled circle = significant loss, filled triangle = significant gain against exact labels (Holm p < 0.05, "
-                 f"paired interval excluding 0, beyond the grey training-noise band, and so against seed {data['seed']} alone)",
-                 fontsize=8)
+    fig.suptitle(f"{data['model']} on {data['dataset']} ({data['protocol_id']}, {data['n_images']} test images)\n"
+                 + textwrap.fill(f"Filled circle = significant loss, filled triangle = significant gain against exact labels (Holm p < 0.05, "
+                 f"paired interval excluding 0, beyond the grey training-noise band, and so against seed {data['seed']} alone)"
+                 + ("; open diamond = the setting trained again with another seed" if data.get("replicates") else ""),
+                                 200), fontsize=8)
     fig.tight_layout()
     from .files import save_figure
 

@@ -858,6 +858,13 @@ def test_a_plot_drawn_from_other_numbers_is_caught(tmp_path):
     other["kinds"][0]["rows"][1]["clean_iou"]["value"] += 0.01
     assert not plot_is_current(other, path)
     assert not plot_is_current(data, str(tmp_path / "missing.png"))
+    # a replicate (the setting trained again with seed 1, beside seed 1's exact-label training) is drawn too
+    again, exact1 = copy.deepcopy(noisy), copy.deepcopy(base)
+    again["model"]["training"]["seed"] = exact1["model"]["training"]["seed"] = 1
+    with_rep = study([base, exact1, noisy, again], "unet-small", "er")
+    assert len(with_rep["replicates"]) == 1
+    plot(with_rep, path)
+    assert plot_is_current(with_rep, path) and not plot_is_current(data, path)
 
 
 def test_rough_labels_never_change_the_training_images(registry, masks, tmp_path, cli):
