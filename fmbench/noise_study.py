@@ -282,9 +282,10 @@ def markdown(data: dict[str, Any]) -> str:
             out += ["", f"*Training-luck bar*: the half-width of the 95 % prediction interval for one more exact-label "
                     f"training's mean score (Student t, {n - 1} degrees of freedom, from these {n}), and for the "
                     f"difference of two trainings (×√2/√(1+1/n)), which the difference to the seed-{data['seed']} training "
-                    "must pass too (it shares the noisy models' seed): calibrated where the floor is a heuristic "
-                    "(docs/label-noise.md, *How often can luck pass?*). A significant cell says whether it is beyond "
-                    "both; one inside either is a lead."]
+                    "must pass too (it shares the noisy models' seed): calibrated for exact-label training luck (normal), where "
+                    "the floor is a heuristic (docs/label-noise.md, *How often can luck pass?*); a noisy-label training's "
+                    "own luck is not in it (*Replicates*). A significant cell says whether it is beyond both; one "
+                    "inside either is a lead."]
         out.append("")
     for kind in data["kinds"]:
         top = kind["rows"][-1]["rate"]
