@@ -49,9 +49,10 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
              "against the exact-label training of the noisy models' own seed. It is *beyond luck* when it also passes "
              "both *training-luck bars* (95 % prediction intervals from the spread of the exact-label trainings: "
              "calibrated for their luck only); a significant difference inside the bars is a *lead*, not a finding. "
-             f"There is no correction across the {families} kind × score families below (at 5 % each, about "
-             f"{families * 0.05:.0f} could pass the per-image test by chance), and each grid point is one training: "
-             "the largest findings are trained again with another seed (*Replicated?* below).", "",
+             f"There is no correction across the {families} kind × score families below (at 5 % each, up to about "
+             f"{families * 0.05:.1f} could pass the per-image test by chance), and each grid point is one training"
+             + (": the largest findings are trained again with another seed (*Replicated?* below)."
+                if any(x.get("replicates") for *_, x in counted) else "."), "",
              "| model | dataset | protocol | noise (severity) | rates measured | largest rate with no loss "
              "(significant · beyond luck): clean IoU | corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) "
              "| significant gains |",
@@ -61,7 +62,9 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
     order: dict[bool, list[tuple[str, float | None, bool]]] = {t: [] for t in TIERS}  # corrupted before clean?
     allowed: list[float] = []  # per setting with no loss at 20 %: the largest loss there its interval allows
     luck: dict[str, Any] = {"losses": {k: 0 for k in TESTED}, "beyond": {k: 0 for k in TESTED}, "first": [],
-                            "never": 0, "n": {}, "confirmed": [], "unconfirmed": [], "reversed": [], "replicates": 0}
+                            "never": 0, "n": {}, "confirmed": [], "unconfirmed": [], "reversed": [], "replicates": 0,
+                            "settings": set(), "no_finding": set(), "studies": len(counted), "barred": 0,
+                            "models": len({m for m, *_ in counted})}
     measured: list[str] = []
     for model, dataset, pid, data in found:
         if isinstance(data, ResultError):
@@ -75,7 +78,8 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                              + " | ".join(f"{kind['max_safe_rate'][k]:.0%}" for k in TESTED) + " | | |")
             continue
         bars = bool(data.get("luck_bar"))
-        reps = _replicates(data, luck)
+        reps = _replicates(model, data, luck)
+        luck["barred"] += bars
         fl, bar, pair = data["floor"], data.get("luck_bar"), data.get("luck_bar_same_seed")
         if fl:
             measured.append(f"{model} on {dataset} — " + ", ".join(
@@ -105,7 +109,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                                  else "same", k_, c is None if k_ is not None else k_ is None))
             at20 = [r["clean_iou_test"] for r in kind["rows"][1:] if abs(r["rate"] - YU_SAFE_RATE) < 1e-9]
             if at20 and not at20[0]["significant_loss"]:
-                allowed.append(-at20[0]["ci95"][0])
+                allowed.append(max(0.0, -at20[0]["ci95"][0]))
             if bars:
                 for k in TESTED:
                     hit = [r[f"{k}_test"] for r in kind["rows"][1:] if r[f"{k}_test"]["significant_loss"]]
@@ -115,7 +119,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                 if past is None:
                     luck["never"] += 1
                 else:
-                    luck["first"].append(f"{dataset} {kind['kind']} at {past:.0%}")
+                    luck["first"].append(f"{_where(model, data, kind['kind'], kind['severity'], luck)} at {past:.0%}")
     lines += _yu(verdicts, erratic, allowed) + _before(order) + _luck(luck) + _replicated(luck)
     if measured:
         lines += ["", "*Training luck, measured* (per study and score: the floor / the luck bar against the "
@@ -151,12 +155,26 @@ def _counts(tiers: dict[bool, list[str]], what: str) -> str:
     return f"{sig} ({past})" if tiers[True] else f"{sig}"
 
 
+def _bracket(tiers: dict[bool, list[str]]) -> str:
+    """What the bracketed counts of :func:`_counts` cover: every setting, or only those with luck bars."""
+    if not tiers[True]:
+        return ""
+    if len(tiers[True]) == len(tiers[False]):
+        return " (in brackets, only those beyond luck)"
+    return f" (in brackets, over the {len(tiers[True])} settings with luck bars, only losses beyond them)"
+
+
+def _where(model: str, data: dict[str, Any], kind: str, severity: float, luck: dict[str, Any]) -> str:
+    """``er boundary``; with the model when several are counted, with the severity when a kind has several."""
+    return (f"{model} " if luck["models"] > 1 else "") + f"{data['dataset']} {kind}" + \
+        (f" ({severity:g})" if sum(k["kind"] == kind for k in data["kinds"]) > 1 else "")
+
+
 def _yu(verdicts: dict[bool, list[str]], erratic: dict[bool, int], allowed: list[float]) -> list[str]:
     if not verdicts[False]:
         return []
     n, v = len(verdicts[False]), verdicts
-    how = "counting significant losses (in brackets, only those beyond luck)" if v[True] else \
-        "counting significant losses"
+    how = "counting significant losses" + _bracket(v)
     bits = [f"no loss up to at least 20 % and a loss at a higher rate, as they found, in {_counts(v, 'agree')}"
             + (f" (in {erratic[False]}" + (f" ({erratic[True]})" if v[True] else "") + " of them a loss is not seen at "
                "every higher rate: with one training per rate, a lead rather than a threshold)"
@@ -168,7 +186,9 @@ def _yu(verdicts: dict[bool, list[str]], erratic: dict[bool, int], allowed: list
         bits.append(f"the rates measured cannot tell in {_counts(v, 'undetermined')}")
     text = (f"*Against Yu et al.'s 20 %* (no significant loss of accuracy up to about 20 % noisy cases, a loss "
             f"beyond it), over {n} model × dataset × noise settings, {how}: clean IoU shows " + "; ".join(bits) + ".")
-    if allowed:
+    if allowed and max(allowed) <= 0:
+        text += " Where 20 % shows no significant loss, its paired 95 % intervals exclude any loss of clean IoU."
+    elif allowed:
         text += (" No detected loss is consistent with Yu et al., not proof of no effect: where 20 % shows no "
                  f"significant loss, the paired 95 % intervals still allow a loss of clean IoU of up to {max(allowed):.3f} "
                  "(over these test images, for this one training per rate: training luck is not in that interval).")
@@ -183,7 +203,7 @@ def _before(order: dict[bool, list[tuple[str, float | None, bool]]]) -> list[str
     early = [x for x in o if x[0] == "before"]
     alone = {w: sum(x[0] == w and x[2] for x in o) for w in ("before", "after")}
     return ["", f"*Corrupted IoU before clean IoU?* Over the same {len(o)} settings, counting significant losses"
-            + (" (in brackets, only those beyond luck)" if order[True] else "") + ", the first loss of corrupted IoU "
+            + _bracket(tiers) + ", the first loss of corrupted IoU "
             f"comes at a lower rate than clean IoU's in {_counts(tiers, 'before')}"
             + (f" (at {', '.join(sorted({f'{x[1]:.0%}' for x in early}))}; clean IoU shows none in "
                f"{alone['before']} of them)" if early else "")
@@ -203,40 +223,51 @@ def _luck(luck: dict[str, Any]) -> list[str]:
     return ["", "*Beyond training luck?* The floor is a heuristic"
             + (": a training that were only another draw of training luck would pass the rules above as a loss at one "
                f"rate about {', '.join(rates)}, wherever the per-image test passes anyway" if rates else "")
+            + (f"; not simulated for {', '.join(f'{n} ({chr(44).join(w)})' for n, w in sorted(luck['n'].items()) if n not in PURE_LUCK_PASSES)}"
+               if any(n not in PURE_LUCK_PASSES for n in luck["n"]) else "")
             + " (docs/label-noise.md, *How often can luck pass?*). The training-luck bars are the half-widths of 95 % "
             "prediction intervals from the exact-label trainings' mean scores (Student t): for one more training, "
             "against the exact-label mean, and √2 wider for the difference of two, against the exact-label training "
             "of the noisy models' own seed (they share initialisation and batch order: a lucky seed would otherwise "
-            "make gains). Of the significant losses behind the table — "
+            "make gains). Of the significant losses behind the table"
+            + (f" in the {luck['barred']} stud{'ies' if luck['barred'] != 1 else 'y'} with bars" if luck["barred"] < luck["studies"] else "") + " — "
             + ", ".join(f"{names[k]} {v}" for k, v in luck["losses"].items()) + " — beyond both bars: "
             + ", ".join(f"{names[k]} {v}" for k, v in luck["beyond"].items()) + ". First loss of clean IoU beyond "
-            f"them: {', '.join(luck['first']) or 'none'}" + (f"; none in {luck['never']} settings" if luck["never"] else "")
+            f"them: {', '.join(luck['first']) or 'none'}" + (f"; none in {luck['never']} setting{'s' * (luck['never'] != 1)}" if luck["never"] else "")
             + "."]
 
 
-def _replicates(data: dict[str, Any], luck: dict[str, Any]) -> dict[tuple[str, float, str], str]:
-    """What each replicate of a study says of the grid's finding it repeats: ``(kind, rate, score)`` →
-    ``confirmed by seed 1`` and the like; the lists for :func:`_replicated` are filled on the way."""
-    out = {}
+def _replicates(model: str, data: dict[str, Any], luck: dict[str, Any]) -> dict[tuple[str, float, float, str], str]:
+    """What the replicates of a study say of the grid's findings they repeat: ``(kind, severity, rate, score)`` →
+    ``confirmed by seed 1; reversed by seed 2``; the lists for :func:`_replicated` are filled on the way."""
+    out: dict[tuple[str, float, float, str], str] = {}
     for r in data.get("replicates") or []:
         luck["replicates"] += 1
-        for k in (k for k in ("clean_iou", "corrupted_iou", "robust_iou") if r[k]["confirms"] is not None):
+        setting = (model, data["dataset"], r["kind"], r["severity"], r["rate"])
+        luck["settings"].add(setting)
+        found = [k for k in ("clean_iou", "corrupted_iou", "robust_iou") if r[k]["confirms"] is not None]
+        if not found:
+            luck["no_finding"].add(setting)
+        for k in found:
             sign = r[k]["grid"]["finding"]
             back = all(sign * c < 0 for t in (r[k]["own_seed"], r[k]["mean"]) for c in t["ci95"])
             verdict = "confirmed" if r[k]["confirms"] else "reversed" if back else "unconfirmed"
-            luck[verdict].append(f"{data['dataset']} {r['kind']} {r['rate']:.0%} {k.replace('_iou', ' IoU')} "
-                                 + ("loss" if sign < 0 else "gain") + f" (seed {r['seed']})")
-            out[(r["kind"], r["rate"], k)] = ("not confirmed" if verdict == "unconfirmed" else verdict) + \
-                f" by seed {r['seed']}"
+            luck[verdict].append(f"{_where(model, data, r['kind'], r['severity'], luck)} {r['rate']:.0%} "
+                                 f"{k.replace('_iou', ' IoU')} " + ("loss" if sign < 0 else "gain") + f" (seed {r['seed']})")
+            key = (r["kind"], r["severity"], r["rate"], k)
+            said = ("not confirmed" if verdict == "unconfirmed" else verdict) + f" by seed {r['seed']}"
+            out[key] = f"{out[key]}; {said}" if key in out else said
     return out
 
 
 def _replicated(luck: dict[str, Any]) -> list[str]:
     if not luck["replicates"]:
         return []
-    n = luck["replicates"]
+    n, m, idle = len(luck["settings"]), luck["replicates"], len(luck["no_finding"])
     return ["", f"*Replicated?* Each grid point is one training; {n} setting{'s were' if n > 1 else ' was'} trained "
-            "again with another seed (docs/label-noise.md, *Replicates*). Confirmed (both of the replicate's intervals "
+            "again with another seed" + (f" ({m} trainings)" if m != n else "")
+            + (f", {idle} of them with no significant finding to repeat" if idle else "")
+            + " (docs/label-noise.md, *Replicates*). Confirmed (both of the replicate's intervals "
             f"on the finding's side): {', '.join(luck['confirmed']) or 'none'}. Not confirmed: "
             f"{', '.join(luck['unconfirmed']) or 'none'}. Reversed (both on the other side): "
             f"{', '.join(luck['reversed']) or 'none'}. A noisy-label training has luck of its own (which images are "
@@ -244,14 +275,14 @@ def _replicated(luck: dict[str, Any]) -> list[str]:
             "necessary, not sufficient, and a confirmation is of the direction — the docs give the sizes side by side."]
 
 
-def _gains(kind: dict[str, Any], k: str, reps: dict[tuple[str, float, str], str]) -> str:
+def _gains(kind: dict[str, Any], k: str, reps: dict[tuple[str, float, float, str], str]) -> str:
     """``robust IoU at 20%, 40% (leads), 100% (a lead; confirmed by seed 1)``: a kind's significant gains of
     one score, whether each is beyond the training-luck bars, and what a replicate of it said."""
     groups: list[tuple[list[str], str]] = []
     for r in (r for r in kind["rows"][1:] if r[f"{k}_test"]["significant_gain"]):
         b = r[f"{k}_test"].get("beyond_luck")
         tag = "" if b is None else "beyond luck" if b else "a lead"
-        rep = reps.get((kind["kind"], r["rate"], k))
+        rep = reps.get((kind["kind"], kind["severity"], r["rate"], k))
         tag = "; ".join(x for x in (tag, rep) if x)
         if groups and groups[-1][1] == tag and not rep:
             groups[-1][0].append(f"{r['rate']:.0%}")

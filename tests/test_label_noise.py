@@ -945,3 +945,50 @@ def test_a_training_command_records_its_label_noise_as_the_recipe_writes_it():
     assert _canonical_noise("fmbench train --label-noise=boundary:0.2", "boundary:0.2:2") == \
         "fmbench train --label-noise boundary:0.2:2"
     assert _canonical_noise("fmbench train --seed 1", None) == "fmbench train --seed 1"
+
+
+def test_the_readme_summary_says_what_its_counts_cover(monkeypatch):
+    """The README's counts in brackets (losses beyond the luck bars) cover only the studies that have
+    bars, and say so; several replicates of one setting are all reported, each against its own kind
+    and severity; a bound on the loss at 20 % is never negative (a review's findings)."""
+    import copy
+
+    import fmbench.noise_study as ns
+    from fmbench.noise_readme import label_noise_markdown
+
+    real = ns.study(_nucleus_study_entries(), "unet-small", "nucleus@2")
+    bare = copy.deepcopy(real)  # the same study as if it had one exact-label training: no floor, no bars
+    bare.update(floor=None, luck_bar=None, luck_bar_same_seed=None, training_noise=[], replicates=[])
+    for kind in bare["kinds"]:
+        kind["first_loss_beyond_luck"] = None
+        for row in kind["rows"][1:]:
+            for k in ns.SCORES:
+                row[f"{k}_test"]["beyond_luck"] = None
+    n = len(real["kinds"])
+    monkeypatch.setattr(ns, "studies", lambda entries: [("unet-small", "nucleus@2", "quick-v2", real),
+                                                        ("unet-small", "other", "quick-v2", bare)])
+    text = label_noise_markdown([{}])
+    assert f"(in brackets, over the {n} settings with luck bars, only losses beyond them)" in text
+    assert "Of the significant losses behind the table in the 1 study with bars —" in text
+    assert "Training noise not measured yet for unet-small on other" in text
+    # one setting replicated twice: both verdicts beside the finding, one setting counted
+    twice = copy.deepcopy(real)
+    rep = next(r for r in twice["replicates"] if r["corrupted_iou"]["confirms"] is not None)
+    other = copy.deepcopy(rep)
+    other["seed"] = 2
+    other["corrupted_iou"]["confirms"] = True
+    other["corrupted_iou"]["own_seed"]["ci95"] = other["corrupted_iou"]["mean"]["ci95"] = \
+        [abs(c) * rep["corrupted_iou"]["grid"]["finding"] + 0.001 * rep["corrupted_iou"]["grid"]["finding"]
+         for c in (0.01, 0.02)]
+    twice["replicates"].append(other)
+    monkeypatch.setattr(ns, "studies", lambda entries: [("unet-small", "nucleus@2", "quick-v2", twice)])
+    text = label_noise_markdown([{}])
+    assert f"{len(real['replicates'])} setting" in text and f"({len(real['replicates']) + 1} trainings)" in text
+    assert f"by seed {rep['seed']}; confirmed by seed 2)" in text
+    # a 20 % interval wholly above 0 allows no loss, and is not said to allow a negative one
+    above = copy.deepcopy(real)
+    for kind in above["kinds"]:
+        t = kind["rows"][1]["clean_iou_test"]
+        t.update(significant_loss=False, ci95=[0.001, 0.004])
+    monkeypatch.setattr(ns, "studies", lambda entries: [("unet-small", "nucleus@2", "quick-v2", above)])
+    assert "its paired 95 % intervals exclude any loss of clean IoU" in label_noise_markdown([{}])
