@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ProtocolError
+from .errors import ProtocolError, UnknownNameError
 from .seeding import derive_seed
 
 if TYPE_CHECKING:  # names for annotations only
@@ -31,12 +31,13 @@ class LabelNoise:
     """Base class: ``__call__(mask, severity, rng)`` returns the noisy mask (bool, same shape)
     of one exact ``mask`` (bool ``(H, W)``), drawing only from ``rng``.  Class attributes
     describe it to the registry: ``name``, ``severities`` (increasing), ``default_severity``,
-    ``unit`` (what a severity counts) and ``summary``."""
+    ``max_severity``, ``whole_severity``, ``unit`` (what a severity counts) and ``summary``."""
 
     name: str = ""
     severities: tuple[float, ...] = ()
     default_severity: float = 1.0
     max_severity: float = math.inf  # the largest severity that still means something
+    whole_severity: bool = False  # a severity is a whole number (of pixels): 0.4 or 1.5 are refused
     unit: str = ""
     summary: str = ""
 
@@ -66,7 +67,10 @@ def parse_setting(text: str, registry: Registry) -> Setting:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0]:
         raise ProtocolError(f"--label-noise {text!r}: expected KIND:RATE[:SEVERITY] (e.g. boundary:0.2:2)")
-    spec = registry.label_noise(parts[0])
+    try:
+        spec = registry.label_noise(parts[0])
+    except UnknownNameError as err:
+        raise UnknownNameError(f"--label-noise {text!r}: {err}") from None
     try:
         rate = float(parts[1])
         severity = float(parts[2]) if len(parts) == 3 else float(spec.default_severity)
@@ -81,6 +85,9 @@ def parse_setting(text: str, registry: Registry) -> Setting:
     if not (math.isfinite(severity) and severity <= spec.max_severity):
         raise ProtocolError(f"--label-noise {text!r}: SEVERITY of {spec.name} must be at most {spec.max_severity:g} "
                             f"({spec.unit or 'its unit'})")
+    if spec.whole_severity and severity != int(severity):
+        raise ProtocolError(f"--label-noise {text!r}: SEVERITY of {spec.name} must be a whole number "
+                            f"({spec.unit or 'its unit'}); {severity:g} would be rounded")
     return Setting(spec.name, rate, severity)
 
 

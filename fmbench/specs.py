@@ -167,13 +167,15 @@ class LabelNoiseSpec:
     unit: str = ""
     plugin: str = ""
     max_severity: float = float("inf")  # larger severities are refused (they mean nothing more)
+    whole_severity: bool = False  # only whole-number severities (pixels) are accepted
 
     @classmethod
     def of(cls, noise: Any, **overrides: Any) -> "LabelNoiseSpec":
         fields = dict(name=noise.name, summary=_summary(noise, getattr(noise, "summary", None) or None),
                       factory=noise, severities=tuple(noise.severities),
                       default_severity=float(noise.default_severity), unit=getattr(noise, "unit", ""),
-                      max_severity=float(getattr(noise, "max_severity", float("inf"))))
+                      max_severity=float(getattr(noise, "max_severity", float("inf"))),
+                      whole_severity=bool(getattr(noise, "whole_severity", False)))
         return cls(**{**fields, **overrides})
 
 

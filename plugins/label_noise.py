@@ -8,7 +8,8 @@
 - ``missing``: each object dropped with probability ``severity`` (skipped nuclei, tubule
   segments not traced).
 - ``spurious``: ``severity`` x (number of objects) false objects added in the background, each an
-  ellipse of the image's median object size (debris or out-of-focus blobs annotated).
+  ellipse of the image's median object size (debris or out-of-focus blobs annotated); one that finds
+  no free background in 20 tries is left out, so a crowded image gets fewer.
 - ``coarse``: each object's outline simplified to a polygon (Douglas-Peucker, tolerance
   ``severity`` pixels) and filled (annotation with a polygon tool and few clicks); it depends on
   the outline alone, not on the seed.
@@ -133,13 +134,16 @@ class Boundary(LabelNoise):
     severities = (1.0, 2.0, 3.0, 4.0)
     default_severity = 2.0
     max_severity = 16.0
+    whole_severity = True  # erosion and dilation go by whole pixels: 0.4 would change nothing
     unit = "px"
     summary = "each object eroded or dilated by up to SEVERITY pixels (its own amount)"
 
     def __call__(self, mask, severity, rng):
         labels, n, spine = _network_objects(mask)
         out = np.zeros_like(mask)
-        r = int(round(severity))
+        if severity != int(severity):  # parse_setting refuses it too, with the setting's text
+            raise ValueError(f"boundary: SEVERITY must be a whole number of pixels, not {severity:g}")
+        r = int(severity)
         eroded: dict[int, np.ndarray] = {}
         for i in range(1, n + 1):
             obj = labels == i
@@ -207,7 +211,9 @@ class Spurious(LabelNoise):
         radius = max(2.0, np.sqrt(size / np.pi))
         h, w = mask.shape
         yy, xx = np.mgrid[:h, :w]
-        k = int(rng.binomial(n, min(severity, 1.0))) + (int(severity) - 1 if severity > 1 else 0)
+        k = int(rng.binomial(n, min(severity, 1.0)))  # about SEVERITY x n in all: above 1, n per whole unit and
+        if severity > 1:  # a binomial draw for the fraction (the draws for severity <= 1 are unchanged)
+            k += n * (int(severity) - 1) + int(rng.binomial(n, severity - int(severity)))
         near = ndi.binary_dilation(mask, iterations=2)  # real objects and their margin: no blob there
         for _ in range(k):
             for _attempt in range(20):  # in the background, not on a real object

@@ -59,9 +59,17 @@ def test_kinds_are_registered_and_listed(registry, cli):
         parse_setting("boundary", registry)
     with pytest.raises(fmbench.ProtocolError, match="RATE must lie in"):
         parse_setting("boundary:1.5", registry)
-    with pytest.raises(fmbench.UnknownNameError, match="unknown label noise 'bondary'; did you mean 'boundary'"):
+    with pytest.raises(fmbench.UnknownNameError, match="--label-noise 'bondary:0.2': unknown label noise 'bondary'; "
+                                                       "did you mean 'boundary'"):
         parse_setting("bondary:0.2", registry)
     assert parse_setting("boundary:0.2", registry).text == "boundary:0.2:2"  # the kind's default severity
+    # boundary moves outlines by whole pixels: 0.4 would have trained on exact masks filed as noisy ones,
+    # and 1.5 and 2.5 would have been one setting under two names
+    for bad in ("boundary:0.2:0.4", "boundary:0.2:1.5"):
+        with pytest.raises(fmbench.ProtocolError, match="SEVERITY of boundary must be a whole number"):
+            parse_setting(bad, registry)
+    assert parse_setting("boundary-smooth:0.2:1.5", registry).severity == 1.5  # a standard deviation: any
+    assert "whole numbers" in r.stdout
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.2, 0.4, 0.7, 1.0])
@@ -129,6 +137,16 @@ def test_missing_and_spurious_hit_their_rates(registry):
     out = apply_setting(m, keys, parse_setting("spurious:1:0.3", registry), 0, registry)
     added = sum(ndi.label(x, structure=np.ones((3, 3)))[1] for x in out) - n_obj
     assert added / n_obj == pytest.approx(0.3, abs=0.1)  # a few land beside each other and merge
+    # above 1, SEVERITY x the objects still (it was the objects plus SEVERITY - 1): counted as blobs drawn
+    # on a large empty image with four small objects, where every blob finds room
+    from fmbench_plugins.label_noise import Spurious
+
+    four = np.zeros((600, 600), bool)
+    for y, x in ((100, 100), (100, 500), (500, 100), (500, 500)):
+        four[y:y + 6, x:x + 6] = True
+    for sev in (0.5, 1.0, 2.5, 3.0):
+        drawn = [ndi.label(Spurious()(four, sev, np.random.default_rng(s)))[1] - 4 for s in range(60)]
+        assert np.mean(drawn) == pytest.approx(4 * sev, rel=0.1)  # blobs that touch merge: a little fewer
 
 
 def _network(h=128, step=24, width=4):

@@ -26,8 +26,8 @@ def _params(spec: ModelSpec) -> str:
 @click.argument("kind", type=click.Choice(["models", "datasets", "corruptions", "attacks", "protocols", "label-noise"]))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(kind, as_json):
-    """List registered models, datasets, corruptions, attacks or protocols, with the plugin
-    that registered each."""
+    """List registered models, datasets, corruptions, attacks, protocols or label-noise models,
+    with the plugin that registered each."""
     from rich.table import Table
 
     from ..api import list_plugins
@@ -49,7 +49,8 @@ def list_cmd(kind, as_json):
             row["hash"] = spec.hash
             row["status"] = "draft (run by id)" if spec.draft else "released"
         elif kind == "label_noises":
-            row["severities"] = ", ".join(f"{v:g}" for v in spec.severities) + f" ({spec.unit})"
+            row["severities"] = ", ".join(f"{v:g}" for v in spec.severities) + f" — {spec.unit}" + \
+                (", whole numbers" if spec.whole_severity else "")
             row["default"] = f"{spec.default_severity:g}"
         elif kind == "datasets":
             row["versions"] = ", ".join(name if v == spec.versions[0] else f"{name}@{v}" for v in spec.versions)
