@@ -58,7 +58,7 @@ def register_plugin():
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run the real ``fmbench`` entry point in a subprocess; returns CompletedProcess."""
-    full_env = dict(os.environ, COLUMNS="200", **(env or {}))
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "fmbench", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

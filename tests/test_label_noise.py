@@ -589,6 +589,23 @@ def test_analyze_label_noise_on_a_track_folder(tmp_path, cli):
     assert (tmp_path / "ln.png").stat().st_size > 10_000
 
 
+def test_analyze_label_noise_says_what_the_docs_tables_say(tmp_path, cli):
+    """On the track's nucleus@2 study, the terminal gives the luck bars, whether each significant cell
+    is beyond them or a lead, and the replicates with their verdicts, as docs/label-noise.md does (it
+    printed a plain 'loss' or 'gain' where the docs said 'a lead', and no replicate)."""
+    from pathlib import Path
+
+    track = Path(__file__).resolve().parents[1] / "leaderboard" / "label-noise"
+    r = cli("analyze", "--label-noise", "--model", "unet-small", "--dataset", "nucleus@2", "--dir", str(track),
+            "--out", str(tmp_path / "s.png"))
+    assert r.returncode == 0, r.stderr
+    assert "training-luck bars (95 %, calibrated for exact-label training luck" in r.stdout
+    assert "corrupted iou loss at 70% beyond luck" in r.stdout  # boundary
+    assert "clean iou loss at 40% (a lead: inside the luck bars)" in r.stdout  # boundary-smooth
+    assert "first loss beyond the luck bars: clean iou 70%" in r.stdout  # coarse
+    assert "missing 70% (0.2)" in r.stdout and "reverses the gain" in r.stdout  # the seed-1 replicate
+
+
 def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists(tmp_path, registry):
     """The study trains registered architectures itself: its entries' weights are not the
     registered ones, so the main board would reject them; the track's own registry

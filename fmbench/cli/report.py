@@ -82,6 +82,11 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
         click.echo("training-noise floor (largest |Δ| of each exact-label training, seeds "
                    + ", ".join(str(t["seed"]) for t in data["training_noise"]) + ", against the mean of the others): "
                    + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in data["floor"].items()))
+    if data.get("luck_bar") and data.get("luck_bar_same_seed"):
+        click.echo(f"training-luck bars (95 %, calibrated for exact-label training luck; against the exact-label mean / "
+                   f"against seed {data['seed']}'s training): " + ", ".join(
+                       f"{k.replace('_', ' ')} {v:.3f} / {data['luck_bar_same_seed'][k]:.3f}"
+                       for k, v in data["luck_bar"].items()) + " — a significant difference inside either is a lead")
     for kind in data["kinds"]:
         t = Table(title=f"{model} on {dataset_ref} · {data['protocol_id']}: {kind['kind']} noise, severity "
                         f"{kind['severity']:g}; Δ against exact labels \\[paired 95 % interval], Wilcoxon p "
@@ -97,6 +102,8 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
                 if test:
                     mark = " [red]loss[/red]" if test["significant_loss"] else (
                         " [green]gain[/green]" if test["significant_gain"] else "")
+                    if mark and test.get("beyond_luck") is not None:
+                        mark += "" if test["beyond_luck"] else " (lead)"
                     v += (f" (Δ {test['diff']:+.3f} [{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}], "
                           f"p {test['p_holm']:.2g}, r {test['effect']:+.2f}){mark}")
                 cells.append(v)
@@ -104,4 +111,31 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
         console().print(t)
         safe = ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in kind["max_safe_rate"].items())
         click.echo(f"largest rate with no significant loss: {safe}")
+        found = [f"{k.replace('_', ' ')} {'loss' if t['significant_loss'] else 'gain'} at {row['rate']:.0%}"
+                 + ("" if t.get("beyond_luck") is None else " beyond luck" if t["beyond_luck"]
+                    else " (a lead: inside the luck bars)")
+                 for k in SCORES for row in kind["rows"][1:] for t in [row[f"{k}_test"]]
+                 if t["significant_loss"] or t["significant_gain"]]
+        click.echo("significant: " + ("; ".join(found) or "none"))
+        if kind.get("first_loss_beyond_luck"):
+            click.echo("first loss beyond the luck bars: " + ", ".join(
+                f"{k.replace('_', ' ')} {'none' if v is None else format(v, '.0%')}"
+                for k, v in kind["first_loss_beyond_luck"].items()))
+    if data.get("replicates"):
+        t = Table(title=f"replicates: a setting trained again with another seed, against its seed's exact-label "
+                        f"training and the exact-label mean; the seed-{data['seed']} finding confirmed when both "
+                        f"intervals lie on its side of 0", title_justify="left")
+        for c in ("setting", "seed", "score", "value", "against its seed", "against the mean", "verdict"):
+            t.add_column(c)
+        for r in data["replicates"]:
+            for k in ("clean_iou", "corrupted_iou", "robust_iou"):
+                x, sign = r[k], r[k]["grid"]["finding"]
+                back = sign and all(sign * c < 0 for u in (x["own_seed"], x["mean"]) for c in u["ci95"])
+                what = "loss" if sign < 0 else "gain"
+                verdict = "—" if x["confirms"] is None else f"confirms the {what}" if x["confirms"] else \
+                    f"reverses the {what}" if back else f"does not confirm the {what}"
+                t.add_row(f"{r['kind']} {r['rate']:.0%} ({r['severity']:g})", str(r["seed"]), k.replace("_", " "),
+                          f"{x['value']:.3f}", *(f"Δ {u['diff']:+.3f} [{u['ci95'][0]:+.3f}, {u['ci95'][1]:+.3f}]"
+                                                 for u in (x["own_seed"], x["mean"])), verdict)
+        console().print(t)
     click.echo(f"plot written to {png}")
