@@ -606,7 +606,7 @@ def test_analyze_label_noise_says_what_the_docs_tables_say(tmp_path, cli):
     assert "missing 70% (0.2)" in r.stdout and "reverses the gain" in r.stdout  # the seed-1 replicate
 
 
-def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists(tmp_path, registry):
+def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists(tmp_path, registry, cli):
     """The study trains registered architectures itself: its entries' weights are not the
     registered ones, so the main board would reject them; the track's own registry
     (``weights/registry.json``, written by the runner) lists them by both hashes."""
@@ -667,6 +667,11 @@ def test_a_track_accepts_a_registered_model_only_with_weights_its_registry_lists
     shutil.copytree(track, board)
     (board / "weights" / "registry.json").write_text(json.dumps(reg))
     assert any("not the registered" in p for p in validate_dir(board, registry)[2])
+    # and `leaderboard validate` says why, rather than leave a copied track's problems unexplained
+    r = cli("leaderboard", "validate", str(board))
+    assert r.returncode == 1 and "holds a track's weights registry (weights/registry.json) but is not named as a " \
+        "track (label-noise)" in r.stderr, r.stderr
+    assert "holds a track" not in cli("leaderboard", "validate", str(tmp_path / "nothing-here")).stderr
 
 
 def _runner():

@@ -147,6 +147,12 @@ def leaderboard_validate_cmd(directory):
         click.echo(p, err=True)
     if problems:
         click.echo(f"{len(problems)} problem(s) in {n} entries in {directory} (schema checked with {validator})", err=True)
+        from ..leaderboard.store import TRACK_WEIGHTS, TRACKS
+
+        if (Path(directory) / TRACK_WEIGHTS).is_file() and Path(directory).resolve().name not in TRACKS:
+            click.echo(f"note: {directory} holds a track's weights registry ({TRACK_WEIGHTS}) but is not named as a "
+                       f"track ({', '.join(TRACKS)}): it was validated as the main board, which accepts registered "
+                       f"weights only (a track is known by its folder's name, never by a file in it)", err=True)
         sys.exit(1)
     click.echo(f"{n} entries in {directory} are valid (schema checked with {validator})")
 
