@@ -237,6 +237,16 @@ def test_training_records_the_noise_and_entries_rank_in_their_own_track(registry
     with pytest.raises(ResultError, match=r"trained with label noise missing:0.4:0.2, and no entry here on nucleus "
                                           r"· quick-v1\S* has that setting: noisy-label trainings never rank"):
         compare(dict(res.document if hasattr(res, "document") else res), [clean])  # (it said: no entry on nucleus)
+    # against its own entry only (the track's folder, no other model with the setting): said, not a silent 1/1
+    from fmbench.leaderboard.compare import compare_table
+    from rich.console import Console
+
+    alone = compare(dict(res.document if hasattr(res, "document") else res), [clean, entry])
+    assert alone["n_entries"] == 0 and alone["own_entry"]
+    con = Console(width=400, record=True)
+    con.print(compare_table(alone))
+    assert "no other row to rank against: trainings with label noise missing:0.4:0.2 rank only with that setting" \
+        in con.export_text()
 
 
 def test_gallery(tmp_path, cli):

@@ -135,6 +135,7 @@ def compare(doc: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any
         })
     return {"model": label, "dataset": ds, "protocol_id": mine["protocol"]["id"], "protocol_hash": h,
             "n_entries": len(peers), "own_entry": own is not None, "ranked": ranked, "flags": flags,
+            "label_noise": label_noise_of(mine),
             "rows": out_rows, "baselines": baselines.summary(doc.get("baselines"), doc["conditions"])}
 
 
@@ -163,7 +164,11 @@ def compare_table(data: dict[str, Any]) -> Table:
                      f"\\[paired 95 % interval over the same images]; ≈ noise: the interval includes 0; "
                      f"≈ seeds: Δ is inside the seed-to-seed spread of the two (an architecture's seeds are one row, "
                      f"their mean)"
-                     + ("; its own entry is left out of the ranking and shown last" if own else "") + note),
+                     + ("; its own entry is left out of the ranking and shown last" if own else "") + note
+                     + ("" if data["n_entries"] else "; [yellow]no other row to rank against[/yellow]" + (
+                         f": trainings with label noise {data['label_noise']} rank only with that setting, and the "
+                         "label-noise study compares them with exact labels (`fmbench analyze --label-noise`)"
+                         if data.get("label_noise") else ""))),
               title_justify="left")
     cols = ("score", "yours", "rank", "best (Δ)", "above (Δ)", "below (Δ)") + (("its entry (Δ)",) if own else ())
     for col in cols:
