@@ -177,7 +177,7 @@ def _yu(verdicts: dict[bool, list[str]], erratic: dict[bool, int], allowed: list
     how = "counting significant losses" + _bracket(v)
     bits = [f"no loss up to at least 20 % and a loss at a higher rate, as they found, in {_counts(v, 'agree')}"
             + (f" (in {erratic[False]}" + (f" ({erratic[True]})" if v[True] else "") + " of them a loss is not seen at "
-               "every higher rate: with one training per rate, a lead rather than a threshold)"
+               "every higher rate: with one training per rate, no clean threshold)"
                if erratic[False] or erratic[True] else ""),
             f"no loss at any rate measured in {_counts(v, 'no loss')} (consistent with their 20 %, but without the "
             "loss they saw beyond it: no threshold observed)",

@@ -293,7 +293,7 @@ def markdown(data: dict[str, Any]) -> str:
                                                                  else "") for k in kind["max_safe_rate"])
         erratic = kind.get("not_monotone") or []
         note = (f". A loss of {', '.join(LABELS[k] for k in erratic)} at one rate is not seen at every higher rate: "
-                f"with one training per rate, read it as a lead (training luck beyond the floor?), not a threshold"
+                f"with one training per rate, no clean threshold (training luck beyond the floor?)"
                 if erratic else "")
         lucky = kind.get("first_loss_beyond_luck")
         beyond = ("; first loss beyond the training-luck bar: " + ", ".join(
