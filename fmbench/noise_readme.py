@@ -54,7 +54,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
              + (": the largest findings are trained again with another seed (*Replicated?* below)."
                 if any(x.get("replicates") for *_, x in counted) else "."), "",
              "| model | dataset | protocol | noise (severity) | rates measured | largest rate with no loss "
-             "(significant · beyond luck): clean IoU | corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) "
+             "(significant · beyond luck; in brackets the luck bar against the mean: no smaller loss is beyond luck): clean IoU | corrupted IoU | robust IoU | clean IoU at the largest rate (Δ) "
              "| significant gains |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     verdicts: dict[bool, list[str]] = {t: [] for t in TIERS}  # per setting, against Yu et al.'s 20 %
@@ -94,7 +94,7 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
             lines.append(f"| {model} | {dataset} | {pid} | {kind['kind']} ({kind['severity']:g}) | "
                          f"{', '.join(f'{r:.0%}' for r in [0.0] + rates)} | "
                          + " | ".join(" · ".join(f"{_safe(kind, _first(kind, k, t)):.0%}" for t in TIERS[:1 + bars])
-                                      for k in TESTED)
+                                      + (f" ({bar[k]:.3f})" if bars and bar else "") for k in TESTED)
                          + f" | {last['clean_iou']['value']:.3f} ({last['clean_iou_test']['diff']:+.3f}) | {gains or '—'} |")
             for t in TIERS[:1 + bars]:
                 first = _first(kind, "clean_iou", t)

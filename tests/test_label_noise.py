@@ -369,7 +369,8 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
     b = floored["kinds"][0]["rows"]
     beyond = next((r["rate"] for r in b[1:] if r["clean_iou_test"]["beyond_luck"]), None)
     safe_beyond = max(r["rate"] for r in b if beyond is None or r["rate"] < beyond)
-    assert f"| boundary (2) | 0%, 20%, 40%, 70%, 100% | 40% · {safe_beyond:.0%} |" in tiers
+    assert f"| boundary (2) | 0%, 20%, 40%, 70%, 100% | 40% · {safe_beyond:.0%} " \
+           f"({floored['luck_bar']['clean_iou']:.3f}) |" in tiers  # the bar: no smaller loss is beyond luck
     assert "largest rate with no detected loss: clean IoU 40% (floor 0.06" in md
     with pytest.raises(Exception, match="replicates a setting with no seed-0 training"):
         study(track + [at(0.2, 0.0) | {"model": {**base["model"], "training": {**base["model"]["training"],
