@@ -58,7 +58,8 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
              "| significant gains |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     verdicts: dict[bool, list[str]] = {t: [] for t in TIERS}  # per setting, against Yu et al.'s 20 %
-    erratic: dict[bool, int] = {t: 0 for t in TIERS}  # of the agreeing: a loss not seen at every higher rate
+    erratic: dict[Any, int] = {t: 0 for t in TIERS}  # of the agreeing: a loss not seen at every higher rate;
+    erratic.update(replicated=0, unreplicated=0)  # of the early losses: replicates that confirmed them, or not
     order: dict[bool, list[tuple[str, float | None, bool]]] = {t: [] for t in TIERS}  # corrupted before clean?
     allowed: list[float] = []  # per setting with no loss at 20 %: the largest loss there its interval allows
     luck: dict[str, Any] = {"losses": {k: 0 for k in TESTED}, "beyond": {k: 0 for k in TESTED}, "first": [],
@@ -102,6 +103,10 @@ def label_noise_markdown(entries: list[dict[str, Any]]) -> str:
                     "disagree" if first <= YU_SAFE_RATE + 1e-9 else \
                     "agree" if _safe(kind, first) >= YU_SAFE_RATE - 1e-9 else "undetermined"
                 verdicts[t].append(v)
+                if v == "disagree" and not t and first is not None:  # an early loss trained again: what it said
+                    said = reps.get((kind["kind"], kind["severity"], first, "clean_iou"), "")
+                    erratic["replicated"] += "confirmed" in said
+                    erratic["unreplicated"] += bool(said) and "confirmed" not in said
                 erratic[t] += v == "agree" and _erratic(kind, "clean_iou", t)
                 c, k_ = first, _first(kind, "corrupted_iou", t)
                 order[t].append(("neither" if c is None and k_ is None else "before" if k_ is not None and
@@ -170,7 +175,7 @@ def _where(model: str, data: dict[str, Any], kind: str, severity: float, luck: d
         (f" ({severity:g})" if sum(k["kind"] == kind for k in data["kinds"]) > 1 else "")
 
 
-def _yu(verdicts: dict[bool, list[str]], erratic: dict[bool, int], allowed: list[float]) -> list[str]:
+def _yu(verdicts: dict[bool, list[str]], erratic: dict[Any, int], allowed: list[float]) -> list[str]:
     if not verdicts[False]:
         return []
     n, v = len(verdicts[False]), verdicts
@@ -181,7 +186,10 @@ def _yu(verdicts: dict[bool, list[str]], erratic: dict[bool, int], allowed: list
                if erratic[False] or erratic[True] else ""),
             f"no loss at any rate measured in {_counts(v, 'no loss')} (consistent with their 20 %, but without the "
             "loss they saw beyond it: no threshold observed)",
-            f"a loss at 20 % or less in {_counts(v, 'disagree')}"]
+            f"a loss at 20 % or less in {_counts(v, 'disagree')}"
+            + (f" (trained again with another seed, the loss was confirmed in {erratic['replicated']} of them"
+               + (f" and not in {erratic['unreplicated']}" if erratic["unreplicated"] else "") + ")"
+               if erratic["replicated"] + erratic["unreplicated"] else "")]
     if "undetermined" in v[False] + v[True]:
         bits.append(f"the rates measured cannot tell in {_counts(v, 'undetermined')}")
     text = (f"*Against Yu et al.'s 20 %* (no significant loss of accuracy up to about 20 % noisy cases, a loss "

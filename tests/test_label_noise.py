@@ -424,6 +424,11 @@ def test_the_study_statistics_find_the_rate_where_loss_begins():
            "mean / against the same seed's training): unet-small on er — clean IoU 0.06" in label_noise_markdown(track + null)
     # a loss already at 20 %: disagrees; only 40 % measured, with a loss there: cannot tell
     assert "or less in 1." in label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1)])
+    # that early loss trained again with another seed: the Yu comparison says whether it held
+    held = label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1), at_seed(1, 0.0), again(0.2, 1, 0.1)])
+    assert "(trained again with another seed, the loss was confirmed in 1 of them)" in held
+    lost = label_noise_markdown([base, at(0.2, 0.1), at(0.4, 0.1), at_seed(1, 0.0), again(0.2, 1, -0.1)])
+    assert "the loss was confirmed in 0 of them and not in 1)" in lost
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.4, 0.1)])
     # no loss at 20 % and nothing measured beyond it: not yet a verdict either way
     assert "cannot tell in 1" in label_noise_markdown([base, at(0.2, 0.0)])
