@@ -258,8 +258,7 @@ def _replicates(model: str, data: dict[str, Any], luck: dict[str, Any]) -> dict[
             luck["no_finding"].add(setting)
         for k in found:
             sign = r[k]["grid"]["finding"]
-            back = all(sign * c < 0 for t in (r[k]["own_seed"], r[k]["mean"]) for c in t["ci95"])
-            verdict = "confirmed" if r[k]["confirms"] else "reversed" if back else "unconfirmed"
+            verdict = "confirmed" if r[k]["confirms"] else "reversed" if r[k]["reverses"] else "unconfirmed"
             luck[verdict].append(f"{_where(model, data, r['kind'], r['severity'], luck)} {r['rate']:.0%} "
                                  f"{k.replace('_iou', ' IoU')} " + ("loss" if sign < 0 else "gain") + f" (seed {r['seed']})")
             key = (r["kind"], r["severity"], r["rate"], k)

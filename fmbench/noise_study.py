@@ -220,7 +220,8 @@ def _replicate(e: dict[str, Any], own: dict[str, Any], reference: dict[str, np.n
         rep[k] = {**_score(e, k), "own_seed": own_t, "mean": mean_t, "grid": {
             "diff": grid["diff"], "same_seed_diff": grid["same_seed"]["diff"], "finding": sign},
             "beyond_luck": _beyond(mean_t["diff"], own_t["diff"], k, bar, pair),
-            "confirms": None if sign == 0 else bool(all(sign * c > 0 for t in (own_t, mean_t) for c in t["ci95"]))}
+            "confirms": None if sign == 0 else bool(all(sign * c > 0 for t in (own_t, mean_t) for c in t["ci95"])),
+            "reverses": bool(sign) and all(sign * c < 0 for t in (own_t, mean_t) for c in t["ci95"])}
     return rep
 
 

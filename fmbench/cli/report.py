@@ -130,10 +130,9 @@ def label_noise_study(directory: str, model: str, dataset_ref: str | None, tier:
         for r in data["replicates"]:
             for k in ("clean_iou", "corrupted_iou", "robust_iou"):
                 x, sign = r[k], r[k]["grid"]["finding"]
-                back = sign and all(sign * c < 0 for u in (x["own_seed"], x["mean"]) for c in u["ci95"])
                 what = "loss" if sign < 0 else "gain"
                 verdict = "—" if x["confirms"] is None else f"confirms the {what}" if x["confirms"] else \
-                    f"reverses the {what}" if back else f"does not confirm the {what}"
+                    f"reverses the {what}" if x["reverses"] else f"does not confirm the {what}"
                 t.add_row(f"{r['kind']} {r['rate']:.0%} ({r['severity']:g})", str(r["seed"]), k.replace("_", " "),
                           f"{x['value']:.3f}", *(f"Δ {u['diff']:+.3f} [{u['ci95'][0]:+.3f}, {u['ci95'][1]:+.3f}]"
                                                  for u in (x["own_seed"], x["mean"])), verdict)
